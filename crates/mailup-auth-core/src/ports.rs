@@ -1,0 +1,217 @@
+//! The two ports the facade plugs implementations into: [`Transport`] (carry an
+//! [`HttpRequest`]) and [`TokenStore`] (keep a profile's tokens durably, with compare-and-swap).
+//!
+//! They live here, in the core, so that implementation crates (`mailup-auth-http`,
+//! `mailup-auth-store-sled`) depend on the core only. The core itself never calls them.
+//! [`MemoryTokenStore`] is the in-process reference implementation of the store semantics.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::http::{HttpRequest, HttpResponse, TransportError};
+use crate::secret::ClientSecret;
+use crate::time::UnixTime;
+use crate::token::TokenSet;
+
+/// Sends HTTP requests. Implementations must not follow redirects and must map every failure
+/// below HTTP to a [`TransportError`] (never panic).
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Sends one request and returns the whole response.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// The client registration and endpoints remembered with a profile, so later runs need only
+/// the profile name.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct StoredClient {
+    /// The client id.
+    pub client_id: String,
+    /// The client secret (redacted in `Debug`).
+    pub client_secret: Option<ClientSecret>,
+    /// The LogOn URL used.
+    pub logon_url: Option<String>,
+    /// The token URL used.
+    pub token_url: Option<String>,
+    /// The API base used.
+    pub api_base: Option<String>,
+    /// The redirect URI used.
+    pub redirect_uri: Option<String>,
+}
+
+/// Everything stored for one profile.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct ProfileRecord {
+    /// The current tokens; `None` after a logout.
+    pub tokens: Option<TokenSet>,
+    /// The client this profile logged in with.
+    pub client: Option<StoredClient>,
+    /// When the tokens were last refreshed (not set by the first login).
+    pub last_refreshed_at: Option<UnixTime>,
+}
+
+impl ProfileRecord {
+    /// A record holding just these tokens.
+    pub fn with_tokens(tokens: TokenSet) -> Self {
+        Self {
+            tokens: Some(tokens),
+            ..Self::default()
+        }
+    }
+}
+
+/// A stored record with the version that compare-and-swap checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// Starts at 1 with the first save and grows by one with every save.
+    pub version: u64,
+    /// The record.
+    pub value: T,
+}
+
+/// A token store failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Compare-and-swap failed: someone else saved first. Reload and use what is there.
+    #[error(
+        "profile `{profile}` changed concurrently (expected version {expected:?}, found {found:?})"
+    )]
+    Conflict {
+        /// The profile.
+        profile: String,
+        /// The version the save expected (`None` = expected no record).
+        expected: Option<u64>,
+        /// The version actually stored (`None` = no record).
+        found: Option<u64>,
+    },
+    /// The store is held by another process.
+    #[error("token store at {path} is in use by another process ({message})")]
+    Locked {
+        /// The store's location.
+        path: String,
+        /// Details from the storage engine.
+        message: String,
+    },
+    /// A stored record cannot be read.
+    #[error("stored record for profile `{profile}` is corrupt: {message}")]
+    Corrupt {
+        /// The profile.
+        profile: String,
+        /// What is wrong (never the record's content).
+        message: String,
+    },
+    /// The profile name cannot be used.
+    #[error("invalid profile name `{0}`")]
+    InvalidProfile(String),
+    /// Reading or writing failed.
+    #[error("token store I/O error: {0}")]
+    Io(String),
+}
+
+/// Durable storage of [`ProfileRecord`]s by profile name, with compare-and-swap on a version.
+///
+/// `save` must be durable (flushed) before it returns `Ok`. It succeeds only when the stored
+/// version equals `expected` (`None`: no record exists yet) and returns the new version.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Loads a profile's record, if any.
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError>;
+
+    /// Saves a profile's record if the stored version is `expected`; returns the new version.
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes a profile's record (no error when there is none).
+    async fn delete(&self, profile: &str) -> Result<(), StoreError>;
+
+    /// The stored profile names, sorted.
+    async fn profiles(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// An in-memory [`TokenStore`] with the same version and compare-and-swap semantics as the
+/// durable stores: for tests and short-lived programs. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    records: Mutex<BTreeMap<String, Versioned<ProfileRecord>>>,
+}
+
+impl MemoryTokenStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Versioned<ProfileRecord>>> {
+        // A panic while holding the lock cannot leave a half-written record (each operation is
+        // one map call), so the data is still consistent.
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Checks a profile name: non-empty, at most 128 bytes, no control characters.
+pub fn validate_profile_name(profile: &str) -> Result<(), StoreError> {
+    if profile.is_empty() || profile.len() > 128 || profile.chars().any(char::is_control) {
+        return Err(StoreError::InvalidProfile(
+            profile.escape_default().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TokenStore for MemoryTokenStore {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        validate_profile_name(profile)?;
+        Ok(self.records().get(profile).cloned())
+    }
+
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        validate_profile_name(profile)?;
+        let mut records = self.records();
+        let found = records.get(profile).map(|r| r.version);
+        if found != expected {
+            return Err(StoreError::Conflict {
+                profile: profile.to_owned(),
+                expected,
+                found,
+            });
+        }
+        let version = found.unwrap_or(0) + 1;
+        records.insert(
+            profile.to_owned(),
+            Versioned {
+                version,
+                value: record.clone(),
+            },
+        );
+        Ok(version)
+    }
+
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        validate_profile_name(profile)?;
+        self.records().remove(profile);
+        Ok(())
+    }
+
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.records().keys().cloned().collect())
+    }
+}
