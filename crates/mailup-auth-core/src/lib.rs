@@ -4,9 +4,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod authorize;
 pub mod config;
 pub mod http;
 pub mod ports;
+pub mod requests;
 pub mod secret;
+pub mod session;
 pub mod time;
 pub mod token;

@@ -1,0 +1,369 @@
+//! MailUp REST API calls: bearer requests, URL resolution against the API base, and the
+//! classification of responses (success, 401 → refresh once and retry once, 429, errors with
+//! MailUp's `ErrorCode` / `ErrorName` / `ErrorDescription`).
+
+use std::time::Duration;
+
+use http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use serde_json::Value;
+use url::Url;
+
+use crate::http::{HttpRequest, HttpResponse};
+use crate::secret::AccessToken;
+use crate::token::{parse_json_object, truncate};
+
+/// MailUp's error fields, as found in an API error body (all optional: proxies send HTML).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MailUpError {
+    /// HTTP status.
+    pub status: u16,
+    /// `ErrorCode` (a string in MailUp's JSON; a number is accepted too).
+    pub code: Option<String>,
+    /// `ErrorName`, e.g. `Unauthorized`.
+    pub name: Option<String>,
+    /// `ErrorDescription`, truncated.
+    pub description: Option<String>,
+}
+
+impl MailUpError {
+    /// Reads MailUp's error fields from a response.
+    pub fn from_response(response: &HttpResponse) -> Self {
+        let object = parse_json_object(&response.body).unwrap_or_default();
+        let field = |key: &str| match object.get(key) {
+            Some(Value::String(s)) => Some(truncate(s, 300)),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        Self {
+            status: response.status.as_u16(),
+            code: field("ErrorCode"),
+            name: field("ErrorName"),
+            description: field("ErrorDescription"),
+        }
+    }
+}
+
+impl std::fmt::Display for MailUpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        if let Some(code) = &self.code {
+            write!(f, ", ErrorCode {code}")?;
+        }
+        if let Some(name) = &self.name {
+            write!(f, " ({name})")?;
+        }
+        if let Some(description) = &self.description {
+            write!(f, ": {description}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An API call that did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 401 (after the one refresh-and-retry, when it came from the flow).
+    #[error("unauthorized: {0}")]
+    Unauthorized(MailUpError),
+    /// 403: not allowed, or the contract is not signed.
+    #[error("forbidden: {0}")]
+    Forbidden(MailUpError),
+    /// 429: rate limited.
+    #[error("rate limited{}: {error}", .retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// `Retry-After`, when sent in seconds.
+        retry_after: Option<Duration>,
+        /// MailUp's error fields.
+        error: MailUpError,
+    },
+    /// Another 4xx.
+    #[error("request rejected: {0}")]
+    Client(MailUpError),
+    /// 5xx.
+    #[error("server error: {0}")]
+    Server(MailUpError),
+    /// A status that is neither success nor an error (1xx, 3xx: redirects are not followed).
+    #[error("unexpected response: {0}")]
+    Unexpected(MailUpError),
+}
+
+impl ApiError {
+    /// MailUp's error fields.
+    pub fn mailup_error(&self) -> &MailUpError {
+        match self {
+            Self::Unauthorized(e)
+            | Self::Forbidden(e)
+            | Self::Client(e)
+            | Self::Server(e)
+            | Self::Unexpected(e)
+            | Self::RateLimited { error: e, .. } => e,
+        }
+    }
+}
+
+/// Classifies an API response: `Ok(())` for 2xx, a typed error otherwise.
+pub fn classify_api_response(response: &HttpResponse) -> Result<(), ApiError> {
+    let status = response.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    let error = MailUpError::from_response(response);
+    Err(match status.as_u16() {
+        401 => ApiError::Unauthorized(error),
+        403 => ApiError::Forbidden(error),
+        429 => ApiError::RateLimited {
+            retry_after: retry_after(response),
+            error,
+        },
+        400..=499 => ApiError::Client(error),
+        500..=599 => ApiError::Server(error),
+        _ => ApiError::Unexpected(error),
+    })
+}
+
+/// `Retry-After` in delta-seconds (HTTP dates are not supported and read as absent).
+pub fn retry_after(response: &HttpResponse) -> Option<Duration> {
+    response
+        .headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// What to do after an API response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiStep {
+    /// The call succeeded.
+    Done,
+    /// The token was rejected for the first time: refresh, then retry the call once.
+    RefreshAndRetry,
+    /// The call failed; do not retry (a second 401 lands here: never a loop).
+    Fail(ApiError),
+}
+
+/// The retry policy of one API call: a 401 leads to one refresh and one retry, never more.
+#[derive(Clone, Debug, Default)]
+pub struct ApiCall {
+    retried: bool,
+}
+
+impl ApiCall {
+    /// A new call that has not retried.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the one retry has been used.
+    pub fn has_retried(&self) -> bool {
+        self.retried
+    }
+
+    /// Handles a response of this call.
+    pub fn handle_response(&mut self, response: &HttpResponse) -> ApiStep {
+        match classify_api_response(response) {
+            Ok(()) => ApiStep::Done,
+            Err(ApiError::Unauthorized(_)) if !self.retried => {
+                self.retried = true;
+                ApiStep::RefreshAndRetry
+            }
+            Err(error) => ApiStep::Fail(error),
+        }
+    }
+}
+
+/// Adds `Authorization: Bearer <token>` (marked sensitive) to a request.
+pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.secret()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    value.set_sensitive(true);
+    request.with_header(AUTHORIZATION, value)
+}
+
+/// A path that cannot be turned into an API URL.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid API path or URL: {0}")]
+pub struct ApiPathError(pub String);
+
+/// Resolves an API path against the API base: a full `http(s)://` URL is used as is; any
+/// other path (with or without a leading `/`, with or without a query) is appended to the base.
+pub fn api_url(api_base: &Url, path: &str) -> Result<Url, ApiPathError> {
+    let path = path.trim();
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return crate::config::parse_http_url("api url", path)
+            .map_err(|e| ApiPathError(e.to_string()));
+    }
+    if path.contains("://") {
+        return Err(ApiPathError("only http and https URLs are allowed".into()));
+    }
+    let base = api_base.as_str().trim_end_matches('/');
+    let path = path.trim_start_matches('/');
+    Url::parse(&format!("{base}/{path}")).map_err(|e| ApiPathError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    const EXPIRED: &str = r#"{"ErrorCode":"401","ErrorDescription":"Authorization error: Access token is expired","ErrorName":"Unauthorized","ErrorStack":null}"#;
+
+    fn response(status: u16, body: &str) -> HttpResponse {
+        HttpResponse::new(
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes().to_vec(),
+        )
+    }
+
+    #[test]
+    fn success_statuses() {
+        assert_eq!(
+            classify_api_response(&response(200, r#"{"UID":"388"}"#)),
+            Ok(())
+        );
+        assert_eq!(classify_api_response(&response(204, "")), Ok(()));
+    }
+
+    #[test]
+    fn mailups_expired_token_shape() {
+        let err = classify_api_response(&response(401, EXPIRED)).unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::Unauthorized(MailUpError {
+                status: 401,
+                code: Some("401".into()),
+                name: Some("Unauthorized".into()),
+                description: Some("Authorization error: Access token is expired".into()),
+            })
+        );
+        assert_eq!(
+            err.to_string(),
+            "unauthorized: HTTP 401, ErrorCode 401 (Unauthorized): Authorization error: Access token is expired"
+        );
+    }
+
+    #[test]
+    fn other_statuses_are_typed() {
+        let forbidden = r#"{"ErrorCode":"403","ErrorName":"Forbidden","ErrorDescription":"Contract not signed"}"#;
+        assert!(
+            matches!(classify_api_response(&response(403, forbidden)), Err(ApiError::Forbidden(e)) if e.description.as_deref() == Some("Contract not signed"))
+        );
+        assert!(
+            matches!(classify_api_response(&response(400, r#"{"ErrorCode":400}"#)), Err(ApiError::Client(e)) if e.code.as_deref() == Some("400"))
+        );
+        assert!(
+            matches!(classify_api_response(&response(404, "<html>nope</html>")), Err(ApiError::Client(e)) if e.code.is_none())
+        );
+        assert!(matches!(
+            classify_api_response(&response(500, "")),
+            Err(ApiError::Server(_))
+        ));
+        assert!(matches!(
+            classify_api_response(&response(503, "<html/>")),
+            Err(ApiError::Server(_))
+        ));
+        assert!(matches!(
+            classify_api_response(&response(302, "")),
+            Err(ApiError::Unexpected(_))
+        ));
+    }
+
+    #[test]
+    fn rate_limit_reads_retry_after() {
+        let limited = response(429, r#"{"ErrorCode":"429","ErrorName":"TooManyRequests"}"#)
+            .with_header(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(
+            classify_api_response(&limited).unwrap_err(),
+            ApiError::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+                error: MailUpError {
+                    status: 429,
+                    code: Some("429".into()),
+                    name: Some("TooManyRequests".into()),
+                    description: None
+                }
+            }
+        );
+        let dated = response(429, "").with_header(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert!(matches!(
+            classify_api_response(&dated),
+            Err(ApiError::RateLimited {
+                retry_after: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_401_refreshes_once_and_never_loops() {
+        let mut call = ApiCall::new();
+        assert_eq!(
+            call.handle_response(&response(401, EXPIRED)),
+            ApiStep::RefreshAndRetry
+        );
+        assert!(call.has_retried());
+        assert!(matches!(
+            call.handle_response(&response(401, EXPIRED)),
+            ApiStep::Fail(ApiError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            call.handle_response(&response(401, EXPIRED)),
+            ApiStep::Fail(_)
+        ));
+
+        let mut ok = ApiCall::new();
+        assert_eq!(ok.handle_response(&response(200, "{}")), ApiStep::Done);
+        let mut limited = ApiCall::new();
+        assert!(matches!(
+            limited.handle_response(&response(429, "")),
+            ApiStep::Fail(ApiError::RateLimited { .. })
+        ));
+    }
+
+    #[test]
+    fn bearer_header_is_sensitive() {
+        let request = with_bearer(
+            HttpRequest::new(http::Method::GET, Url::parse("https://x.test/a").unwrap()),
+            &AccessToken::new("tok"),
+        );
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
+        assert!(request.headers()[AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn api_paths_resolve_against_the_base() {
+        let base =
+            Url::parse("https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc").unwrap();
+        let expected = "https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc/Console/Authentication/Info";
+        assert_eq!(
+            api_url(&base, "/Console/Authentication/Info")
+                .unwrap()
+                .as_str(),
+            expected
+        );
+        assert_eq!(
+            api_url(&base, "Console/Authentication/Info")
+                .unwrap()
+                .as_str(),
+            expected
+        );
+        let with_slash =
+            Url::parse("http://127.0.0.1:1/API/v1.1/Rest/ConsoleService.svc/").unwrap();
+        assert_eq!(
+            api_url(&with_slash, "Console/User/Lists?pageNumber=0&pageSize=20").unwrap().as_str(),
+            "http://127.0.0.1:1/API/v1.1/Rest/ConsoleService.svc/Console/User/Lists?pageNumber=0&pageSize=20"
+        );
+        assert_eq!(
+            api_url(&base, "http://127.0.0.1:9/x").unwrap().as_str(),
+            "http://127.0.0.1:9/x"
+        );
+        assert!(api_url(&base, "ftp://x/y").is_err());
+    }
+}
