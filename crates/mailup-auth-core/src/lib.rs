@@ -1,6 +1,4 @@
-//! # mailup-auth-core
-//!
-//! A sans-IO state machine for MailUp's OAuth 2.0 authorization code flow.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -14,3 +12,30 @@ pub mod secret;
 pub mod session;
 pub mod time;
 pub mod token;
+
+pub use crate::api::{
+    api_url, classify_api_response, with_bearer, ApiCall, ApiError, ApiStep, MailUpError,
+};
+pub use crate::authorize::{
+    AuthorizationError, AuthorizationErrorCode, CallbackError, PendingAuthorization,
+};
+pub use crate::config::{Backoff, ClientConfig, ClientConfigBuilder, ConfigError, Endpoints};
+pub use crate::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
+pub use crate::ports::{
+    MemoryTokenStore, ProfileRecord, StoreError, StoredClient, TokenStore, Transport, Versioned,
+};
+pub use crate::requests::Grant;
+pub use crate::secret::{
+    AccessToken, AuthorizationCode, ClientSecret, CsrfState, Password, RefreshToken,
+};
+pub use crate::session::{
+    Event, ReauthReason, RequestId, Session, SessionState, TokenAccess, TokenRequest,
+};
+pub use crate::time::UnixTime;
+pub use crate::token::{
+    parse_token_response, MalformedBody, OAuthErrorCode, TokenError, TokenResponse, TokenSet,
+};
+
+// Re-exported so users of the core name the same `http` and `url` versions.
+pub use ::http as http_types;
+pub use url::Url;

@@ -215,3 +215,89 @@ impl TokenStore for MemoryTokenStore {
         Ok(self.records().keys().cloned().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{AccessToken, RefreshToken};
+
+    fn record(access: &str) -> ProfileRecord {
+        ProfileRecord::with_tokens(TokenSet {
+            access_token: AccessToken::new(access),
+            refresh_token: Some(RefreshToken::new("rt")),
+            expires_at: UnixTime::from_secs(10),
+            obtained_at: UnixTime::from_secs(1),
+            token_type: None,
+            scope: None,
+        })
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        // The memory store never awaits anything, so one poll finishes it.
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("memory store futures are always ready"),
+        }
+    }
+
+    #[test]
+    fn memory_store_compare_and_swap() {
+        let store = MemoryTokenStore::new();
+        assert_eq!(block_on(store.load("p")).unwrap(), None);
+        assert_eq!(block_on(store.save("p", &record("a1"), None)).unwrap(), 1);
+        assert_eq!(
+            block_on(store.save("p", &record("stale"), None)).unwrap_err(),
+            StoreError::Conflict {
+                profile: "p".into(),
+                expected: None,
+                found: Some(1)
+            }
+        );
+        assert_eq!(
+            block_on(store.save("p", &record("a2"), Some(1))).unwrap(),
+            2
+        );
+        assert_eq!(
+            block_on(store.save("p", &record("stale"), Some(1))).unwrap_err(),
+            StoreError::Conflict {
+                profile: "p".into(),
+                expected: Some(1),
+                found: Some(2)
+            }
+        );
+        let loaded = block_on(store.load("p")).unwrap().unwrap();
+        assert_eq!(loaded.version, 2);
+        assert_eq!(loaded.value, record("a2"));
+        block_on(store.save("q", &record("b"), None)).unwrap();
+        assert_eq!(
+            block_on(store.profiles()).unwrap(),
+            vec!["p".to_string(), "q".to_string()]
+        );
+        block_on(store.delete("p")).unwrap();
+        assert_eq!(block_on(store.load("p")).unwrap(), None);
+        assert!(matches!(
+            block_on(store.load("")),
+            Err(StoreError::InvalidProfile(_))
+        ));
+        assert!(matches!(
+            block_on(store.load("a\nb")),
+            Err(StoreError::InvalidProfile(_))
+        ));
+    }
+
+    #[test]
+    fn record_debug_is_redacted() {
+        let mut r = record("access-secret");
+        r.client = Some(StoredClient {
+            client_id: "id".into(),
+            client_secret: Some(ClientSecret::new("client-secret")),
+            ..StoredClient::default()
+        });
+        let printed = format!("{r:?}");
+        assert!(!printed.contains("secret\""), "{printed}");
+        assert!(!printed.contains("access-secret"));
+        assert!(!printed.contains("client-secret"));
+    }
+}
