@@ -1,0 +1,427 @@
+//! Repository-wide checks ("tidy"). Each check returns the problems it found, one line each;
+//! `tests/tidy.rs` runs every check as a `#[test]` on the real workspace, so `cargo test`
+//! enforces them, and `cargo xtask tidy` runs them all and prints a report.
+
+use std::path::Path;
+
+use crate::manifest;
+use crate::workspace::Workspace;
+use crate::{cargo, Error, Result};
+
+/// The sans-IO core: no I/O, clock or RNG, neither in its dependencies nor in its source.
+pub const CORE_CRATE: &str = "mailup-auth-core";
+
+/// Crates that do I/O or produce randomness; none may be a normal dependency of the core,
+/// directly or through another crate.
+pub const IO_AND_RNG_CRATES: [&str; 9] = [
+    "tokio",
+    "reqwest",
+    "hyper",
+    "sled",
+    "mio",
+    "socket2",
+    "async-std",
+    "rand",
+    "getrandom",
+];
+
+/// Calls that read the clock or draw randomness; the core's caller must inject both.
+pub const CLOCK_AND_RNG_CALLS: [&str; 6] = [
+    "SystemTime::now",
+    "Instant::now",
+    "thread_rng",
+    "OsRng",
+    "rand::random",
+    "getrandom",
+];
+
+/// One tidy check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    /// Short name, as printed by `cargo xtask tidy`.
+    pub name: &'static str,
+    /// What it enforces.
+    pub rule: &'static str,
+    /// Runs it on the workspace; `Err` when it could not run at all.
+    pub run: fn(&Workspace) -> Result<Vec<String>>,
+}
+
+/// Every check, in the order `cargo xtask tidy` runs them.
+pub const CHECKS: [Check; 6] = [
+    Check {
+        name: "readme",
+        rule: "every publishable crate has its README",
+        run: readme_problems,
+    },
+    Check {
+        name: "description",
+        rule: "every publishable crate has a description",
+        run: description_problems,
+    },
+    Check {
+        name: "lints",
+        rule: "every publishable crate has `[lints] workspace = true`",
+        run: workspace_lints_problems,
+    },
+    Check {
+        name: "version",
+        rule: "every publishable crate has `version.workspace = true`",
+        run: workspace_version_problems,
+    },
+    Check {
+        name: "core-dependencies",
+        rule: "the core's normal dependencies, direct or not, include no I/O or RNG crate",
+        run: core_dependency_problems,
+    },
+    Check {
+        name: "core-source",
+        rule: "the core's source calls no clock and no RNG",
+        run: core_source_problems,
+    },
+];
+
+/// Runs every check and prints a report; fails if any found a problem.
+pub fn run_all(dir: &Path) -> Result<()> {
+    let workspace = Workspace::load(dir)?;
+    let mut failed = 0;
+    for check in CHECKS {
+        let problems = (check.run)(&workspace).unwrap_or_else(|e| vec![e.to_string()]);
+        if problems.is_empty() {
+            println!("ok    {:<18} {}", check.name, check.rule);
+        } else {
+            failed += 1;
+            println!("FAIL  {:<18} {}", check.name, check.rule);
+            for problem in problems {
+                println!("        - {problem}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::new(format!(
+            "tidy: {failed} of {} checks failed",
+            CHECKS.len()
+        )));
+    }
+    println!("tidy: all {} checks passed", CHECKS.len());
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn relative(workspace: &Workspace, path: &Path) -> String {
+    path.strip_prefix(&workspace.root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Every publishable crate has a README file (the one `readme` names, or `README.md`).
+pub fn readme_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for package in workspace.publishable() {
+        let readme = package
+            .dir()
+            .join(package.readme.as_deref().unwrap_or("README.md"));
+        if !readme.is_file() {
+            problems.push(format!(
+                "{}: {} does not exist (each publishable crate needs a README with a \
+                 runnable example)",
+                package.name,
+                relative(workspace, &readme)
+            ));
+        } else if package.readme.is_none() {
+            problems.push(format!(
+                "{}: Cargo.toml does not name its readme",
+                package.name
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Every publishable crate has a description.
+pub fn description_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    Ok(workspace
+        .publishable()
+        .filter(|p| p.description.is_none())
+        .map(|p| {
+            format!(
+                "{}: no `description` in {}",
+                p.name,
+                relative(workspace, &p.manifest_path)
+            )
+        })
+        .collect())
+}
+
+/// Every publishable crate inherits the workspace lints.
+pub fn workspace_lints_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for package in workspace.publishable() {
+        if !manifest::has_workspace_lints(&read(&package.manifest_path)?) {
+            problems.push(format!(
+                "{}: {} lacks `[lints] workspace = true`",
+                package.name,
+                relative(workspace, &package.manifest_path)
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Every publishable crate inherits, and so shares, the workspace version.
+pub fn workspace_version_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let root_manifest = read(&workspace.root.join("Cargo.toml"))?;
+    let Some(shared) = manifest::workspace_version(&root_manifest) else {
+        return Ok(vec![
+            "the root Cargo.toml has no [workspace.package] version".to_owned(),
+        ]);
+    };
+    let mut problems = Vec::new();
+    for package in workspace.publishable() {
+        let text = read(&package.manifest_path)?;
+        if !manifest::uses_workspace_version(&text) || package.version != shared {
+            problems.push(format!(
+                "{}: version {} does not come from the workspace ({shared}): use \
+                 `version.workspace = true`",
+                package.name, package.version
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The core's normal dependency tree (host platform, all features) holds no I/O or RNG crate.
+pub fn core_dependency_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    if workspace.package(CORE_CRATE).is_none() {
+        return Ok(vec![format!("the workspace has no {CORE_CRATE} crate")]);
+    }
+    let args = [
+        "tree",
+        "--locked",
+        "-p",
+        CORE_CRATE,
+        "-e",
+        "normal",
+        "--all-features",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+    ];
+    let output = cargo()
+        .args(args)
+        .current_dir(&workspace.root)
+        .output()
+        .map_err(|e| Error::new(format!("cannot run cargo tree: {e}")))?;
+    if !output.status.success() {
+        return Err(Error::new(format!(
+            "cargo {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        )));
+    }
+    Ok(banned_in_tree(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The banned crates in `cargo tree --prefix none --format {p}` output.
+fn banned_in_tree(tree: &str) -> Vec<String> {
+    let mut found: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| IO_AND_RNG_CRATES.contains(name))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+        .into_iter()
+        .map(|name| {
+            format!(
+                "{CORE_CRATE} depends on {name} (see why: cargo tree -p {CORE_CRATE} -e normal \
+                 --all-features -i {name})"
+            )
+        })
+        .collect()
+}
+
+/// No file under the core's `src/` calls the clock or an RNG (comments and strings aside).
+pub fn core_source_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let Some(core) = workspace.package(CORE_CRATE) else {
+        return Ok(vec![format!("the workspace has no {CORE_CRATE} crate")]);
+    };
+    let mut files = Vec::new();
+    collect_rust_files(&core.dir().join("src"), &mut files)?;
+    files.sort();
+    let mut problems = Vec::new();
+    for file in files {
+        for (line, call) in forbidden_calls(&read(&file)?) {
+            problems.push(format!(
+                "{}:{line}: calls {call}; take the time or randomness from the caller instead",
+                relative(workspace, &file)
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn collect_rust_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::new(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::new(format!("cannot list {}: {e}", dir.display())))?
+            .path();
+        if path.is_dir() {
+            collect_rust_files(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// (1-based line, call) for each clock or RNG call in Rust source, ignoring comments (so docs
+/// may say "never calls `SystemTime::now`") and string literals.
+pub fn forbidden_calls(source: &str) -> Vec<(usize, &'static str)> {
+    let code = blank_comments_and_strings(source);
+    let mut found = Vec::new();
+    for (index, line) in code.lines().enumerate() {
+        for call in CLOCK_AND_RNG_CALLS {
+            if line.contains(call) {
+                found.push((index + 1, call));
+            }
+        }
+    }
+    found
+}
+
+/// The source with comments and string/char literal contents replaced by spaces (newlines
+/// kept, so line numbers stay right).
+fn blank_comments_and_strings(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && matches!(next, Some('"' | '#'))
+            && !is_ident(chars.get(i.wrapping_sub(1)))
+        {
+            // Raw string r"..." / r#"..."#.
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            let closing: Vec<char> = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            out.push_str(&" ".repeat(hashes + 2));
+            i += hashes + 2;
+            while i < chars.len() && !chars[i..].starts_with(&closing) {
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+            out.push_str(&" ".repeat(closing.len().min(chars.len() - i.min(chars.len()))));
+            i += closing.len();
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                let skip = if chars[i] == '\\' { 2 } else { 1 };
+                for k in 0..skip {
+                    if let Some(ch) = chars.get(i + k) {
+                        out.push(blank(*ch));
+                    }
+                }
+                i += skip;
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
+            // A char literal ('x' or '\n'); a lone quote is a lifetime.
+            let end = chars[i + 1..]
+                .iter()
+                .skip(1)
+                .position(|c| *c == '\'')
+                .map_or(chars.len(), |p| i + 2 + p);
+            while i <= end && i < chars.len() {
+                out.push(' ');
+                i += 1;
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_ident(c: Option<&char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || *c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_calls_but_not_mentions_in_comments_or_strings() {
+        let source = r##"//! The core never calls `SystemTime::now()`: the caller passes `now`.
+use std::time::Instant;
+/* a block comment: Instant::now()
+   /* nested: thread_rng() */ still a comment: OsRng */
+fn f() -> (Instant, char, &'static str) {
+    let label = "rand::random is banned";
+    let raw = r#"getrandom "quoted""#;
+    let c = '"'; let started = Instant::now(); // and SystemTime::now() here is a comment
+    (started, c, label)
+}
+fn g<'a>(x: &'a str) -> u8 { let _ = x; rand::random() }
+"##;
+        assert_eq!(
+            forbidden_calls(source),
+            [(8, "Instant::now"), (11, "rand::random")]
+        );
+    }
+
+    #[test]
+    fn reads_banned_crates_from_cargo_tree() {
+        let tree = "mailup-auth-core v0.1.0 (/ws/crates/core)\nhttp v1.3.1\ntokio v1.45.0\n\
+                    rand v0.8.5\ntokio v1.45.0\nrand_core v0.6.4\n";
+        let problems = banned_in_tree(tree);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("depends on rand "));
+        assert!(problems[1].contains("depends on tokio "));
+    }
+}
