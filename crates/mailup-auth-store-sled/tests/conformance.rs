@@ -1,0 +1,327 @@
+//! The TokenStore contract, as scenario functions run against both the core's
+//! `MemoryTokenStore` (the reference semantics) and `SledTokenStore`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mailup_auth_core::ports::{
+    MemoryTokenStore, ProfileRecord, StoreError, StoredClient, TokenStore,
+};
+use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::time::UnixTime;
+use mailup_auth_core::token::TokenSet;
+use mailup_auth_store_sled::SledTokenStore;
+
+fn tokens(n: u64) -> TokenSet {
+    TokenSet {
+        access_token: AccessToken::new(format!("at-{n}")),
+        refresh_token: Some(RefreshToken::new(format!("rt-{n}"))),
+        expires_at: UnixTime::from_millis(1_700_003_600_123 + n),
+        obtained_at: UnixTime::from_millis(1_700_000_000_456 + n),
+        token_type: None,
+        scope: None,
+    }
+}
+
+/// A record with every field set, including non-ASCII and JSON-hostile characters.
+fn full_record() -> ProfileRecord {
+    ProfileRecord {
+        tokens: Some(TokenSet {
+            access_token: AccessToken::new("at-\"quoted\"\\slash\u{e9}"),
+            refresh_token: Some(RefreshToken::new("rt-\n-newline")),
+            expires_at: UnixTime::from_millis(u64::MAX / 2),
+            obtained_at: UnixTime::from_millis(1),
+            token_type: Some("bearer".into()),
+            scope: Some("console statistics".into()),
+        }),
+        client: Some(StoredClient {
+            client_id: "client-1".into(),
+            client_secret: Some(ClientSecret::new("cs-\u{1f511}")),
+            logon_url: Some("https://services.mailup.com/Authorization/OAuth/LogOn".into()),
+            token_url: Some("https://services.mailup.com/Authorization/OAuth/Token".into()),
+            api_base: Some("https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc".into()),
+            redirect_uri: Some("http://127.0.0.1:8765/callback?x=1&y=2".into()),
+        }),
+        last_refreshed_at: Some(UnixTime::from_secs(1_700_000_100)),
+    }
+}
+
+async fn round_trip_of_every_field(store: &dyn TokenStore) {
+    let record = full_record();
+    let version = store.save("main", &record, None).await.unwrap();
+    assert_eq!(version, 1);
+    let loaded = store.load("main").await.unwrap().unwrap();
+    assert_eq!(loaded.version, 1);
+    assert_eq!(loaded.value, record);
+
+    // The empty record (a logged-out profile that remembers nothing) round-trips too.
+    let empty = ProfileRecord::default();
+    assert_eq!(store.save("main", &empty, Some(1)).await.unwrap(), 2);
+    let loaded = store.load("main").await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value), (2, empty));
+
+    // A client without a secret or endpoints.
+    let minimal = ProfileRecord {
+        client: Some(StoredClient {
+            client_id: "id".into(),
+            ..StoredClient::default()
+        }),
+        ..ProfileRecord::with_tokens(tokens(0))
+    };
+    assert_eq!(store.save("main", &minimal, Some(2)).await.unwrap(), 3);
+    assert_eq!(store.load("main").await.unwrap().unwrap().value, minimal);
+}
+
+async fn missing_profile_loads_as_none(store: &dyn TokenStore) {
+    assert_eq!(store.load("nobody").await.unwrap(), None);
+    store.delete("nobody").await.unwrap();
+    assert_eq!(store.profiles().await.unwrap(), Vec::<String>::new());
+}
+
+async fn versions_count_saves(store: &dyn TokenStore) {
+    let mut expected = None;
+    for n in 1..=5u64 {
+        let version = store
+            .save("p", &ProfileRecord::with_tokens(tokens(n)), expected)
+            .await
+            .unwrap();
+        assert_eq!(version, n);
+        expected = Some(version);
+    }
+    let loaded = store.load("p").await.unwrap().unwrap();
+    assert_eq!(loaded.version, 5);
+    assert_eq!(loaded.value, ProfileRecord::with_tokens(tokens(5)));
+}
+
+async fn compare_and_swap_conflicts(store: &dyn TokenStore) {
+    let first = ProfileRecord::with_tokens(tokens(1));
+    store.save("p", &first, None).await.unwrap();
+
+    // Creating again when a record exists.
+    assert_eq!(
+        store.save("p", &first, None).await,
+        Err(StoreError::Conflict {
+            profile: "p".into(),
+            expected: None,
+            found: Some(1),
+        })
+    );
+    // Expecting a version that is not the stored one.
+    assert_eq!(
+        store.save("p", &first, Some(7)).await,
+        Err(StoreError::Conflict {
+            profile: "p".into(),
+            expected: Some(7),
+            found: Some(1),
+        })
+    );
+    // Expecting a record where there is none.
+    assert_eq!(
+        store.save("q", &first, Some(1)).await,
+        Err(StoreError::Conflict {
+            profile: "q".into(),
+            expected: Some(1),
+            found: None,
+        })
+    );
+    // Failed saves changed nothing.
+    let loaded = store.load("p").await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value), (1, first));
+    assert_eq!(store.load("q").await.unwrap(), None);
+}
+
+/// Two refreshers load the same version; the one that saves second holds the old refresh
+/// token and must not overwrite the rotated one.
+async fn stale_refresh_token_never_overwrites_newer(store: &dyn TokenStore) {
+    store
+        .save("p", &ProfileRecord::with_tokens(tokens(1)), None)
+        .await
+        .unwrap();
+    let a = store.load("p").await.unwrap().unwrap();
+    let b = store.load("p").await.unwrap().unwrap();
+    let rotated = ProfileRecord::with_tokens(tokens(2));
+    assert_eq!(store.save("p", &rotated, Some(a.version)).await.unwrap(), 2);
+    let stale = ProfileRecord::with_tokens(tokens(3));
+    assert!(matches!(
+        store.save("p", &stale, Some(b.version)).await,
+        Err(StoreError::Conflict {
+            expected: Some(1),
+            found: Some(2),
+            ..
+        })
+    ));
+    assert_eq!(store.load("p").await.unwrap().unwrap().value, rotated);
+}
+
+async fn profiles_are_independent_and_sorted(store: &dyn TokenStore) {
+    for (n, name) in ["zeta", "alpha", "m\u{fc}ller", "Beta", "with space"]
+        .iter()
+        .enumerate()
+    {
+        store
+            .save(name, &ProfileRecord::with_tokens(tokens(n as u64)), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.profiles().await.unwrap(),
+        ["Beta", "alpha", "m\u{fc}ller", "with space", "zeta"]
+    );
+    assert_eq!(
+        store.load("alpha").await.unwrap().unwrap().value,
+        ProfileRecord::with_tokens(tokens(1))
+    );
+    store
+        .save("alpha", &ProfileRecord::default(), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load("zeta").await.unwrap().unwrap().value,
+        ProfileRecord::with_tokens(tokens(0))
+    );
+
+    store.delete("alpha").await.unwrap();
+    assert_eq!(store.load("alpha").await.unwrap(), None);
+    assert_eq!(
+        store.profiles().await.unwrap(),
+        ["Beta", "m\u{fc}ller", "with space", "zeta"]
+    );
+    assert_eq!(store.load("zeta").await.unwrap().unwrap().version, 1);
+}
+
+async fn save_after_delete_starts_from_no_record(store: &dyn TokenStore) {
+    store
+        .save("p", &ProfileRecord::with_tokens(tokens(1)), None)
+        .await
+        .unwrap();
+    store.delete("p").await.unwrap();
+    store.delete("p").await.unwrap();
+    // After a delete, the only save that succeeds is one that expects no record.
+    assert!(matches!(
+        store.save("p", &ProfileRecord::default(), Some(1)).await,
+        Err(StoreError::Conflict { found: None, .. })
+    ));
+    let version = store
+        .save("p", &ProfileRecord::with_tokens(tokens(2)), None)
+        .await
+        .unwrap();
+    assert!(version >= 1);
+    let loaded = store.load("p").await.unwrap().unwrap();
+    assert_eq!(loaded.version, version);
+    assert_eq!(loaded.value, ProfileRecord::with_tokens(tokens(2)));
+}
+
+async fn invalid_profile_names_are_rejected(store: &dyn TokenStore) {
+    let long = "x".repeat(129);
+    for name in ["", "tab\there", "new\nline", long.as_str()] {
+        assert!(
+            matches!(store.load(name).await, Err(StoreError::InvalidProfile(_))),
+            "{name:?}"
+        );
+        assert!(matches!(
+            store.save(name, &ProfileRecord::default(), None).await,
+            Err(StoreError::InvalidProfile(_))
+        ));
+        assert!(matches!(
+            store.delete(name).await,
+            Err(StoreError::InvalidProfile(_))
+        ));
+    }
+    assert_eq!(store.profiles().await.unwrap(), Vec::<String>::new());
+    // The longest valid name works.
+    let longest = "y".repeat(128);
+    assert_eq!(
+        store
+            .save(&longest, &ProfileRecord::default(), None)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+const TASKS: u64 = 50;
+const SAVES_PER_TASK: u64 = 20;
+
+/// Many tasks each do load → save(expected) with retry on conflict. Every successful save
+/// must get a distinct version and the versions must be exactly 1..=total.
+async fn concurrent_saves_keep_the_version_sequence(store: Arc<dyn TokenStore>) {
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            let mut conflicts = 0u64;
+            while (won.len() as u64) < SAVES_PER_TASK {
+                let current = store.load("shared").await.unwrap();
+                let expected = current.as_ref().map(|c| c.version);
+                let record = ProfileRecord::with_tokens(tokens(task * 1000 + won.len() as u64));
+                match store.save("shared", &record, expected).await {
+                    Ok(version) => {
+                        assert_eq!(Some(version), Some(expected.unwrap_or(0) + 1));
+                        won.push(version);
+                    }
+                    Err(StoreError::Conflict { found, .. }) => {
+                        assert_ne!(found, expected);
+                        conflicts += 1;
+                        // Bounded: each conflict means another task's save succeeded.
+                        assert!(conflicts <= TASKS * SAVES_PER_TASK);
+                    }
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            won
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for handle in handles {
+        for version in handle.await.unwrap() {
+            assert!(all.insert(version), "version {version} handed out twice");
+        }
+    }
+    let total = TASKS * SAVES_PER_TASK;
+    assert_eq!(all, (1..=total).collect::<BTreeSet<_>>());
+    assert_eq!(store.load("shared").await.unwrap().unwrap().version, total);
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[allow(unused_variables)]
+            fn store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
+                let make: fn(&std::path::Path) -> Arc<dyn TokenStore> = $make;
+                make(&dir.path().join("store"))
+            }
+
+            macro_rules! scenario {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let dir = tempfile::tempdir().unwrap();
+                        super::$name(&*store(&dir)).await;
+                    }
+                };
+            }
+
+            scenario!(round_trip_of_every_field);
+            scenario!(missing_profile_loads_as_none);
+            scenario!(versions_count_saves);
+            scenario!(compare_and_swap_conflicts);
+            scenario!(stale_refresh_token_never_overwrites_newer);
+            scenario!(profiles_are_independent_and_sorted);
+            scenario!(save_after_delete_starts_from_no_record);
+            scenario!(invalid_profile_names_are_rejected);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_saves_keep_the_version_sequence() {
+                let dir = tempfile::tempdir().unwrap();
+                super::concurrent_saves_keep_the_version_sequence(store(&dir)).await;
+            }
+        }
+    };
+}
+
+conformance!(memory, |_| Arc::new(MemoryTokenStore::new()));
+conformance!(sled, |path| Arc::new(SledTokenStore::open(path).unwrap()));
