@@ -1,1 +1,40 @@
-//! Placeholder.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod admin;
+mod api;
+mod clock;
+mod config;
+mod controls;
+mod html;
+mod listener;
+mod logon;
+mod server;
+mod state;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ConfigError, EmulatorConfig, RateLimit, RegisteredClient, User};
+pub use server::{Emulator, EmulatorBuilder, StartError};
+pub use state::{Counters, Fault};
+
+/// The `client_id` of the demo client that [`Emulator::builder`] registers.
+pub const DEFAULT_CLIENT_ID: &str = "mailup-demo-client";
+/// The `client_secret` of the demo client.
+pub const DEFAULT_CLIENT_SECRET: &str = "mailup-demo-secret";
+/// The username of the demo user.
+pub const DEFAULT_USERNAME: &str = "m1234";
+/// The password of the demo user.
+pub const DEFAULT_PASSWORD: &str = "demo-password";
+
+/// Path of the LogOn (authorization) page, as on `services.mailup.com`.
+pub const LOGON_PATH: &str = "/Authorization/OAuth/LogOn";
+/// Path of the emulator's consent page (MailUp's own is internal to its LogOn flow).
+pub const CONSENT_PATH: &str = "/Authorization/OAuth/Consent";
+/// Path of the token endpoint, as on `services.mailup.com`.
+pub const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
+/// Path of the Console API base, as on `services.mailup.com`.
+pub const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
+/// Path prefix of the admin API (served only when enabled).
+pub const ADMIN_PATH: &str = "/_emulator";

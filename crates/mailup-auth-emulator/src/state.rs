@@ -1,0 +1,406 @@
+//! The emulator's mutable state: pending LogOn forms, codes, tokens, lists, injected faults and
+//! counters. One `Mutex<State>` guards everything that must change together; it is never held
+//! across an `.await`. Counters are atomics beside it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::config::{EmulatorConfig, RateLimit, RegisteredClient, User};
+
+/// How long a LogOn form (and then its consent form) stays usable.
+pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
+
+/// A failure to inject into upcoming token-endpoint requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fault {
+    /// `500 Internal Server Error` with an RFC 6749 `server_error` JSON body.
+    Status500,
+    /// `503 Service Unavailable` with `Retry-After: 1` and a plain-text body.
+    Status503,
+    /// `502 Bad Gateway` with an HTML page, as a reverse proxy would send.
+    HtmlErrorPage,
+    /// `200 OK`, `Content-Type: application/json`, and a truncated, unparseable body.
+    MalformedBody,
+    /// The TCP connection is closed without any HTTP response.
+    DropConnection,
+}
+
+/// A snapshot of the emulator's counters. Counters only grow, except through
+/// [`Emulator::reset_counters`](crate::Emulator::reset_counters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Every request that reached the token endpoint, faulted ones included.
+    pub token_requests: u64,
+    /// Token requests with `grant_type=authorization_code` (not faulted).
+    pub token_authorization_code: u64,
+    /// Token requests with `grant_type=refresh_token` (not faulted).
+    pub token_refresh_token: u64,
+    /// Token requests with `grant_type=password` (not faulted).
+    pub token_password: u64,
+    /// Token requests answered with an OAuth error (4xx JSON).
+    pub token_errors: u64,
+    /// Token requests answered with an injected [`Fault`].
+    pub token_faults: u64,
+    /// Access tokens issued (one per successful grant).
+    pub access_tokens_issued: u64,
+    /// Requests under the Console API base, whatever their outcome.
+    pub api_calls: u64,
+    /// API requests answered 401.
+    pub api_unauthorized: u64,
+    /// API requests answered 429.
+    pub rate_limited: u64,
+    /// Authorization codes issued (consent allowed).
+    pub codes_issued: u64,
+    /// LogOn pages served after a valid LogOn request.
+    pub logon_pages: u64,
+    /// Login form posts with a wrong username or password.
+    pub logon_failures: u64,
+    /// Consent forms answered with Deny.
+    pub consents_denied: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CounterCells {
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) token_authorization_code: AtomicU64,
+    pub(crate) token_refresh_token: AtomicU64,
+    pub(crate) token_password: AtomicU64,
+    pub(crate) token_errors: AtomicU64,
+    pub(crate) token_faults: AtomicU64,
+    pub(crate) access_tokens_issued: AtomicU64,
+    pub(crate) api_calls: AtomicU64,
+    pub(crate) api_unauthorized: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) codes_issued: AtomicU64,
+    pub(crate) logon_pages: AtomicU64,
+    pub(crate) logon_failures: AtomicU64,
+    pub(crate) consents_denied: AtomicU64,
+}
+
+pub(crate) fn bump(cell: &AtomicU64) {
+    cell.fetch_add(1, Ordering::Relaxed);
+}
+
+impl CounterCells {
+    pub(crate) fn snapshot(&self) -> Counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            token_requests: get(&self.token_requests),
+            token_authorization_code: get(&self.token_authorization_code),
+            token_refresh_token: get(&self.token_refresh_token),
+            token_password: get(&self.token_password),
+            token_errors: get(&self.token_errors),
+            token_faults: get(&self.token_faults),
+            access_tokens_issued: get(&self.access_tokens_issued),
+            api_calls: get(&self.api_calls),
+            api_unauthorized: get(&self.api_unauthorized),
+            rate_limited: get(&self.rate_limited),
+            codes_issued: get(&self.codes_issued),
+            logon_pages: get(&self.logon_pages),
+            logon_failures: get(&self.logon_failures),
+            consents_denied: get(&self.consents_denied),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        for cell in [
+            &self.token_requests,
+            &self.token_authorization_code,
+            &self.token_refresh_token,
+            &self.token_password,
+            &self.token_errors,
+            &self.token_faults,
+            &self.access_tokens_issued,
+            &self.api_calls,
+            &self.api_unauthorized,
+            &self.rate_limited,
+            &self.codes_issued,
+            &self.logon_pages,
+            &self.logon_failures,
+            &self.consents_denied,
+        ] {
+            cell.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a LogOn dance stands.
+#[derive(Debug, Clone)]
+pub(crate) enum PendingStage {
+    Login,
+    Consent { username: String },
+}
+
+/// One LogOn dance in progress, keyed by an unguessable id carried in the forms.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingAuthorization {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) state: Option<String>,
+    /// The emulator's CSRF token: every form post must echo it; it changes at each step.
+    pub(crate) csrf: String,
+    pub(crate) created: SystemTime,
+    pub(crate) stage: PendingStage,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CodeGrant {
+    pub(crate) client_id: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) username: String,
+    pub(crate) expires_at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AccessGrant {
+    pub(crate) username: String,
+    pub(crate) expires_at: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshGrant {
+    pub(crate) client_id: String,
+    pub(crate) username: String,
+}
+
+/// A mailing list as `GET /Console/User/Lists` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct MailingList {
+    pub(crate) business: bool,
+    pub(crate) company: String,
+    pub(crate) creation_date: String,
+    pub(crate) customer: bool,
+    pub(crate) description: String,
+    pub(crate) id_list: u64,
+    pub(crate) list_guid: String,
+    pub(crate) name: String,
+    pub(crate) owner: String,
+}
+
+/// What a successful grant hands out.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct IssuedTokens {
+    pub(crate) access_token: String,
+    pub(crate) expires_in: u64,
+    pub(crate) refresh_token: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) pending: HashMap<String, PendingAuthorization>,
+    pub(crate) codes: HashMap<String, CodeGrant>,
+    pub(crate) access_tokens: HashMap<String, AccessGrant>,
+    pub(crate) refresh_tokens: HashMap<String, RefreshGrant>,
+    pub(crate) issued_refresh_tokens: Vec<String>,
+    pub(crate) faults: VecDeque<(Fault, u32)>,
+    pub(crate) rate_windows: HashMap<String, (SystemTime, u32)>,
+    pub(crate) lists: HashMap<String, Vec<MailingList>>,
+    pub(crate) next_list_id: u64,
+    pub(crate) clock_offset: Duration,
+    pub(crate) token_latency: Duration,
+    pub(crate) api_latency: Duration,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) issued_since_prune: u32,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) clients: HashMap<String, RegisteredClient>,
+    pub(crate) users: HashMap<String, User>,
+    pub(crate) access_token_lifetime: Duration,
+    pub(crate) code_lifetime: Duration,
+    pub(crate) admin_api: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) counters: CounterCells,
+    state: Mutex<State>,
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+/// A random, URL-safe token of `bytes` bytes of entropy.
+pub(crate) fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A random GUID-shaped string, as MailUp's `ListGuid`.
+fn random_guid() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+impl Shared {
+    pub(crate) fn new(config: &EmulatorConfig, clock: Arc<dyn Clock>) -> Self {
+        let mut state = State {
+            rate_limit: config.rate_limit,
+            next_list_id: 1,
+            ..State::default()
+        };
+        for user in &config.users {
+            let company = user.account().company;
+            let lists = user
+                .list_names()
+                .into_iter()
+                .map(|name| state.new_list(user.username(), &company, name, String::new()))
+                .collect();
+            state.lists.insert(user.username.clone(), lists);
+        }
+        Self {
+            clients: config
+                .clients
+                .iter()
+                .map(|c| (c.id.clone(), c.clone()))
+                .collect(),
+            users: config
+                .users
+                .iter()
+                .map(|u| (u.username.clone(), u.clone()))
+                .collect(),
+            access_token_lifetime: config.access_token_lifetime,
+            code_lifetime: config.code_lifetime,
+            admin_api: config.admin_api,
+            clock,
+            counters: CounterCells::default(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The lock; a poisoned lock is still used, since every update keeps the state consistent
+    /// before anything that could panic.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The emulator's notion of now: the injected clock plus any admin-API advance.
+    pub(crate) fn now(&self) -> SystemTime {
+        let offset = self.lock().clock_offset;
+        self.clock.now() + offset
+    }
+
+    /// Checks a username and password.
+    pub(crate) fn check_password(&self, username: &str, password: &str) -> bool {
+        self.users
+            .get(username)
+            .is_some_and(|u| constant_time_eq(u.password.as_bytes(), password.as_bytes()))
+    }
+
+    /// Checks client credentials.
+    pub(crate) fn check_client(&self, id: &str, secret: &str) -> bool {
+        self.clients
+            .get(id)
+            .is_some_and(|c| constant_time_eq(c.secret.as_bytes(), secret.as_bytes()))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl State {
+    pub(crate) fn new_list(
+        &mut self,
+        owner: &str,
+        company: &str,
+        name: String,
+        description: String,
+    ) -> MailingList {
+        let id = self.next_list_id;
+        self.next_list_id += 1;
+        MailingList {
+            business: false,
+            company: company.to_owned(),
+            creation_date: "2024-01-01 00:00:00Z".to_owned(),
+            customer: true,
+            description,
+            id_list: id,
+            list_guid: random_guid(),
+            name,
+            owner: owner.to_owned(),
+        }
+    }
+
+    /// Issues a fresh access and refresh token pair.
+    pub(crate) fn issue_tokens(
+        &mut self,
+        client_id: &str,
+        username: &str,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> IssuedTokens {
+        self.prune(now);
+        let access_token = random_token(48);
+        let refresh_token = random_token(48);
+        self.access_tokens.insert(
+            access_token.clone(),
+            AccessGrant {
+                username: username.to_owned(),
+                expires_at: now + lifetime,
+            },
+        );
+        self.refresh_tokens.insert(
+            refresh_token.clone(),
+            RefreshGrant {
+                client_id: client_id.to_owned(),
+                username: username.to_owned(),
+            },
+        );
+        self.issued_refresh_tokens.push(refresh_token.clone());
+        IssuedTokens {
+            access_token,
+            expires_in: lifetime.as_secs(),
+            refresh_token,
+        }
+    }
+
+    /// Forgets access tokens that expired more than a day ago, expired codes and stale forms,
+    /// every 1024 issues, so a long-running emulator does not grow without bound.
+    fn prune(&mut self, now: SystemTime) {
+        self.issued_since_prune += 1;
+        if self.issued_since_prune < 1024 {
+            return;
+        }
+        self.issued_since_prune = 0;
+        let day = Duration::from_secs(86_400);
+        self.access_tokens
+            .retain(|_, grant| grant.expires_at + day > now);
+        let live: std::collections::HashSet<&String> = self.access_tokens.keys().collect();
+        self.rate_windows.retain(|token, _| live.contains(token));
+        self.codes.retain(|_, code| code.expires_at > now);
+        self.pending
+            .retain(|_, pending| pending.created + PENDING_LIFETIME > now);
+    }
+
+    /// Takes the next injected fault, if any.
+    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
+        let (fault, remaining) = self.faults.front_mut()?;
+        let fault = *fault;
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.faults.pop_front();
+        }
+        Some(fault)
+    }
+}
