@@ -60,8 +60,8 @@ fn bad(message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 fn ok() -> Response {
@@ -108,7 +108,7 @@ async fn revoke_refresh_token(State(shared): State<AppState>, body: Bytes) -> Re
                 .is_some();
             Json(json!({ "revoked": revoked })).into_response()
         }
-        Err(response) => response,
+        Err(message) => bad(message),
     }
 }
 
@@ -135,7 +135,7 @@ async fn add_faults(State(shared): State<AppState>, body: Bytes) -> Response {
             controls::fail_next_token_requests(&shared, body.count, body.fault);
             ok()
         }
-        Err(response) => response,
+        Err(message) => bad(message),
     }
 }
 
@@ -163,7 +163,7 @@ async fn set_latency(State(shared): State<AppState>, body: Bytes) -> Response {
             }
             ok()
         }
-        Err(response) => response,
+        Err(message) => bad(message),
     }
 }
 
@@ -179,7 +179,7 @@ async fn advance_clock(State(shared): State<AppState>, body: Bytes) -> Response 
             shared.lock().clock_offset += Duration::from_secs(body.seconds);
             ok()
         }
-        Err(response) => response,
+        Err(message) => bad(message),
     }
 }
 
@@ -192,6 +192,6 @@ async fn set_rate_limit(State(shared): State<AppState>, body: Bytes) -> Response
             controls::set_rate_limit(&shared, limit);
             ok()
         }
-        Err(response) => response,
+        Err(message) => bad(message),
     }
 }

@@ -127,28 +127,29 @@ pub(crate) async fn logon_page(
     )
 }
 
+fn invalid_form() -> Response {
+    bad_request(
+        "Invalid form",
+        "This form is invalid or has expired (CSRF check failed). Start the authorization again.",
+    )
+}
+
 /// Finds the pending request a form post belongs to and checks its CSRF token and age.
-fn pending_for(
+fn find_pending(
     shared: &AppState,
     form: &HashMap<String, String>,
-) -> Result<(String, PendingAuthorization), Response> {
-    let invalid = || {
-        bad_request(
-            "Invalid form",
-            "This form is invalid or has expired (CSRF check failed). Start the authorization again.",
-        )
-    };
-    let id = form.get("auth_request").ok_or_else(invalid)?;
-    let csrf = form.get("csrf_token").ok_or_else(invalid)?;
+) -> Result<(String, PendingAuthorization), ()> {
+    let id = form.get("auth_request").ok_or(())?;
+    let csrf = form.get("csrf_token").ok_or(())?;
     let now = shared.now();
     let mut state = shared.lock();
-    let pending = state.pending.get(id).ok_or_else(invalid)?;
+    let pending = state.pending.get(id).ok_or(())?;
     if pending.created + PENDING_LIFETIME <= now {
         state.pending.remove(id);
-        return Err(invalid());
+        return Err(());
     }
     if pending.csrf != *csrf {
-        return Err(invalid());
+        return Err(());
     }
     Ok((id.clone(), pending.clone()))
 }
@@ -158,9 +159,8 @@ pub(crate) async fn logon_submit(State(shared): State<AppState>, body: Bytes) ->
     let Some(form) = parse_form(&body) else {
         return bad_request("Invalid form", "A form field is repeated.");
     };
-    let (id, pending) = match pending_for(&shared, &form) {
-        Ok(found) => found,
-        Err(response) => return response,
+    let Ok((id, pending)) = find_pending(&shared, &form) else {
+        return invalid_form();
     };
     if !matches!(pending.stage, PendingStage::Login) {
         return bad_request("Invalid form", "This login form was already used.");
@@ -260,9 +260,8 @@ pub(crate) async fn consent_submit(State(shared): State<AppState>, body: Bytes) 
     let Some(form) = parse_form(&body) else {
         return bad_request("Invalid form", "A form field is repeated.");
     };
-    let (id, pending) = match pending_for(&shared, &form) {
-        Ok(found) => found,
-        Err(response) => return response,
+    let Ok((id, pending)) = find_pending(&shared, &form) else {
+        return invalid_form();
     };
     let PendingStage::Consent { username } = pending.stage else {
         return bad_request("Invalid form", "Log in before answering the consent form.");
