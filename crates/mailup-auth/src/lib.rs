@@ -1,1 +1,31 @@
-//! Placeholder.
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+pub mod clock;
+mod error;
+pub mod loopback;
+
+#[cfg(feature = "sled")]
+pub use crate::client::default_store_dir;
+pub use crate::client::{
+    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder,
+    RateLimitRetry, SessionStatus, TokenChange, TokensHook,
+};
+pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
+pub use crate::error::{Error, Result};
+pub use crate::loopback::{LoopbackError, LoopbackRedirect};
+
+/// The sans-IO core, re-exported.
+pub use mailup_auth_core as core;
+pub use mailup_auth_core::{
+    AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
+    MailUpError, MemoryTokenStore, Password, PendingAuthorization, ProfileRecord, ReauthReason,
+    RefreshToken, SessionState, StoreError, StoredClient, TokenSet, TokenStore, Transport,
+    TransportError, UnixTime, Url,
+};
+#[cfg(feature = "reqwest")]
+pub use mailup_auth_http::ReqwestTransport;
+#[cfg(feature = "sled")]
+pub use mailup_auth_store_sled::SledTokenStore;

@@ -1,0 +1,1205 @@
+//! [`MailUpClient`]: one object that keeps a MailUp session valid. It drives the core's
+//! [`Session`] with a [`Transport`], a [`TokenStore`], a [`Clock`] and an [`Entropy`] source.
+//!
+//! Concurrency design:
+//! - a fresh cached access token is read from an `ArcSwap` (no lock that serializes readers);
+//! - everything that talks to the token endpoint runs under one async mutex (`refresh_lock`):
+//!   callers that find the cache stale queue on it and re-check the cache once they hold it,
+//!   so any number of concurrent callers cause one refresh (single flight);
+//! - new tokens are saved to the store (compare-and-swap, flushed) before the cache is updated
+//!   and before any caller receives them (persist before publish).
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::Method;
+use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
+use mailup_auth_core::{
+    AccessToken, ApiError, Backoff, ClientConfig, ClientConfigBuilder, ClientSecret, Endpoints,
+    Event, Grant, HttpRequest, HttpResponse, MalformedBody, Password, PendingAuthorization,
+    ProfileRecord, ReauthReason, Session, SessionState, StoreError, StoredClient, TokenAccess,
+    TokenError, TokenSet, TokenStore, Transport, UnixTime, Url,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument as _;
+
+use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
+use crate::error::{Error, Result};
+use crate::loopback::LoopbackRedirect;
+
+/// A callback run whenever tokens change (after they are persisted).
+pub type TokensHook = Arc<dyn Fn(&TokenChange<'_>) + Send + Sync>;
+
+/// What a [`TokensHook`] is told.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TokenChange<'a> {
+    /// The profile.
+    pub profile: &'a str,
+    /// The new tokens (`None` after a logout). Handle with care: they are secrets.
+    pub tokens: Option<&'a TokenSet>,
+    /// How they were obtained (`None` after a logout or when adopted from the store).
+    pub grant: Option<Grant>,
+    /// The store version now holding them.
+    pub version: Option<u64>,
+}
+
+/// Opt-in waiting on HTTP 429: retry after `Retry-After` while it is within bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitRetry {
+    /// Most retries per call.
+    pub max_retries: u32,
+    /// Longest single wait; a longer `Retry-After` is returned as an error instead.
+    pub max_wait: Duration,
+}
+
+/// A started web-app authorization: send the browser to `url`; keep `pending` (e.g. in the
+/// user's session) to complete it.
+#[derive(Debug)]
+pub struct AuthorizationStart {
+    /// The LogOn URL for the browser (never holds the client secret).
+    pub url: Url,
+    /// What to keep until the callback arrives.
+    pub pending: PendingAuthorization,
+}
+
+/// Options of [`MailUpClient::login_with_loopback`].
+#[derive(Clone, Debug)]
+pub struct LoopbackLogin {
+    /// Port to listen on, 127.0.0.1 only (0 = any free port).
+    pub port: u16,
+    /// How long to wait for the browser to come back.
+    pub timeout: Duration,
+}
+
+impl Default for LoopbackLogin {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A snapshot of a profile's state, without secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStatus {
+    /// The profile.
+    pub profile: String,
+    /// The client id.
+    pub client_id: String,
+    /// The endpoints.
+    pub endpoints: Endpoints,
+    /// The session state.
+    pub state: SessionState,
+    /// Whether a usable access token is held right now.
+    pub has_fresh_token: bool,
+    /// When the access token expires.
+    pub expires_at: Option<UnixTime>,
+    /// When the tokens were obtained.
+    pub obtained_at: Option<UnixTime>,
+    /// When the tokens were last refreshed.
+    pub last_refreshed_at: Option<UnixTime>,
+    /// Whether a refresh token is held.
+    pub has_refresh_token: bool,
+    /// The store version of the profile's record.
+    pub store_version: Option<u64>,
+    /// Why re-authorization is required, if it is.
+    pub reauthorization_reason: Option<String>,
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    token: AccessToken,
+    usable_until: UnixTime,
+}
+
+/// State guarded by the short-lived std mutex (never held across an await).
+#[derive(Debug)]
+struct Shared {
+    session: Session,
+    version: Option<u64>,
+    record: ProfileRecord,
+    /// Tokens obtained but not yet saved (a save failed): saved before anything is handed out.
+    unsaved: Option<Grant>,
+}
+
+struct Inner {
+    profile: String,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    shared: Mutex<Shared>,
+    cache: ArcSwapOption<CachedToken>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    hooks: Vec<TokensHook>,
+    remember_client: bool,
+    max_refresh_attempts: u32,
+    rejected_reload_wait: Duration,
+    rate_limit: Option<RateLimitRetry>,
+    skew: Duration,
+}
+
+/// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
+#[derive(Clone)]
+pub struct MailUpClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MailUpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailUpClient")
+            .field("profile", &self.inner.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most token requests one call makes before giving up (guards against a server whose
+/// tokens are never fresh, e.g. `expires_in` shorter than the skew).
+const MAX_TOKEN_REQUESTS_PER_CALL: u32 = 4;
+/// How many times a conflicting save is retried after reloading.
+const MAX_SAVE_ATTEMPTS: u32 = 4;
+
+impl MailUpClient {
+    /// Starts a builder for the given client registration.
+    pub fn builder(
+        client_id: impl Into<String>,
+        client_secret: ClientSecret,
+    ) -> MailUpClientBuilder {
+        MailUpClientBuilder::new(client_id, client_secret)
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The profile name.
+    pub fn profile(&self) -> &str {
+        &self.inner.profile
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> ClientConfig {
+        self.shared().session.config().clone()
+    }
+
+    /// A snapshot of the session, without secrets.
+    pub fn status(&self) -> SessionStatus {
+        let now = self.inner.clock.now();
+        let shared = self.shared();
+        let tokens = shared.session.tokens();
+        SessionStatus {
+            profile: self.inner.profile.clone(),
+            client_id: shared.session.config().client_id().to_owned(),
+            endpoints: shared.session.config().endpoints().clone(),
+            state: shared.session.state(),
+            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.skew))
+                && shared.session.reauthorization_reason().is_none(),
+            expires_at: tokens.map(|t| t.expires_at),
+            obtained_at: tokens.map(|t| t.obtained_at),
+            last_refreshed_at: shared.record.last_refreshed_at,
+            has_refresh_token: tokens.is_some_and(|t| t.refresh_token.is_some()),
+            store_version: shared.version,
+            reauthorization_reason: shared
+                .session
+                .reauthorization_reason()
+                .map(|r| r.to_string()),
+        }
+    }
+
+    /// The cached access token if it is fresh: no lock, no await. `None` means
+    /// [`access_token`](Self::access_token) has work to do.
+    pub fn cached_access_token(&self) -> Option<AccessToken> {
+        let now = self.inner.clock.now();
+        match &*self.inner.cache.load() {
+            Some(cached) if now < cached.usable_until => Some(cached.token.clone()),
+            _ => None,
+        }
+    }
+
+    // ---- tokens --------------------------------------------------------------------------
+
+    /// A valid access token: the cached one while fresh, otherwise after one refresh shared by
+    /// all concurrent callers (retried with backoff on transient failures, bounded).
+    pub async fn access_token(&self) -> Result<AccessToken> {
+        if let Some(token) = self.cached_access_token() {
+            return Ok(token);
+        }
+        self.access_token_slow()
+            .instrument(
+                tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile),
+            )
+            .await
+    }
+
+    async fn access_token_slow(&self) -> Result<AccessToken> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        // Single flight: whoever held the lock before us may have refreshed already.
+        if let Some(token) = self.cached_access_token() {
+            return Ok(token);
+        }
+        // Another instance may have rotated the tokens: use theirs rather than burn ours.
+        self.sync_from_store().await?;
+        self.obtain_locked().await
+    }
+
+    /// Forces a refresh now (e.g. the CLI's `refresh`).
+    pub async fn refresh(&self) -> Result<AccessToken> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        self.sync_from_store().await?;
+        let started = self.shared().session.refresh_now();
+        if !started {
+            let reason = self.shared().session.reauthorization_reason().cloned();
+            return Err(Error::ReauthorizationRequired(
+                reason.unwrap_or(ReauthReason::NoRefreshToken),
+            ));
+        }
+        self.clear_cache();
+        self.obtain_locked().await
+    }
+
+    /// Refreshes when the core says a refresh is due (for schedulers; see
+    /// [`spawn_background_refresh`](Self::spawn_background_refresh)).
+    pub async fn refresh_if_due(&self) -> Result<()> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        self.sync_from_store().await?;
+        let now = self.inner.clock.now();
+        self.shared().session.handle_timeout(now);
+        self.obtain_locked().await.map(drop)
+    }
+
+    /// Must hold `refresh_lock`.
+    async fn obtain_locked(&self) -> Result<AccessToken> {
+        let mut reloaded_after_rejection = false;
+        let mut token_requests = 0;
+        loop {
+            let unsaved = self.shared().unsaved;
+            if let Some(grant) = unsaved {
+                self.persist_current(grant).await?;
+            }
+            let now = self.inner.clock.now();
+            let access = self.shared().session.access_token(now);
+            match access {
+                TokenAccess::Ready(token) => {
+                    self.publish(&token);
+                    return Ok(token);
+                }
+                TokenAccess::Pending => {
+                    token_requests += 1;
+                    if token_requests > MAX_TOKEN_REQUESTS_PER_CALL {
+                        return Err(Error::TokenEndpointUnavailable {
+                            error: TokenError::MalformedResponse {
+                                status: 200,
+                                body: MalformedBody::InvalidField("expires_in"),
+                            },
+                            attempts: token_requests - 1,
+                        });
+                    }
+                    self.drive().await?;
+                }
+                TokenAccess::BackingOff {
+                    retry_at,
+                    attempts,
+                    error,
+                } => {
+                    if attempts >= self.inner.max_refresh_attempts {
+                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                    }
+                    let wait = retry_at.duration_since(now);
+                    tracing::info!(
+                        attempts,
+                        wait_ms = wait.as_millis() as u64,
+                        "token endpoint failing; backing off"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                TokenAccess::ReauthorizationRequired(reason) => {
+                    self.clear_cache();
+                    if !reloaded_after_rejection
+                        && matches!(reason, ReauthReason::RefreshRejected(_))
+                    {
+                        reloaded_after_rejection = true;
+                        if self.wait_for_newer_tokens().await? {
+                            continue;
+                        }
+                    }
+                    return Err(Error::ReauthorizationRequired(reason));
+                }
+            }
+        }
+    }
+
+    /// After our refresh token was rejected: another instance may have just rotated it and be
+    /// about to save. Poll the store briefly for a newer record.
+    async fn wait_for_newer_tokens(&self) -> Result<bool> {
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            if self.sync_from_store().await? {
+                tracing::info!(
+                    "refresh token was rotated by another instance; using the stored tokens"
+                );
+                return Ok(true);
+            }
+            if waited >= self.inner.rejected_reload_wait {
+                return Ok(false);
+            }
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+    }
+
+    /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
+    /// Returns the failure of a login grant, if one failed.
+    async fn drive(&self) -> Result<Option<TokenError>> {
+        let mut login_error = None;
+        loop {
+            let request = self.shared().session.poll_request();
+            let Some(request) = request else { break };
+            let (id, grant, http) = request.into_parts();
+            let span =
+                tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
+            tracing::debug!(parent: &span, url = %http.url(), "sending token request");
+            let result = self
+                .inner
+                .transport
+                .send(http)
+                .instrument(span.clone())
+                .await;
+            match &result {
+                Ok(response) => {
+                    tracing::debug!(parent: &span, status = response.status.as_u16(), "token endpoint answered")
+                }
+                Err(error) => tracing::warn!(parent: &span, %error, "token request failed"),
+            }
+            let now = self.inner.clock.now();
+            self.shared().session.handle_token_response(now, id, result);
+            if let Some(error) = self.process_events().await? {
+                login_error = Some(error);
+            }
+        }
+        Ok(login_error)
+    }
+
+    async fn process_events(&self) -> Result<Option<TokenError>> {
+        let mut login_error = None;
+        let mut save_error = None;
+        loop {
+            let event = self.shared().session.poll_event();
+            let Some(event) = event else { break };
+            match event {
+                Event::TokensChanged { grant, .. } => {
+                    tracing::info!(%grant, "new tokens");
+                    self.shared().unsaved = Some(grant);
+                    if let Err(error) = self.persist_current(grant).await {
+                        save_error.get_or_insert(error);
+                    }
+                }
+                Event::AuthorizationFailed { grant, error } => {
+                    tracing::warn!(%grant, %error, "login failed");
+                    login_error = Some(error);
+                }
+                Event::RefreshFailed {
+                    error,
+                    attempts,
+                    retry_at,
+                } => {
+                    tracing::warn!(%error, attempts, retry_at_ms = retry_at.as_millis(), "refresh failed; tokens kept");
+                }
+                Event::ReauthorizationRequired(reason) => {
+                    tracing::warn!(%reason, "re-authorization required");
+                    self.clear_cache();
+                }
+                _ => {}
+            }
+        }
+        match save_error {
+            Some(error) => Err(error),
+            None => Ok(login_error),
+        }
+    }
+
+    /// Saves the session's current tokens (compare-and-swap, flushed by the store) and only
+    /// then publishes them. On a conflict after a refresh, the stored record wins; after a
+    /// login, ours does.
+    async fn persist_current(&self, grant: Grant) -> Result<()> {
+        for _ in 0..MAX_SAVE_ATTEMPTS {
+            let (record, expected) = {
+                let shared = self.shared();
+                let mut record = shared.record.clone();
+                record.tokens = shared.session.tokens().cloned();
+                record.last_refreshed_at = match grant {
+                    Grant::RefreshToken => record.tokens.as_ref().map(|t| t.obtained_at),
+                    _ => None,
+                };
+                if self.inner.remember_client {
+                    record.client = Some(stored_client(shared.session.config()));
+                }
+                (record, shared.version)
+            };
+            match self
+                .inner
+                .store
+                .save(&self.inner.profile, &record, expected)
+                .await
+            {
+                Ok(version) => {
+                    tracing::debug!(version, "tokens persisted");
+                    {
+                        let mut shared = self.shared();
+                        shared.version = Some(version);
+                        shared.record = record.clone();
+                        shared.unsaved = None;
+                    }
+                    self.clear_cache();
+                    self.run_hooks(record.tokens.as_ref(), Some(grant), Some(version));
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { found, .. }) => {
+                    tracing::info!(?expected, ?found, "store changed concurrently");
+                    if grant == Grant::RefreshToken {
+                        // Another instance saved first: use what is there.
+                        self.shared().unsaved = None;
+                        self.sync_from_store().await?;
+                        return Ok(());
+                    }
+                    // A new login is authoritative: take the new version and save again.
+                    let loaded = self.inner.store.load(&self.inner.profile).await?;
+                    let mut shared = self.shared();
+                    shared.version = loaded.as_ref().map(|v| v.version);
+                    if let Some(loaded) = loaded {
+                        shared.record.client = loaded.value.client;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not persist new tokens; they are kept in memory and not handed out until saved");
+                    return Err(error.into());
+                }
+            }
+        }
+        Err(Error::Store(StoreError::Io(
+            "the record kept changing concurrently".into(),
+        )))
+    }
+
+    /// Adopts the stored record when its version differs from ours. Returns whether it did.
+    async fn sync_from_store(&self) -> Result<bool> {
+        let loaded = self.inner.store.load(&self.inner.profile).await?;
+        let changed = {
+            let mut shared = self.shared();
+            match loaded {
+                Some(stored) if Some(stored.version) != shared.version => {
+                    shared.version = Some(stored.version);
+                    match &stored.value.tokens {
+                        Some(tokens) => shared.session.restore_tokens(tokens.clone()),
+                        None => shared.session.logout(),
+                    }
+                    shared.record = stored.value;
+                    shared.unsaved = None;
+                    true
+                }
+                None if shared.version.is_some() => {
+                    shared.version = None;
+                    shared.record = ProfileRecord::default();
+                    shared.session.logout();
+                    shared.unsaved = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.clear_cache();
+            let tokens = self.shared().session.tokens().cloned();
+            let version = self.shared().version;
+            self.run_hooks(tokens.as_ref(), None, version);
+        }
+        Ok(changed)
+    }
+
+    fn publish(&self, token: &AccessToken) {
+        let usable_until = {
+            let shared = self.shared();
+            match shared.session.tokens() {
+                Some(tokens) if tokens.access_token == *token => {
+                    tokens.usable_until(self.inner.skew)
+                }
+                _ => return,
+            }
+        };
+        self.inner.cache.store(Some(Arc::new(CachedToken {
+            token: token.clone(),
+            usable_until,
+        })));
+    }
+
+    fn clear_cache(&self) {
+        self.inner.cache.store(None);
+    }
+
+    fn run_hooks(&self, tokens: Option<&TokenSet>, grant: Option<Grant>, version: Option<u64>) {
+        let change = TokenChange {
+            profile: &self.inner.profile,
+            tokens,
+            grant,
+            version,
+        };
+        for hook in &self.inner.hooks {
+            hook(&change);
+        }
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // Every critical section is a few plain assignments on the session; a panic inside one
+        // cannot leave it half-updated, so a poisoned lock is still consistent.
+        self.inner
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- logging in and out --------------------------------------------------------------
+
+    /// Starts a web-app authorization with the configured redirect URI.
+    pub fn begin_authorization(&self) -> Result<AuthorizationStart> {
+        self.begin_authorization_with_redirect(None)
+    }
+
+    /// Starts a web-app authorization with a redirect URI chosen at run time.
+    pub fn begin_authorization_with_redirect(
+        &self,
+        redirect_uri: Option<Url>,
+    ) -> Result<AuthorizationStart> {
+        let state = self.inner.entropy.csrf_state();
+        let shared = self.shared();
+        let (url, pending) =
+            PendingAuthorization::start(shared.session.config(), state, redirect_uri)?;
+        Ok(AuthorizationStart { url, pending })
+    }
+
+    /// Completes a web-app authorization: checks the callback (URL or query string) against
+    /// `pending`, exchanges the code once, and stores the tokens before returning.
+    pub async fn complete_authorization(
+        &self,
+        pending: &PendingAuthorization,
+        callback: &str,
+    ) -> Result<()> {
+        let code = pending.verify_callback(callback)?;
+        let _guard = self.inner.refresh_lock.lock().await;
+        let now = self.inner.clock.now();
+        self.shared()
+            .session
+            .exchange_code(now, code, pending.redirect_uri());
+        self.finish_login()
+            .instrument(tracing::info_span!("mailup_auth.code_exchange"))
+            .await
+    }
+
+    /// Logs in with MailUp's password grant (for server-to-server use).
+    pub async fn login_with_password(&self, username: &str, password: &Password) -> Result<()> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        self.shared()
+            .session
+            .login_with_password(username, password);
+        self.finish_login()
+            .instrument(tracing::info_span!("mailup_auth.password_grant"))
+            .await
+    }
+
+    /// The CLI/desktop flow (RFC 8252): listens on 127.0.0.1, calls `show_url` with the LogOn
+    /// URL (print it, open a browser), waits for the redirect, exchanges the code and stores
+    /// the tokens.
+    pub async fn login_with_loopback(
+        &self,
+        options: LoopbackLogin,
+        show_url: impl FnOnce(&Url),
+    ) -> Result<()> {
+        let listener = LoopbackRedirect::bind(options.port).await?;
+        let start =
+            self.begin_authorization_with_redirect(Some(listener.redirect_uri().clone()))?;
+        show_url(&start.url);
+        let callback = listener
+            .wait_for_callback(start.pending.state(), options.timeout)
+            .await?;
+        self.complete_authorization(&start.pending, callback.as_str())
+            .await
+    }
+
+    async fn finish_login(&self) -> Result<()> {
+        let login_error = self.drive().await?;
+        if let Some(error) = login_error {
+            return Err(Error::Login(error));
+        }
+        let now = self.inner.clock.now();
+        let access = self.shared().session.access_token(now);
+        match access {
+            TokenAccess::Ready(token) => {
+                self.publish(&token);
+                Ok(())
+            }
+            // A login whose token is already stale (tiny expires_in) still stored its tokens.
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets the profile's tokens, here and in the store (MailUp has no revocation endpoint).
+    /// The remembered client registration, if any, is kept.
+    pub async fn logout(&self) -> Result<()> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        self.shared().session.logout();
+        self.clear_cache();
+        for _ in 0..MAX_SAVE_ATTEMPTS {
+            let loaded = self.inner.store.load(&self.inner.profile).await?;
+            let Some(stored) = loaded else {
+                self.shared().version = None;
+                break;
+            };
+            if stored.value.client.is_none() {
+                self.inner.store.delete(&self.inner.profile).await?;
+                self.shared().version = None;
+                break;
+            }
+            let mut record = stored.value;
+            record.tokens = None;
+            record.last_refreshed_at = None;
+            match self
+                .inner
+                .store
+                .save(&self.inner.profile, &record, Some(stored.version))
+                .await
+            {
+                Ok(version) => {
+                    let mut shared = self.shared();
+                    shared.version = Some(version);
+                    shared.record = record;
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.run_hooks(None, None, self.shared().version);
+        tracing::info!("logged out");
+        Ok(())
+    }
+
+    // ---- API calls -----------------------------------------------------------------------
+
+    /// Sends an authenticated request: adds `Authorization: Bearer`, refreshes once and retries
+    /// once on 401, waits on 429 only when [`RateLimitRetry`] is configured. Non-2xx answers
+    /// are typed errors.
+    pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse> {
+        let span = tracing::info_span!("mailup_auth.api", method = %request.method(), path = %request.url().path());
+        self.send_inner(request).instrument(span).await
+    }
+
+    async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse> {
+        let mut call = ApiCall::new();
+        let mut rate_limited = 0;
+        loop {
+            let token = self.access_token().await?;
+            let response = self
+                .inner
+                .transport
+                .send(with_bearer(request.clone(), &token))
+                .await?;
+            tracing::debug!(status = response.status.as_u16(), "API answered");
+            match call.handle_response(&response) {
+                ApiStep::Done => return Ok(response),
+                ApiStep::RefreshAndRetry => {
+                    tracing::info!(
+                        "access token rejected (401); refreshing once and retrying once"
+                    );
+                    self.token_rejected(&token);
+                }
+                ApiStep::Fail(ApiError::RateLimited { retry_after, error }) => {
+                    let policy = self.inner.rate_limit;
+                    match (policy, retry_after) {
+                        (Some(policy), Some(wait))
+                            if rate_limited < policy.max_retries && wait <= policy.max_wait =>
+                        {
+                            rate_limited += 1;
+                            tracing::info!(wait_s = wait.as_secs(), "rate limited; waiting");
+                            tokio::time::sleep(wait).await;
+                        }
+                        (Some(policy), None) if rate_limited < policy.max_retries => {
+                            rate_limited += 1;
+                            tokio::time::sleep(policy.max_wait.min(Duration::from_secs(1))).await;
+                        }
+                        _ => return Err(ApiError::RateLimited { retry_after, error }.into()),
+                    }
+                }
+                ApiStep::Fail(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn token_rejected(&self, token: &AccessToken) {
+        let now = self.inner.clock.now();
+        self.shared().session.handle_unauthorized(now, token);
+        let current = self.inner.cache.load();
+        if current.as_ref().is_some_and(|c| c.token == *token) {
+            self.inner.cache.compare_and_swap(&*current, None);
+        }
+    }
+
+    /// [`send`](Self::send) for `http` crate types.
+    pub async fn send_http(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>> {
+        let (parts, body) = request.into_parts();
+        let url = mailup_auth_core::config::parse_http_url("request url", &parts.uri.to_string())?;
+        let mut request = HttpRequest::new(parts.method, url).with_body(body);
+        *request.headers_mut() = parts.headers;
+        let response = self.send(request).await?;
+        let mut builder = http::Response::builder().status(response.status);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = response.headers;
+        }
+        builder
+            .body(response.body)
+            .map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// An API request for `path` (relative to the API base, or a full http(s) URL) with an
+    /// optional JSON body; returns the raw response.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<HttpResponse> {
+        let api_base = self.shared().session.config().endpoints().api_base.clone();
+        let url = api_url(&api_base, path)?;
+        let mut request = HttpRequest::new(method, url)
+            .with_header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(body) = json_body {
+            request = request
+                .with_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .with_body(body);
+        }
+        self.send(request).await
+    }
+
+    /// `GET` a Console API path and decode the JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(&self.request(Method::GET, path, None).await?)
+    }
+
+    /// `POST` a JSON body to a Console API path and decode the JSON answer.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        decode(
+            &self
+                .request(Method::POST, path, Some(encode(body)?))
+                .await?,
+        )
+    }
+
+    /// `PUT` a JSON body to a Console API path and decode the JSON answer.
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        decode(&self.request(Method::PUT, path, Some(encode(body)?)).await?)
+    }
+
+    /// `DELETE` a Console API path and decode the JSON answer (`null` for an empty body).
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        decode(&self.request(Method::DELETE, path, None).await?)
+    }
+
+    // ---- background refresh --------------------------------------------------------------
+
+    /// Spawns a task that refreshes ahead of expiry (at `expires_at - skew`, minus a random
+    /// jitter of up to half the skew, capped at 30 s) so callers rarely wait. The task holds
+    /// only a weak reference: it ends when every clone of the client is dropped, or when the
+    /// returned handle is dropped.
+    pub fn spawn_background_refresh(&self) -> BackgroundRefresh {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let handle = tokio::spawn(async move {
+            loop {
+                let wait = {
+                    let Some(inner) = weak.upgrade() else { break };
+                    let client = MailUpClient { inner };
+                    let now = client.inner.clock.now();
+                    let jitter_max = (client.inner.skew / 2).min(Duration::from_secs(30));
+                    let due = client.shared().session.poll_timeout();
+                    match due {
+                        Some(due) => due
+                            .saturating_sub(client.inner.entropy.jitter(jitter_max))
+                            .duration_since(now),
+                        None => Duration::from_secs(30),
+                    }
+                };
+                tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let client = MailUpClient { inner };
+                let result = client.refresh_ahead().await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, "background refresh failed");
+                    if error.is_reauthorization_required() {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                }
+            }
+        });
+        BackgroundRefresh { handle }
+    }
+
+    async fn refresh_ahead(&self) -> Result<()> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        self.sync_from_store().await?;
+        let now = self.inner.clock.now();
+        let due = self.shared().session.poll_timeout();
+        let Some(due) = due else { return Ok(()) };
+        let jitter_max = (self.inner.skew / 2).min(Duration::from_secs(30));
+        if now.saturating_add(jitter_max) < due {
+            return Ok(()); // woke early (clock change); the loop will sleep again
+        }
+        if now < due {
+            // Ahead of time: force it, callers keep the current token meanwhile.
+            self.shared().session.refresh_now();
+        } else {
+            self.shared().session.handle_timeout(now);
+        }
+        self.obtain_locked().await.map(drop)
+    }
+}
+
+/// The handle of [`MailUpClient::spawn_background_refresh`]; dropping it stops the task.
+#[derive(Debug)]
+pub struct BackgroundRefresh {
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl BackgroundRefresh {
+    /// Stops the task.
+    pub fn stop(self) {}
+}
+
+impl Drop for BackgroundRefresh {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+fn stored_client(config: &ClientConfig) -> StoredClient {
+    StoredClient {
+        client_id: config.client_id().to_owned(),
+        client_secret: Some(config.client_secret().clone()),
+        logon_url: Some(config.endpoints().logon.to_string()),
+        token_url: Some(config.endpoints().token.to_string()),
+        api_base: Some(config.endpoints().api_base.to_string()),
+        redirect_uri: config.redirect_uri().map(Url::to_string),
+    }
+}
+
+fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
+    serde_json::to_vec(body)
+        .map_err(|e| Error::Decode(format!("cannot encode the request body: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> {
+    let body: &[u8] = if response.body.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        &response.body
+    };
+    // serde_json's message can quote part of the body; report only where it failed.
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Decode(format!(
+            "{:?} error at line {}, column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Builds a [`MailUpClient`]. Every default is replaceable.
+pub struct MailUpClientBuilder {
+    config: ClientConfigBuilder,
+    profile: String,
+    transport: Option<Arc<dyn Transport>>,
+    store: StoreChoice,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    hooks: Vec<TokensHook>,
+    remember_client: bool,
+    max_refresh_attempts: u32,
+    rejected_reload_wait: Duration,
+    rate_limit: Option<RateLimitRetry>,
+    skew: Duration,
+}
+
+enum StoreChoice {
+    Default,
+    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
+    Path(std::path::PathBuf),
+    Custom(Arc<dyn TokenStore>),
+}
+
+impl std::fmt::Debug for MailUpClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailUpClientBuilder")
+            .field("config", &self.config)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailUpClientBuilder {
+    fn new(client_id: impl Into<String>, client_secret: ClientSecret) -> Self {
+        Self {
+            config: ClientConfig::builder(client_id, client_secret),
+            profile: "default".into(),
+            transport: None,
+            store: StoreChoice::Default,
+            clock: Arc::new(SystemClock),
+            entropy: Arc::new(OsEntropy),
+            hooks: Vec::new(),
+            remember_client: false,
+            max_refresh_attempts: 4,
+            rejected_reload_wait: Duration::from_millis(500),
+            rate_limit: None,
+            skew: mailup_auth_core::config::DEFAULT_REFRESH_SKEW,
+        }
+    }
+
+    /// The profile name the tokens are stored under (default `default`).
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = profile.into();
+        self
+    }
+
+    /// The registered redirect URI (web-app flow).
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config = self.config.redirect_uri(uri);
+        self
+    }
+
+    /// A server laid out like MailUp at another base URL (e.g. the emulator).
+    pub fn auth_base(mut self, base: impl Into<String>) -> Self {
+        self.config = self.config.auth_base(base);
+        self
+    }
+
+    /// Overrides the LogOn URL.
+    pub fn logon_url(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.logon_url(url);
+        self
+    }
+
+    /// Overrides the token URL.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.token_url(url);
+        self
+    }
+
+    /// Overrides the API base.
+    pub fn api_base(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.api_base(url);
+        self
+    }
+
+    /// Sets all endpoints.
+    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
+        self.config = self.config.endpoints(endpoints);
+        self
+    }
+
+    /// The refresh skew (default 60 s).
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.config = self.config.refresh_skew(skew);
+        self.skew = skew;
+        self
+    }
+
+    /// The lifetime assumed when `expires_in` is missing (default 3600 s).
+    pub fn default_expires_in(mut self, lifetime: Duration) -> Self {
+        self.config = self.config.default_expires_in(lifetime);
+        self
+    }
+
+    /// The backoff after transient token-endpoint failures (default 1 s doubling to 60 s).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config = self.config.backoff(backoff);
+        self
+    }
+
+    /// How many consecutive transient refresh failures one call tolerates before it returns
+    /// [`Error::TokenEndpointUnavailable`] (default 4).
+    pub fn max_refresh_attempts(mut self, attempts: u32) -> Self {
+        self.max_refresh_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long to watch the store for another instance's rotation after our refresh token was
+    /// rejected, before reporting re-authorization (default 500 ms).
+    pub fn rejected_refresh_grace(mut self, wait: Duration) -> Self {
+        self.rejected_reload_wait = wait;
+        self
+    }
+
+    /// Opt-in waiting on HTTP 429.
+    pub fn rate_limit_retry(mut self, policy: RateLimitRetry) -> Self {
+        self.rate_limit = Some(policy);
+        self
+    }
+
+    /// Uses this transport instead of the default reqwest one.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Uses this token store.
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = StoreChoice::Custom(store);
+        self
+    }
+
+    /// Uses an in-memory store (nothing survives the process).
+    pub fn memory_store(self) -> Self {
+        self.store(Arc::new(mailup_auth_core::MemoryTokenStore::new()))
+    }
+
+    /// Uses a sled store in this directory.
+    #[cfg(feature = "sled")]
+    pub fn store_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store = StoreChoice::Path(path.into());
+        self
+    }
+
+    /// Uses this clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses this randomness source (tests).
+    pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// Calls `hook` whenever the tokens change (after they are persisted).
+    pub fn on_tokens_changed(
+        mut self,
+        hook: impl Fn(&TokenChange<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Stores the client id, secret and endpoints with the profile, so a later run can rebuild
+    /// the client from the profile alone (what the CLI does). Off by default.
+    pub fn remember_client(mut self, remember: bool) -> Self {
+        self.remember_client = remember;
+        self
+    }
+
+    /// Builds the client and loads the profile's stored tokens, if any.
+    pub async fn build(self) -> Result<MailUpClient> {
+        let config = self.config.build()?;
+        mailup_auth_core::ports::validate_profile_name(&self.profile)?;
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => default_transport()?,
+        };
+        let store: Arc<dyn TokenStore> = match self.store {
+            StoreChoice::Custom(store) => store,
+            StoreChoice::Default => default_store()?,
+            StoreChoice::Path(path) => open_sled(path)?,
+        };
+        let client = MailUpClient {
+            inner: Arc::new(Inner {
+                profile: self.profile,
+                transport,
+                store,
+                clock: self.clock,
+                entropy: self.entropy,
+                shared: Mutex::new(Shared {
+                    session: Session::new(config),
+                    version: None,
+                    record: ProfileRecord::default(),
+                    unsaved: None,
+                }),
+                cache: ArcSwapOption::empty(),
+                refresh_lock: tokio::sync::Mutex::new(()),
+                hooks: self.hooks,
+                remember_client: self.remember_client,
+                max_refresh_attempts: self.max_refresh_attempts,
+                rejected_reload_wait: self.rejected_reload_wait,
+                rate_limit: self.rate_limit,
+                skew: self.skew,
+            }),
+        };
+        client.sync_from_store().await?;
+        let now = client.inner.clock.now();
+        let access = client.shared().session.access_token(now);
+        if let TokenAccess::Ready(token) = access {
+            client.publish(&token);
+        }
+        // Asking may have queued a refresh; it is sent by the first caller that needs it.
+        Ok(client)
+    }
+}
+
+#[cfg(feature = "reqwest")]
+fn default_transport() -> Result<Arc<dyn Transport>> {
+    let transport = mailup_auth_http::ReqwestTransport::new()
+        .map_err(|_| Error::Missing("the HTTP client could not be initialised"))?;
+    Ok(Arc::new(transport))
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn default_transport() -> Result<Arc<dyn Transport>> {
+    Err(Error::Missing(
+        "no transport: enable the `reqwest` feature or call `transport(..)`",
+    ))
+}
+
+/// The platform data directory the default store lives in
+/// (e.g. `~/.local/share/mailup-auth/tokens` on Linux).
+#[cfg(feature = "sled")]
+pub fn default_store_dir() -> Option<std::path::PathBuf> {
+    directories::ProjectDirs::from("com", "mailup-auth", "mailup-auth")
+        .map(|dirs| dirs.data_dir().join("tokens"))
+}
+
+#[cfg(feature = "sled")]
+fn default_store() -> Result<Arc<dyn TokenStore>> {
+    let dir = default_store_dir().ok_or(Error::Missing(
+        "no home directory for the default token store",
+    ))?;
+    open_sled(dir)
+}
+
+#[cfg(not(feature = "sled"))]
+fn default_store() -> Result<Arc<dyn TokenStore>> {
+    Err(Error::Missing(
+        "no token store: enable the `sled` feature or call `store(..)` / `memory_store()`",
+    ))
+}
+
+#[cfg(feature = "sled")]
+fn open_sled(path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
+    Ok(Arc::new(mailup_auth_store_sled::SledTokenStore::open(
+        path,
+    )?))
+}
+
+#[cfg(not(feature = "sled"))]
+fn open_sled(_path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
+    Err(Error::Missing("no sled store: enable the `sled` feature"))
+}

@@ -1,0 +1,89 @@
+//! The facade's one error type: what went wrong, typed, and never with a secret inside.
+
+use std::time::Duration;
+
+use mailup_auth_core::api::ApiPathError;
+use mailup_auth_core::{
+    ApiError, AuthorizationError, CallbackError, ConfigError, ReauthReason, StoreError, TokenError,
+    TransportError,
+};
+
+use crate::loopback::LoopbackError;
+
+/// A failed facade operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The user must authorize again (run the login flow); the library never starts it itself.
+    #[error("re-authorization required: {0}")]
+    ReauthorizationRequired(ReauthReason),
+    /// The token endpoint kept failing transiently (5xx, timeouts, ...) through every retry.
+    #[error("token endpoint unavailable after {attempts} attempt(s): {error}")]
+    TokenEndpointUnavailable {
+        /// The last failure.
+        error: TokenError,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The code exchange or password grant was refused.
+    #[error("login failed: {0}")]
+    Login(TokenError),
+    /// The authorization callback was rejected (wrong state, denial, no code, ...).
+    #[error("authorization callback rejected: {0}")]
+    Callback(#[from] CallbackError),
+    /// An authorization could not be started.
+    #[error("cannot start authorization: {0}")]
+    Authorization(#[from] AuthorizationError),
+    /// The API answered with an error.
+    #[error("MailUp API error: {0}")]
+    Api(#[from] ApiError),
+    /// An API call got no response.
+    #[error("network error: {0}")]
+    Transport(#[from] TransportError),
+    /// The token store failed.
+    #[error("token store: {0}")]
+    Store(#[from] StoreError),
+    /// Invalid configuration.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// An API path or URL is invalid.
+    #[error(transparent)]
+    InvalidPath(#[from] ApiPathError),
+    /// A response body could not be decoded into the requested type.
+    #[error("cannot decode the API response: {0}")]
+    Decode(String),
+    /// The loopback redirect listener failed.
+    #[error("loopback redirect: {0}")]
+    Loopback(#[from] LoopbackError),
+    /// A building block is missing (e.g. no transport when the `reqwest` feature is off).
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+impl Error {
+    /// Whether the user has to run the login flow again.
+    pub fn is_reauthorization_required(&self) -> bool {
+        matches!(self, Self::ReauthorizationRequired(_))
+    }
+
+    /// Whether retrying later may help (network or server side trouble).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::TokenEndpointUnavailable { .. } | Self::Transport(_) => true,
+            Self::Api(ApiError::Server(_) | ApiError::RateLimited { .. }) => true,
+            Self::Login(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The API's `Retry-After`, for a rate-limited call.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api(ApiError::RateLimited { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The facade's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,212 @@
+//! The loopback redirect helper for CLI and desktop apps (RFC 8252): listen on 127.0.0.1, give
+//! the redirect URI to register/use, wait for exactly one callback on the right path with the
+//! right `state`, answer the browser with a small page, and give up after a timeout.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use mailup_auth_core::CsrfState;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use url::Url;
+
+/// The path the helper listens on unless told otherwise.
+pub const DEFAULT_CALLBACK_PATH: &str = "/callback";
+
+/// A loopback listener failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoopbackError {
+    /// The port could not be bound.
+    #[error("cannot listen on 127.0.0.1:{port}: {message}")]
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// Why.
+        message: String,
+    },
+    /// No valid callback arrived in time.
+    #[error("no authorization callback within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// Accepting connections failed.
+    #[error("loopback listener I/O error: {0}")]
+    Io(String),
+}
+
+/// A listener on 127.0.0.1 waiting for MailUp's redirect.
+#[derive(Debug)]
+pub struct LoopbackRedirect {
+    listener: TcpListener,
+    redirect_uri: Url,
+    path: String,
+}
+
+impl LoopbackRedirect {
+    /// Binds 127.0.0.1 on `port` (0 = any free port) with the path `/callback`.
+    pub async fn bind(port: u16) -> Result<Self, LoopbackError> {
+        Self::bind_with_path(port, DEFAULT_CALLBACK_PATH).await
+    }
+
+    /// Binds 127.0.0.1 on `port` with a custom callback path.
+    pub async fn bind_with_path(port: u16, path: &str) -> Result<Self, LoopbackError> {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .map_err(|e| LoopbackError::Bind {
+                port,
+                message: e.to_string(),
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+        let path = format!("/{}", path.trim_start_matches('/'));
+        let redirect_uri = Url::parse(&format!("http://127.0.0.1:{}{}", addr.port(), path))
+            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+        Ok(Self {
+            listener,
+            redirect_uri,
+            path,
+        })
+    }
+
+    /// The redirect URI to send in the authorization request.
+    pub fn redirect_uri(&self) -> &Url {
+        &self.redirect_uri
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Waits for the one callback on the right path whose `state` matches, answers the browser
+    /// (success, or the authorization error the callback carries), and returns the full
+    /// callback URL for [`PendingAuthorization::verify_callback`](mailup_auth_core::PendingAuthorization::verify_callback).
+    ///
+    /// Requests on other paths (a favicon) get a 404 and are ignored; a request on the right
+    /// path with a wrong or missing `state` gets a 400 and is ignored too, so a forged request
+    /// cannot end the wait.
+    pub async fn wait_for_callback(
+        self,
+        state: &CsrfState,
+        timeout: Duration,
+    ) -> Result<Url, LoopbackError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (tx, mut rx) = mpsc::channel::<Url>(1);
+        loop {
+            tokio::select! {
+                Some(url) = rx.recv() => return Ok(url),
+                _ = tokio::time::sleep_until(deadline) => return Err(LoopbackError::Timeout(timeout)),
+                accepted = self.listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(accepted) => accepted,
+                        // A failed accept (e.g. the peer reset) does not end the wait.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "loopback accept failed");
+                            continue;
+                        }
+                    };
+                    let tx = tx.clone();
+                    let expected = state.clone();
+                    let path = self.path.clone();
+                    let base = self.redirect_uri.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                            let response = answer(&request, &path, &expected, &base, &tx);
+                            async move { Ok::<_, Infallible>(response) }
+                        });
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), service);
+                        let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn answer(
+    request: &Request<Incoming>,
+    path: &str,
+    expected: &CsrfState,
+    base: &Url,
+    tx: &mpsc::Sender<Url>,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != path {
+        return page(StatusCode::NOT_FOUND, "Not found", "Nothing here.");
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let mut states = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "state");
+    let state_ok =
+        matches!((states.next(), states.next()), (Some((_, v)), None) if expected.matches(&v));
+    if !state_ok {
+        tracing::warn!("loopback callback with a wrong or missing state ignored");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "This request does not belong to the login in progress. It was ignored.",
+        );
+    }
+    let mut url = base.clone();
+    url.set_query(Some(query));
+    let error = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "error")
+        .map(|(_, v)| v.into_owned());
+    if tx.try_send(url).is_err() {
+        return page(
+            StatusCode::CONFLICT,
+            "Already done",
+            "The login has already completed.",
+        );
+    }
+    match error {
+        Some(error) => page(
+            StatusCode::OK,
+            "Authorization failed",
+            &format!(
+                "MailUp answered: {}. You can close this window.",
+                escape(&error)
+            ),
+        ),
+        None => page(
+            StatusCode::OK,
+            "Authorization complete",
+            "You are logged in. You can close this window and return to the application.",
+        ),
+    }
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:sans-serif;margin:4em auto;max-width:32em;color:#222}}</style>\
+         </head><body><h1>{title}</h1><p>{message}</p></body></html>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(html)))
+        .expect("static response parts are valid")
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
