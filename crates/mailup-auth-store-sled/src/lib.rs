@@ -37,8 +37,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
@@ -63,16 +66,50 @@ const MAX_SWAP_ATTEMPTS: usize = 16;
 /// after sled has flushed to disk.
 #[derive(Clone)]
 pub struct SledTokenStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: sled::Db,
     profiles: sled::Tree,
     path: PathBuf,
+    /// The canonical path under which this process registered the database as open.
+    registered: PathBuf,
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        opened_here().insert(self.registered.clone(), Registration::Released);
+    }
+}
+
+/// Databases this process opened: sled takes an exclusive file lock, so a second open of one
+/// that is still open here can only fail, and one released here may still be locked for a few
+/// milliseconds while sled's background threads let go of its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registration {
+    Open,
+    Released,
+}
+
+static OPENED_HERE: Mutex<BTreeMap<PathBuf, Registration>> = Mutex::new(BTreeMap::new());
+
+fn opened_here() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Registration>> {
+    // Every critical section is a single map operation, so a poisoned map is still consistent.
+    OPENED_HERE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long `open` waits for sled to release a database this process closed itself.
+/// A database held by another process is reported at once.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl fmt::Debug for SledTokenStore {
     // sled's own Debug prints every key and value, secrets included.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledTokenStore")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
 }
@@ -83,34 +120,88 @@ impl SledTokenStore {
     /// On Unix the directory is created with mode `0700` (an existing one is set to `0700`)
     /// and the files in it are set to `0600`.
     ///
+    /// One database can be open once at a time: share a store within a process by cloning it.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::Locked`] when another process has the database open (this returns at
-    /// once, it does not wait), [`StoreError::Io`] when the directory cannot be created or
-    /// the database cannot be read.
+    /// [`StoreError::Locked`] when another process has the database open, or this process
+    /// still has (this returns at once, it does not wait); [`StoreError::Io`] when the
+    /// directory cannot be created or the database cannot be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|error| open_error(&path, error))?;
+        let registered = std::fs::canonicalize(&path).map_err(|error| dir_error(&path, &error))?;
+        let previously = {
+            let mut opened = opened_here();
+            let previously = opened.get(&registered).copied();
+            if previously == Some(Registration::Open) {
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                    message: "it is already open in this process; clone that store to share it"
+                        .into(),
+                });
+            }
+            opened.insert(registered.clone(), Registration::Open);
+            previously
+        };
+        match Self::open_registered(&path, registered.clone(), previously.is_some()) {
+            Ok(store) => Ok(store),
+            Err(error) => {
+                let mut opened = opened_here();
+                match previously {
+                    Some(registration) => opened.insert(registered, registration),
+                    None => opened.remove(&registered),
+                };
+                Err(error)
+            }
+        }
+    }
+
+    fn open_registered(
+        path: &Path,
+        registered: PathBuf,
+        released_here: bool,
+    ) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(error) => {
+                    let error = open_error(path, error);
+                    let lingering = released_here
+                        && matches!(error, StoreError::Locked { .. })
+                        && started.elapsed() < RELEASE_WAIT;
+                    if !lingering {
+                        return Err(error);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
         let profiles = db
             .open_tree(PROFILES_TREE)
-            .map_err(|error| open_error(&path, error))?;
-        // Make sure what sled just created reaches the disk before permissions are fixed.
+            .map_err(|error| open_error(path, error))?;
+        // Make sure what sled just created exists on disk before permissions are fixed.
         db.flush().map_err(|error| io_error("flush", error))?;
-        restrict_files(&path)?;
-        Ok(Self { db, profiles, path })
+        restrict_files(path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                profiles,
+                path: path.to_path_buf(),
+                registered,
+            }),
+        })
     }
 
     /// The database directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     fn load_blocking(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
         let Some(bytes) = self
+            .inner
             .profiles
             .get(profile.as_bytes())
             .map_err(|error| io_error("read", error))?
@@ -136,6 +227,7 @@ impl SledTokenStore {
     ) -> Result<u64, StoreError> {
         for _ in 0..MAX_SWAP_ATTEMPTS {
             let current = self
+                .inner
                 .profiles
                 .get(profile.as_bytes())
                 .map_err(|error| io_error("read", error))?;
@@ -158,6 +250,7 @@ impl SledTokenStore {
                 deleted: false,
             })?;
             let swapped = self
+                .inner
                 .profiles
                 .compare_and_swap(profile.as_bytes(), current, Some(encoded))
                 .map_err(|error| io_error("write", error))?;
@@ -173,6 +266,7 @@ impl SledTokenStore {
     fn delete_blocking(&self, profile: &str) -> Result<(), StoreError> {
         for _ in 0..MAX_SWAP_ATTEMPTS {
             let Some(current) = self
+                .inner
                 .profiles
                 .get(profile.as_bytes())
                 .map_err(|error| io_error("read", error))?
@@ -192,6 +286,7 @@ impl SledTokenStore {
                 Err(_) => None,
             };
             let swapped = self
+                .inner
                 .profiles
                 .compare_and_swap(profile.as_bytes(), Some(current), replacement)
                 .map_err(|error| io_error("write", error))?;
@@ -207,7 +302,7 @@ impl SledTokenStore {
 
     fn profiles_blocking(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();
-        for entry in self.profiles.iter() {
+        for entry in self.inner.profiles.iter() {
             let (key, value) = entry.map_err(|error| io_error("read", error))?;
             let name = String::from_utf8_lossy(&key).into_owned();
             // A corrupt record is listed: it exists, and listing it lets the user delete it.
@@ -222,7 +317,8 @@ impl SledTokenStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db
+        self.inner
+            .db
             .flush()
             .map(|_| ())
             .map_err(|error| io_error("flush", error))
