@@ -4,6 +4,8 @@
 
 mod admin;
 mod api;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod clock;
 mod config;
 mod controls;
