@@ -66,7 +66,7 @@ pub struct Plan {
 
 impl Plan {
     /// Arguments of the `cargo package` run that packages and verifies every publishable crate
-    /// against the others (cargo ≥ 1.83 packages workspace members together and resolves their
+    /// against the others (recent cargo packages workspace members together and resolves their
     /// not-yet-published siblings from the freshly built packages).
     pub fn package_args(&self) -> Vec<String> {
         let mut args = vec![
