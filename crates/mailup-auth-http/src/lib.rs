@@ -69,11 +69,15 @@ impl ReqwestTransport {
     async fn send_request(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let method = request.method().clone();
         let url = request.url().clone();
-        let response = self
+        let mut builder = self
             .client
             .request(method.clone(), url.clone())
-            .headers(request.headers().clone())
-            .body(request.body().to_vec())
+            .headers(request.headers().clone());
+        // No body at all (rather than an empty one) keeps `Content-Length: 0` off GETs.
+        if !request.body().is_empty() {
+            builder = builder.body(request.body().to_vec());
+        }
+        let response = builder
             .send()
             .await
             .map_err(|error| classify(&error, Phase::Send, &method, &url))?;

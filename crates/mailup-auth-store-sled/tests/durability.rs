@@ -28,23 +28,48 @@ fn record(n: u64) -> ProfileRecord {
     })
 }
 
-/// Writes raw bytes under a profile key, as a different program (or disk damage) would.
-fn write_raw(path: &Path, profile: &str, bytes: &[u8]) {
-    // sled may hold its lock for a few milliseconds after the last handle was dropped.
+/// Opens the database with sled directly, as a different program would. sled may hold its lock
+/// for a few milliseconds after the last handle was dropped, hence the (bounded) retry.
+fn raw_db(path: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let db = loop {
+    loop {
         match sled::open(path) {
-            Ok(db) => break db,
+            Ok(db) => return db,
             Err(error) if Instant::now() < deadline => {
                 let _ = error;
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(error) => panic!("cannot open {}: {error}", path.display()),
         }
-    };
+    }
+}
+
+/// Writes raw bytes under a profile key, as a different program (or disk damage) would.
+fn write_raw(path: &Path, profile: &str, bytes: &[u8]) {
+    let db = raw_db(path);
     let tree = db.open_tree("profiles").unwrap();
     tree.insert(profile.as_bytes(), bytes).unwrap();
     db.flush().unwrap();
+}
+
+/// Opens the store after `write_raw`/`read_raw`: sled may still hold the lock those took for a
+/// few milliseconds, and the store only waits for releases of its own handles.
+fn open_after_raw(path: &Path) -> SledTokenStore {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match SledTokenStore::open(path) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
+fn read_raw(path: &Path, profile: &str) -> String {
+    let db = raw_db(path);
+    let bytes = db.open_tree("profiles").unwrap().get(profile).unwrap();
+    String::from_utf8(bytes.unwrap().to_vec()).unwrap()
 }
 
 /// Runs in the child process: opens the store at the path in `CHILD_ENV`, then saves records
@@ -260,7 +285,7 @@ async fn a_corrupt_record_names_its_profile_and_spares_the_others() {
         store.save("bad", &record(2), None).await.unwrap();
     }
     write_raw(&path, "bad", b"\x00\xffnot json at all");
-    let store = SledTokenStore::open(&path).unwrap();
+    let store = open_after_raw(&path);
 
     let error = store.load("bad").await.unwrap_err();
     assert!(
@@ -293,7 +318,7 @@ async fn a_corrupt_record_error_does_not_quote_its_content() {
         "p",
         br#"{"format":1,"version":2,"record":{"tokens":{"access_token":"at-SECRET","refresh_token":"rt-SECRET","expires_at":"rt-SECRET","obtained_at":0}}}"#,
     );
-    let store = SledTokenStore::open(&path).unwrap();
+    let store = open_after_raw(&path);
     let error = store.load("p").await.unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     let shown = format!("{error} {error:?}");
@@ -309,7 +334,7 @@ async fn a_record_from_a_newer_format_is_refused_not_misread() {
         FORMAT_VERSION + 1
     );
     write_raw(&path, "future", newer.as_bytes());
-    let store = SledTokenStore::open(&path).unwrap();
+    let store = open_after_raw(&path);
     let error = store.load("future").await.unwrap_err();
     match &error {
         StoreError::Corrupt { profile, message } => {
@@ -336,7 +361,7 @@ async fn a_minimal_format_1_record_loads() {
         br#"{"format":1,"version":3,"record":{"tokens":{"access_token":"a","expires_at":1000,"obtained_at":0}},"note":"x"}"#,
     );
     write_raw(&path, "bare", br#"{"format":1,"version":1,"record":{}}"#);
-    let store = SledTokenStore::open(&path).unwrap();
+    let store = open_after_raw(&path);
 
     let old = store.load("old").await.unwrap().unwrap();
     assert_eq!(old.version, 3);
@@ -422,4 +447,31 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         assert!(Instant::now() < deadline, "future did not complete");
         std::thread::park_timeout(Duration::from_millis(10));
     }
+}
+
+/// Pins the on-disk envelope, which later releases must keep reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envelope_on_disk_is_format_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = SledTokenStore::open(&path).unwrap();
+        store.save("p", &record(1), None).await.unwrap();
+    }
+    let saved = read_raw(&path, "p");
+    assert!(
+        saved.starts_with(r#"{"format":1,"version":1,"record":{"tokens":{"access_token":"at-1""#),
+        "{saved}"
+    );
+    assert!(!saved.contains("deleted"), "{saved}");
+
+    {
+        let store = open_after_raw(&path);
+        store.delete("p").await.unwrap();
+    }
+    // The tombstone keeps the version and nothing else: the tokens are gone from the record.
+    assert_eq!(
+        read_raw(&path, "p"),
+        r#"{"format":1,"version":1,"deleted":true}"#
+    );
 }
