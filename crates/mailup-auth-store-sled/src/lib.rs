@@ -27,13 +27,16 @@
 //!
 //! sled's calls block (a `save` waits for an `fsync`). Inside a tokio runtime they run on the
 //! blocking thread pool (`spawn_blocking`) so they never stall the async workers; outside one
-//! they run on the calling thread.
+//! they run on the calling thread. [`SledTokenStore::open`] is synchronous (it may also wait up
+//! to two seconds for sled to let go of a database this process just closed): call it at
+//! startup, or from `spawn_blocking`.
 //!
 //! ## Security
 //!
 //! On Unix, [`SledTokenStore::open`] makes the database directory `0700` and the files in it
 //! `0600`. Files sled creates later inside the directory are protected by the directory's
-//! mode.
+//! mode. sled writes a log: an overwritten or deleted record can stay in its files until sled
+//! reuses that space, so `delete` forgets tokens but does not securely erase them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
