@@ -148,7 +148,7 @@ impl User {
         }
     }
 
-    /// `AccountName` (default: "Demo account <username>").
+    /// `AccountName` (default: `"Demo account {username}"`).
     pub fn account_name(mut self, value: impl Into<String>) -> Self {
         self.account_name = Some(value.into());
         self
@@ -166,7 +166,7 @@ impl User {
         self
     }
 
-    /// `Url`, the console address (default: "https://<username>.s1.emulated.mailup.local").
+    /// `Url`, the console address (default: `"https://{username}.s1.emulated.mailup.local"`).
     pub fn url(mut self, value: impl Into<String>) -> Self {
         self.url = Some(value.into());
         self
