@@ -330,15 +330,16 @@ impl ScriptedBrowser {
         fields: &[(String, String)],
         step: Step,
     ) -> Result<Loaded, BrowserError> {
+        // Built before the request: the serializer is not `Send` and must not live across
+        // the await, or this future could not be spawned on a multi-threaded runtime.
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         let response = self
             .http
             .post(url.clone())
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(fields)
-                    .finish(),
-            )
+            .body(body)
             .send()
             .await
             .map_err(|source| BrowserError::Http { step, source })?;
