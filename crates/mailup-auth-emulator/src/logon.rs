@@ -109,7 +109,14 @@ pub(crate) async fn logon_page(
     let id = random_token(24);
     let csrf = random_token(24);
     let now = shared.now();
-    shared.lock().pending.insert(
+    let mut guard = shared.lock();
+    // Abandoned LogOn pages must not pile up in a long-running emulator.
+    if guard.pending.len() >= 10_000 {
+        guard
+            .pending
+            .retain(|_, p| p.created + PENDING_LIFETIME > now);
+    }
+    guard.pending.insert(
         id.clone(),
         PendingAuthorization {
             client_id: client_id.clone(),
@@ -120,6 +127,7 @@ pub(crate) async fn logon_page(
             stage: PendingStage::Login,
         },
     );
+    drop(guard);
     bump(&shared.counters.logon_pages);
     html_response(
         StatusCode::OK,

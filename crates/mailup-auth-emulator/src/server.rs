@@ -196,7 +196,6 @@ fn router(shared: AppState) -> Router {
 ///
 /// Dropping it stops the server (gracefully, in the background); [`Emulator::shutdown`] stops
 /// it and waits.
-#[derive(Debug)]
 pub struct Emulator {
     shared: AppState,
     base_url: Url,
@@ -380,6 +379,17 @@ impl Emulator {
                 task.abort();
             }
         }
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    // Not derived: the state holds live tokens, which have no place in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.base_url.as_str())
+            .field("admin_api", &self.shared.admin_api)
+            .field("running", &self.stop.is_some())
+            .finish_non_exhaustive()
     }
 }
 

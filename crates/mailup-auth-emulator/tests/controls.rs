@@ -265,3 +265,70 @@ async fn shutdown_and_drop_stop_the_server() {
     }
     assert!(stopped);
 }
+
+#[tokio::test]
+async fn clear_faults_drops_queued_faults() {
+    let emu = Emulator::builder().start().await.unwrap();
+    emu.fail_next_token_requests(5, Fault::Status500);
+    emu.fail_next_token_requests(0, Fault::Status503); // zero is a no-op
+    assert_eq!(password_grant_raw(&emu).await.unwrap().status(), 500);
+    emu.clear_faults();
+    assert_eq!(password_grant_raw(&emu).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn builder_accounts_bind_and_start_errors() {
+    use mailup_auth_emulator::{RegisteredClient, StartError, User};
+    let emu = Emulator::builder()
+        .without_demo_accounts()
+        .client(RegisteredClient::new("only", "secret"))
+        .user(User::new("solo", "pw"))
+        .start()
+        .await
+        .unwrap();
+    // The demo client is gone: 400 page at LogOn, 401 at the token endpoint.
+    let response = http()
+        .get(emu.authorize_url(mailup_auth_emulator::DEFAULT_CLIENT_ID, REDIRECT, "s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(password_grant_raw(&emu).await.unwrap().status(), 401);
+    let response = http()
+        .post(emu.token_url())
+        .basic_auth("only", Some("secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "solo"),
+            ("password", "pw"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(!format!("{emu:?}").contains("secret"));
+
+    // A taken port is a typed error.
+    let taken = emu.local_addr();
+    let error = Emulator::builder().bind(taken).start().await.unwrap_err();
+    assert!(matches!(error, StartError::Bind { .. }), "{error:?}");
+    // So is an unusable configuration.
+    let error = Emulator::builder()
+        .code_lifetime(Duration::ZERO)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StartError::Config(_)), "{error:?}");
+    // A chosen port is honoured.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let emu2 = Emulator::builder().bind(free).start().await.unwrap();
+    assert_eq!(emu2.local_addr(), free);
+    assert_eq!(emu2.base_url().as_str(), format!("http://{free}/"));
+    assert!(emu2
+        .console_api_base()
+        .as_str()
+        .ends_with("/API/v1.1/Rest/ConsoleService.svc"));
+}
