@@ -92,7 +92,7 @@ pub enum StoreError {
         found: Option<u64>,
     },
     /// The store is held by another process.
-    #[error("token store at {path} is in use by another process ({message})")]
+    #[error("token store at {path} is in use ({message})")]
     Locked {
         /// The store's location.
         path: String,
@@ -141,9 +141,12 @@ pub trait TokenStore: Send + Sync {
 
 /// An in-memory [`TokenStore`] with the same version and compare-and-swap semantics as the
 /// durable stores: for tests and short-lived programs. Nothing survives the process.
+///
+/// A delete leaves a tombstone with the last version, so versions never restart: a writer that
+/// loaded a record before a logout and a new login cannot overwrite the new login's tokens.
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
-    records: Mutex<BTreeMap<String, Versioned<ProfileRecord>>>,
+    records: Mutex<BTreeMap<String, Versioned<Option<ProfileRecord>>>>,
 }
 
 impl MemoryTokenStore {
@@ -152,7 +155,9 @@ impl MemoryTokenStore {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Versioned<ProfileRecord>>> {
+    fn records(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, Versioned<Option<ProfileRecord>>>> {
         // A panic while holding the lock cannot leave a half-written record (each operation is
         // one map call), so the data is still consistent.
         self.records
@@ -175,7 +180,12 @@ pub fn validate_profile_name(profile: &str) -> Result<(), StoreError> {
 impl TokenStore for MemoryTokenStore {
     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
         validate_profile_name(profile)?;
-        Ok(self.records().get(profile).cloned())
+        Ok(self.records().get(profile).and_then(|entry| {
+            entry.value.clone().map(|value| Versioned {
+                version: entry.version,
+                value,
+            })
+        }))
     }
 
     async fn save(
@@ -186,7 +196,8 @@ impl TokenStore for MemoryTokenStore {
     ) -> Result<u64, StoreError> {
         validate_profile_name(profile)?;
         let mut records = self.records();
-        let found = records.get(profile).map(|r| r.version);
+        let entry = records.get(profile);
+        let found = entry.filter(|e| e.value.is_some()).map(|e| e.version);
         if found != expected {
             return Err(StoreError::Conflict {
                 profile: profile.to_owned(),
@@ -194,12 +205,12 @@ impl TokenStore for MemoryTokenStore {
                 found,
             });
         }
-        let version = found.unwrap_or(0) + 1;
+        let version = entry.map_or(0, |e| e.version) + 1;
         records.insert(
             profile.to_owned(),
             Versioned {
                 version,
-                value: record.clone(),
+                value: Some(record.clone()),
             },
         );
         Ok(version)
@@ -207,12 +218,19 @@ impl TokenStore for MemoryTokenStore {
 
     async fn delete(&self, profile: &str) -> Result<(), StoreError> {
         validate_profile_name(profile)?;
-        self.records().remove(profile);
+        if let Some(entry) = self.records().get_mut(profile) {
+            entry.value = None;
+        }
         Ok(())
     }
 
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.records().keys().cloned().collect())
+        Ok(self
+            .records()
+            .iter()
+            .filter(|(_, entry)| entry.value.is_some())
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 }
 
@@ -277,6 +295,10 @@ mod tests {
         );
         block_on(store.delete("p")).unwrap();
         assert_eq!(block_on(store.load("p")).unwrap(), None);
+        assert_eq!(block_on(store.profiles()).unwrap(), vec!["q".to_string()]);
+        // Versions continue after a delete: a stale writer holding version 1 cannot win.
+        assert!(block_on(store.save("p", &record("stale"), Some(1))).is_err());
+        assert_eq!(block_on(store.save("p", &record("a3"), None)).unwrap(), 3);
         assert!(matches!(
             block_on(store.load("")),
             Err(StoreError::InvalidProfile(_))

@@ -483,7 +483,7 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
         {
             StoreError::Locked {
                 path: path.display().to_string(),
-                message: io.to_string(),
+                message: format!("held by another process: {io}"),
             }
         }
         sled::Error::Corruption { .. } => StoreError::Io(format!(

@@ -190,7 +190,10 @@ async fn a_database_held_by_another_process_is_locked() {
         }
         other => panic!("expected Locked, got {other:?}"),
     }
-    assert!(error.to_string().contains("in use by another process"));
+    assert!(
+        error.to_string().contains("held by another process"),
+        "{error}"
+    );
 
     child.kill();
     let store = SledTokenStore::open(&path).unwrap();

@@ -112,6 +112,15 @@ pub struct SessionStatus {
     pub reauthorization_reason: Option<String>,
 }
 
+/// What happened while driving token requests.
+#[derive(Debug, Default)]
+struct DriveReport {
+    /// A code exchange or password grant failed.
+    login_error: Option<TokenError>,
+    /// A refresh failed transiently (tokens kept).
+    refresh_error: Option<TokenError>,
+}
+
 #[derive(Debug)]
 struct CachedToken {
     token: AccessToken,
@@ -246,10 +255,15 @@ impl MailUpClient {
         self.obtain_locked().await
     }
 
-    /// Forces a refresh now (e.g. the CLI's `refresh`).
+    /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh.
     pub async fn refresh(&self) -> Result<AccessToken> {
         let _guard = self.inner.refresh_lock.lock().await;
         self.sync_from_store().await?;
+        self.force_refresh_locked().await
+    }
+
+    /// Sends one refresh now and reports its outcome. Must hold `refresh_lock`.
+    async fn force_refresh_locked(&self) -> Result<AccessToken> {
         let started = self.shared().session.refresh_now();
         if !started {
             let reason = self.shared().session.reauthorization_reason().cloned();
@@ -257,7 +271,11 @@ impl MailUpClient {
                 reason.unwrap_or(ReauthReason::NoRefreshToken),
             ));
         }
-        self.clear_cache();
+        let report = self.drive().await?;
+        if let Some(error) = report.refresh_error {
+            // Transient: the old tokens are kept and still served while fresh.
+            return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
+        }
         self.obtain_locked().await
     }
 
@@ -353,9 +371,8 @@ impl MailUpClient {
     }
 
     /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
-    /// Returns the failure of a login grant, if one failed.
-    async fn drive(&self) -> Result<Option<TokenError>> {
-        let mut login_error = None;
+    async fn drive(&self) -> Result<DriveReport> {
+        let mut report = DriveReport::default();
         loop {
             let request = self.shared().session.poll_request();
             let Some(request) = request else { break };
@@ -377,15 +394,12 @@ impl MailUpClient {
             }
             let now = self.inner.clock.now();
             self.shared().session.handle_token_response(now, id, result);
-            if let Some(error) = self.process_events().await? {
-                login_error = Some(error);
-            }
+            self.process_events(&mut report).await?;
         }
-        Ok(login_error)
+        Ok(report)
     }
 
-    async fn process_events(&self) -> Result<Option<TokenError>> {
-        let mut login_error = None;
+    async fn process_events(&self, report: &mut DriveReport) -> Result<()> {
         let mut save_error = None;
         loop {
             let event = self.shared().session.poll_event();
@@ -400,7 +414,7 @@ impl MailUpClient {
                 }
                 Event::AuthorizationFailed { grant, error } => {
                     tracing::warn!(%grant, %error, "login failed");
-                    login_error = Some(error);
+                    report.login_error = Some(error);
                 }
                 Event::RefreshFailed {
                     error,
@@ -408,6 +422,7 @@ impl MailUpClient {
                     retry_at,
                 } => {
                     tracing::warn!(%error, attempts, retry_at_ms = retry_at.as_millis(), "refresh failed; tokens kept");
+                    report.refresh_error = Some(error);
                 }
                 Event::ReauthorizationRequired(reason) => {
                     tracing::warn!(%reason, "re-authorization required");
@@ -418,7 +433,7 @@ impl MailUpClient {
         }
         match save_error {
             Some(error) => Err(error),
-            None => Ok(login_error),
+            None => Ok(()),
         }
     }
 
@@ -629,8 +644,8 @@ impl MailUpClient {
     }
 
     async fn finish_login(&self) -> Result<()> {
-        let login_error = self.drive().await?;
-        if let Some(error) = login_error {
+        let report = self.drive().await?;
+        if let Some(error) = report.login_error {
             return Err(Error::Login(error));
         }
         let now = self.inner.clock.now();
@@ -866,11 +881,10 @@ impl MailUpClient {
             return Ok(()); // woke early (clock change); the loop will sleep again
         }
         if now < due {
-            // Ahead of time: force it, callers keep the current token meanwhile.
-            self.shared().session.refresh_now();
-        } else {
-            self.shared().session.handle_timeout(now);
+            // Ahead of time: force it; callers keep the current token meanwhile.
+            return self.force_refresh_locked().await.map(drop);
         }
+        self.shared().session.handle_timeout(now);
         self.obtain_locked().await.map(drop)
     }
 }

@@ -1,0 +1,404 @@
+//! End-to-end tests of the facade: real HTTP over 127.0.0.1 against the emulator, a real sled
+//! database in a temp dir, and counters read from the emulator to prove what went over the wire.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailup_auth::{
+    Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
+    Password, ReauthReason, SledTokenStore, TokenStore, UnixTime,
+};
+use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{
+    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+
+const INFO: &str = "Console/Authentication/Info";
+
+async fn emulator() -> Emulator {
+    Emulator::builder().start().await.expect("emulator starts")
+}
+
+fn builder(emulator: &Emulator) -> MailUpClientBuilder {
+    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .backoff(Backoff { initial: Duration::from_millis(20), max: Duration::from_millis(200) })
+}
+
+fn sled_store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
+    Arc::new(SledTokenStore::open(dir.path().join("tokens")).expect("sled opens"))
+}
+
+async fn password_login(client: &MailUpClient) {
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .expect("password login");
+}
+
+fn refresh_token_of(client: &MailUpClient, store_dir_store: &Arc<dyn TokenStore>) -> String {
+    let _ = client;
+    let loaded = futures_block(store_dir_store.load("default"));
+    loaded
+        .unwrap()
+        .unwrap()
+        .value
+        .tokens
+        .unwrap()
+        .refresh_token
+        .unwrap()
+        .secret()
+        .to_owned()
+}
+
+/// The sled store answers without waiting on anything but a blocking flush, so a tiny
+/// executor is enough here and keeps the helper synchronous.
+fn futures_block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_three_legged_flow_through_the_loopback_helper() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+    assert!(matches!(
+        client.access_token().await,
+        Err(Error::ReauthorizationRequired(ReauthReason::NoTokens))
+    ));
+
+    let browser_done = Arc::new(Mutex::new(None));
+    let done = browser_done.clone();
+    client
+        .login_with_loopback(LoopbackLogin { port: 0, timeout: Duration::from_secs(20) }, move |url| {
+            assert!(!url.as_str().contains(DEFAULT_CLIENT_SECRET), "secret in the LogOn URL");
+            let url = url.clone();
+            let handle = tokio::spawn(async move {
+                let browser = ScriptedBrowser::new();
+                let location = browser
+                    .authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
+                    .await
+                    .expect("login form and consent");
+                assert_eq!(location.host_str(), Some("127.0.0.1"));
+                browser.follow(&location).await.expect("loopback answers")
+            });
+            *done.lock().unwrap() = Some(handle);
+        })
+        .await
+        .expect("three-legged login");
+
+    let handle = browser_done.lock().unwrap().take().unwrap();
+    let page = handle.await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Authorization complete"), "{}", page.body);
+
+    let counters = emulator.counters();
+    assert_eq!(counters.codes_issued, 1);
+    assert_eq!(counters.token_authorization_code, 1);
+
+    let info: serde_json::Value = client.get(INFO).await.unwrap();
+    assert_eq!(info["Username"], DEFAULT_USERNAME);
+    let lists: serde_json::Value = client.get("Console/User/Lists?pageNumber=0&pageSize=20").await.unwrap();
+    assert_eq!(lists["IsPaginated"], true);
+
+    // The tokens are on disk, under the profile.
+    let stored = store.load("default").await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert!(stored.value.tokens.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
+    let emulator = emulator().await;
+    let client = builder(&emulator).memory_store().build().await.unwrap();
+    let result = client
+        .login_with_loopback(LoopbackLogin { port: 0, timeout: Duration::from_secs(20) }, |url| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let browser = ScriptedBrowser::new();
+                let location = browser.authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Deny).await.unwrap();
+                browser.follow(&location).await.unwrap()
+            });
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::Callback(mailup_auth::core::CallbackError::Denied { .. }))),
+        "{result:?}"
+    );
+    assert_eq!(emulator.counters().token_authorization_code, 0);
+    assert!(client.status().expires_at.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proactive_refresh_when_expiry_approaches_and_401_driven_refresh() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = builder(&emulator).clock(clock.clone()).memory_store().build().await.unwrap();
+    password_login(&client).await;
+    let first = client.access_token().await.unwrap();
+
+    // 30 s before expiry (inside the 60 s skew): proactive refresh, no 401 needed.
+    clock.advance(Duration::from_secs(3600 - 30));
+    let before = emulator.counters();
+    let second = client.access_token().await.unwrap();
+    assert_ne!(first, second);
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+    assert_eq!(after.api_unauthorized, before.api_unauthorized);
+
+    // The emulator expires the token early: the API answers 401, one refresh, one retry.
+    emulator.expire_all_access_tokens();
+    let before = emulator.counters();
+    let info: serde_json::Value = client.get(INFO).await.unwrap();
+    assert_eq!(info["Username"], DEFAULT_USERNAME);
+    let after = emulator.counters();
+    assert_eq!(after.api_unauthorized - before.api_unauthorized, 1);
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+    assert_eq!(after.api_calls - before.api_calls, 2);
+    assert_ne!(client.access_token().await.unwrap(), second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_callers_on_an_expired_token_cause_one_refresh() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let dir = tempfile::tempdir().unwrap();
+    let client = builder(&emulator).clock(clock.clone()).store(sled_store(&dir)).build().await.unwrap();
+    password_login(&client).await;
+    let old = client.access_token().await.unwrap();
+    clock.advance(Duration::from_secs(7200));
+    let before = emulator.counters();
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.access_token().await })
+        })
+        .collect();
+    let mut tokens = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        tokens.push(task.await.unwrap().expect("every caller gets a token"));
+    }
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1, "exactly one refresh");
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "every caller gets the same new token");
+    assert_ne!(tokens[0], old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_survives_a_restart() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let rotated;
+    let original;
+    {
+        let store: Arc<dyn TokenStore> = Arc::new(SledTokenStore::open(&path).unwrap());
+        let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+        password_login(&client).await;
+        original = refresh_token_of(&client, &store);
+        client.refresh().await.unwrap();
+        rotated = refresh_token_of(&client, &store);
+        assert_ne!(original, rotated);
+        assert!(!emulator.is_refresh_token_live(&original), "the old refresh token is dead");
+    }
+    // A new process: a new store handle and a new facade over the same directory.
+    let store: Arc<dyn TokenStore> = open_again(&path).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    clock.advance(Duration::from_secs(7200));
+    let client = builder(&emulator).store(store.clone()).clock(clock).build().await.unwrap();
+    let before = emulator.counters();
+    client.access_token().await.expect("refresh with the rotated token");
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+    assert_eq!(after.token_errors, before.token_errors, "the rotated token was used, not the old one");
+    let newest = refresh_token_of(&client, &store);
+    assert_ne!(newest, rotated);
+    assert!(emulator.is_refresh_token_live(&newest));
+    assert!(!emulator.is_refresh_token_live(&rotated));
+}
+
+/// sled releases its lock when the last handle is dropped; a background flusher may hold it
+/// for a moment, so retry briefly.
+async fn open_again(path: &std::path::Path) -> Arc<dyn TokenStore> {
+    for _ in 0..100 {
+        match SledTokenStore::open(path) {
+            Ok(store) => return Arc::new(store),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("sled store could not be reopened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .rejected_refresh_grace(Duration::from_millis(100))
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    password_login(&client).await;
+    emulator.revoke_all_refresh_tokens();
+    clock.advance(Duration::from_secs(7200));
+    let before = emulator.counters();
+    for _ in 0..5 {
+        let err = client.access_token().await.unwrap_err();
+        assert!(
+            matches!(err, Error::ReauthorizationRequired(ReauthReason::RefreshRejected(_))),
+            "{err:?}"
+        );
+        assert!(err.is_reauthorization_required());
+        let err = client.get::<serde_json::Value>(INFO).await.unwrap_err();
+        assert!(err.is_reauthorization_required());
+    }
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1, "one refresh attempt, no loop");
+    assert_eq!(after.api_calls, before.api_calls, "no API call without a token");
+
+    // Logging in again recovers.
+    password_login(&client).await;
+    assert!(client.get::<serde_json::Value>(INFO).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_token_endpoint_failures_back_off_then_succeed() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = builder(&emulator).clock(clock.clone()).memory_store().build().await.unwrap();
+    password_login(&client).await;
+    let old = client.access_token().await.unwrap();
+
+    // Token endpoint down while the access token is still valid: calls keep working.
+    emulator.fail_next_token_requests(100, Fault::DropConnection);
+    for _ in 0..3 {
+        let info: serde_json::Value = client.get(INFO).await.unwrap();
+        assert_eq!(info["Username"], DEFAULT_USERNAME);
+    }
+    assert_eq!(emulator.counters().token_faults, 0, "no token request needed");
+    emulator.clear_faults();
+
+    // 503 twice, then healthy: one call succeeds after backing off. The facade's clock is
+    // manual, so advance it in the background as real time passes.
+    clock.advance(Duration::from_secs(7200));
+    emulator.fail_next_token_requests(2, Fault::Status503);
+    let ticker = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                clock.advance(Duration::from_millis(10));
+            }
+        })
+    };
+    let before = emulator.counters();
+    let new = client.access_token().await.expect("succeeds after backoff");
+    ticker.abort();
+    let after = emulator.counters();
+    assert_ne!(new, old);
+    assert_eq!(after.token_faults - before.token_faults, 2);
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_stays_down_gives_a_bounded_transient_error() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let client = builder(&emulator).clock(clock.clone()).max_refresh_attempts(3).memory_store().build().await.unwrap();
+    password_login(&client).await;
+    clock.advance(Duration::from_secs(7200));
+    emulator.fail_next_token_requests(1000, Fault::HtmlErrorPage);
+    let ticker = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            for _ in 0..500 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                clock.advance(Duration::from_millis(50));
+            }
+        })
+    };
+    let err = client.access_token().await.unwrap_err();
+    ticker.abort();
+    assert!(matches!(err, Error::TokenEndpointUnavailable { attempts: 3, .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert_eq!(emulator.counters().token_faults, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_store_race_a_refresh_and_agree() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let clock = Arc::new(ManualClock::starting_now());
+    let a = builder(&emulator).clock(clock.clone()).store(store.clone()).build().await.unwrap();
+    password_login(&a).await;
+    let b = builder(&emulator).clock(clock.clone()).store(store.clone()).build().await.unwrap();
+    assert_eq!(a.status().store_version, b.status().store_version);
+    let original = refresh_token_of(&a, &store);
+
+    clock.advance(Duration::from_secs(7200));
+    let before = emulator.counters();
+    let (ta, tb) = tokio::join!(
+        { let a = a.clone(); async move { a.access_token().await } },
+        { let b = b.clone(); async move { b.access_token().await } }
+    );
+    let (ta, tb) = (ta.expect("instance a"), tb.expect("instance b"));
+    assert_eq!(ta, tb, "both end up with the winning tokens");
+    let after = emulator.counters();
+    let successful_refreshes = after.access_tokens_issued - before.access_tokens_issued;
+    assert_eq!(successful_refreshes, 1, "exactly one rotation wins");
+
+    let stored = store.load("default").await.unwrap().unwrap();
+    assert_eq!(stored.version, 2, "one write after the login");
+    let stored_refresh = stored.value.tokens.unwrap().refresh_token.unwrap().secret().to_owned();
+    assert_ne!(stored_refresh, original);
+    assert!(emulator.is_refresh_token_live(&stored_refresh), "nothing older was written back");
+    assert_eq!(a.status().store_version, Some(2));
+    assert_eq!(b.status().store_version, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_forgets_the_tokens_in_the_store() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+    password_login(&client).await;
+    client.logout().await.unwrap();
+    assert!(store.load("default").await.unwrap().is_none());
+    assert!(client.access_token().await.unwrap_err().is_reauthorization_required());
+    let again = builder(&emulator).store(store.clone()).build().await.unwrap();
+    assert!(again.access_token().await.unwrap_err().is_reauthorization_required());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_refreshes_ahead_of_expiry() {
+    let emulator = emulator().await;
+    let client = builder(&emulator)
+        .default_expires_in(Duration::from_secs(3600))
+        .refresh_skew(Duration::from_secs(3599))
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    // Tokens live 3600 s, skew 3599 s: a refresh is due 1 s after login.
+    password_login(&client).await;
+    let before = emulator.counters();
+    let _task = client.spawn_background_refresh();
+    let mut refreshed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if emulator.counters().token_refresh_token > before.token_refresh_token {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(refreshed, "the background task refreshed");
+    // The freshly refreshed token is cached: no caller waits.
+    assert!(client.cached_access_token().is_some());
+    let _ = UnixTime::EPOCH;
+}
