@@ -176,7 +176,7 @@ struct AdvanceBody {
 async fn advance_clock(State(shared): State<AppState>, body: Bytes) -> Response {
     match parse::<AdvanceBody>(&body) {
         Ok(body) => {
-            shared.lock().clock_offset += Duration::from_secs(body.seconds);
+            shared.advance_clock(Duration::from_secs(body.seconds));
             ok()
         }
         Err(message) => bad(message),

@@ -422,6 +422,13 @@ impl EmulatorConfig {
         if self.access_token_lifetime.is_zero() || self.code_lifetime.is_zero() {
             return Err(ConfigError::Invalid("lifetimes must be positive".into()));
         }
+        // Keeps `now + lifetime` far from `SystemTime`'s limits.
+        let ten_years = Duration::from_secs(10 * 366 * 86_400);
+        if self.access_token_lifetime > ten_years || self.code_lifetime > ten_years {
+            return Err(ConfigError::Invalid(
+                "lifetimes must be at most ten years".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -499,5 +506,9 @@ mod tests {
         assert_eq!(config.clients[0].id(), DEFAULT_CLIENT_ID);
         assert!(EmulatorConfig::from_toml_str("nonsense = 1").is_err());
         assert!(EmulatorConfig::from_toml_str("code_lifetime_secs = 0").is_err());
+        assert!(
+            EmulatorConfig::from_toml_str("access_token_lifetime_secs = 18446744073709551615")
+                .is_err()
+        );
     }
 }

@@ -355,7 +355,7 @@ impl Emulator {
     /// Moves the emulator's time forward by `by`, on top of the injected clock. Useful with
     /// the system clock; with a [`ManualClock`](crate::ManualClock), advancing it does the same.
     pub fn advance_clock(&self, by: Duration) {
-        self.shared.lock().clock_offset += by;
+        self.shared.advance_clock(by);
     }
 
     /// Sets every counter back to zero.

@@ -208,7 +208,6 @@ pub(crate) struct State {
     pub(crate) rate_windows: HashMap<String, (SystemTime, u32)>,
     pub(crate) lists: HashMap<String, Vec<MailingList>>,
     pub(crate) next_list_id: u64,
-    pub(crate) clock_offset: Duration,
     pub(crate) token_latency: Duration,
     pub(crate) api_latency: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
@@ -225,6 +224,9 @@ pub(crate) struct Shared {
     pub(crate) admin_api: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) counters: CounterCells,
+    /// Added to the clock by `advance_clock`; an atomic so reading the time never takes the
+    /// state lock (handlers read the time, then lock).
+    clock_offset_nanos: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -284,6 +286,7 @@ impl Shared {
             admin_api: config.admin_api,
             clock,
             counters: CounterCells::default(),
+            clock_offset_nanos: AtomicU64::new(0),
             state: Mutex::new(state),
         }
     }
@@ -296,8 +299,18 @@ impl Shared {
 
     /// The emulator's notion of now: the injected clock plus any admin-API advance.
     pub(crate) fn now(&self) -> SystemTime {
-        let offset = self.lock().clock_offset;
+        let offset = Duration::from_nanos(self.clock_offset_nanos.load(Ordering::SeqCst));
         self.clock.now() + offset
+    }
+
+    /// Moves the emulator's time forward by `by` (saturating).
+    pub(crate) fn advance_clock(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .clock_offset_nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+                Some(old.saturating_add(by))
+            });
     }
 
     /// Checks a username and password.
