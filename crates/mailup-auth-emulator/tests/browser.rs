@@ -138,3 +138,17 @@ async fn typed_errors() {
         Some("unsupported_response_type")
     );
 }
+
+/// Callers spawn these on multi-threaded runtimes: every public future must be `Send`.
+#[test]
+fn public_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let browser = ScriptedBrowser::new();
+    let url = url::Url::parse("http://127.0.0.1:9/").unwrap();
+    let authorize = browser.authorize(&url, "u", "p", Consent::Allow);
+    is_send(&authorize);
+    let follow = browser.follow(&url);
+    is_send(&follow);
+    let start = Emulator::builder().start();
+    is_send(&start);
+}

@@ -332,3 +332,12 @@ async fn builder_accounts_bind_and_start_errors() {
         .as_str()
         .ends_with("/API/v1.1/Rest/ConsoleService.svc"));
 }
+
+#[tokio::test]
+async fn shutdown_future_is_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let emu = Emulator::builder().start().await.unwrap();
+    let shutdown = emu.shutdown();
+    is_send(&shutdown);
+    shutdown.await;
+}
