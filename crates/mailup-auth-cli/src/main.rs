@@ -1,1 +1,52 @@
-fn main() {}
+//! `mailup-auth`: log in to MailUp with OAuth 2.0, keep the tokens valid, call the API.
+//!
+//! A thin command-line shell over the `mailup-auth` facade: it resolves a profile (flags and
+//! environment first, then what the profile remembers), runs one command, and turns every
+//! failure into one line on stderr and a documented exit code (see [`failure`]). It holds no
+//! OAuth logic of its own; `demo` runs the whole flow against the embedded emulator.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cli;
+mod commands;
+mod demo;
+mod failure;
+mod profile;
+mod terminal;
+mod timefmt;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return Failure::local(format!("cannot start the async runtime: {e}")).report();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Demo => demo::run().await,
+        command => {
+            let context = profile::Context::open(cli.global).await?;
+            commands::run(&context, command).await
+        }
+    }
+}

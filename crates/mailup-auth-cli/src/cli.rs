@@ -1,0 +1,185 @@
+//! The command-line interface: global options (each with an environment variable), the
+//! commands and their options. Names here are part of the product; keep them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  local failure (the token store cannot be opened, read or written)
+  2  usage or configuration error
+  3  re-authorization required: run `mailup-auth login` (also: not logged in, login refused)
+  4  the API answered with an error (the MailUp ErrorCode and description are printed)
+  5  network error, or the token endpoint / API is unavailable
+
+Every error prints one line on stderr, `error: ...`, never a token or a secret.";
+
+/// Log in to MailUp with OAuth 2.0, keep the tokens valid, call the API.
+#[derive(Debug, Parser)]
+#[command(name = "mailup-auth", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub(crate) global: GlobalOptions,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options shared by every command; each can come from an environment variable.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GlobalOptions {
+    /// The profile the tokens and the client registration are kept under.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_PROFILE",
+        default_value = "default",
+        value_name = "NAME"
+    )]
+    pub(crate) profile: String,
+    /// The token store directory [default: the platform data directory].
+    #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR")]
+    pub(crate) store: Option<PathBuf>,
+    /// The client id of your MailUp app registration (remembered with the profile at login).
+    #[arg(long, global = true, env = "MAILUP_CLIENT_ID", value_name = "ID")]
+    pub(crate) client_id: Option<String>,
+    /// The client secret (prefer the environment variable; remembered with the profile at
+    /// login, never printed).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub(crate) client_secret: Option<String>,
+    /// The redirect URI registered for the app: a loopback `http://127.0.0.1:PORT/PATH` (or
+    /// `localhost`) URL whose port the login listener uses [default: the loopback listener's
+    /// own, `http://127.0.0.1:<port>/callback`].
+    #[arg(long, global = true, env = "MAILUP_REDIRECT_URI", value_name = "URL")]
+    pub(crate) redirect_uri: Option<String>,
+    /// A server laid out like MailUp: the LogOn, Token and Console API paths are appended
+    /// [default: https://services.mailup.com].
+    #[arg(long, global = true, env = "MAILUP_AUTH_BASE", value_name = "URL")]
+    pub(crate) auth_base: Option<String>,
+    /// The LogOn (authorization) URL, overriding the one from the auth base.
+    #[arg(long, global = true, env = "MAILUP_LOGON_URL", value_name = "URL")]
+    pub(crate) logon_url: Option<String>,
+    /// The token URL, overriding the one from the auth base.
+    #[arg(long, global = true, env = "MAILUP_TOKEN_URL", value_name = "URL")]
+    pub(crate) token_url: Option<String>,
+    /// The REST API base that `call` paths are relative to [default: MailUp's Console API,
+    /// https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc].
+    #[arg(long, global = true, env = "MAILUP_API_BASE", value_name = "URL")]
+    pub(crate) api_base: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Log in: open MailUp's LogOn page, wait for the redirect on 127.0.0.1, store the tokens
+    /// (or, with --password, use the password grant).
+    Login(LoginArgs),
+    /// Show the profile, its endpoints and its tokens' state (never a secret).
+    Status(StatusArgs),
+    /// Print a valid access token on stdout and nothing else (refreshing first if needed).
+    Token,
+    /// Refresh the tokens now (MailUp rotates the refresh token; the new one is stored).
+    Refresh,
+    /// Send an authenticated API request and print the response body.
+    Call(CallArgs),
+    /// Forget the profile's tokens (the client registration is kept).
+    Logout,
+    /// Run the whole flow against a local MailUp emulator and report each step; leaves
+    /// nothing behind.
+    Demo,
+}
+
+/// Options of `login`.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// Print the LogOn URL but do not open a browser.
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+    /// The loopback port to listen on [default: the --redirect-uri port, or any free port].
+    #[arg(long, value_name = "P")]
+    pub(crate) port: Option<u16>,
+    /// How long to wait for the browser to come back, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub(crate) timeout: u64,
+    /// Use the password grant instead of the browser (password from MAILUP_PASSWORD or a
+    /// hidden prompt; never a flag).
+    #[arg(long)]
+    pub(crate) password: bool,
+    /// The MailUp username for --password.
+    #[arg(long, env = "MAILUP_USERNAME", value_name = "NAME")]
+    pub(crate) username: Option<String>,
+}
+
+/// Options of `status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Options of `call`.
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The HTTP method (GET, POST, PUT, DELETE, ...).
+    #[arg(value_name = "METHOD")]
+    pub(crate) method: String,
+    /// A path relative to the API base (e.g. `Console/Authentication/Info`) or a full
+    /// http(s) URL.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: String,
+    /// A JSON request body, or `@file` to read it from a file (`@-`: standard input).
+    #[arg(long, short = 'd', value_name = "JSON|@FILE")]
+    pub(crate) data: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_interface_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_work_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "mailup-auth",
+            "status",
+            "--profile",
+            "work",
+            "--auth-base",
+            "http://127.0.0.1:9",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.profile, "work");
+        assert_eq!(cli.global.auth_base.as_deref(), Some("http://127.0.0.1:9"));
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_hides_secret_env_values() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("re-authorization required"));
+        assert!(help.contains("MAILUP_CLIENT_SECRET"));
+    }
+
+    #[test]
+    fn there_is_no_password_flag_value() {
+        // `--password` is a switch: a value after it is a usage error, so a password can never
+        // end up in the shell history or the process list through this flag.
+        let parsed = Cli::try_parse_from(["mailup-auth", "login", "--password=hunter2"]);
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! The profile commands: `login`, `status`, `token`, `refresh`, `call`, `logout`.
+//!
+//! Human output goes to stdout except where a command's stdout is data (`token`, `call`):
+//! there, progress and errors go to stderr only.
+
+use std::io::Read as _;
+use std::time::{Duration, SystemTime};
+
+use mailup_auth::core::http_types::Method;
+use mailup_auth::{
+    Error, LoopbackRedirect, MailUpClient, Password, SessionState, SessionStatus, UnixTime, Url,
+};
+use serde_json::{json, Value};
+
+use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
+use crate::failure::{Failure, EXIT_REAUTHORIZE};
+use crate::profile::Context;
+use crate::terminal;
+use crate::timefmt;
+
+/// The line printed (on stderr) right before the LogOn URL; the URL is the next line, alone.
+pub(crate) const LOGON_URL_PROMPT: &str = "Open this URL in your browser:";
+
+/// Runs a profile command.
+pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Login(args) if args.password => login_password(context, &args).await,
+        Command::Login(args) => login_browser(context, &args).await,
+        Command::Status(args) => status(context, &args).await,
+        Command::Token => token(context).await,
+        Command::Refresh => refresh(context).await,
+        Command::Call(args) => call(context, &args).await,
+        Command::Logout => logout(context).await,
+        Command::Demo => Err(Failure::usage("`demo` does not use a profile")),
+    }
+}
+
+fn now() -> UnixTime {
+    UnixTime::from_system_time(SystemTime::now())
+}
+
+fn no_client_for_login() -> Failure {
+    Failure::usage(
+        "no client registration: pass --client-id (or set MAILUP_CLIENT_ID) and set \
+         MAILUP_CLIENT_SECRET (or pass --client-secret)",
+    )
+}
+
+// ---- login ---------------------------------------------------------------------------------
+
+/// Where the loopback listener listens, and the redirect URI to send.
+#[derive(Debug, PartialEq, Eq)]
+struct LoopbackTarget {
+    port: u16,
+    path: String,
+    /// The registered redirect URI, sent as is; `None`: the listener's own.
+    redirect_uri: Option<Url>,
+}
+
+fn loopback_target(
+    redirect_uri: Option<&str>,
+    port: Option<u16>,
+) -> Result<LoopbackTarget, Failure> {
+    let Some(redirect_uri) = redirect_uri else {
+        return Ok(LoopbackTarget {
+            port: port.unwrap_or(0),
+            path: mailup_auth::loopback::DEFAULT_CALLBACK_PATH.to_owned(),
+            redirect_uri: None,
+        });
+    };
+    let url = Url::parse(redirect_uri).map_err(|e| {
+        Failure::usage(format!("--redirect-uri `{redirect_uri}` is not a URL: {e}"))
+    })?;
+    let loopback_host = matches!(url.host_str(), Some("127.0.0.1" | "localhost"));
+    if url.scheme() != "http" || !loopback_host || url.query().is_some() || url.fragment().is_some()
+    {
+        return Err(Failure::usage(format!(
+            "--redirect-uri must be a loopback URL like http://127.0.0.1:8765/callback \
+             (the CLI listens on 127.0.0.1), not `{redirect_uri}`"
+        )));
+    }
+    let uri_port = url.port_or_known_default().unwrap_or(80);
+    if let Some(port) = port {
+        if port != uri_port {
+            return Err(Failure::usage(format!(
+                "--port {port} differs from the redirect URI's port {uri_port}"
+            )));
+        }
+    }
+    Ok(LoopbackTarget {
+        port: uri_port,
+        path: url.path().to_owned(),
+        redirect_uri: Some(url),
+    })
+}
+
+async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
+    let client = context
+        .builder(no_client_for_login())?
+        .build()
+        .await
+        .map_err(Failure::from)?;
+    let target = loopback_target(context.redirect_uri().as_deref(), args.port)?;
+    let listener = LoopbackRedirect::bind_with_path(target.port, &target.path)
+        .await
+        .map_err(Error::from)?;
+    let redirect_uri = target
+        .redirect_uri
+        .unwrap_or_else(|| listener.redirect_uri().clone());
+    let start = client.begin_authorization_with_redirect(Some(redirect_uri))?;
+    eprintln!("{LOGON_URL_PROMPT}");
+    eprintln!("{}", start.url);
+    if !args.no_browser {
+        terminal::open_browser(start.url.as_str());
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let waiting = format!(
+        "Waiting for MailUp to redirect to http://{} (up to {} s, Ctrl-C to cancel)...",
+        listener.local_addr(),
+        timeout.as_secs()
+    );
+    let callback = terminal::with_spinner(
+        &waiting,
+        listener.wait_for_callback(start.pending.state(), timeout),
+    )
+    .await
+    .map_err(Error::from)?;
+    client
+        .complete_authorization(&start.pending, callback.as_str())
+        .await?;
+    print_logged_in(context, &client);
+    Ok(())
+}
+
+async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
+    let client = context.builder(no_client_for_login())?.build().await?;
+    let username = match &args.username {
+        Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
+        _ => terminal::prompt_username()?,
+    };
+    let password = match std::env::var("MAILUP_PASSWORD") {
+        Ok(password) if !password.is_empty() => password,
+        _ => terminal::prompt_password()?,
+    };
+    client
+        .login_with_password(&username, &Password::new(password))
+        .await?;
+    print_logged_in(context, &client);
+    Ok(())
+}
+
+fn print_logged_in(context: &Context, client: &MailUpClient) {
+    let status = client.status();
+    let expiry = status
+        .expires_at
+        .map(|at| {
+            format!(
+                "; the access token expires {} ({})",
+                timefmt::rfc3339(at),
+                timefmt::relative(at, now())
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "Logged in: profile `{}`{expiry}. Tokens stored in {}.",
+        status.profile,
+        context.store_dir.display()
+    );
+}
+
+// ---- status --------------------------------------------------------------------------------
+
+fn state_name(state: SessionState) -> &'static str {
+    match state {
+        SessionState::NoTokens => "no_tokens",
+        SessionState::AwaitingCallback => "awaiting_callback",
+        SessionState::ExchangingCode => "exchanging_code",
+        SessionState::Authorized => "authorized",
+        SessionState::Refreshing => "refreshing",
+        SessionState::ReauthorizationRequired => "reauthorization_required",
+    }
+}
+
+/// Whether the profile can produce an access token without the user (fresh, or refreshable).
+fn is_authorized(status: &SessionStatus) -> bool {
+    status.expires_at.is_some()
+        && status.reauthorization_reason.is_none()
+        && (status.has_fresh_token || status.has_refresh_token)
+        && !matches!(
+            status.state,
+            SessionState::NoTokens | SessionState::ReauthorizationRequired
+        )
+}
+
+fn time_fields(time: Option<UnixTime>) -> (Value, Value) {
+    match time {
+        Some(t) => (json!(timefmt::rfc3339(t)), json!(t.as_secs())),
+        None => (Value::Null, Value::Null),
+    }
+}
+
+/// The status as one JSON object. Built field by field from [`SessionStatus`], which holds no
+/// secret; the tests check the output for tokens and the client secret anyway.
+fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> Value {
+    let Some(status) = status else {
+        return json!({
+            "profile": context.global.profile,
+            "store": context.store_dir.display().to_string(),
+            "client_id": null,
+            "endpoints": null,
+            "redirect_uri": null,
+            "authorized": false,
+            "state": "not_logged_in",
+            "access_token_fresh": false,
+            "expires_at": null,
+            "expires_at_unix": null,
+            "expires_in_seconds": null,
+            "obtained_at": null,
+            "obtained_at_unix": null,
+            "last_refreshed_at": null,
+            "last_refreshed_at_unix": null,
+            "has_refresh_token": false,
+            "store_version": null,
+            "reauthorization_reason": "no client registration for this profile",
+        });
+    };
+    let (expires_at, expires_at_unix) = time_fields(status.expires_at);
+    let (obtained_at, obtained_at_unix) = time_fields(status.obtained_at);
+    let (refreshed_at, refreshed_at_unix) = time_fields(status.last_refreshed_at);
+    let expires_in = status.expires_at.map(|at| {
+        if at >= now {
+            at.duration_since(now).as_secs() as i64
+        } else {
+            -(now.duration_since(at).as_secs() as i64)
+        }
+    });
+    json!({
+        "profile": status.profile,
+        "store": context.store_dir.display().to_string(),
+        "client_id": status.client_id,
+        "endpoints": {
+            "logon_url": status.endpoints.logon.as_str(),
+            "token_url": status.endpoints.token.as_str(),
+            "api_base": status.endpoints.api_base.as_str(),
+        },
+        "redirect_uri": context.redirect_uri(),
+        "authorized": is_authorized(status),
+        "state": state_name(status.state),
+        "access_token_fresh": status.has_fresh_token,
+        "expires_at": expires_at,
+        "expires_at_unix": expires_at_unix,
+        "expires_in_seconds": expires_in,
+        "obtained_at": obtained_at,
+        "obtained_at_unix": obtained_at_unix,
+        "last_refreshed_at": refreshed_at,
+        "last_refreshed_at_unix": refreshed_at_unix,
+        "has_refresh_token": status.has_refresh_token,
+        "store_version": status.store_version,
+        "reauthorization_reason": status.reauthorization_reason,
+    })
+}
+
+fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> String {
+    let mut lines = vec![
+        format!("profile:        {}", context.global.profile),
+        format!("store:          {}", context.store_dir.display()),
+    ];
+    let Some(status) = status else {
+        lines.push(
+            "authorized:     no (no client registration: run `mailup-auth login --client-id ID`)"
+                .into(),
+        );
+        return lines.join("\n");
+    };
+    lines.push(format!("client id:      {}", status.client_id));
+    lines.push(format!("logon url:      {}", status.endpoints.logon));
+    lines.push(format!("token url:      {}", status.endpoints.token));
+    lines.push(format!("api base:       {}", status.endpoints.api_base));
+    if let Some(uri) = context.redirect_uri() {
+        lines.push(format!("redirect uri:   {uri}"));
+    }
+    let authorized = if is_authorized(status) {
+        "yes".to_owned()
+    } else {
+        let why = status
+            .reauthorization_reason
+            .clone()
+            .unwrap_or_else(|| "not logged in".to_owned());
+        format!("no ({why}: run `mailup-auth login`)")
+    };
+    lines.push(format!("authorized:     {authorized}"));
+    if let Some(at) = status.expires_at {
+        let note = if status.has_fresh_token {
+            ""
+        } else if at > now {
+            ", within the refresh margin: refreshed on next use"
+        } else if status.has_refresh_token {
+            ", expired: refreshed on next use"
+        } else {
+            ", expired"
+        };
+        lines.push(format!(
+            "access token:   expires {} ({}{note})",
+            timefmt::rfc3339(at),
+            timefmt::relative(at, now)
+        ));
+    } else {
+        lines.push("access token:   none".into());
+    }
+    lines.push(format!(
+        "refresh token:  {}",
+        if status.has_refresh_token {
+            "held"
+        } else {
+            "none"
+        }
+    ));
+    if let Some(at) = status.obtained_at {
+        lines.push(format!(
+            "obtained:       {} ({})",
+            timefmt::rfc3339(at),
+            timefmt::relative(at, now)
+        ));
+    }
+    match status.last_refreshed_at {
+        Some(at) => lines.push(format!(
+            "last refreshed: {} ({})",
+            timefmt::rfc3339(at),
+            timefmt::relative(at, now)
+        )),
+        None => lines.push("last refreshed: never".into()),
+    }
+    if let Some(version) = status.store_version {
+        lines.push(format!("store version:  {version}"));
+    }
+    lines.join("\n")
+}
+
+/// Prints the status; exits 3 when the profile is not authorized (for scripts).
+async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
+    let status = if context.has_client() {
+        Some(context.client().await?.status())
+    } else {
+        None
+    };
+    let now = now();
+    if args.json {
+        let value = status_json(context, status.as_ref(), now);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+        );
+    } else {
+        println!("{}", status_text(context, status.as_ref(), now));
+    }
+    match &status {
+        Some(status) if is_authorized(status) => Ok(()),
+        // Already explained above: exit 3 without a second message.
+        _ => Err(Failure::silent(EXIT_REAUTHORIZE)),
+    }
+}
+
+// ---- token, refresh ------------------------------------------------------------------------
+
+async fn token(context: &Context) -> Result<(), Failure> {
+    let client = context.client().await?;
+    let token = client.access_token().await?;
+    println!("{}", token.secret());
+    Ok(())
+}
+
+async fn refresh(context: &Context) -> Result<(), Failure> {
+    let client = context.client().await?;
+    client.refresh().await?;
+    let status = client.status();
+    match status.expires_at {
+        Some(at) => println!(
+            "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
+            status.profile,
+            timefmt::rfc3339(at),
+            timefmt::relative(at, now())
+        ),
+        None => println!("Refreshed profile `{}`.", status.profile),
+    }
+    Ok(())
+}
+
+// ---- call ----------------------------------------------------------------------------------
+
+fn parse_method(method: &str) -> Result<Method, Failure> {
+    let upper = method.to_ascii_uppercase();
+    Method::from_bytes(upper.as_bytes())
+        .map_err(|_| Failure::usage(format!("`{method}` is not an HTTP method")))
+}
+
+/// Reads `--data`: inline JSON, `@file`, or `@-` (stdin). It must be JSON.
+fn read_body(data: &str) -> Result<Vec<u8>, Failure> {
+    let bytes = match data.strip_prefix('@') {
+        Some("-") => {
+            let mut buffer = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buffer)
+                .map_err(|e| Failure::usage(format!("cannot read --data from stdin: {e}")))?;
+            buffer
+        }
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read --data file `{path}`: {e}")))?,
+        None => data.as_bytes().to_vec(),
+    };
+    // Report where the JSON is broken, not its content (a body can hold personal data).
+    serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+        Failure::usage(format!(
+            "--data is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// Pretty JSON when the body is JSON, the text otherwise.
+fn render_body(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+async fn call(context: &Context, args: &CallArgs) -> Result<(), Failure> {
+    let method = parse_method(&args.method)?;
+    let body = args.data.as_deref().map(read_body).transpose()?;
+    let client = context.client().await?;
+    let response = client.request(method, &args.path, body).await?;
+    if !response.body.iter().all(u8::is_ascii_whitespace) {
+        println!("{}", render_body(&response.body));
+    }
+    Ok(())
+}
+
+// ---- logout --------------------------------------------------------------------------------
+
+async fn logout(context: &Context) -> Result<(), Failure> {
+    if context.has_client() {
+        context.client().await?.logout().await?;
+    } else {
+        use mailup_auth::TokenStore as _;
+        context
+            .store
+            .delete(&context.global.profile)
+            .await
+            .map_err(|e| Failure::local(format!("token store: {e}")))?;
+    }
+    println!(
+        "Logged out of profile `{}`: its tokens are forgotten (MailUp has no revocation \
+         endpoint; the client registration is kept).",
+        context.global.profile
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_target_defaults_to_any_port() {
+        let target = loopback_target(None, None).unwrap();
+        assert_eq!(target.port, 0);
+        assert_eq!(target.path, "/callback");
+        assert_eq!(loopback_target(None, Some(8765)).unwrap().port, 8765);
+    }
+
+    #[test]
+    fn loopback_target_uses_the_redirect_uri_port_and_path() {
+        let target = loopback_target(Some("http://localhost:8765/oauth/cb"), None).unwrap();
+        assert_eq!(target.port, 8765);
+        assert_eq!(target.path, "/oauth/cb");
+        assert_eq!(
+            target.redirect_uri.unwrap().as_str(),
+            "http://localhost:8765/oauth/cb"
+        );
+        assert!(loopback_target(Some("http://127.0.0.1:8765/cb"), Some(9000)).is_err());
+    }
+
+    #[test]
+    fn loopback_target_refuses_non_loopback_redirects() {
+        for uri in [
+            "https://127.0.0.1:8765/cb",
+            "http://example.com/cb",
+            "http://127.0.0.1:8765/cb?x=1",
+            "not a url",
+        ] {
+            let failure = loopback_target(Some(uri), None).unwrap_err();
+            assert_eq!(failure.code(), 2, "{uri}");
+        }
+    }
+
+    #[test]
+    fn bodies_must_be_json() {
+        assert_eq!(read_body(r#"{"a":1}"#).unwrap(), br#"{"a":1}"#);
+        let failure = read_body("{secret-ish").unwrap_err();
+        assert_eq!(failure.code(), 2);
+        assert!(!failure.message().contains("secret-ish"));
+        assert!(read_body("@/nonexistent/file.json").is_err());
+    }
+
+    #[test]
+    fn renders_json_pretty_and_text_as_is() {
+        assert_eq!(render_body(br#"{"a":1}"#), "{\n  \"a\": 1\n}");
+        assert_eq!(render_body(b"plain"), "plain");
+    }
+
+    #[test]
+    fn methods_are_case_insensitive() {
+        assert_eq!(parse_method("get").unwrap(), Method::GET);
+        assert_eq!(parse_method("DELETE").unwrap(), Method::DELETE);
+        assert!(parse_method("GE T").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! How a command fails: one line on stderr and a documented exit code.
+//!
+//! The mapping from the facade's [`Error`] is the product's contract with scripts (it is
+//! printed by `--help`): 1 local failure, 2 usage or configuration, 3 re-authorization
+//! required, 4 the API answered with an error, 5 network or server unavailable.
+
+use std::process::ExitCode;
+
+use mailup_auth::core::{ApiError, OAuthErrorCode, TokenError};
+use mailup_auth::{Error, LoopbackError};
+
+/// Exit code: a local failure (the token store).
+pub(crate) const EXIT_LOCAL: u8 = 1;
+/// Exit code: usage or configuration error (clap uses 2 for usage errors too).
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// Exit code: re-authorization required.
+pub(crate) const EXIT_REAUTHORIZE: u8 = 3;
+/// Exit code: the API answered with an error.
+pub(crate) const EXIT_API: u8 = 4;
+/// Exit code: network error or server unavailable.
+pub(crate) const EXIT_UNAVAILABLE: u8 = 5;
+
+/// A failed command: what to print and how to exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// A failure with this exit code and one-line message.
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 2: usage or configuration.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(EXIT_USAGE, message)
+    }
+
+    /// Exit 1: a local failure.
+    pub(crate) fn local(message: impl Into<String>) -> Self {
+        Self::new(EXIT_LOCAL, message)
+    }
+
+    /// Exit 3: the user has to log in.
+    pub(crate) fn reauthorize(message: impl Into<String>) -> Self {
+        Self::new(EXIT_REAUTHORIZE, message)
+    }
+
+    /// The exit code.
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> u8 {
+        self.code
+    }
+
+    /// The one-line message (without the `error: ` prefix).
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Exit with `code` without a message (the command already explained itself).
+    pub(crate) fn silent(code: u8) -> Self {
+        Self::new(code, "")
+    }
+
+    /// Prints `error: <message>` on stderr (nothing for a silent failure) and returns the
+    /// exit code.
+    pub(crate) fn report(&self) -> ExitCode {
+        if self.message.is_empty() {
+            return ExitCode::from(self.code);
+        }
+        // One line, whatever the message holds (a server's description could hold newlines).
+        let line: String = self
+            .message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        eprintln!("error: {line}");
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = exit_code(&error);
+        let mut message = error.to_string();
+        if code == EXIT_REAUTHORIZE {
+            message.push_str(" (run `mailup-auth login`)");
+        }
+        Self { code, message }
+    }
+}
+
+/// The exit code for a facade error. The facade's `Display` never holds a secret: it carries
+/// at most OAuth `error` / `error_description` or MailUp's `ErrorCode` / `ErrorDescription`.
+pub(crate) fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::ReauthorizationRequired(_) => EXIT_REAUTHORIZE,
+        Error::TokenEndpointUnavailable { .. } | Error::Transport(_) => EXIT_UNAVAILABLE,
+        Error::Login(token_error) => login_exit_code(token_error),
+        // The user denied access, or the callback did not belong to this login.
+        Error::Callback(_) => EXIT_REAUTHORIZE,
+        Error::Authorization(_) | Error::Config(_) | Error::InvalidPath(_) | Error::Missing(_) => {
+            EXIT_USAGE
+        }
+        Error::Api(api) => match api {
+            // A gateway or an overloaded server: "unavailable", retrying later may help.
+            ApiError::Server(e) if matches!(e.status, 502..=504) => EXIT_UNAVAILABLE,
+            _ => EXIT_API,
+        },
+        Error::Loopback(LoopbackError::Bind { .. }) => EXIT_USAGE,
+        // Nobody came back through the browser in time, or the listener broke.
+        Error::Loopback(_) => EXIT_UNAVAILABLE,
+        Error::Store(_) => EXIT_LOCAL,
+        Error::Decode(_) => EXIT_API,
+        // A future variant: treat it as a local failure rather than guess.
+        _ => EXIT_LOCAL,
+    }
+}
+
+/// A refused login: wrong client credentials are a configuration problem (2), a refused
+/// grant (wrong password, a used or expired code) means logging in again (3), and anything
+/// transient means the server is unavailable (5).
+fn login_exit_code(error: &TokenError) -> u8 {
+    if error.is_transient() {
+        return EXIT_UNAVAILABLE;
+    }
+    match error.oauth_error() {
+        Some(OAuthErrorCode::InvalidClient | OAuthErrorCode::UnauthorizedClient) => EXIT_USAGE,
+        _ => EXIT_REAUTHORIZE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailup_auth::core::{MailUpError, ReauthReason, TransportError};
+
+    fn oauth(error: OAuthErrorCode) -> TokenError {
+        TokenError::OAuth {
+            status: 400,
+            error,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn maps_errors_to_documented_codes() {
+        assert_eq!(
+            exit_code(&Error::ReauthorizationRequired(ReauthReason::NoTokens)),
+            3
+        );
+        assert_eq!(
+            exit_code(&Error::Login(oauth(OAuthErrorCode::InvalidGrant))),
+            3
+        );
+        assert_eq!(
+            exit_code(&Error::Login(oauth(OAuthErrorCode::InvalidClient))),
+            2
+        );
+        assert_eq!(
+            exit_code(&Error::Login(oauth(OAuthErrorCode::ServerError))),
+            5
+        );
+        let not_found = MailUpError {
+            status: 404,
+            ..MailUpError::default()
+        };
+        assert_eq!(exit_code(&Error::Api(ApiError::Client(not_found))), 4);
+        let unavailable = MailUpError {
+            status: 503,
+            ..MailUpError::default()
+        };
+        assert_eq!(exit_code(&Error::Api(ApiError::Server(unavailable))), 5);
+        let timeout =
+            TransportError::new(mailup_auth::core::TransportErrorKind::Timeout, "timed out");
+        assert_eq!(exit_code(&Error::Transport(timeout)), 5);
+        assert_eq!(
+            exit_code(&Error::Loopback(LoopbackError::Timeout(
+                std::time::Duration::from_secs(1)
+            ))),
+            5
+        );
+    }
+
+    #[test]
+    fn reauthorization_tells_what_to_run() {
+        let failure = Failure::from(Error::ReauthorizationRequired(ReauthReason::NoTokens));
+        assert_eq!(failure.code(), 3);
+        assert!(failure.message().contains("mailup-auth login"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The few things the CLI does with the person at the terminal: open a browser, show a
+//! spinner while waiting, ask for a username or a hidden password.
+
+use std::future::Future;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::failure::Failure;
+
+/// Tries to open `url` in the default browser; failure is silent (the URL is printed anyway).
+pub(crate) fn open_browser(url: &str) {
+    let mut command = if cfg!(target_os = "macos") {
+        let mut c = Command::new("open");
+        c.arg(url);
+        c
+    } else if cfg!(windows) {
+        let mut c = Command::new("cmd");
+        // `start` treats its first quoted argument as a window title.
+        c.args(["/C", "start", ""]).arg(url);
+        c
+    } else {
+        let mut c = Command::new("xdg-open");
+        c.arg(url);
+        c
+    };
+    let spawned = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Ok(mut child) = spawned {
+        // Reap it in the background so it does not linger as a zombie.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+    }
+}
+
+/// Runs `work`, showing `message` with a spinner on stderr while it runs, when stderr is a
+/// terminal (scripts and tests see no control characters).
+pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>) -> T {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("{message}");
+        return work.await;
+    }
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut frame = 0usize;
+    let output = loop {
+        tokio::select! {
+            output = &mut work => break output,
+            _ = ticker.tick() => {
+                eprint!("\r{} {message}", FRAMES[frame % FRAMES.len()]);
+                let _ = std::io::stderr().flush();
+                frame += 1;
+            }
+        }
+    };
+    // Clear the spinner line.
+    eprint!("\r\x1b[2K");
+    let _ = std::io::stderr().flush();
+    output
+}
+
+/// Asks for the username on the terminal (or reads a line from a piped stdin).
+pub(crate) fn prompt_username() -> Result<String, Failure> {
+    if std::io::stdin().is_terminal() {
+        eprint!("MailUp username: ");
+        let _ = std::io::stderr().flush();
+    }
+    let line = read_stdin_line()?;
+    let name = line.trim().to_owned();
+    if name.is_empty() {
+        return Err(Failure::usage(
+            "no username: pass --username or set MAILUP_USERNAME",
+        ));
+    }
+    Ok(name)
+}
+
+/// Asks for the password without echo on a terminal, or reads one line from a piped stdin.
+pub(crate) fn prompt_password() -> Result<String, Failure> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("MailUp password: ")
+            .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?
+    } else {
+        let line = read_stdin_line()?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err(Failure::usage(
+            "no password: set MAILUP_PASSWORD or type it at the prompt",
+        ));
+    }
+    Ok(password)
+}
+
+fn read_stdin_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
+    Ok(line)
+}
