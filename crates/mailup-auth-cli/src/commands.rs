@@ -13,7 +13,7 @@ use mailup_auth::{
 use serde_json::{json, Value};
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
-use crate::failure::{Failure, EXIT_REAUTHORIZE};
+use crate::failure::{Failure, EXIT_REAUTHORIZE, EXIT_UNAVAILABLE};
 use crate::profile::Context;
 use crate::terminal;
 use crate::timefmt;
@@ -355,8 +355,13 @@ async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
     }
     match &status {
         Some(status) if is_authorized(status) => Ok(()),
-        // Already explained above: exit 3 without a second message.
-        _ => Err(Failure::silent(EXIT_REAUTHORIZE)),
+        _ => Err(Failure::new(
+            EXIT_REAUTHORIZE,
+            format!(
+                "profile `{}` is not authorized (run `mailup-auth login`)",
+                context.global.profile
+            ),
+        )),
     }
 }
 
@@ -371,8 +376,22 @@ async fn token(context: &Context) -> Result<(), Failure> {
 
 async fn refresh(context: &Context) -> Result<(), Failure> {
     let client = context.client().await?;
+    let before = client.status();
     client.refresh().await?;
     let status = client.status();
+    // The facade's `refresh()` answers Ok with the old access token when the forced refresh
+    // failed but that token is still unexpired; check that new tokens really arrived.
+    if let Some(reason) = &status.reauthorization_reason {
+        return Err(Failure::reauthorize(format!(
+            "re-authorization required: {reason} (run `mailup-auth login`)"
+        )));
+    }
+    if status.obtained_at == before.obtained_at {
+        return Err(Failure::new(
+            EXIT_UNAVAILABLE,
+            "the token endpoint did not complete the refresh; the current tokens are kept",
+        ));
+    }
     match status.expires_at {
         Some(at) => println!(
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",

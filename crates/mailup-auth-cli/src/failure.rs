@@ -63,17 +63,8 @@ impl Failure {
         &self.message
     }
 
-    /// Exit with `code` without a message (the command already explained itself).
-    pub(crate) fn silent(code: u8) -> Self {
-        Self::new(code, "")
-    }
-
-    /// Prints `error: <message>` on stderr (nothing for a silent failure) and returns the
-    /// exit code.
+    /// Prints `error: <message>` on stderr and returns the exit code.
     pub(crate) fn report(&self) -> ExitCode {
-        if self.message.is_empty() {
-            return ExitCode::from(self.code);
-        }
         // One line, whatever the message holds (a server's description could hold newlines).
         let line: String = self
             .message

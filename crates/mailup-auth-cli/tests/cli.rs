@@ -1,0 +1,568 @@
+//! The `mailup-auth` binary against the in-process emulator: each command, each exit code, and
+//! a second process picking up the tokens the first stored and rotated.
+//!
+//! Every child process runs with a temporary `--store`, a temporary `HOME`, no inherited
+//! `MAILUP_*` variables, and a bounded timeout.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+use url::Url;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const MAILUP_VARS: [&str; 12] = [
+    "MAILUP_PROFILE",
+    "MAILUP_STORE",
+    "MAILUP_CLIENT_ID",
+    "MAILUP_CLIENT_SECRET",
+    "MAILUP_REDIRECT_URI",
+    "MAILUP_AUTH_BASE",
+    "MAILUP_LOGON_URL",
+    "MAILUP_TOKEN_URL",
+    "MAILUP_API_BASE",
+    "MAILUP_USERNAME",
+    "MAILUP_PASSWORD",
+    "MAILUP_LOG",
+];
+
+/// One emulator and one store directory per test.
+struct Setup {
+    emulator: Emulator,
+    home: TempDir,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let emulator = Emulator::builder().start().await.expect("emulator starts");
+        Self {
+            emulator,
+            home: TempDir::new().expect("temp dir"),
+        }
+    }
+
+    fn store(&self) -> String {
+        self.home.path().join("store").display().to_string()
+    }
+
+    fn auth_base(&self) -> String {
+        self.emulator.base_url().to_string()
+    }
+
+    /// The binary with a clean environment and `--store`; nothing else.
+    fn bare(&self) -> Command {
+        let mut command = Command::new(BIN);
+        for var in MAILUP_VARS {
+            command.env_remove(var);
+        }
+        command
+            .env("HOME", self.home.path())
+            .env("XDG_DATA_HOME", self.home.path().join("data"))
+            .env("NO_COLOR", "1")
+            .arg("--store")
+            .arg(self.store())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// The binary with the emulator's client registration and auth base (what `login` needs).
+    fn with_client(&self) -> Command {
+        let mut command = self.bare();
+        command
+            .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
+            .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+            .env("MAILUP_AUTH_BASE", self.auth_base());
+        command
+    }
+
+    /// Logs in with the password grant.
+    async fn password_login(&self) {
+        let out = run(self
+            .with_client()
+            .args(["login", "--password", "--username", DEFAULT_USERNAME])
+            .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+        .await;
+        assert_success(&out);
+    }
+}
+
+async fn run(command: &mut Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("the command finished in time")
+        .expect("the command ran")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// Checks the exit code and that the error is one `error: ...` line on stderr.
+fn assert_failure(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    let err = stderr(out);
+    if code != 2 || err.starts_with("error: ") {
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 1, "one error line expected: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("stack backtrace"), "{err}");
+    }
+    err
+}
+
+/// Runs `login --no-browser`, follows the printed URL as the scripted user, and waits.
+async fn browser_login(setup: &Setup, consent: Consent) -> Output {
+    let mut child = setup
+        .with_client()
+        .args(["login", "--no-browser", "--timeout", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("login starts");
+    let (logon_url, rest_of_stderr) = read_logon_url(&mut child).await;
+    assert_eq!(logon_url.path(), "/Authorization/OAuth/LogOn");
+    assert!(
+        !logon_url.as_str().contains(DEFAULT_CLIENT_SECRET),
+        "the secret never goes into a browser URL"
+    );
+    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
+    let location = browser
+        .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, consent)
+        .await
+        .expect("the scripted user gets through the LogOn pages");
+    assert_eq!(location.host_str(), Some("127.0.0.1"));
+    let page = browser
+        .follow(&location)
+        .await
+        .expect("the loopback listener answers");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("login finished in time")
+        .expect("login ran");
+    out.stderr = rest_of_stderr.await.expect("stderr drained").into_bytes();
+    out
+}
+
+/// Reads stderr up to the LogOn URL (the line after the prompt); the rest of stderr keeps
+/// being drained (so the child never writes into a closed pipe) and is returned by the task.
+async fn read_logon_url(
+    child: &mut tokio::process::Child,
+) -> (Url, tokio::task::JoinHandle<String>) {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let read = async {
+        let mut seen = Vec::new();
+        let mut prompt = false;
+        while let Some(line) = lines.next_line().await.expect("stderr readable") {
+            if prompt {
+                return Url::parse(line.trim()).expect("the line after the prompt is the URL");
+            }
+            prompt = line.trim() == "Open this URL in your browser:";
+            seen.push(line);
+        }
+        panic!("no LogOn URL printed; stderr: {seen:?}");
+    };
+    let url = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the LogOn URL is printed in time");
+    let rest = tokio::spawn(async move {
+        let mut rest = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    });
+    (url, rest)
+}
+
+fn assert_no_secrets(text: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret was printed: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_then_every_command_with_only_the_profile() {
+    let setup = Setup::start().await;
+    let out = browser_login(&setup, Consent::Allow).await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("Logged in"), "{}", stdout(&out));
+    assert_eq!(setup.emulator.counters().token_authorization_code, 1);
+
+    // From here on: only --store. The profile remembers the client and the endpoints.
+    let out = run(setup.bare().arg("token")).await;
+    assert_success(&out);
+    let token = stdout(&out);
+    assert_eq!(token.lines().count(), 1, "only the token: {token:?}");
+    let token = token.trim().to_owned();
+    assert!(setup.emulator.is_access_token_live(&token));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+
+    let out = run(setup
+        .bare()
+        .args(["call", "GET", "Console/Authentication/Info"]))
+    .await;
+    assert_success(&out);
+    let info: Value = serde_json::from_str(&stdout(&out)).expect("pretty JSON");
+    assert_eq!(info["Username"], DEFAULT_USERNAME);
+    assert!(
+        stdout(&out).contains("\n  \""),
+        "pretty-printed: {}",
+        stdout(&out)
+    );
+
+    let full = format!(
+        "{}/Console/User/Lists?pageNumber=0&pageSize=20",
+        setup
+            .emulator
+            .console_api_base()
+            .as_str()
+            .trim_end_matches('/')
+    );
+    let out = run(setup.bare().args(["call", "get", &full])).await;
+    assert_success(&out);
+    let lists: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(lists["IsPaginated"], true);
+
+    let body = setup.home.path().join("list.json");
+    std::fs::write(&body, r#"{"Name": "From the CLI"}"#).unwrap();
+    let data = format!("@{}", body.display());
+    let out = run(setup
+        .bare()
+        .args(["call", "POST", "Console/List", "--data", &data]))
+    .await;
+    assert_success(&out);
+    assert!(stdout(&out).contains("From the CLI"), "{}", stdout(&out));
+
+    let out = run(setup.bare().arg("refresh")).await;
+    assert_success(&out);
+    assert_eq!(setup.emulator.counters().token_refresh_token, 1);
+    assert!(!setup.emulator.is_access_token_live(&token) || token != stdout(&out));
+
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_success(&out);
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
+    assert_eq!(status["profile"], "default");
+    assert_eq!(status["authorized"], true);
+    assert_eq!(status["client_id"], DEFAULT_CLIENT_ID);
+    assert!(status["expires_in_seconds"].as_i64().unwrap() > 3000);
+    assert!(status["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(status["last_refreshed_at_unix"].as_u64().is_some());
+    assert_eq!(
+        status["endpoints"]["token_url"],
+        setup.emulator.token_url().as_str()
+    );
+    let json_text = stdout(&out);
+
+    let out = run(setup.bare().arg("status")).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("authorized:     yes"), "{text}");
+    assert!(text.contains("last refreshed: 20"), "{text}");
+
+    // No secret in any status output.
+    let out_token = run(setup.bare().arg("token")).await;
+    let mut secrets: Vec<String> = setup.emulator.issued_refresh_tokens();
+    secrets.push(stdout(&out_token).trim().to_owned());
+    secrets.push(token);
+    secrets.push(DEFAULT_CLIENT_SECRET.to_owned());
+    assert_no_secrets(&json_text, &secrets);
+    assert_no_secrets(&text, &secrets);
+
+    let out = run(setup.bare().arg("logout")).await;
+    assert_success(&out);
+    let out = run(setup.bare().arg("token")).await;
+    assert_failure(&out, 3);
+    let out = run(setup.bare().arg("status")).await;
+    assert_failure(&out, 3);
+    assert!(stdout(&out).contains("authorized:     no"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_from_the_environment_or_stdin() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    assert_eq!(setup.emulator.counters().token_password, 1);
+
+    // The password on a piped stdin (no MAILUP_PASSWORD), the username from the environment.
+    let mut command = setup.with_client();
+    command
+        .args(["login", "--password"])
+        .env("MAILUP_USERNAME", DEFAULT_USERNAME)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("login starts");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{DEFAULT_PASSWORD}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(setup.emulator.counters().token_password, 2);
+    assert!(!stdout(&out).contains(DEFAULT_PASSWORD));
+    assert!(!stderr(&out).contains(DEFAULT_PASSWORD));
+
+    // A wrong password: the grant is refused, log in again (3).
+    let out = run(setup
+        .with_client()
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", "wrong-password"))
+    .await;
+    let err = assert_failure(&out, 3);
+    assert!(err.contains("invalid_grant"), "{err}");
+    assert!(!err.contains("wrong-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_uses_the_tokens_the_first_stored_and_rotated() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let first_refresh_tokens = setup.emulator.issued_refresh_tokens();
+
+    // Process 2 rotates the refresh token.
+    assert_success(&run(setup.bare().arg("refresh")).await);
+    assert!(first_refresh_tokens
+        .iter()
+        .all(|t| !setup.emulator.is_refresh_token_live(t)));
+
+    // Process 3 meets a 401 and refreshes: only the rotated token stored by process 2 works.
+    setup.emulator.expire_all_access_tokens();
+    let out = run(setup
+        .bare()
+        .args(["call", "GET", "Console/Authentication/Info"]))
+    .await;
+    assert_success(&out);
+    let counters = setup.emulator.counters();
+    assert_eq!(counters.token_refresh_token, 2);
+    assert_eq!(counters.token_errors, 0, "no refresh token was reused");
+
+    // Process 4 hands out the token process 3 obtained, without a refresh.
+    let out = run(setup.bare().arg("token")).await;
+    assert_success(&out);
+    assert!(setup.emulator.is_access_token_live(stdout(&out).trim()));
+    assert_eq!(setup.emulator.counters().token_refresh_token, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_configuration_errors_exit_2() {
+    let setup = Setup::start().await;
+    assert_failure(&run(setup.bare().arg("frobnicate")).await, 2);
+    // `--password` takes no value: a password never goes on the command line.
+    assert_failure(&run(setup.bare().args(["login", "--password=x"])).await, 2);
+
+    let out = run(setup
+        .with_client()
+        .args(["--auth-base", "not a url", "token"]))
+    .await;
+    let err = assert_failure(&out, 2);
+    assert!(err.contains("configuration"), "{err}");
+
+    let out = run(setup.bare().args(["login", "--password"])).await;
+    let err = assert_failure(&out, 2);
+    assert!(err.contains("--client-id"), "{err}");
+
+    let out = run(setup.bare().args([
+        "call",
+        "GET",
+        "Console/Authentication/Info",
+        "--data",
+        "{oops",
+    ]))
+    .await;
+    assert_failure(&out, 2);
+
+    let out = run(setup.with_client().args([
+        "login",
+        "--no-browser",
+        "--redirect-uri",
+        "https://example.com/cb",
+    ]))
+    .await;
+    assert_failure(&out, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthorization_required_exits_3() {
+    let setup = Setup::start().await;
+    let err = assert_failure(&run(setup.bare().arg("token")).await, 3);
+    assert!(err.contains("mailup-auth login"), "{err}");
+    assert_failure(&run(setup.bare().args(["status", "--json"])).await, 3);
+
+    setup.password_login().await;
+    setup.emulator.revoke_all_refresh_tokens();
+    setup.emulator.expire_all_access_tokens();
+    let out = run(setup
+        .bare()
+        .args(["call", "GET", "Console/Authentication/Info"]))
+    .await;
+    let err = assert_failure(&out, 3);
+    assert!(err.contains("mailup-auth login"), "{err}");
+    // A forced refresh with the revoked refresh token, while the access token is still
+    // unexpired by the clock: refused, not reported as a success.
+    let err = assert_failure(&run(setup.bare().arg("refresh")).await, 3);
+    assert!(err.contains("invalid_grant"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_cannot_reach_the_server_exits_5() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let out = run(setup
+        .bare()
+        .args(["--auth-base", "http://127.0.0.1:1", "refresh"]))
+    .await;
+    assert_failure(&out, 5);
+    // The stored tokens are intact.
+    assert_success(&run(setup.bare().arg("refresh")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_denying_access_exits_3() {
+    let setup = Setup::start().await;
+    let out = browser_login(&setup, Consent::Deny).await;
+    let err = assert_failure(&out, 3);
+    assert!(err.contains("access_denied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_exit_4_with_mailup_error_fields() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let out = run(setup.bare().args(["call", "GET", "Console/Nope"])).await;
+    let err = assert_failure(&out, 4);
+    assert!(err.contains("404"), "{err}");
+    assert!(err.contains("NotFound"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_errors_exit_5() {
+    let setup = Setup::start().await;
+    // Nothing listens on port 1.
+    let out = run(setup
+        .with_client()
+        .args([
+            "--auth-base",
+            "http://127.0.0.1:1",
+            "login",
+            "--password",
+            "--username",
+            DEFAULT_USERNAME,
+        ])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+    .await;
+    assert_failure(&out, 5);
+
+    setup.password_login().await;
+    let out = run(setup.bare().args([
+        "--api-base",
+        "http://127.0.0.1:1/API",
+        "call",
+        "GET",
+        "Console/Authentication/Info",
+    ]))
+    .await;
+    assert_failure(&out, 5);
+
+    // Nobody comes back through the browser.
+    let out = run(setup
+        .with_client()
+        .args(["login", "--no-browser", "--timeout", "1"]))
+    .await;
+    let err = assert_failure(&out, 5);
+    assert!(err.contains("no authorization callback"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_documents_exit_codes_and_never_shows_the_secret() {
+    let setup = Setup::start().await;
+    let out = run(setup
+        .bare()
+        .arg("--help")
+        .env("MAILUP_CLIENT_SECRET", "very-secret-value"))
+    .await;
+    assert_success(&out);
+    let help = stdout(&out);
+    for needle in [
+        "Exit codes:",
+        "re-authorization required",
+        "MAILUP_PROFILE",
+        "demo",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    assert!(!help.contains("very-secret-value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_passes_and_leaves_nothing_behind() {
+    let tmp = TempDir::new().unwrap();
+    let home = TempDir::new().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = run(&mut command).await;
+    assert_success(&out);
+    let report = stdout(&out);
+    assert!(report.contains("All 8 steps passed"), "{report}");
+    assert!(report.contains("exactly 1 refresh"), "{report}");
+    assert!(!report.contains('✗'), "{report}");
+    assert_no_secrets(&report, &[DEFAULT_CLIENT_SECRET.to_owned()]);
+    assert!(is_empty(tmp.path()), "the demo left files in TMPDIR");
+    assert!(is_empty(home.path()), "the demo left files in HOME");
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+}
