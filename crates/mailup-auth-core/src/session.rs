@@ -370,9 +370,17 @@ impl Session {
     }
 
     /// Adopts tokens from outside (the store at start-up, or the store after another instance
-    /// refreshed first). Clears re-authorization and backoff. A refresh already in flight stays
+    /// refreshed first). Clears re-authorization and backoff. A refresh queued but not yet
+    /// polled is dropped (it carries the old refresh token); a refresh already sent stays
     /// current: its answer is newer than anything stored before it was sent.
     pub fn restore_tokens(&mut self, tokens: TokenSet) {
+        if let Some(id) = self.refresh_in_flight {
+            let queued = self.outgoing.len();
+            self.outgoing.retain(|r| r.id != id);
+            if self.outgoing.len() != queued {
+                self.refresh_in_flight = None;
+            }
+        }
         if self
             .tokens
             .as_ref()
@@ -595,5 +603,90 @@ impl Session {
         self.backoff = None;
         self.events
             .push_back(Event::TokensChanged { tokens, grant });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::secret::{ClientSecret, RefreshToken};
+
+    fn tokens(access: &str, refresh: &str, expires_at: UnixTime) -> TokenSet {
+        TokenSet {
+            access_token: AccessToken::new(access),
+            refresh_token: Some(RefreshToken::new(refresh)),
+            expires_at,
+            obtained_at: UnixTime::EPOCH,
+            token_type: None,
+            scope: None,
+        }
+    }
+
+    fn session_with(tokens: TokenSet) -> Session {
+        let config = ClientConfig::builder("c", ClientSecret::new("s"))
+            .build()
+            .unwrap();
+        Session::with_tokens(config, tokens)
+    }
+
+    #[test]
+    fn restoring_drops_a_queued_refresh_that_carries_the_old_token() {
+        let now = UnixTime::from_secs(10_000);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        // Another instance rotated the tokens; they are adopted before the refresh is sent.
+        session.restore_tokens(tokens(
+            "a2",
+            "r2",
+            now.saturating_add(Duration::from_secs(3600)),
+        ));
+        assert!(
+            session.poll_request().is_none(),
+            "the stale refresh must not be sent"
+        );
+        assert!(!session.is_refreshing());
+        assert_eq!(
+            session.access_token(now),
+            TokenAccess::Ready(AccessToken::new("a2"))
+        );
+    }
+
+    #[test]
+    fn restoring_keeps_a_refresh_already_sent() {
+        let now = UnixTime::from_secs(10_000);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        let sent = session.poll_request().unwrap();
+        session.restore_tokens(tokens("a2", "r2", UnixTime::from_secs(200)));
+        assert!(session.is_refreshing());
+        let body = r#"{"access_token":"a3","refresh_token":"r3","expires_in":3600}"#;
+        session.handle_token_response(
+            now,
+            sent.id(),
+            Ok(HttpResponse::new(http::StatusCode::OK, body)),
+        );
+        let current = session.tokens().unwrap();
+        assert_eq!(current.refresh_token.as_ref().unwrap().secret(), "r3");
+    }
+
+    #[test]
+    fn a_401_on_the_current_token_starts_one_refresh() {
+        let now = UnixTime::from_secs(10);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
+        assert_eq!(
+            session.access_token(now),
+            TokenAccess::Ready(AccessToken::new("a1"))
+        );
+        session.handle_unauthorized(now, &AccessToken::new("a1"));
+        session.handle_unauthorized(now, &AccessToken::new("a1"));
+        assert!(session.poll_request().is_some());
+        assert!(
+            session.poll_request().is_none(),
+            "one refresh for many 401s"
+        );
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        assert_eq!(session.state(), SessionState::Refreshing);
     }
 }

@@ -49,6 +49,9 @@ enum Action {
     Api401Old,
     ForceRefresh,
     Restore,
+    /// Ask for a token (which may queue a refresh) and restore newer tokens before the queued
+    /// request is polled: the stale refresh must never be sent.
+    AskThenRestore,
     Logout,
 }
 
@@ -87,6 +90,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Api401Old),
         1 => Just(Action::ForceRefresh),
         1 => Just(Action::Restore),
+        1 => Just(Action::AskThenRestore),
         1 => Just(Action::Logout),
     ]
 }
@@ -439,6 +443,11 @@ impl Harness {
             }
             Action::ForceRefresh => {
                 self.session.refresh_now();
+            }
+            Action::AskThenRestore => {
+                let _ = self.session.access_token(now);
+                self.apply(Action::Restore);
+                return;
             }
             Action::Restore => {
                 let access = self.fresh("restored-at");

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mailup_auth::{ClientSecret, MailUpClient, ManualClock, Password, SledTokenStore};
-use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -35,26 +37,36 @@ fn fixture() -> Fixture {
     let (emulator, client) = runtime.block_on(async {
         let emulator = Emulator::builder().start().await.unwrap();
         let store = Arc::new(SledTokenStore::open(dir.path().join("tokens")).unwrap());
-        let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .clock(clock.clone())
-            .store(store)
-            .build()
-            .await
-            .unwrap();
+        let client =
+            MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+                .auth_base(emulator.base_url().as_str())
+                .clock(clock.clone())
+                .store(store)
+                .build()
+                .await
+                .unwrap();
         client
             .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
             .await
             .unwrap();
         (emulator, client)
     });
-    Fixture { runtime, emulator, client, clock, _dir: dir }
+    Fixture {
+        runtime,
+        emulator,
+        client,
+        clock,
+        _dir: dir,
+    }
 }
 
 /// Polls a future that is expected to be ready at once (the cached path never awaits).
 fn poll_once<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the cached path must not wait"),
     }
@@ -93,7 +105,9 @@ fn cached(c: &mut Criterion) {
 fn refresh(c: &mut Criterion) {
     let fixture = fixture();
     let mut group = c.benchmark_group("refresh");
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("one forced refresh", |b| {
         b.iter_custom(|iters| {
             fixture.runtime.block_on(async {

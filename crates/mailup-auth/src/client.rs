@@ -1160,11 +1160,15 @@ impl MailUpClientBuilder {
         };
         client.sync_from_store().await?;
         let now = client.inner.clock.now();
-        let access = client.shared().session.access_token(now);
-        if let TokenAccess::Ready(token) = access {
+        let fresh = client
+            .shared()
+            .session
+            .tokens()
+            .filter(|t| t.is_fresh(now, client.inner.skew))
+            .map(|t| t.access_token.clone());
+        if let Some(token) = fresh {
             client.publish(&token);
         }
-        // Asking may have queued a refresh; it is sent by the first caller that needs it.
         Ok(client)
     }
 }
