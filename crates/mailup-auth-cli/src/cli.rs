@@ -30,6 +30,7 @@ pub(crate) struct Cli {
 
 /// Options shared by every command; each can come from an environment variable.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalOptions {
     /// The profile the tokens and the client registration are kept under.
     #[arg(
@@ -56,14 +57,26 @@ pub(crate) struct GlobalOptions {
         value_name = "SECRET"
     )]
     pub(crate) client_secret: Option<String>,
-    /// The redirect URI registered for the app: a loopback `http://127.0.0.1:PORT/PATH` (or
-    /// `localhost`) URL whose port the login listener uses [default: the loopback listener's
-    /// own, `http://127.0.0.1:<port>/callback`].
-    #[arg(long, global = true, env = "MAILUP_REDIRECT_URI", value_name = "URL")]
+    /// The redirect URI registered for the app (a loopback URL; default: the listener's own).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_REDIRECT_URI",
+        value_name = "URL",
+        help = "The redirect URI registered for the app: a loopback \
+                http://127.0.0.1:PORT/PATH (or localhost) URL whose port the login listener \
+                uses [default: the listener's own, http://127.0.0.1:<port>/callback]"
+    )]
     pub(crate) redirect_uri: Option<String>,
-    /// A server laid out like MailUp: the LogOn, Token and Console API paths are appended
-    /// [default: https://services.mailup.com].
-    #[arg(long, global = true, env = "MAILUP_AUTH_BASE", value_name = "URL")]
+    /// A server laid out like MailUp (the LogOn, Token and Console API paths are appended).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_AUTH_BASE",
+        value_name = "URL",
+        help = "A server laid out like MailUp: the LogOn, Token and Console API paths are \
+                appended [default: https://services.mailup.com]"
+    )]
     pub(crate) auth_base: Option<String>,
     /// The LogOn (authorization) URL, overriding the one from the auth base.
     #[arg(long, global = true, env = "MAILUP_LOGON_URL", value_name = "URL")]
@@ -71,9 +84,15 @@ pub(crate) struct GlobalOptions {
     /// The token URL, overriding the one from the auth base.
     #[arg(long, global = true, env = "MAILUP_TOKEN_URL", value_name = "URL")]
     pub(crate) token_url: Option<String>,
-    /// The REST API base that `call` paths are relative to [default: MailUp's Console API,
-    /// https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc].
-    #[arg(long, global = true, env = "MAILUP_API_BASE", value_name = "URL")]
+    /// The REST API base that `call` paths are relative to (default: MailUp's Console API).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_API_BASE",
+        value_name = "URL",
+        help = "The REST API base that `call` paths are relative to [default: MailUp's \
+                Console API, https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc]"
+    )]
     pub(crate) api_base: Option<String>,
 }
 
