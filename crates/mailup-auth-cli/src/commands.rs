@@ -3,7 +3,7 @@
 //! Human output goes to stdout except where a command's stdout is data (`token`, `call`):
 //! there, progress and errors go to stderr only.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::core::http_types::Method;
@@ -32,6 +32,17 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
         Command::Call(args) => call(context, &args).await,
         Command::Logout => logout(context).await,
         Command::Demo => Err(Failure::usage("`demo` does not use a profile")),
+    }
+}
+
+/// Writes a command's data and a newline to stdout. A reader that went away (`| head`) is not
+/// an error worth a panic message; other write failures are local failures.
+fn print_data(data: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{data}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::local(format!("cannot write to stdout: {e}"))),
     }
 }
 
@@ -370,8 +381,7 @@ async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
 async fn token(context: &Context) -> Result<(), Failure> {
     let client = context.client().await?;
     let token = client.access_token().await?;
-    println!("{}", token.secret());
-    Ok(())
+    print_data(token.secret())
 }
 
 async fn refresh(context: &Context) -> Result<(), Failure> {
@@ -450,10 +460,10 @@ async fn call(context: &Context, args: &CallArgs) -> Result<(), Failure> {
     let body = args.data.as_deref().map(read_body).transpose()?;
     let client = context.client().await?;
     let response = client.request(method, &args.path, body).await?;
-    if !response.body.iter().all(u8::is_ascii_whitespace) {
-        println!("{}", render_body(&response.body));
+    if response.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
     }
-    Ok(())
+    print_data(&render_body(&response.body))
 }
 
 // ---- logout --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ use url::Url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const MAILUP_VARS: [&str; 12] = [
+const MAILUP_VARS: [&str; 11] = [
     "MAILUP_PROFILE",
     "MAILUP_STORE",
     "MAILUP_CLIENT_ID",
@@ -32,7 +32,6 @@ const MAILUP_VARS: [&str; 12] = [
     "MAILUP_API_BASE",
     "MAILUP_USERNAME",
     "MAILUP_PASSWORD",
-    "MAILUP_LOG",
 ];
 
 /// One emulator and one store directory per test.
@@ -143,8 +142,14 @@ fn assert_failure(out: &Output, code: i32) -> String {
 
 /// Runs `login --no-browser`, follows the printed URL as the scripted user, and waits.
 async fn browser_login(setup: &Setup, consent: Consent) -> Output {
+    browser_login_with(setup, consent, &[]).await.1
+}
+
+/// [`browser_login`] with extra arguments; also returns the LogOn URL.
+async fn browser_login_with(setup: &Setup, consent: Consent, extra: &[&str]) -> (Url, Output) {
     let mut child = setup
         .with_client()
+        .args(extra)
         .args(["login", "--no-browser", "--timeout", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -172,7 +177,7 @@ async fn browser_login(setup: &Setup, consent: Consent) -> Output {
         .expect("login finished in time")
         .expect("login ran");
     out.stderr = rest_of_stderr.await.expect("stderr drained").into_bytes();
-    out
+    (logon_url, out)
 }
 
 /// Reads stderr up to the LogOn URL (the line after the prompt); the rest of stderr keeps
@@ -312,6 +317,29 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     let out = run(setup.bare().arg("status")).await;
     assert_failure(&out, 3);
     assert!(stdout(&out).contains("authorized:     no"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_redirect_uri_sets_the_listener_port_and_path_and_is_remembered() {
+    let setup = Setup::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/oauth/done");
+    let (logon_url, out) =
+        browser_login_with(&setup, Consent::Allow, &["--redirect-uri", &redirect]).await;
+    assert_success(&out);
+    let sent = logon_url
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(sent.as_deref(), Some(redirect.as_str()));
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_success(&out);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["redirect_uri"], redirect.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
