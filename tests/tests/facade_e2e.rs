@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mailup_auth::{
     Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
-    Password, ReauthReason, SledTokenStore, TokenStore, UnixTime,
+    Password, ReauthReason, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
@@ -22,7 +22,10 @@ async fn emulator() -> Emulator {
 fn builder(emulator: &Emulator) -> MailUpClientBuilder {
     MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
         .auth_base(emulator.base_url().as_str())
-        .backoff(Backoff { initial: Duration::from_millis(20), max: Duration::from_millis(200) })
+        .backoff(Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        })
 }
 
 fn sled_store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
@@ -36,13 +39,15 @@ async fn password_login(client: &MailUpClient) {
         .expect("password login");
 }
 
-fn refresh_token_of(client: &MailUpClient, store_dir_store: &Arc<dyn TokenStore>) -> String {
-    let _ = client;
-    let loaded = futures_block(store_dir_store.load("default"));
-    loaded
+/// The refresh token stored under the default profile.
+async fn stored_refresh_token(store: &Arc<dyn TokenStore>) -> String {
+    let record = store
+        .load("default")
+        .await
         .unwrap()
-        .unwrap()
-        .value
+        .expect("a stored record")
+        .value;
+    record
         .tokens
         .unwrap()
         .refresh_token
@@ -51,18 +56,16 @@ fn refresh_token_of(client: &MailUpClient, store_dir_store: &Arc<dyn TokenStore>
         .to_owned()
 }
 
-/// The sled store answers without waiting on anything but a blocking flush, so a tiny
-/// executor is enough here and keeps the helper synchronous.
-fn futures_block<F: std::future::Future>(future: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_three_legged_flow_through_the_loopback_helper() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
-    let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+    let client = builder(&emulator)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     assert!(matches!(
         client.access_token().await,
         Err(Error::ReauthorizationRequired(ReauthReason::NoTokens))
@@ -71,27 +74,40 @@ async fn full_three_legged_flow_through_the_loopback_helper() {
     let browser_done = Arc::new(Mutex::new(None));
     let done = browser_done.clone();
     client
-        .login_with_loopback(LoopbackLogin { port: 0, timeout: Duration::from_secs(20) }, move |url| {
-            assert!(!url.as_str().contains(DEFAULT_CLIENT_SECRET), "secret in the LogOn URL");
-            let url = url.clone();
-            let handle = tokio::spawn(async move {
-                let browser = ScriptedBrowser::new();
-                let location = browser
-                    .authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
-                    .await
-                    .expect("login form and consent");
-                assert_eq!(location.host_str(), Some("127.0.0.1"));
-                browser.follow(&location).await.expect("loopback answers")
-            });
-            *done.lock().unwrap() = Some(handle);
-        })
+        .login_with_loopback(
+            LoopbackLogin {
+                port: 0,
+                timeout: Duration::from_secs(20),
+            },
+            move |url| {
+                assert!(
+                    !url.as_str().contains(DEFAULT_CLIENT_SECRET),
+                    "secret in the LogOn URL"
+                );
+                let url = url.clone();
+                let handle = tokio::spawn(async move {
+                    let browser = ScriptedBrowser::new();
+                    let location = browser
+                        .authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
+                        .await
+                        .expect("login form and consent");
+                    assert_eq!(location.host_str(), Some("127.0.0.1"));
+                    browser.follow(&location).await.expect("loopback answers")
+                });
+                *done.lock().unwrap() = Some(handle);
+            },
+        )
         .await
         .expect("three-legged login");
 
     let handle = browser_done.lock().unwrap().take().unwrap();
     let page = handle.await.unwrap();
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("Authorization complete"), "{}", page.body);
+    assert!(
+        page.body.contains("Authorization complete"),
+        "{}",
+        page.body
+    );
 
     let counters = emulator.counters();
     assert_eq!(counters.codes_issued, 1);
@@ -99,7 +115,10 @@ async fn full_three_legged_flow_through_the_loopback_helper() {
 
     let info: serde_json::Value = client.get(INFO).await.unwrap();
     assert_eq!(info["Username"], DEFAULT_USERNAME);
-    let lists: serde_json::Value = client.get("Console/User/Lists?pageNumber=0&pageSize=20").await.unwrap();
+    let lists: serde_json::Value = client
+        .get("Console/User/Lists?pageNumber=0&pageSize=20")
+        .await
+        .unwrap();
     assert_eq!(lists["IsPaginated"], true);
 
     // The tokens are on disk, under the profile.
@@ -113,17 +132,31 @@ async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
     let emulator = emulator().await;
     let client = builder(&emulator).memory_store().build().await.unwrap();
     let result = client
-        .login_with_loopback(LoopbackLogin { port: 0, timeout: Duration::from_secs(20) }, |url| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let browser = ScriptedBrowser::new();
-                let location = browser.authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Deny).await.unwrap();
-                browser.follow(&location).await.unwrap()
-            });
-        })
+        .login_with_loopback(
+            LoopbackLogin {
+                port: 0,
+                timeout: Duration::from_secs(20),
+            },
+            |url| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let browser = ScriptedBrowser::new();
+                    let location = browser
+                        .authorize(&url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Deny)
+                        .await
+                        .unwrap();
+                    browser.follow(&location).await.unwrap()
+                });
+            },
+        )
         .await;
     assert!(
-        matches!(result, Err(Error::Callback(mailup_auth::core::CallbackError::Denied { .. }))),
+        matches!(
+            result,
+            Err(Error::Callback(
+                mailup_auth::core::CallbackError::Denied { .. }
+            ))
+        ),
         "{result:?}"
     );
     assert_eq!(emulator.counters().token_authorization_code, 0);
@@ -134,7 +167,12 @@ async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
 async fn proactive_refresh_when_expiry_approaches_and_401_driven_refresh() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator).clock(clock.clone()).memory_store().build().await.unwrap();
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
     password_login(&client).await;
     let first = client.access_token().await.unwrap();
 
@@ -164,7 +202,12 @@ async fn a_thousand_concurrent_callers_on_an_expired_token_cause_one_refresh() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
     let dir = tempfile::tempdir().unwrap();
-    let client = builder(&emulator).clock(clock.clone()).store(sled_store(&dir)).build().await.unwrap();
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .store(sled_store(&dir))
+        .build()
+        .await
+        .unwrap();
     password_login(&client).await;
     let old = client.access_token().await.unwrap();
     clock.advance(Duration::from_secs(7200));
@@ -181,8 +224,15 @@ async fn a_thousand_concurrent_callers_on_an_expired_token_cause_one_refresh() {
         tokens.push(task.await.unwrap().expect("every caller gets a token"));
     }
     let after = emulator.counters();
-    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1, "exactly one refresh");
-    assert!(tokens.iter().all(|t| *t == tokens[0]), "every caller gets the same new token");
+    assert_eq!(
+        after.token_refresh_token - before.token_refresh_token,
+        1,
+        "exactly one refresh"
+    );
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0]),
+        "every caller gets the same new token"
+    );
     assert_ne!(tokens[0], old);
 }
 
@@ -195,25 +245,43 @@ async fn rotation_survives_a_restart() {
     let original;
     {
         let store: Arc<dyn TokenStore> = Arc::new(SledTokenStore::open(&path).unwrap());
-        let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+        let client = builder(&emulator)
+            .store(store.clone())
+            .build()
+            .await
+            .unwrap();
         password_login(&client).await;
-        original = refresh_token_of(&client, &store);
+        original = stored_refresh_token(&store).await;
         client.refresh().await.unwrap();
-        rotated = refresh_token_of(&client, &store);
+        rotated = stored_refresh_token(&store).await;
         assert_ne!(original, rotated);
-        assert!(!emulator.is_refresh_token_live(&original), "the old refresh token is dead");
+        assert!(
+            !emulator.is_refresh_token_live(&original),
+            "the old refresh token is dead"
+        );
     }
     // A new process: a new store handle and a new facade over the same directory.
     let store: Arc<dyn TokenStore> = open_again(&path).await;
     let clock = Arc::new(ManualClock::starting_now());
     clock.advance(Duration::from_secs(7200));
-    let client = builder(&emulator).store(store.clone()).clock(clock).build().await.unwrap();
+    let client = builder(&emulator)
+        .store(store.clone())
+        .clock(clock)
+        .build()
+        .await
+        .unwrap();
     let before = emulator.counters();
-    client.access_token().await.expect("refresh with the rotated token");
+    client
+        .access_token()
+        .await
+        .expect("refresh with the rotated token");
     let after = emulator.counters();
     assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
-    assert_eq!(after.token_errors, before.token_errors, "the rotated token was used, not the old one");
-    let newest = refresh_token_of(&client, &store);
+    assert_eq!(
+        after.token_errors, before.token_errors,
+        "the rotated token was used, not the old one"
+    );
+    let newest = stored_refresh_token(&store).await;
     assert_ne!(newest, rotated);
     assert!(emulator.is_refresh_token_live(&newest));
     assert!(!emulator.is_refresh_token_live(&rotated));
@@ -249,7 +317,10 @@ async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
     for _ in 0..5 {
         let err = client.access_token().await.unwrap_err();
         assert!(
-            matches!(err, Error::ReauthorizationRequired(ReauthReason::RefreshRejected(_))),
+            matches!(
+                err,
+                Error::ReauthorizationRequired(ReauthReason::RefreshRejected(_))
+            ),
             "{err:?}"
         );
         assert!(err.is_reauthorization_required());
@@ -257,8 +328,15 @@ async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
         assert!(err.is_reauthorization_required());
     }
     let after = emulator.counters();
-    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1, "one refresh attempt, no loop");
-    assert_eq!(after.api_calls, before.api_calls, "no API call without a token");
+    assert_eq!(
+        after.token_refresh_token - before.token_refresh_token,
+        1,
+        "one refresh attempt, no loop"
+    );
+    assert_eq!(
+        after.api_calls, before.api_calls,
+        "no API call without a token"
+    );
 
     // Logging in again recovers.
     password_login(&client).await;
@@ -269,7 +347,12 @@ async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
 async fn transient_token_endpoint_failures_back_off_then_succeed() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator).clock(clock.clone()).memory_store().build().await.unwrap();
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
     password_login(&client).await;
     let old = client.access_token().await.unwrap();
 
@@ -279,7 +362,11 @@ async fn transient_token_endpoint_failures_back_off_then_succeed() {
         let info: serde_json::Value = client.get(INFO).await.unwrap();
         assert_eq!(info["Username"], DEFAULT_USERNAME);
     }
-    assert_eq!(emulator.counters().token_faults, 0, "no token request needed");
+    assert_eq!(
+        emulator.counters().token_faults,
+        0,
+        "no token request needed"
+    );
     emulator.clear_faults();
 
     // 503 twice, then healthy: one call succeeds after backing off. The facade's clock is
@@ -308,7 +395,13 @@ async fn transient_token_endpoint_failures_back_off_then_succeed() {
 async fn a_token_endpoint_that_stays_down_gives_a_bounded_transient_error() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator).clock(clock.clone()).max_refresh_attempts(3).memory_store().build().await.unwrap();
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .max_refresh_attempts(3)
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
     password_login(&client).await;
     clock.advance(Duration::from_secs(7200));
     emulator.fail_next_token_requests(1000, Fault::HtmlErrorPage);
@@ -323,7 +416,10 @@ async fn a_token_endpoint_that_stays_down_gives_a_bounded_transient_error() {
     };
     let err = client.access_token().await.unwrap_err();
     ticker.abort();
-    assert!(matches!(err, Error::TokenEndpointUnavailable { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TokenEndpointUnavailable { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert!(err.is_transient());
     assert_eq!(emulator.counters().token_faults, 3);
 }
@@ -334,17 +430,33 @@ async fn two_instances_on_one_store_race_a_refresh_and_agree() {
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
     let clock = Arc::new(ManualClock::starting_now());
-    let a = builder(&emulator).clock(clock.clone()).store(store.clone()).build().await.unwrap();
+    let a = builder(&emulator)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     password_login(&a).await;
-    let b = builder(&emulator).clock(clock.clone()).store(store.clone()).build().await.unwrap();
+    let b = builder(&emulator)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     assert_eq!(a.status().store_version, b.status().store_version);
-    let original = refresh_token_of(&a, &store);
+    let original = stored_refresh_token(&store).await;
 
     clock.advance(Duration::from_secs(7200));
     let before = emulator.counters();
     let (ta, tb) = tokio::join!(
-        { let a = a.clone(); async move { a.access_token().await } },
-        { let b = b.clone(); async move { b.access_token().await } }
+        {
+            let a = a.clone();
+            async move { a.access_token().await }
+        },
+        {
+            let b = b.clone();
+            async move { b.access_token().await }
+        }
     );
     let (ta, tb) = (ta.expect("instance a"), tb.expect("instance b"));
     assert_eq!(ta, tb, "both end up with the winning tokens");
@@ -354,9 +466,19 @@ async fn two_instances_on_one_store_race_a_refresh_and_agree() {
 
     let stored = store.load("default").await.unwrap().unwrap();
     assert_eq!(stored.version, 2, "one write after the login");
-    let stored_refresh = stored.value.tokens.unwrap().refresh_token.unwrap().secret().to_owned();
+    let stored_refresh = stored
+        .value
+        .tokens
+        .unwrap()
+        .refresh_token
+        .unwrap()
+        .secret()
+        .to_owned();
     assert_ne!(stored_refresh, original);
-    assert!(emulator.is_refresh_token_live(&stored_refresh), "nothing older was written back");
+    assert!(
+        emulator.is_refresh_token_live(&stored_refresh),
+        "nothing older was written back"
+    );
     assert_eq!(a.status().store_version, Some(2));
     assert_eq!(b.status().store_version, Some(2));
 }
@@ -366,13 +488,29 @@ async fn logout_forgets_the_tokens_in_the_store() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
-    let client = builder(&emulator).store(store.clone()).build().await.unwrap();
+    let client = builder(&emulator)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     password_login(&client).await;
     client.logout().await.unwrap();
     assert!(store.load("default").await.unwrap().is_none());
-    assert!(client.access_token().await.unwrap_err().is_reauthorization_required());
-    let again = builder(&emulator).store(store.clone()).build().await.unwrap();
-    assert!(again.access_token().await.unwrap_err().is_reauthorization_required());
+    assert!(client
+        .access_token()
+        .await
+        .unwrap_err()
+        .is_reauthorization_required());
+    let again = builder(&emulator)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(again
+        .access_token()
+        .await
+        .unwrap_err()
+        .is_reauthorization_required());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,5 +538,60 @@ async fn the_background_task_refreshes_ahead_of_expiry() {
     assert!(refreshed, "the background task refreshed");
     // The freshly refreshed token is cached: no caller waits.
     assert!(client.cached_access_token().is_some());
-    let _ = UnixTime::EPOCH;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_typed_errors_or_a_bounded_wait() {
+    let emulator = emulator().await;
+    let strict = builder(&emulator).memory_store().build().await.unwrap();
+    password_login(&strict).await;
+    emulator.set_rate_limit(Some((2, Duration::from_secs(1))));
+    let mut limited = None;
+    for _ in 0..3 {
+        if let Err(err) = strict.get::<serde_json::Value>(INFO).await {
+            limited = Some(err);
+        }
+    }
+    let err = limited.expect("the third call in the window is limited");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(matches!(
+        err,
+        Error::Api(mailup_auth::ApiError::RateLimited { .. })
+    ));
+
+    let patient = builder(&emulator)
+        .memory_store()
+        .rate_limit_retry(mailup_auth::RateLimitRetry {
+            max_retries: 3,
+            max_wait: Duration::from_secs(2),
+        })
+        .build()
+        .await
+        .unwrap();
+    password_login(&patient).await;
+    for _ in 0..3 {
+        let info: serde_json::Value = patient.get(INFO).await.expect("waits out the limit");
+        assert_eq!(info["Username"], DEFAULT_USERNAME);
+    }
+    assert!(emulator.counters().rate_limited >= 2);
+
+    // A Retry-After above the bound is returned, not waited for.
+    let hasty = builder(&emulator)
+        .memory_store()
+        .rate_limit_retry(mailup_auth::RateLimitRetry {
+            max_retries: 3,
+            max_wait: Duration::from_millis(100),
+        })
+        .build()
+        .await
+        .unwrap();
+    password_login(&hasty).await;
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        results.push(hasty.get::<serde_json::Value>(INFO).await);
+    }
+    assert!(results
+        .iter()
+        .any(|r| matches!(r, Err(e) if e.retry_after().is_some())));
 }

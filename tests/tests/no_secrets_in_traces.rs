@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailup_auth::{ClientSecret, MailUpClient, ManualClock, Password};
-use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]
@@ -39,29 +41,37 @@ fn trace_output_contains_no_secret() {
     // Global, so spans and events from every runtime thread are captured.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let secrets = runtime.block_on(async {
         let emulator = Emulator::builder().start().await.unwrap();
         let clock = Arc::new(ManualClock::starting_now());
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let hook_seen = seen.clone();
-        let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .clock(clock.clone())
-            .memory_store()
-            .on_tokens_changed(move |change| {
-                if let Some(tokens) = change.tokens {
-                    let mut seen = hook_seen.lock().unwrap();
-                    seen.push(tokens.access_token.secret().to_owned());
-                    if let Some(refresh) = &tokens.refresh_token {
-                        seen.push(refresh.secret().to_owned());
+        let client =
+            MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+                .auth_base(emulator.base_url().as_str())
+                .clock(clock.clone())
+                .memory_store()
+                .on_tokens_changed(move |change| {
+                    if let Some(tokens) = change.tokens {
+                        let mut seen = hook_seen.lock().unwrap();
+                        seen.push(tokens.access_token.secret().to_owned());
+                        if let Some(refresh) = &tokens.refresh_token {
+                            seen.push(refresh.secret().to_owned());
+                        }
                     }
-                }
-            })
-            .build()
+                })
+                .build()
+                .await
+                .unwrap();
+        client
+            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
             .await
             .unwrap();
-        client.login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD)).await.unwrap();
         let _: serde_json::Value = client.get("Console/Authentication/Info").await.unwrap();
         clock.advance(Duration::from_secs(7200));
         let _: serde_json::Value = client.get("Console/User/Lists").await.unwrap();
@@ -75,12 +85,22 @@ fn trace_output_contains_no_secret() {
         secrets
     });
     let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(output.contains("mailup_auth.token_request"), "tracing was captured:\n{output}");
-    assert!(secrets.len() >= 8, "the session rotated tokens: {}", secrets.len());
+    assert!(
+        output.contains("mailup_auth.token_request"),
+        "tracing was captured:\n{output}"
+    );
+    assert!(
+        secrets.len() >= 8,
+        "the session rotated tokens: {}",
+        secrets.len()
+    );
     let mut all = secrets;
     all.push(DEFAULT_CLIENT_SECRET.to_owned());
     all.push(DEFAULT_PASSWORD.to_owned());
     for secret in all {
-        assert!(!output.contains(&secret), "a secret leaked into the trace output");
+        assert!(
+            !output.contains(&secret),
+            "a secret leaked into the trace output"
+        );
     }
 }

@@ -1,0 +1,120 @@
+//! The loopback redirect helper over real TCP on 127.0.0.1: the right callback ends the wait,
+//! other paths and wrong states are answered and ignored, and the wait times out.
+
+use std::time::Duration;
+
+use mailup_auth::{CsrfState, LoopbackError, LoopbackRedirect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+async fn get(port: u16, target: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .expect("the listener answers")
+        .unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_right_callback_ends_the_wait_after_favicons_and_forgeries() {
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let uri = listener.redirect_uri().clone();
+    assert_eq!(uri.host_str(), Some("127.0.0.1"));
+    assert_eq!(uri.path(), "/callback");
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("s3cret-state");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+
+    let (status, _) = get(port, "/favicon.ico").await;
+    assert_eq!(status, 404);
+    let (status, body) = get(port, "/callback?code=evil&state=forged").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("ignored"));
+    let (status, _) = get(port, "/callback?code=evil").await;
+    assert_eq!(status, 400);
+    assert!(
+        !waiting.is_finished(),
+        "forged requests must not end the wait"
+    );
+
+    let (status, body) = get(port, "/callback?code=abc&state=s3cret-state").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Authorization complete"));
+    assert!(!body.contains("abc"), "the page does not echo the code");
+    let url = waiting.await.unwrap().unwrap();
+    assert_eq!(url.query(), Some("code=abc&state=s3cret-state"));
+    assert_eq!(url.path(), "/callback");
+}
+
+#[tokio::test]
+async fn an_error_callback_is_shown_and_returned() {
+    let listener = LoopbackRedirect::bind_with_path(0, "oauth/done")
+        .await
+        .unwrap();
+    assert_eq!(listener.redirect_uri().path(), "/oauth/done");
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("st");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+    let (status, body) = get(port, "/oauth/done?error=access_denied&state=st").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Authorization failed") && body.contains("access_denied"));
+    let url = waiting.await.unwrap().unwrap();
+    assert!(url.as_str().contains("error=access_denied"));
+}
+
+#[tokio::test]
+async fn the_error_page_escapes_what_it_shows() {
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("st");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+    let (_, body) = get(port, "/callback?error=%3Cscript%3E&state=st").await;
+    assert!(!body.contains("<script>"));
+    assert!(body.contains("&lt;script&gt;"));
+    waiting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_wait_times_out() {
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let err = listener
+        .wait_for_callback(&CsrfState::new("st"), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert_eq!(err, LoopbackError::Timeout(Duration::from_millis(100)));
+}
+
+#[tokio::test]
+async fn a_busy_port_is_a_typed_error() {
+    let first = LoopbackRedirect::bind(0).await.unwrap();
+    let port = first.local_addr().port();
+    let err = LoopbackRedirect::bind(port).await.unwrap_err();
+    assert!(
+        matches!(err, LoopbackError::Bind { port: p, .. } if p == port),
+        "{err:?}"
+    );
+}
