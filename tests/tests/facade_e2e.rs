@@ -78,6 +78,7 @@ async fn full_three_legged_flow_through_the_loopback_helper() {
             LoopbackLogin {
                 port: 0,
                 timeout: Duration::from_secs(20),
+                ..LoopbackLogin::default()
             },
             move |url| {
                 assert!(
@@ -136,6 +137,7 @@ async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
             LoopbackLogin {
                 port: 0,
                 timeout: Duration::from_secs(20),
+                ..LoopbackLogin::default()
             },
             |url| {
                 let url = url.clone();
@@ -594,4 +596,32 @@ async fn rate_limits_are_typed_errors_or_a_bounded_wait() {
     assert!(results
         .iter()
         .any(|r| matches!(r, Err(e) if e.retry_after().is_some())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_refresh_that_is_rejected_or_fails_is_reported() {
+    let emulator = emulator().await;
+    let client = builder(&emulator)
+        .rejected_refresh_grace(Duration::from_millis(50))
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    password_login(&client).await;
+    emulator.fail_next_token_requests(1, Fault::Status503);
+    let err = client.refresh().await.unwrap_err();
+    assert!(
+        matches!(err, Error::TokenEndpointUnavailable { .. }),
+        "{err:?}"
+    );
+    // The still-valid token keeps being served.
+    assert!(client.access_token().await.is_ok());
+
+    emulator.revoke_all_refresh_tokens();
+    let err = client.refresh().await.unwrap_err();
+    assert!(err.is_reauthorization_required(), "{err:?}");
+    // The access token has not expired: it keeps being served until it does, and the status
+    // says a login is needed.
+    assert!(client.access_token().await.is_ok());
+    assert!(client.status().reauthorization_reason.is_some());
 }

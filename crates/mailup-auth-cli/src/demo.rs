@@ -220,6 +220,7 @@ async fn login(demo: &Demo) -> StepResult {
     let options = LoopbackLogin {
         port: 0,
         timeout: Duration::from_secs(20),
+        ..LoopbackLogin::default()
     };
     let login = demo.client.login_with_loopback(options, move |url| {
         let url = url.clone();

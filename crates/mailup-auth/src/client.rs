@@ -69,10 +69,13 @@ pub struct AuthorizationStart {
 /// Options of [`MailUpClient::login_with_loopback`].
 #[derive(Clone, Debug)]
 pub struct LoopbackLogin {
-    /// Port to listen on, 127.0.0.1 only (0 = any free port).
+    /// Port to listen on, 127.0.0.1 only (0 = any free port). Ignored when `redirect_uri` is set.
     pub port: u16,
     /// How long to wait for the browser to come back.
     pub timeout: Duration,
+    /// A registered loopback redirect URI (`http://127.0.0.1:PORT/path` or
+    /// `http://localhost:PORT/path`) to use as is: the listener takes its port and path.
+    pub redirect_uri: Option<Url>,
 }
 
 impl Default for LoopbackLogin {
@@ -80,6 +83,7 @@ impl Default for LoopbackLogin {
         Self {
             port: 0,
             timeout: Duration::from_secs(300),
+            redirect_uri: None,
         }
     }
 }
@@ -275,6 +279,17 @@ impl MailUpClient {
         if let Some(error) = report.refresh_error {
             // Transient: the old tokens are kept and still served while fresh.
             return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
+        }
+        let rejected = self.shared().session.reauthorization_reason().cloned();
+        if let Some(reason) = rejected {
+            // Rejected: unless another instance has just rotated the tokens, the user must log
+            // in again (even if the current access token has not expired yet).
+            self.clear_cache();
+            if !(matches!(reason, ReauthReason::RefreshRejected(_))
+                && self.wait_for_newer_tokens().await?)
+            {
+                return Err(Error::ReauthorizationRequired(reason));
+            }
         }
         self.obtain_locked().await
     }
@@ -632,7 +647,10 @@ impl MailUpClient {
         options: LoopbackLogin,
         show_url: impl FnOnce(&Url),
     ) -> Result<()> {
-        let listener = LoopbackRedirect::bind(options.port).await?;
+        let listener = match &options.redirect_uri {
+            Some(uri) => LoopbackRedirect::bind_for(uri).await?,
+            None => LoopbackRedirect::bind(options.port).await?,
+        };
         let start =
             self.begin_authorization_with_redirect(Some(listener.redirect_uri().clone()))?;
         show_url(&start.url);

@@ -33,6 +33,9 @@ pub enum LoopbackError {
     /// No valid callback arrived in time.
     #[error("no authorization callback within {} s", .0.as_secs())]
     Timeout(Duration),
+    /// A redirect URI that is not `http://127.0.0.1:PORT/..` or `http://localhost:PORT/..`.
+    #[error("not a loopback redirect URI with an explicit port: {0}")]
+    NotLoopback(String),
     /// Accepting connections failed.
     #[error("loopback listener I/O error: {0}")]
     Io(String),
@@ -71,6 +74,23 @@ impl LoopbackRedirect {
             redirect_uri,
             path,
         })
+    }
+
+    /// Binds 127.0.0.1 on the port and path of a registered loopback redirect URI
+    /// (`http://127.0.0.1:PORT/path` or `http://localhost:PORT/path`), which is then used as is.
+    pub async fn bind_for(redirect_uri: &Url) -> Result<Self, LoopbackError> {
+        let loopback = matches!(redirect_uri.host_str(), Some("127.0.0.1" | "localhost"));
+        let port = redirect_uri.port();
+        if redirect_uri.scheme() != "http" || !loopback || port.is_none() {
+            return Err(LoopbackError::NotLoopback(redirect_uri.to_string()));
+        }
+        let mut listener =
+            Self::bind_with_path(port.unwrap_or_default(), redirect_uri.path()).await?;
+        let mut uri = redirect_uri.clone();
+        uri.set_query(None);
+        uri.set_fragment(None);
+        listener.redirect_uri = uri;
+        Ok(listener)
     }
 
     /// The redirect URI to send in the authorization request.

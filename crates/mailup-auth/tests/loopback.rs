@@ -118,3 +118,37 @@ async fn a_busy_port_is_a_typed_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_registered_loopback_uri_gives_the_port_and_path() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let uri = mailup_auth::Url::parse(&format!("http://localhost:{port}/mailup/cb")).unwrap();
+    let listener = LoopbackRedirect::bind_for(&uri).await.unwrap();
+    assert_eq!(listener.redirect_uri(), &uri);
+    assert_eq!(listener.local_addr().port(), port);
+    let state = CsrfState::new("st");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+    assert_eq!(get(port, "/callback?code=x&state=st").await.0, 404);
+    assert_eq!(get(port, "/mailup/cb?code=x&state=st").await.0, 200);
+    waiting.await.unwrap().unwrap();
+
+    for bad in [
+        "https://127.0.0.1:8400/cb",
+        "http://example.com:8400/cb",
+        "http://127.0.0.1/cb",
+    ] {
+        let err = LoopbackRedirect::bind_for(&mailup_auth::Url::parse(bad).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LoopbackError::NotLoopback(_)),
+            "{bad}: {err:?}"
+        );
+    }
+}
