@@ -1,19 +1,10 @@
-//! Time for people: RFC 3339 in UTC and "in 59m 12s" / "3m 4s ago", without a date crate.
+//! Time for people: RFC 3339 in UTC (via `humantime`) and "in 59m 12s" / "3m 4s ago".
 
 use mailup_auth::UnixTime;
 
 /// `2024-05-01T12:34:56Z`.
 pub(crate) fn rfc3339(time: UnixTime) -> String {
-    let secs = time.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(time.to_system_time()).to_string()
 }
 
 /// `in 59m 12s` for a future `time`, `3m 4s ago` for a past one, `now` within a second.
@@ -49,21 +40,6 @@ fn span(secs: u64) -> String {
         (0, _, _) => format!("{h}h {m}m"),
         _ => format!("{d}d {h}h"),
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
