@@ -13,7 +13,7 @@ use mailup_auth::{
 use serde_json::{json, Value};
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
-use crate::failure::{Failure, EXIT_REAUTHORIZE, EXIT_UNAVAILABLE};
+use crate::failure::{Failure, EXIT_REAUTHORIZE};
 use crate::profile::Context;
 use crate::terminal;
 use crate::timefmt;
@@ -386,22 +386,10 @@ async fn token(context: &Context) -> Result<(), Failure> {
 
 async fn refresh(context: &Context) -> Result<(), Failure> {
     let client = context.client().await?;
-    let before = client.status();
+    // A rejected or failed refresh is an error (exit 3 or 5), even while the current access
+    // token is still valid.
     client.refresh().await?;
     let status = client.status();
-    // The facade's `refresh()` answers Ok with the old access token when the forced refresh
-    // failed but that token is still unexpired; check that new tokens really arrived.
-    if let Some(reason) = &status.reauthorization_reason {
-        return Err(Failure::reauthorize(format!(
-            "re-authorization required: {reason} (run `mailup-auth login`)"
-        )));
-    }
-    if status.obtained_at == before.obtained_at {
-        return Err(Failure::new(
-            EXIT_UNAVAILABLE,
-            "the token endpoint did not complete the refresh; the current tokens are kept",
-        ));
-    }
     match status.expires_at {
         Some(at) => println!(
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
