@@ -20,7 +20,7 @@ use crate::authorize::{AuthorizationError, CallbackError, PendingAuthorization};
 use crate::config::ClientConfig;
 use crate::http::{HttpRequest, HttpResponse, TransportError};
 use crate::requests::{code_exchange_request, password_request, refresh_request, Grant};
-use crate::secret::{AccessToken, AuthorizationCode, CsrfState, Password};
+use crate::secret::{AccessToken, AuthorizationCode, CsrfState, Password, RefreshToken};
 use crate::time::UnixTime;
 use crate::token::{parse_token_response, OAuthErrorCode, TokenError, TokenSet};
 
@@ -183,6 +183,8 @@ pub struct Session {
     pending: Option<PendingAuthorization>,
     reauth: Option<ReauthReason>,
     refresh_in_flight: Option<RequestId>,
+    /// The refresh token the in-flight refresh carries.
+    refresh_sent_with: Option<RefreshToken>,
     grant_in_flight: Option<(RequestId, Grant)>,
     backoff: Option<BackoffState>,
     outgoing: VecDeque<TokenRequest>,
@@ -200,6 +202,7 @@ impl Session {
             pending: None,
             reauth: Some(ReauthReason::NoTokens),
             refresh_in_flight: None,
+            refresh_sent_with: None,
             grant_in_flight: None,
             backoff: None,
             outgoing: VecDeque::new(),
@@ -370,16 +373,15 @@ impl Session {
     }
 
     /// Adopts tokens from outside (the store at start-up, or the store after another instance
-    /// refreshed first). Clears re-authorization and backoff. A refresh queued but not yet
-    /// polled is dropped (it carries the old refresh token); a refresh already sent stays
-    /// current: its answer is newer than anything stored before it was sent.
+    /// refreshed first). Clears re-authorization and backoff. A refresh (queued or sent) that
+    /// carries another refresh token than the restored one is abandoned and its answer ignored:
+    /// the restored set comes from a newer rotation or a new login, and the old token's answer
+    /// can only be a rejection or a parallel chain. One carrying the same token stays current.
     pub fn restore_tokens(&mut self, tokens: TokenSet) {
-        if let Some(id) = self.refresh_in_flight {
-            let queued = self.outgoing.len();
-            self.outgoing.retain(|r| r.id != id);
-            if self.outgoing.len() != queued {
-                self.refresh_in_flight = None;
-            }
+        if self.refresh_in_flight.is_some() && self.refresh_sent_with != tokens.refresh_token {
+            let abandoned = self.refresh_in_flight.take();
+            self.refresh_sent_with = None;
+            self.outgoing.retain(|r| Some(r.id) != abandoned);
         }
         if self
             .tokens
@@ -505,6 +507,7 @@ impl Session {
             return;
         };
         let request = refresh_request(&self.config, refresh_token);
+        self.refresh_sent_with = Some(refresh_token.clone());
         let id = self.next_id();
         self.refresh_in_flight = Some(id);
         self.outgoing.push_back(TokenRequest {
@@ -654,12 +657,39 @@ mod tests {
     }
 
     #[test]
-    fn restoring_keeps_a_refresh_already_sent() {
+    fn restoring_abandons_a_sent_refresh_of_another_refresh_token() {
         let now = UnixTime::from_secs(10_000);
         let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
         assert_eq!(session.access_token(now), TokenAccess::Pending);
         let sent = session.poll_request().unwrap();
-        session.restore_tokens(tokens("a2", "r2", UnixTime::from_secs(200)));
+        // Another instance rotated r1 to r2; our r1 refresh will be rejected.
+        let fresh = now.saturating_add(Duration::from_secs(3600));
+        session.restore_tokens(tokens("a2", "r2", fresh));
+        assert!(!session.is_refreshing());
+        let rejected = r#"{"error":"invalid_grant"}"#;
+        session.handle_token_response(
+            now,
+            sent.id(),
+            Ok(HttpResponse::new(http::StatusCode::BAD_REQUEST, rejected)),
+        );
+        assert_eq!(
+            session.reauthorization_reason(),
+            None,
+            "valid tokens are held"
+        );
+        assert_eq!(
+            session.access_token(now),
+            TokenAccess::Ready(AccessToken::new("a2"))
+        );
+    }
+
+    #[test]
+    fn restoring_the_same_refresh_token_keeps_the_sent_refresh() {
+        let now = UnixTime::from_secs(10_000);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        let sent = session.poll_request().unwrap();
+        session.restore_tokens(tokens("a1", "r1", UnixTime::from_secs(100)));
         assert!(session.is_refreshing());
         let body = r#"{"access_token":"a3","refresh_token":"r3","expires_in":3600}"#;
         session.handle_token_response(

@@ -46,7 +46,10 @@ impl UnixTime {
 
     /// As a `SystemTime`.
     pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.0)
+        let since_epoch = Duration::from_millis(self.0);
+        UNIX_EPOCH
+            .checked_add(since_epoch)
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)))
     }
 
     /// `self + d`, saturating.

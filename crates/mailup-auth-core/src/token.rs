@@ -14,6 +14,10 @@ use crate::time::UnixTime;
 /// errors arbitrarily large.
 const MAX_DESCRIPTION_CHARS: usize = 300;
 
+/// The longest lifetime believed from `expires_in` (one day): a huge value would otherwise stop
+/// proactive refresh for good. Refreshing earlier than needed is always safe.
+pub const MAX_EXPIRES_IN_SECS: u64 = 24 * 3600;
+
 /// The tokens of one authorized session, with an absolute expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -72,7 +76,7 @@ impl TokenResponse {
     ) -> TokenSet {
         let lifetime = self
             .expires_in
-            .map(Duration::from_secs)
+            .map(|secs| Duration::from_secs(secs.min(MAX_EXPIRES_IN_SECS)))
             .unwrap_or(default_expires_in);
         let refresh_token = self
             .refresh_token
@@ -224,8 +228,8 @@ fn description_suffix(description: &Option<String>) -> String {
 }
 
 impl TokenError {
-    /// Whether retrying later may succeed (5xx, 429, malformed bodies, transport failures,
-    /// `server_error`, `temporarily_unavailable`). Anything else needs a person.
+    /// Whether retrying later may succeed (5xx, 408, 429, malformed success bodies, transport
+    /// failures, `server_error`, `temporarily_unavailable`). Anything else needs a person.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::OAuth { error, status, .. } => {
@@ -234,7 +238,10 @@ impl TokenError {
                     OAuthErrorCode::ServerError | OAuthErrorCode::TemporarilyUnavailable
                 ) || *status >= 500
             }
-            Self::Status { .. } | Self::MalformedResponse { .. } | Self::Transport(_) => true,
+            // A 4xx without an RFC 6749 body (a proxy's page, an empty 401) is a refusal, not
+            // an outage: retrying it would back off forever instead of asking for a login.
+            Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Self::MalformedResponse { .. } | Self::Transport(_) => true,
         }
     }
 
@@ -283,6 +290,19 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
         body,
     };
     let object = parsed.map_err(malformed)?;
+    // Some servers answer an error with a success status: believe the body.
+    if let Some(code) = object.get("error").and_then(Value::as_str) {
+        if !code.is_empty() && object.get("access_token").is_none() {
+            return Err(TokenError::OAuth {
+                status: status.as_u16(),
+                error: OAuthErrorCode::parse(code),
+                description: object
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .map(|d| truncate(d, MAX_DESCRIPTION_CHARS)),
+            });
+        }
+    }
     if status != StatusCode::OK && object.get("access_token").is_none() {
         return Err(malformed(MalformedBody::MissingAccessToken));
     }
@@ -521,6 +541,51 @@ mod tests {
         let err = parse_token_response(&response(503, r#"{"error":"temporarily_unavailable"}"#))
             .unwrap_err();
         assert!(err.is_transient());
+    }
+
+    #[test]
+    fn client_errors_without_an_oauth_body_are_refusals_not_outages() {
+        for (status, body) in [
+            (400, "<html>Bad request</html>"),
+            (401, ""),
+            (403, "denied"),
+        ] {
+            let err = parse_token_response(&response(status, body)).unwrap_err();
+            assert!(matches!(err, TokenError::Status { .. }), "{err:?}");
+            assert!(!err.is_transient(), "{status}");
+        }
+        assert!(parse_token_response(&response(408, ""))
+            .unwrap_err()
+            .is_transient());
+    }
+
+    #[test]
+    fn an_error_body_with_a_success_status_is_an_oauth_error() {
+        let err = parse_token_response(&response(200, r#"{"error":"invalid_grant"}"#)).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::OAuth {
+                status: 200,
+                error: OAuthErrorCode::InvalidGrant,
+                description: None
+            }
+        );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn huge_lifetimes_are_clamped_to_a_day() {
+        let now = UnixTime::from_secs(1000);
+        let set = parse_token_response(&response(
+            200,
+            r#"{"access_token":"a","expires_in":1000000000000000}"#,
+        ))
+        .unwrap()
+        .into_token_set(now, Duration::from_secs(3600), None);
+        assert_eq!(
+            set.expires_at,
+            now.saturating_add(Duration::from_secs(MAX_EXPIRES_IN_SECS))
+        );
     }
 
     #[test]

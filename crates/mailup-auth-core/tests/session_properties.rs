@@ -463,6 +463,15 @@ impl Harness {
                 self.old_access.push(access);
                 self.expected_refresh = Some(refresh);
                 self.refresh_dead = false;
+                // Refreshes carrying the old refresh token are abandoned: their answers are
+                // stale from now on.
+                let (abandoned, kept): (Vec<_>, Vec<_>) = self
+                    .outstanding
+                    .drain(..)
+                    .partition(|r| r.grant() == Grant::RefreshToken);
+                self.outstanding = kept;
+                self.old_ids.extend(abandoned.iter().map(TokenRequest::id));
+                assert!(!self.session.is_refreshing());
             }
             Action::Logout => {
                 self.session.logout();
