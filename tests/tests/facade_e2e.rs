@@ -625,3 +625,150 @@ async fn a_forced_refresh_that_is_rejected_or_fails_is_reported() {
     assert!(client.access_token().await.is_ok());
     assert!(client.status().reauthorization_reason.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_mid_refresh_does_not_wedge_the_client() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let client = builder(&emulator)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    password_login(&client).await;
+    clock.advance(Duration::from_secs(7200));
+    emulator.set_token_latency(Duration::from_millis(300));
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), client.access_token()).await;
+    assert!(
+        gave_up.is_err(),
+        "the caller timed out while the refresh was in flight"
+    );
+    emulator.set_token_latency(Duration::ZERO);
+    // The refresh it started still completes and is saved; the next caller uses it.
+    let token = client.access_token().await.expect("not wedged");
+    assert_eq!(
+        emulator.counters().token_refresh_token,
+        1,
+        "the abandoned refresh was not lost"
+    );
+    assert!(emulator.is_access_token_live(token.secret()));
+    let stored = stored_refresh_token(&store).await;
+    assert!(
+        emulator.is_refresh_token_live(&stored),
+        "the rotated refresh token was saved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
+    let emulator = Emulator::builder()
+        .access_token_lifetime(Duration::from_secs(30))
+        .start()
+        .await
+        .unwrap();
+    // Default skew 60 s > 30 s lifetime: no token is ever fresh.
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    password_login(&client).await;
+    let err = client.access_token().await.unwrap_err();
+    assert!(matches!(err, Error::TokensNeverFresh { .. }), "{err:?}");
+    assert!(emulator.counters().token_refresh_token <= 3, "bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_does_not_flood_a_server_with_short_lived_tokens() {
+    let emulator = Emulator::builder()
+        .access_token_lifetime(Duration::from_secs(61))
+        .start()
+        .await
+        .unwrap();
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    password_login(&client).await;
+    let _task = client.spawn_background_refresh();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let refreshes = emulator.counters().token_refresh_token;
+    assert!(
+        (1..=3).contains(&refreshes),
+        "{refreshes} refreshes in 2.5 s"
+    );
+    assert!(client.access_token().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_may_call_the_client_and_logout_reports_store_failures() {
+    let emulator = emulator().await;
+    let slot: Arc<std::sync::OnceLock<MailUpClient>> = Arc::new(std::sync::OnceLock::new());
+    let hook_slot = slot.clone();
+    let calls = Arc::new(Mutex::new(0));
+    let hook_calls = calls.clone();
+    let client = builder(&emulator)
+        .memory_store()
+        .on_tokens_changed(move |_| {
+            if let Some(client) = hook_slot.get() {
+                let _ = client.status(); // must not deadlock
+            }
+            *hook_calls.lock().unwrap() += 1;
+        })
+        .build()
+        .await
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    password_login(&client).await;
+    tokio::time::timeout(Duration::from_secs(5), client.logout())
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert!(*calls.lock().unwrap() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_token_only_goes_to_trusted_origins() {
+    let emulator = emulator().await;
+    let client = builder(&emulator).memory_store().build().await.unwrap();
+    password_login(&client).await;
+    let before = emulator.counters().api_calls;
+    let err = client
+        .get::<serde_json::Value>("http://127.0.0.1:1/steal")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UntrustedOrigin(ref o) if o == "http://127.0.0.1:1"),
+        "{err:?}"
+    );
+    // A full URL on the API's own origin is fine.
+    let full = format!(
+        "{}/Console/Authentication/Info",
+        emulator.console_api_base().as_str().trim_end_matches('/')
+    );
+    let info: serde_json::Value = client.get(&full).await.unwrap();
+    assert_eq!(info["Username"], DEFAULT_USERNAME);
+    assert_eq!(emulator.counters().api_calls, before + 1);
+
+    let trusting = builder(&emulator)
+        .memory_store()
+        .trust_origin("http://127.0.0.1:1/")
+        .build()
+        .await
+        .unwrap();
+    password_login(&trusting).await;
+    let err = trusting
+        .get::<serde_json::Value>("http://127.0.0.1:1/x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Transport(_)),
+        "trusted, so it was sent: {err:?}"
+    );
+}

@@ -18,12 +18,14 @@ use http::Method;
 use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     AccessToken, ApiError, Backoff, ClientConfig, ClientConfigBuilder, ClientSecret, Endpoints,
-    Event, Grant, HttpRequest, HttpResponse, MalformedBody, Password, PendingAuthorization,
-    ProfileRecord, ReauthReason, Session, SessionState, StoreError, StoredClient, TokenAccess,
-    TokenError, TokenSet, TokenStore, Transport, UnixTime, Url,
+    Event, Grant, HttpRequest, HttpResponse, Password, PendingAuthorization, ProfileRecord,
+    ReauthReason, Session, SessionState, StoreError, StoredClient, TokenAccess, TokenError,
+    TokenSet, TokenStore, Transport, UnixTime, Url,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::future::Future;
+
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
@@ -123,6 +125,10 @@ struct DriveReport {
     login_error: Option<TokenError>,
     /// A refresh failed transiently (tokens kept).
     refresh_error: Option<TokenError>,
+    /// Token requests sent.
+    sent: u32,
+    /// New tokens arrived (and were persisted).
+    tokens_changed: bool,
 }
 
 #[derive(Debug)]
@@ -156,6 +162,7 @@ struct Inner {
     rejected_reload_wait: Duration,
     rate_limit: Option<RateLimitRetry>,
     skew: Duration,
+    trusted_origins: Vec<url::Origin>,
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
@@ -172,9 +179,11 @@ impl std::fmt::Debug for MailUpClient {
     }
 }
 
-/// The most token requests one call makes before giving up (guards against a server whose
-/// tokens are never fresh, e.g. `expires_in` shorter than the skew).
-const MAX_TOKEN_REQUESTS_PER_CALL: u32 = 4;
+/// How many token sets that are already stale on arrival (`expires_in` shorter than the skew)
+/// one call accepts before it gives up with [`Error::TokensNeverFresh`].
+const MAX_STALE_TOKEN_SETS: u32 = 2;
+/// The background task never refreshes a token set younger than this.
+const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times a conflicting save is retried after reloading.
 const MAX_SAVE_ATTEMPTS: u32 = 4;
 
@@ -241,34 +250,75 @@ impl MailUpClient {
         if let Some(token) = self.cached_access_token() {
             return Ok(token);
         }
-        self.access_token_slow()
-            .instrument(
-                tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile),
-            )
-            .await
+        let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
+        self.locked(|client| async move {
+            // Single flight: whoever held the lock before us may have refreshed already.
+            if let Some(token) = client.cached_access_token() {
+                return Ok(token);
+            }
+            // Another instance may have rotated the tokens: use theirs rather than burn ours.
+            client.sync_from_store().await?;
+            client.obtain_locked().await
+        })
+        .instrument(span)
+        .await
     }
 
-    async fn access_token_slow(&self) -> Result<AccessToken> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        // Single flight: whoever held the lock before us may have refreshed already.
-        if let Some(token) = self.cached_access_token() {
-            return Ok(token);
-        }
-        // Another instance may have rotated the tokens: use theirs rather than burn ours.
-        self.sync_from_store().await?;
-        self.obtain_locked().await
-    }
-
-    /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh.
+    /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh. A
+    /// rejected refresh is [`Error::ReauthorizationRequired`] and a failed one
+    /// [`Error::TokenEndpointUnavailable`], even while the current access token is still valid
+    /// (it keeps being served until it expires).
     pub async fn refresh(&self) -> Result<AccessToken> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        self.sync_from_store().await?;
-        self.force_refresh_locked().await
+        self.locked(|client| async move {
+            client.sync_from_store().await?;
+            client.force_refresh_locked().await
+        })
+        .await
     }
 
-    /// Sends one refresh now and reports its outcome. Must hold `refresh_lock`.
+    /// Refreshes when the core says a refresh is due (for schedulers; see
+    /// [`spawn_background_refresh`](Self::spawn_background_refresh)).
+    pub async fn refresh_if_due(&self) -> Result<()> {
+        self.locked(|client| async move {
+            client.sync_from_store().await?;
+            let now = client.inner.clock.now();
+            client.shared().session.handle_timeout(now);
+            client.obtain_locked().await.map(drop)
+        })
+        .await
+    }
+
+    /// Runs `op` under the refresh lock, in a task of its own: a caller that gives up (a
+    /// timeout, `select!`, a dropped future, an aborted background task) cannot abandon a token
+    /// request half-way, so a rotated refresh token is still handled and saved.
+    async fn locked<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(MailUpClient) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let client = self.clone();
+        let task = tokio::spawn(
+            async move {
+                let _guard = client.inner.refresh_lock.lock().await;
+                op(client.clone()).await
+            }
+            .in_current_span(),
+        );
+        match task.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(Error::Cancelled),
+        }
+    }
+
+    /// Sends one refresh now (or finishes the one a 401 already queued) and reports its
+    /// outcome. Must hold `refresh_lock`.
     async fn force_refresh_locked(&self) -> Result<AccessToken> {
-        let started = self.shared().session.refresh_now();
+        let started = {
+            let mut shared = self.shared();
+            shared.session.is_refreshing() || shared.session.refresh_now()
+        };
         if !started {
             let reason = self.shared().session.reauthorization_reason().cloned();
             return Err(Error::ReauthorizationRequired(
@@ -294,44 +344,45 @@ impl MailUpClient {
         self.obtain_locked().await
     }
 
-    /// Refreshes when the core says a refresh is due (for schedulers; see
-    /// [`spawn_background_refresh`](Self::spawn_background_refresh)).
-    pub async fn refresh_if_due(&self) -> Result<()> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        self.sync_from_store().await?;
-        let now = self.inner.clock.now();
-        self.shared().session.handle_timeout(now);
-        self.obtain_locked().await.map(drop)
-    }
-
-    /// Must hold `refresh_lock`.
+    /// Drives the session until it hands out a token or gives a final answer. Must hold
+    /// `refresh_lock`. Bounded: transient failures by `max_refresh_attempts`, rejections by one
+    /// look at the store, and tokens that are stale on arrival by `MAX_STALE_TOKEN_SETS`.
     async fn obtain_locked(&self) -> Result<AccessToken> {
         let mut reloaded_after_rejection = false;
-        let mut token_requests = 0;
+        let mut stale_token_sets = 0;
         loop {
             let unsaved = self.shared().unsaved;
             if let Some(grant) = unsaved {
                 self.persist_current(grant).await?;
             }
             let now = self.inner.clock.now();
-            let access = self.shared().session.access_token(now);
-            match access {
-                TokenAccess::Ready(token) => {
-                    self.publish(&token);
-                    return Ok(token);
+            let access = {
+                // Decide and publish in one critical section, so a concurrent 401 on this
+                // token cannot slip in between and see it cached again.
+                let mut shared = self.shared();
+                let access = shared.session.access_token(now);
+                if let TokenAccess::Ready(token) = &access {
+                    self.publish_locked(&shared, token);
                 }
+                access
+            };
+            match access {
+                TokenAccess::Ready(token) => return Ok(token),
                 TokenAccess::Pending => {
-                    token_requests += 1;
-                    if token_requests > MAX_TOKEN_REQUESTS_PER_CALL {
-                        return Err(Error::TokenEndpointUnavailable {
-                            error: TokenError::MalformedResponse {
-                                status: 200,
-                                body: MalformedBody::InvalidField("expires_in"),
-                            },
-                            attempts: token_requests - 1,
-                        });
+                    let report = self.drive().await?;
+                    if report.sent == 0 {
+                        // Every token request is driven under the refresh lock, in a task
+                        // that runs to completion; nothing else can be holding one.
+                        return Err(Error::Cancelled);
                     }
-                    self.drive().await?;
+                    if report.tokens_changed {
+                        stale_token_sets += 1;
+                        if stale_token_sets > MAX_STALE_TOKEN_SETS {
+                            return Err(Error::TokensNeverFresh {
+                                skew: self.inner.skew,
+                            });
+                        }
+                    }
                 }
                 TokenAccess::BackingOff {
                     retry_at,
@@ -392,6 +443,7 @@ impl MailUpClient {
             let request = self.shared().session.poll_request();
             let Some(request) = request else { break };
             let (id, grant, http) = request.into_parts();
+            report.sent += 1;
             let span =
                 tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
             tracing::debug!(parent: &span, url = %http.url(), "sending token request");
@@ -422,6 +474,7 @@ impl MailUpClient {
             match event {
                 Event::TokensChanged { grant, .. } => {
                     tracing::info!(%grant, "new tokens");
+                    report.tokens_changed = true;
                     self.shared().unsaved = Some(grant);
                     if let Err(error) = self.persist_current(grant).await {
                         save_error.get_or_insert(error);
@@ -550,20 +603,17 @@ impl MailUpClient {
         Ok(changed)
     }
 
-    fn publish(&self, token: &AccessToken) {
-        let usable_until = {
-            let shared = self.shared();
-            match shared.session.tokens() {
-                Some(tokens) if tokens.access_token == *token => {
-                    tokens.usable_until(self.inner.skew)
-                }
-                _ => return,
+    /// Caches `token` if it is the session's current access token. Called with the session
+    /// lock held, right where the session handed the token out.
+    fn publish_locked(&self, shared: &Shared, token: &AccessToken) {
+        if let Some(tokens) = shared.session.tokens() {
+            if tokens.access_token == *token {
+                self.inner.cache.store(Some(Arc::new(CachedToken {
+                    token: token.clone(),
+                    usable_until: tokens.usable_until(self.inner.skew),
+                })));
             }
-        };
-        self.inner.cache.store(Some(Arc::new(CachedToken {
-            token: token.clone(),
-            usable_until,
-        })));
+        }
     }
 
     fn clear_cache(&self) {
@@ -618,25 +668,32 @@ impl MailUpClient {
         callback: &str,
     ) -> Result<()> {
         let code = pending.verify_callback(callback)?;
-        let _guard = self.inner.refresh_lock.lock().await;
-        let now = self.inner.clock.now();
-        self.shared()
-            .session
-            .exchange_code(now, code, pending.redirect_uri());
-        self.finish_login()
-            .instrument(tracing::info_span!("mailup_auth.code_exchange"))
-            .await
+        let redirect_uri = pending.redirect_uri().clone();
+        self.locked(move |client| async move {
+            let now = client.inner.clock.now();
+            client
+                .shared()
+                .session
+                .exchange_code(now, code, &redirect_uri);
+            client.finish_login().await
+        })
+        .instrument(tracing::info_span!("mailup_auth.code_exchange"))
+        .await
     }
 
     /// Logs in with MailUp's password grant (for server-to-server use).
     pub async fn login_with_password(&self, username: &str, password: &Password) -> Result<()> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        self.shared()
-            .session
-            .login_with_password(username, password);
-        self.finish_login()
-            .instrument(tracing::info_span!("mailup_auth.password_grant"))
-            .await
+        let username = username.to_owned();
+        let password = password.clone();
+        self.locked(move |client| async move {
+            client
+                .shared()
+                .session
+                .login_with_password(&username, &password);
+            client.finish_login().await
+        })
+        .instrument(tracing::info_span!("mailup_auth.password_grant"))
+        .await
     }
 
     /// The CLI/desktop flow (RFC 8252): listens on 127.0.0.1, calls `show_url` with the LogOn
@@ -667,33 +724,51 @@ impl MailUpClient {
             return Err(Error::Login(error));
         }
         let now = self.inner.clock.now();
-        let access = self.shared().session.access_token(now);
-        match access {
-            TokenAccess::Ready(token) => {
-                self.publish(&token);
-                Ok(())
+        let shared = self.shared();
+        // A login whose token is already stale (a tiny expires_in) still stored its tokens; the
+        // next access_token() refreshes.
+        if let Some(tokens) = shared.session.tokens() {
+            if tokens.is_fresh(now, self.inner.skew) {
+                self.publish_locked(&shared, &tokens.access_token);
             }
-            // A login whose token is already stale (tiny expires_in) still stored its tokens.
-            _ => Ok(()),
         }
+        Ok(())
     }
 
-    /// Forgets the profile's tokens, here and in the store (MailUp has no revocation endpoint).
-    /// The remembered client registration, if any, is kept.
+    /// Forgets the profile's tokens, in the store first and then here (MailUp has no revocation
+    /// endpoint). The remembered client registration, if any, is kept. If the store cannot be
+    /// written, nothing is forgotten and the error is returned.
     pub async fn logout(&self) -> Result<()> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        self.shared().session.logout();
-        self.clear_cache();
+        self.locked(|client| async move {
+            let version = client.forget_stored_tokens().await?;
+            {
+                let mut shared = client.shared();
+                shared.session.logout();
+                shared.version = version;
+                shared.record.tokens = None;
+                shared.record.last_refreshed_at = None;
+                shared.unsaved = None;
+            }
+            client.clear_cache();
+            client.run_hooks(None, None, version);
+            tracing::info!("logged out");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes the tokens from the stored record (or the record, when it holds nothing else).
+    /// Returns the record's new version.
+    async fn forget_stored_tokens(&self) -> Result<Option<u64>> {
+        let profile = &self.inner.profile;
+        let mut last_conflict = None;
         for _ in 0..MAX_SAVE_ATTEMPTS {
-            let loaded = self.inner.store.load(&self.inner.profile).await?;
-            let Some(stored) = loaded else {
-                self.shared().version = None;
-                break;
+            let Some(stored) = self.inner.store.load(profile).await? else {
+                return Ok(None);
             };
             if stored.value.client.is_none() {
-                self.inner.store.delete(&self.inner.profile).await?;
-                self.shared().version = None;
-                break;
+                self.inner.store.delete(profile).await?;
+                return Ok(None);
             }
             let mut record = stored.value;
             record.tokens = None;
@@ -701,22 +776,17 @@ impl MailUpClient {
             match self
                 .inner
                 .store
-                .save(&self.inner.profile, &record, Some(stored.version))
+                .save(profile, &record, Some(stored.version))
                 .await
             {
-                Ok(version) => {
-                    let mut shared = self.shared();
-                    shared.version = Some(version);
-                    shared.record = record;
-                    break;
-                }
-                Err(StoreError::Conflict { .. }) => continue,
+                Ok(version) => return Ok(Some(version)),
+                Err(conflict @ StoreError::Conflict { .. }) => last_conflict = Some(conflict),
                 Err(error) => return Err(error.into()),
             }
         }
-        self.run_hooks(None, None, self.shared().version);
-        tracing::info!("logged out");
-        Ok(())
+        Err(last_conflict
+            .unwrap_or_else(|| StoreError::Io("the record kept changing".into()))
+            .into())
     }
 
     // ---- API calls -----------------------------------------------------------------------
@@ -724,7 +794,12 @@ impl MailUpClient {
     /// Sends an authenticated request: adds `Authorization: Bearer`, refreshes once and retries
     /// once on 401, waits on 429 only when [`RateLimitRetry`] is configured. Non-2xx answers
     /// are typed errors.
+    ///
+    /// The access token goes only to the API base's origin (scheme, host and port) and to
+    /// origins added with [`MailUpClientBuilder::trust_origin`]; any other URL is refused with
+    /// [`Error::UntrustedOrigin`] before anything is sent.
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse> {
+        self.check_origin(request.url())?;
         let span = tracing::info_span!("mailup_auth.api", method = %request.method(), path = %request.url().path());
         self.send_inner(request).instrument(span).await
     }
@@ -770,13 +845,26 @@ impl MailUpClient {
         }
     }
 
+    fn check_origin(&self, url: &Url) -> Result<()> {
+        let origin = url.origin();
+        let api_origin = self.shared().session.config().endpoints().api_base.origin();
+        if origin == api_origin || self.inner.trusted_origins.contains(&origin) {
+            Ok(())
+        } else {
+            Err(Error::UntrustedOrigin(origin.ascii_serialization()))
+        }
+    }
+
     fn token_rejected(&self, token: &AccessToken) {
         let now = self.inner.clock.now();
-        self.shared().session.handle_unauthorized(now, token);
+        let mut shared = self.shared();
+        shared.session.handle_unauthorized(now, token);
+        // Under the session lock, so it cannot interleave with `obtain_locked` publishing.
         let current = self.inner.cache.load();
         if current.as_ref().is_some_and(|c| c.token == *token) {
             self.inner.cache.compare_and_swap(&*current, None);
         }
+        drop(shared);
     }
 
     /// [`send`](Self::send) for `http` crate types.
@@ -853,33 +941,27 @@ impl MailUpClient {
     // ---- background refresh --------------------------------------------------------------
 
     /// Spawns a task that refreshes ahead of expiry (at `expires_at - skew`, minus a random
-    /// jitter of up to half the skew, capped at 30 s) so callers rarely wait. The task holds
-    /// only a weak reference: it ends when every clone of the client is dropped, or when the
-    /// returned handle is dropped.
+    /// jitter of up to half the skew, capped at 30 s) so callers rarely wait. It never
+    /// refreshes a token set less than a second old, so a server whose tokens live barely
+    /// longer than the skew is not flooded. The task holds only a weak reference: it ends when
+    /// every clone of the client is dropped, or when the returned handle is dropped.
     pub fn spawn_background_refresh(&self) -> BackgroundRefresh {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let handle = tokio::spawn(async move {
             loop {
                 let wait = {
                     let Some(inner) = weak.upgrade() else { break };
-                    let client = MailUpClient { inner };
-                    let now = client.inner.clock.now();
-                    let jitter_max = (client.inner.skew / 2).min(Duration::from_secs(30));
-                    let due = client.shared().session.poll_timeout();
-                    match due {
-                        Some(due) => due
-                            .saturating_sub(client.inner.entropy.jitter(jitter_max))
-                            .duration_since(now),
-                        None => Duration::from_secs(30),
-                    }
+                    MailUpClient { inner }.background_wait()
                 };
-                tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
-                let Some(inner) = weak.upgrade() else { break };
-                let client = MailUpClient { inner };
-                let result = client.refresh_ahead().await;
+                tokio::time::sleep(wait).await;
+                let result = {
+                    let Some(inner) = weak.upgrade() else { break };
+                    MailUpClient { inner }.refresh_ahead().await
+                };
                 if let Err(error) = result {
                     tracing::warn!(%error, "background refresh failed");
                     if error.is_reauthorization_required() {
+                        // Nothing to do until someone logs in again; no strong reference held.
                         tokio::time::sleep(Duration::from_secs(60)).await;
                     }
                 }
@@ -888,22 +970,59 @@ impl MailUpClient {
         BackgroundRefresh { handle }
     }
 
-    async fn refresh_ahead(&self) -> Result<()> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        self.sync_from_store().await?;
+    fn jitter_max(&self) -> Duration {
+        (self.inner.skew / 2).min(Duration::from_secs(30))
+    }
+
+    /// How long the background task sleeps before its next look.
+    fn background_wait(&self) -> Duration {
         let now = self.inner.clock.now();
-        let due = self.shared().session.poll_timeout();
-        let Some(due) = due else { return Ok(()) };
-        let jitter_max = (self.inner.skew / 2).min(Duration::from_secs(30));
-        if now.saturating_add(jitter_max) < due {
-            return Ok(()); // woke early (clock change); the loop will sleep again
-        }
-        if now < due {
-            // Ahead of time: force it; callers keep the current token meanwhile.
-            return self.force_refresh_locked().await.map(drop);
-        }
-        self.shared().session.handle_timeout(now);
-        self.obtain_locked().await.map(drop)
+        let (due, obtained_at) = {
+            let shared = self.shared();
+            (
+                shared.session.poll_timeout(),
+                shared.session.tokens().map(|t| t.obtained_at),
+            )
+        };
+        let Some(due) = due else {
+            return Duration::from_secs(30);
+        };
+        let early = due.saturating_sub(self.inner.entropy.jitter(self.jitter_max()));
+        let earliest = obtained_at
+            .unwrap_or(UnixTime::EPOCH)
+            .saturating_add(MIN_BACKGROUND_INTERVAL);
+        early
+            .max(earliest)
+            .duration_since(now)
+            .max(Duration::from_millis(10))
+    }
+
+    async fn refresh_ahead(&self) -> Result<()> {
+        self.locked(|client| async move {
+            client.sync_from_store().await?;
+            let now = client.inner.clock.now();
+            let (due, obtained_at) = {
+                let shared = client.shared();
+                (
+                    shared.session.poll_timeout(),
+                    shared.session.tokens().map(|t| t.obtained_at),
+                )
+            };
+            let Some(due) = due else { return Ok(()) };
+            let too_early = now.saturating_add(client.jitter_max()) < due;
+            let just_refreshed =
+                obtained_at.is_some_and(|at| now < at.saturating_add(MIN_BACKGROUND_INTERVAL));
+            if too_early || just_refreshed {
+                return Ok(()); // the loop sleeps again
+            }
+            if now < due {
+                // Ahead of time: force it; callers keep the current token meanwhile.
+                return client.force_refresh_locked().await.map(drop);
+            }
+            client.shared().session.handle_timeout(now);
+            client.obtain_locked().await.map(drop)
+        })
+        .await
     }
 }
 
@@ -971,6 +1090,7 @@ pub struct MailUpClientBuilder {
     rejected_reload_wait: Duration,
     rate_limit: Option<RateLimitRetry>,
     skew: Duration,
+    trusted_origins: Vec<String>,
 }
 
 enum StoreChoice {
@@ -1004,6 +1124,7 @@ impl MailUpClientBuilder {
             rejected_reload_wait: Duration::from_millis(500),
             rate_limit: None,
             skew: mailup_auth_core::config::DEFAULT_REFRESH_SKEW,
+            trusted_origins: Vec::new(),
         }
     }
 
@@ -1088,6 +1209,13 @@ impl MailUpClientBuilder {
         self
     }
 
+    /// Also sends the access token to this origin (scheme, host and port of the URL given),
+    /// besides the API base's. Use it for another MailUp API on another host.
+    pub fn trust_origin(mut self, url: impl Into<String>) -> Self {
+        self.trusted_origins.push(url.into());
+        self
+    }
+
     /// Uses this transport instead of the default reqwest one.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
@@ -1143,6 +1271,13 @@ impl MailUpClientBuilder {
     /// Builds the client and loads the profile's stored tokens, if any.
     pub async fn build(self) -> Result<MailUpClient> {
         let config = self.config.build()?;
+        let trusted_origins = self
+            .trusted_origins
+            .iter()
+            .map(|url| {
+                mailup_auth_core::config::parse_http_url("trusted origin", url).map(|u| u.origin())
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         mailup_auth_core::ports::validate_profile_name(&self.profile)?;
         let transport = match self.transport {
             Some(transport) => transport,
@@ -1174,18 +1309,18 @@ impl MailUpClientBuilder {
                 rejected_reload_wait: self.rejected_reload_wait,
                 rate_limit: self.rate_limit,
                 skew: self.skew,
+                trusted_origins,
             }),
         };
         client.sync_from_store().await?;
         let now = client.inner.clock.now();
-        let fresh = client
-            .shared()
-            .session
-            .tokens()
-            .filter(|t| t.is_fresh(now, client.inner.skew))
-            .map(|t| t.access_token.clone());
-        if let Some(token) = fresh {
-            client.publish(&token);
+        {
+            let shared = client.shared();
+            if let Some(tokens) = shared.session.tokens() {
+                if tokens.is_fresh(now, client.inner.skew) {
+                    client.publish_locked(&shared, &tokens.access_token);
+                }
+            }
         }
         Ok(client)
     }

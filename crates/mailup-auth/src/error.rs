@@ -21,13 +21,29 @@ pub enum Error {
     #[error("token endpoint unavailable after {attempts} attempt(s): {error}")]
     TokenEndpointUnavailable {
         /// The last failure.
+        #[source]
         error: TokenError,
         /// Attempts made.
         attempts: u32,
     },
     /// The code exchange or password grant was refused.
     #[error("login failed: {0}")]
-    Login(TokenError),
+    Login(#[source] TokenError),
+    /// The token endpoint keeps issuing tokens that are stale on arrival: their `expires_in` is
+    /// shorter than the refresh skew. Lower the skew.
+    #[error("the token endpoint's tokens expire within the refresh skew ({} s); lower the skew", .skew.as_secs())]
+    TokensNeverFresh {
+        /// The configured skew.
+        skew: Duration,
+    },
+    /// The access token would go to a URL outside the API base's origin.
+    #[error(
+        "refusing to send the access token to {0}: not the API base's origin (see `trust_origin`)"
+    )]
+    UntrustedOrigin(String),
+    /// The operation's task was cancelled (the runtime is shutting down).
+    #[error("cancelled: the runtime is shutting down")]
+    Cancelled,
     /// The authorization callback was rejected (wrong state, denial, no code, ...).
     #[error("authorization callback rejected: {0}")]
     Callback(#[from] CallbackError),

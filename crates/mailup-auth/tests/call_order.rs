@@ -262,3 +262,22 @@ async fn a_second_401_after_the_refresh_is_an_error_not_a_loop() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn logout_forgets_nothing_when_the_store_cannot_be_written() {
+    let mut store = MockStore::new();
+    let net = MockNet::new();
+    store
+        .expect_load()
+        .times(1)
+        .returning(|_| Ok(Some(fresh_record())));
+    store
+        .expect_load()
+        .times(1)
+        .returning(|_| Err(StoreError::Io("disk on fire".into())));
+    let client = client(store, net).await;
+    let err = client.logout().await.unwrap_err();
+    assert!(matches!(err, Error::Store(StoreError::Io(_))), "{err:?}");
+    // Still logged in, here as in the store.
+    assert_eq!(client.access_token().await.unwrap().secret(), "old-access");
+}
