@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
 
+use tokio::sync::OwnedMutexGuard;
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
@@ -155,7 +156,7 @@ struct Inner {
     entropy: Arc<dyn Entropy>,
     shared: Mutex<Shared>,
     cache: ArcSwapOption<CachedToken>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    refresh_lock: Arc<tokio::sync::Mutex<()>>,
     hooks: Vec<TokensHook>,
     remember_client: bool,
     max_refresh_attempts: u32,
@@ -251,15 +252,19 @@ impl MailUpClient {
             return Ok(token);
         }
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
-        self.locked(|client| async move {
+        async {
+            let guard = self.inner.refresh_lock.clone().lock_owned().await;
             // Single flight: whoever held the lock before us may have refreshed already.
-            if let Some(token) = client.cached_access_token() {
+            if let Some(token) = self.cached_access_token() {
                 return Ok(token);
             }
-            // Another instance may have rotated the tokens: use theirs rather than burn ours.
-            client.sync_from_store().await?;
-            client.obtain_locked().await
-        })
+            self.locked_with(guard, |client| async move {
+                // Another instance may have rotated the tokens: use theirs, don't burn ours.
+                client.sync_from_store().await?;
+                client.obtain_locked().await
+            })
+            .await
+        }
         .instrument(span)
         .await
     }
@@ -297,11 +302,23 @@ impl MailUpClient {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
+        let guard = self.inner.refresh_lock.clone().lock_owned().await;
+        self.locked_with(guard, op).await
+    }
+
+    /// [`locked`](Self::locked) with the lock already held: the task takes the guard along.
+    async fn locked_with<T, F, Fut>(&self, guard: OwnedMutexGuard<()>, op: F) -> Result<T>
+    where
+        F: FnOnce(MailUpClient) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let client = self.clone();
         let task = tokio::spawn(
             async move {
-                let _guard = client.inner.refresh_lock.lock().await;
-                op(client.clone()).await
+                let result = op(client).await;
+                drop(guard);
+                result
             }
             .in_current_span(),
         );
@@ -1302,7 +1319,7 @@ impl MailUpClientBuilder {
                     unsaved: None,
                 }),
                 cache: ArcSwapOption::empty(),
-                refresh_lock: tokio::sync::Mutex::new(()),
+                refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
                 hooks: self.hooks,
                 remember_client: self.remember_client,
                 max_refresh_attempts: self.max_refresh_attempts,
