@@ -772,3 +772,103 @@ async fn the_access_token_only_goes_to_trusted_origins() {
         "trusted, so it was sent: {err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_is_recorded_so_the_next_process_knows_without_trying() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let clock = Arc::new(ManualClock::starting_now());
+    let first = builder(&emulator)
+        .clock(clock.clone())
+        .store(store.clone())
+        .rejected_refresh_grace(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    password_login(&first).await;
+    emulator.revoke_all_refresh_tokens();
+    assert!(first
+        .refresh()
+        .await
+        .unwrap_err()
+        .is_reauthorization_required());
+    drop(first);
+
+    // "Another process": a new client over the same store.
+    let second = builder(&emulator)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let status = second.status();
+    assert!(status.reauthorization_reason.is_some(), "{status:?}");
+    clock.advance(Duration::from_secs(7200));
+    let before = emulator.counters();
+    let err = second.access_token().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ReauthorizationRequired(ReauthReason::RejectedEarlier(_))
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        emulator.counters().token_requests,
+        before.token_requests,
+        "the dead token was not tried"
+    );
+
+    // Logging in again clears the mark for everyone.
+    password_login(&second).await;
+    assert!(store
+        .load("default")
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .reauthorization_required
+        .is_none());
+    let third = builder(&emulator)
+        .clock(clock)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(third.status().reauthorization_reason.is_none());
+    assert!(third.access_token().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_for_several_profiles_share_one_store_directory() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let a = builder(&emulator)
+        .profile("customer-1")
+        .store_path(&path)
+        .build()
+        .await
+        .unwrap();
+    let b = builder(&emulator)
+        .profile("customer-2")
+        .store_path(&path)
+        .build()
+        .await
+        .unwrap();
+    password_login(&a).await;
+    password_login(&b).await;
+    assert_ne!(
+        a.access_token().await.unwrap(),
+        b.access_token().await.unwrap()
+    );
+    drop((a, b));
+    let again = builder(&emulator)
+        .profile("customer-2")
+        .store_path(&path)
+        .build()
+        .await
+        .unwrap();
+    assert!(again.cached_access_token().is_some());
+}

@@ -110,8 +110,10 @@ pub enum AuthorizationError {
 }
 
 /// An authorization in progress: what must be kept (e.g. in the user's web session) between
-/// sending the browser to the LogOn page and receiving the callback.
+/// sending the browser to the LogOn page and receiving the callback. With the `serde` feature it
+/// serializes (the state in clear: keep it server-side, in the user's session, not in a URL).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PendingAuthorization {
     state: CsrfState,
     redirect_uri: Url,

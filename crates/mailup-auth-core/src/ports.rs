@@ -54,6 +54,10 @@ pub struct ProfileRecord {
     pub client: Option<StoredClient>,
     /// When the tokens were last refreshed (not set by the first login).
     pub last_refreshed_at: Option<UnixTime>,
+    /// Set when a refresh with these tokens was rejected: the user must log in again. Lets
+    /// other processes (and this one after a restart) know without trying the dead token.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub reauthorization_required: Option<String>,
 }
 
 impl ProfileRecord {

@@ -81,6 +81,9 @@ pub enum ReauthReason {
     ClientRejected(TokenError),
     /// The tokens were forgotten by [`Session::logout`].
     LoggedOut,
+    /// An earlier session (another process, or before a restart) found the refresh token
+    /// rejected and recorded it with the tokens; the text is its reason.
+    RejectedEarlier(String),
 }
 
 impl std::fmt::Display for ReauthReason {
@@ -93,6 +96,7 @@ impl std::fmt::Display for ReauthReason {
             Self::RefreshRejected(e) => write!(f, "the refresh token was rejected ({e})"),
             Self::ClientRejected(e) => write!(f, "the client credentials were rejected ({e})"),
             Self::LoggedOut => f.write_str("logged out"),
+            Self::RejectedEarlier(reason) => write!(f, "{reason} (recorded earlier)"),
         }
     }
 }
@@ -392,6 +396,15 @@ impl Session {
         }
         self.tokens = Some(tokens);
         self.reauth = None;
+        self.backoff = None;
+    }
+
+    /// Marks the session as needing a new authorization (e.g. the store recorded that an
+    /// earlier process had the refresh token rejected). No refresh is attempted until new tokens
+    /// arrive through a login or [`restore_tokens`](Self::restore_tokens); the current access
+    /// token is still handed out until it expires.
+    pub fn mark_reauthorization_required(&mut self, reason: ReauthReason) {
+        self.reauth = Some(reason);
         self.backoff = None;
     }
 

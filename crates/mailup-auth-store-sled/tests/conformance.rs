@@ -43,6 +43,7 @@ fn full_record() -> ProfileRecord {
             redirect_uri: Some("http://127.0.0.1:8765/callback?x=1&y=2".into()),
         }),
         last_refreshed_at: Some(UnixTime::from_secs(1_700_000_100)),
+        reauthorization_required: Some("the refresh token was rejected".into()),
     }
 }
 

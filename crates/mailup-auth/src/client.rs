@@ -355,6 +355,7 @@ impl MailUpClient {
             if !(matches!(reason, ReauthReason::RefreshRejected(_))
                 && self.wait_for_newer_tokens().await?)
             {
+                self.record_rejection(&reason).await;
                 return Err(Error::ReauthorizationRequired(reason));
             }
         }
@@ -427,9 +428,44 @@ impl MailUpClient {
                             continue;
                         }
                     }
+                    self.record_rejection(&reason).await;
                     return Err(Error::ReauthorizationRequired(reason));
                 }
             }
+        }
+    }
+
+    /// Records in the store that the refresh token was rejected, so other processes (and this
+    /// one after a restart) report re-authorization without trying the dead token. Done only
+    /// after the grace period for another instance's rotation; best effort (a conflict means
+    /// the store has something newer, which wins).
+    async fn record_rejection(&self, reason: &ReauthReason) {
+        // Only a rejected refresh token: a rejected client secret says nothing about the
+        // stored tokens (the next run may bring the right secret).
+        if !matches!(reason, ReauthReason::RefreshRejected(_)) {
+            return;
+        }
+        let (record, expected) = {
+            let shared = self.shared();
+            if shared.version.is_none() || shared.record.reauthorization_required.is_some() {
+                return;
+            }
+            let mut record = shared.record.clone();
+            record.reauthorization_required = Some(reason.to_string());
+            (record, shared.version)
+        };
+        match self
+            .inner
+            .store
+            .save(&self.inner.profile, &record, expected)
+            .await
+        {
+            Ok(version) => {
+                let mut shared = self.shared();
+                shared.version = Some(version);
+                shared.record = record;
+            }
+            Err(error) => tracing::info!(%error, "could not record the rejection in the store"),
         }
     }
 
@@ -535,6 +571,7 @@ impl MailUpClient {
                     Grant::RefreshToken => record.tokens.as_ref().map(|t| t.obtained_at),
                     _ => None,
                 };
+                record.reauthorization_required = None;
                 if self.inner.remember_client {
                     record.client = Some(stored_client(shared.session.config()));
                 }
@@ -561,6 +598,14 @@ impl MailUpClient {
                 Err(StoreError::Conflict { found, .. }) => {
                     tracing::info!(?expected, ?found, "store changed concurrently");
                     if grant == Grant::RefreshToken {
+                        let stored = self.inner.store.load(&self.inner.profile).await?;
+                        if let Some(stored) =
+                            stored.filter(|s| s.value.reauthorization_required.is_some())
+                        {
+                            // The store only says the old tokens are dead; ours are fresh.
+                            self.shared().version = Some(stored.version);
+                            continue;
+                        }
                         // Another instance saved first: use what is there.
                         self.shared().unsaved = None;
                         self.sync_from_store().await?;
@@ -596,6 +641,11 @@ impl MailUpClient {
                     match &stored.value.tokens {
                         Some(tokens) => shared.session.restore_tokens(tokens.clone()),
                         None => shared.session.logout(),
+                    }
+                    if let Some(reason) = &stored.value.reauthorization_required {
+                        shared.session.mark_reauthorization_required(
+                            ReauthReason::RejectedEarlier(reason.clone()),
+                        );
                     }
                     shared.record = stored.value;
                     shared.unsaved = None;
@@ -1380,11 +1430,30 @@ fn default_store() -> Result<Arc<dyn TokenStore>> {
     ))
 }
 
+/// Opens the sled store at `path`, or shares the one this process already has open there:
+/// sled allows one opener per database, and several clients (one per profile, say) commonly
+/// use the same directory.
 #[cfg(feature = "sled")]
 fn open_sled(path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
-    Ok(Arc::new(mailup_auth_store_sled::SledTokenStore::open(
-        path,
-    )?))
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    use mailup_auth_store_sled::SledTokenStore;
+
+    static OPEN: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<SledTokenStore>>>> =
+        OnceLock::new();
+    let key = std::path::absolute(&path).unwrap_or(path);
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    open.retain(|_, store| store.strong_count() > 0);
+    if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(store);
+    }
+    let store = Arc::new(SledTokenStore::open(&key)?);
+    open.insert(key, Arc::downgrade(&store));
+    Ok(store)
 }
 
 #[cfg(not(feature = "sled"))]
