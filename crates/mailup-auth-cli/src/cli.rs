@@ -127,10 +127,10 @@ pub(crate) struct LoginArgs {
     #[arg(long, value_name = "P")]
     pub(crate) port: Option<u16>,
     /// How long to wait for the browser to come back, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) timeout: u64,
-    /// Use the password grant instead of the browser (password from MAILUP_PASSWORD or a
-    /// hidden prompt; never a flag).
+    /// Use the password grant instead of the browser (password from MAILUP_PASSWORD, a
+    /// hidden prompt, or one line on standard input; never a flag).
     #[arg(long)]
     pub(crate) password: bool,
     /// The MailUp username for --password.
@@ -153,7 +153,7 @@ pub(crate) struct CallArgs {
     #[arg(value_name = "METHOD")]
     pub(crate) method: String,
     /// A path relative to the API base (e.g. `Console/Authentication/Info`) or a full
-    /// http(s) URL.
+    /// http(s) URL on the API base's origin (the access token is sent nowhere else).
     #[arg(value_name = "PATH")]
     pub(crate) path: String,
     /// A JSON request body, or `@file` to read it from a file (`@-`: standard input).

@@ -428,7 +428,7 @@ async fn concurrent_calls(demo: &Demo) -> StepResult {
     }
     check_rotation(demo, &old).await?;
     Ok(format!(
-        "{succeeded}/{CONCURRENT_CALLS} succeeded with exactly 1 refresh ({} 401s answered, single flight)",
+        "{succeeded}/{CONCURRENT_CALLS} succeeded with exactly 1 refresh (the server rejected {} in-flight calls with 401; single flight)",
         after.api_unauthorized - before.api_unauthorized
     ))
 }

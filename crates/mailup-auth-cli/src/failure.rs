@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use mailup_auth::core::{ApiError, OAuthErrorCode, TokenError};
-use mailup_auth::{Error, LoopbackError};
+use mailup_auth::{Error, LoopbackError, ReauthReason};
 
 /// Exit code: a local failure (the token store).
 pub(crate) const EXIT_LOCAL: u8 = 1;
@@ -80,8 +80,23 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         let code = exit_code(&error);
         let mut message = error.to_string();
-        if code == EXIT_REAUTHORIZE {
-            message.push_str(" (run `mailup-auth login`)");
+        match &error {
+            // The login itself was refused (wrong password, denied consent): running it again
+            // as is will not help.
+            Error::Login(_) | Error::Callback(_) if code == EXIT_REAUTHORIZE => {
+                message.push_str(" (check the username, the password and the consent)");
+            }
+            Error::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => {
+                message.push_str(" (check --client-id / --client-secret)");
+            }
+            Error::UntrustedOrigin(_) => {
+                message = format!(
+                    "{error}; `call` sends the access token only to the API base's origin \
+                     (set --api-base to use another server)"
+                );
+            }
+            _ if code == EXIT_REAUTHORIZE => message.push_str(" (run `mailup-auth login`)"),
+            _ => {}
         }
         Self { code, message }
     }
@@ -91,7 +106,10 @@ impl From<Error> for Failure {
 /// at most OAuth `error` / `error_description` or MailUp's `ErrorCode` / `ErrorDescription`.
 pub(crate) fn exit_code(error: &Error) -> u8 {
     match error {
+        // Wrong client credentials: a configuration problem, not a stale login.
+        Error::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => EXIT_USAGE,
         Error::ReauthorizationRequired(_) => EXIT_REAUTHORIZE,
+        Error::UntrustedOrigin(_) => EXIT_USAGE,
         Error::TokenEndpointUnavailable { .. } | Error::Transport(_) => EXIT_UNAVAILABLE,
         Error::Login(token_error) => login_exit_code(token_error),
         // The user denied access, or the callback did not belong to this login.
@@ -177,6 +195,18 @@ mod tests {
             ))),
             5
         );
+        let bad_client = Error::ReauthorizationRequired(ReauthReason::ClientRejected(oauth(
+            OAuthErrorCode::InvalidClient,
+        )));
+        assert_eq!(exit_code(&bad_client), 2);
+        assert!(Failure::from(bad_client)
+            .message()
+            .contains("--client-secret"));
+        let foreign = Error::UntrustedOrigin("http://127.0.0.1:1".into());
+        assert_eq!(exit_code(&foreign), 2);
+        assert!(Failure::from(foreign).message().contains("--api-base"));
+        let wrong_password = Failure::from(Error::Login(oauth(OAuthErrorCode::InvalidGrant)));
+        assert!(!wrong_password.message().contains("run `mailup-auth login`"));
     }
 
     #[test]

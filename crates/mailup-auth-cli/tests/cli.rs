@@ -473,6 +473,20 @@ async fn reauthorization_required_exits_3() {
     // unexpired by the clock: refused, not reported as a success.
     let err = assert_failure(&run(setup.bare().arg("refresh")).await, 3);
     assert!(err.contains("invalid_grant"), "{err}");
+    // The rejection was recorded with the profile: a later process knows without a request.
+    let before = setup.emulator.counters().token_requests;
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_failure(&out, 3);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["reauthorization_reason"]
+            .as_str()
+            .unwrap()
+            .contains("rejected"),
+        "{status}"
+    );
+    assert_failure(&run(setup.bare().arg("token")).await, 3);
+    assert_eq!(setup.emulator.counters().token_requests, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -400,11 +400,12 @@ impl Session {
     }
 
     /// Marks the session as needing a new authorization (e.g. the store recorded that an
-    /// earlier process had the refresh token rejected). No refresh is attempted until new tokens
-    /// arrive through a login or [`restore_tokens`](Self::restore_tokens); the current access
-    /// token is still handed out until it expires.
+    /// earlier process had the refresh token rejected, usually right after the API rejected
+    /// the access token). Neither the current access token is handed out nor a refresh tried
+    /// until new tokens arrive through a login or [`restore_tokens`](Self::restore_tokens).
     pub fn mark_reauthorization_required(&mut self, reason: ReauthReason) {
         self.reauth = Some(reason);
+        self.access_rejected = true;
         self.backoff = None;
     }
 
@@ -712,6 +713,25 @@ mod tests {
         );
         let current = session.tokens().unwrap();
         assert_eq!(current.refresh_token.as_ref().unwrap().secret(), "r3");
+    }
+
+    #[test]
+    fn a_recorded_rejection_stops_hand_outs_and_refreshes_until_new_tokens() {
+        let now = UnixTime::from_secs(10);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
+        session.mark_reauthorization_required(ReauthReason::RejectedEarlier("rejected".into()));
+        assert!(matches!(
+            session.access_token(now),
+            TokenAccess::ReauthorizationRequired(ReauthReason::RejectedEarlier(_))
+        ));
+        assert!(!session.refresh_now());
+        assert!(session.poll_request().is_none());
+        assert_eq!(session.poll_timeout(), None);
+        session.restore_tokens(tokens("a2", "r2", UnixTime::from_secs(3600)));
+        assert_eq!(
+            session.access_token(now),
+            TokenAccess::Ready(AccessToken::new("a2"))
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl std::fmt::Display for MalformedBody {
         match self {
             Self::Empty => f.write_str("empty body"),
             Self::Html => f.write_str("an HTML page instead of JSON"),
-            Self::NotJson => f.write_str("not JSON (or truncated JSON)"),
+            Self::NotJson => f.write_str("not JSON, or truncated JSON"),
             Self::NotAnObject => f.write_str("JSON but not an object"),
             Self::MissingAccessToken => f.write_str("no access_token"),
             Self::InvalidField(name) => write!(f, "invalid field `{name}`"),

@@ -1384,7 +1384,8 @@ impl MailUpClientBuilder {
         {
             let shared = client.shared();
             if let Some(tokens) = shared.session.tokens() {
-                if tokens.is_fresh(now, client.inner.skew) {
+                let usable = shared.session.reauthorization_reason().is_none();
+                if usable && tokens.is_fresh(now, client.inner.skew) {
                     client.publish_locked(&shared, &tokens.access_token);
                 }
             }

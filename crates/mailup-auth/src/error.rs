@@ -57,7 +57,7 @@ pub enum Error {
     #[error("network error: {0}")]
     Transport(#[from] TransportError),
     /// The token store failed.
-    #[error("token store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// Invalid configuration.
     #[error("configuration: {0}")]
