@@ -467,9 +467,14 @@ async fn logout(context: &Context) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::local(format!("token store: {e}")))?;
     }
+    let kept = if context.has_client() {
+        "; the client registration is kept"
+    } else {
+        ""
+    };
     println!(
         "Logged out of profile `{}`: its tokens are forgotten (MailUp has no revocation \
-         endpoint; the client registration is kept).",
+         endpoint{kept}).",
         context.global.profile
     );
     Ok(())
