@@ -404,9 +404,29 @@ impl Session {
     /// the access token). Neither the current access token is handed out nor a refresh tried
     /// until new tokens arrive through a login or [`restore_tokens`](Self::restore_tokens).
     pub fn mark_reauthorization_required(&mut self, reason: ReauthReason) {
+        // A refresh still queued (e.g. by a 401) would only try the dead token.
+        if let Some(id) = self.refresh_in_flight.take() {
+            self.outgoing.retain(|r| r.id != id);
+            self.refresh_sent_with = None;
+        }
         self.reauth = Some(reason);
         self.access_rejected = true;
         self.backoff = None;
+    }
+
+    /// Abandons token requests that were polled but will never be answered because the driver
+    /// lost them (a panic, a runtime shut down mid-request). Their answers, should they come,
+    /// are ignored; requests still queued are kept. Call it only when no request of yours is
+    /// in flight.
+    pub fn forget_unanswered_requests(&mut self) {
+        let queued = |id: RequestId| self.outgoing.iter().any(|r| r.id == id);
+        if self.refresh_in_flight.is_some_and(|id| !queued(id)) {
+            self.refresh_in_flight = None;
+            self.refresh_sent_with = None;
+        }
+        if self.grant_in_flight.is_some_and(|(id, _)| !queued(id)) {
+            self.grant_in_flight = None;
+        }
     }
 
     /// Asks for an access token. Answers a fresh token, or starts (or waits for) a refresh, or
@@ -731,6 +751,54 @@ mod tests {
         assert_eq!(
             session.access_token(now),
             TokenAccess::Ready(AccessToken::new("a2"))
+        );
+    }
+
+    #[test]
+    fn lost_requests_can_be_forgotten_and_queued_ones_are_kept() {
+        let now = UnixTime::from_secs(10_000);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        session.forget_unanswered_requests();
+        assert!(session.is_refreshing(), "still queued: kept");
+        let lost = session.poll_request().unwrap();
+        session.forget_unanswered_requests();
+        assert!(!session.is_refreshing());
+        // A new refresh can start; the lost one's late answer is ignored.
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        let retry = session.poll_request().unwrap();
+        let late = r#"{"access_token":"late","refresh_token":"late-r"}"#;
+        session.handle_token_response(
+            now,
+            lost.id(),
+            Ok(HttpResponse::new(http::StatusCode::OK, late)),
+        );
+        assert_eq!(
+            session.tokens().unwrap().access_token,
+            AccessToken::new("a1")
+        );
+        let body = r#"{"access_token":"a2","refresh_token":"r2"}"#;
+        session.handle_token_response(
+            now,
+            retry.id(),
+            Ok(HttpResponse::new(http::StatusCode::OK, body)),
+        );
+        assert_eq!(
+            session.tokens().unwrap().access_token,
+            AccessToken::new("a2")
+        );
+    }
+
+    #[test]
+    fn a_recorded_rejection_drops_a_queued_refresh() {
+        let now = UnixTime::from_secs(10);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
+        session.handle_unauthorized(now, &AccessToken::new("a1"));
+        assert!(session.is_refreshing());
+        session.mark_reauthorization_required(ReauthReason::RejectedEarlier("x".into()));
+        assert!(
+            session.poll_request().is_none(),
+            "the dead refresh token is not tried"
         );
     }
 

@@ -316,6 +316,9 @@ impl MailUpClient {
         let client = self.clone();
         let task = tokio::spawn(
             async move {
+                // Holding the lock, no request of ours is in flight: any the session still
+                // counts as sent were lost (a panic, a runtime shut down mid-request).
+                client.shared().session.forget_unanswered_requests();
                 let result = op(client).await;
                 drop(guard);
                 result
@@ -603,7 +606,9 @@ impl MailUpClient {
                             stored.filter(|s| s.value.reauthorization_required.is_some())
                         {
                             // The store only says the old tokens are dead; ours are fresh.
-                            self.shared().version = Some(stored.version);
+                            let mut shared = self.shared();
+                            shared.version = Some(stored.version);
+                            shared.record.client = stored.value.client;
                             continue;
                         }
                         // Another instance saved first: use what is there.
@@ -636,6 +641,17 @@ impl MailUpClient {
         let changed = {
             let mut shared = self.shared();
             match loaded {
+                // Our rotated tokens are not saved yet and the store only says the old ones
+                // are dead: keep ours (the next save overwrites the mark).
+                Some(stored)
+                    if Some(stored.version) != shared.version
+                        && shared.unsaved.is_some()
+                        && stored.value.reauthorization_required.is_some() =>
+                {
+                    shared.version = Some(stored.version);
+                    shared.record.client = stored.value.client;
+                    false
+                }
                 Some(stored) if Some(stored.version) != shared.version => {
                     shared.version = Some(stored.version);
                     match &stored.value.tokens {
@@ -814,6 +830,7 @@ impl MailUpClient {
                 shared.version = version;
                 shared.record.tokens = None;
                 shared.record.last_refreshed_at = None;
+                shared.record.reauthorization_required = None;
                 shared.unsaved = None;
             }
             client.clear_cache();
@@ -840,6 +857,7 @@ impl MailUpClient {
             let mut record = stored.value;
             record.tokens = None;
             record.last_refreshed_at = None;
+            record.reauthorization_required = None;
             match self
                 .inner
                 .store
@@ -1015,6 +1033,7 @@ impl MailUpClient {
     pub fn spawn_background_refresh(&self) -> BackgroundRefresh {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let handle = tokio::spawn(async move {
+            let mut failures: u32 = 0;
             loop {
                 let wait = {
                     let Some(inner) = weak.upgrade() else { break };
@@ -1025,11 +1044,20 @@ impl MailUpClient {
                     let Some(inner) = weak.upgrade() else { break };
                     MailUpClient { inner }.refresh_ahead().await
                 };
-                if let Err(error) = result {
-                    tracing::warn!(%error, "background refresh failed");
-                    if error.is_reauthorization_required() {
-                        // Nothing to do until someone logs in again; no strong reference held.
-                        tokio::time::sleep(Duration::from_secs(60)).await;
+                match result {
+                    Ok(()) => failures = 0,
+                    Err(error) => {
+                        tracing::warn!(%error, "background refresh failed");
+                        failures = failures.saturating_add(1);
+                        // Back off (1 s doubling to 60 s; 60 s at once when a login is needed),
+                        // holding no strong reference meanwhile.
+                        let pause = if error.is_reauthorization_required() {
+                            Duration::from_secs(60)
+                        } else {
+                            (MIN_BACKGROUND_INTERVAL * 2u32.saturating_pow(failures.min(6) - 1))
+                                .min(Duration::from_secs(60))
+                        };
+                        tokio::time::sleep(pause).await;
                     }
                 }
             }
@@ -1443,7 +1471,14 @@ fn open_sled(path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
 
     static OPEN: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<SledTokenStore>>>> =
         OnceLock::new();
-    let key = std::path::absolute(&path).unwrap_or(path);
+    // One key per directory, however it is spelled (relative, `..`, symlinks).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&path)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+    let key = std::fs::canonicalize(&path).unwrap_or(path);
     let mut open = OPEN
         .get_or_init(Default::default)
         .lock()
