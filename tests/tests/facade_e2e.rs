@@ -19,6 +19,14 @@ async fn emulator() -> Emulator {
     Emulator::builder().start().await.expect("emulator starts")
 }
 
+async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
+    Emulator::builder()
+        .access_token_lifetime(lifetime)
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
 fn builder(emulator: &Emulator) -> MailUpClientBuilder {
     MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
         .auth_base(emulator.base_url().as_str())
@@ -664,18 +672,9 @@ async fn a_caller_that_gives_up_mid_refresh_does_not_wedge_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
-    let emulator = Emulator::builder()
-        .access_token_lifetime(Duration::from_secs(30))
-        .start()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(Duration::from_secs(30)).await;
     // Default skew 60 s > 30 s lifetime: no token is ever fresh.
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
+    let client = builder(&emulator).memory_store().build().await.unwrap();
     password_login(&client).await;
     let err = client.access_token().await.unwrap_err();
     assert!(matches!(err, Error::TokensNeverFresh { .. }), "{err:?}");
@@ -684,17 +683,8 @@ async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_task_does_not_flood_a_server_with_short_lived_tokens() {
-    let emulator = Emulator::builder()
-        .access_token_lifetime(Duration::from_secs(61))
-        .start()
-        .await
-        .unwrap();
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(Duration::from_secs(61)).await;
+    let client = builder(&emulator).memory_store().build().await.unwrap();
     password_login(&client).await;
     let _task = client.spawn_background_refresh();
     tokio::time::sleep(Duration::from_millis(2500)).await;
