@@ -310,6 +310,16 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     assert_no_secrets(&json_text, &secrets);
     assert_no_secrets(&text, &secrets);
 
+    // RUST_LOG shows the library's steps on stderr, still without a secret.
+    let out = run(setup.bare().env("RUST_LOG", "trace").arg("refresh")).await;
+    assert_success(&out);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("mailup_auth.token_request"), "{log}");
+    let mut secrets = secrets;
+    secrets.extend(setup.emulator.issued_refresh_tokens());
+    assert_no_secrets(&log, &secrets);
+    assert_no_secrets(&stdout(&out), &secrets);
+
     let out = run(setup.bare().arg("logout")).await;
     assert_success(&out);
     let out = run(setup.bare().arg("token")).await;
