@@ -315,7 +315,6 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     assert_success(&out);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("mailup_auth.token_request"), "{log}");
-    let mut secrets = secrets;
     secrets.extend(setup.emulator.issued_refresh_tokens());
     assert_no_secrets(&log, &secrets);
     assert_no_secrets(&stdout(&out), &secrets);
