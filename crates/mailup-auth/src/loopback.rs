@@ -3,7 +3,7 @@
 //! right `state`, answer the browser with a small page, and give up after a timeout.
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -45,6 +45,9 @@ pub enum LoopbackError {
 #[derive(Debug)]
 pub struct LoopbackRedirect {
     listener: TcpListener,
+    /// `[::1]` on the same port, for a `localhost` redirect URI that a browser may resolve to
+    /// the IPv6 loopback address.
+    ipv6: Option<TcpListener>,
     redirect_uri: Url,
     path: String,
 }
@@ -71,23 +74,34 @@ impl LoopbackRedirect {
             .map_err(|e| LoopbackError::Io(e.to_string()))?;
         Ok(Self {
             listener,
+            ipv6: None,
             redirect_uri,
             path,
         })
     }
 
-    /// Binds 127.0.0.1 on the port and path of a registered loopback redirect URI
-    /// (`http://127.0.0.1:PORT/path` or `http://localhost:PORT/path`), which is then used as is.
+    /// Binds the port and path of a registered loopback redirect URI
+    /// (`http://127.0.0.1:PORT/path` or `http://localhost:PORT/path`), which is then sent as is
+    /// (MailUp appends `code` and `state` to any query it has). For `localhost`, `[::1]` is
+    /// bound too when the machine has it, since a browser may resolve `localhost` to either;
+    /// RFC 8252 §8.3 prefers `127.0.0.1`.
     pub async fn bind_for(redirect_uri: &Url) -> Result<Self, LoopbackError> {
-        let loopback = matches!(redirect_uri.host_str(), Some("127.0.0.1" | "localhost"));
-        let port = redirect_uri.port();
-        if redirect_uri.scheme() != "http" || !loopback || port.is_none() {
+        let host = redirect_uri.host_str();
+        let loopback = matches!(host, Some("127.0.0.1" | "localhost"));
+        let Some(port) = redirect_uri
+            .port()
+            .filter(|_| loopback && redirect_uri.scheme() == "http")
+        else {
             return Err(LoopbackError::NotLoopback(redirect_uri.to_string()));
+        };
+        let mut listener = Self::bind_with_path(port, redirect_uri.path()).await?;
+        if host == Some("localhost") {
+            listener.ipv6 = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
+                .await
+                .map_err(|e| tracing::debug!(error = %e, "no IPv6 loopback listener"))
+                .ok();
         }
-        let mut listener =
-            Self::bind_with_path(port.unwrap_or_default(), redirect_uri.path()).await?;
         let mut uri = redirect_uri.clone();
-        uri.set_query(None);
         uri.set_fragment(None);
         listener.redirect_uri = uri;
         Ok(listener)
@@ -123,7 +137,7 @@ impl LoopbackRedirect {
             tokio::select! {
                 Some(url) = rx.recv() => return Ok(url),
                 _ = tokio::time::sleep_until(deadline) => return Err(LoopbackError::Timeout(timeout)),
-                accepted = self.listener.accept() => {
+                accepted = accept_any(&self.listener, self.ipv6.as_ref()) => {
                     let (stream, _) = match accepted {
                         Ok(accepted) => accepted,
                         // A failed accept (e.g. the peer reset) does not end the wait.
@@ -149,6 +163,20 @@ impl LoopbackRedirect {
                 }
             }
         }
+    }
+}
+
+/// The next connection on either listener.
+async fn accept_any(
+    ipv4: &TcpListener,
+    ipv6: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match ipv6 {
+        Some(ipv6) => tokio::select! {
+            accepted = ipv4.accept() => accepted,
+            accepted = ipv6.accept() => accepted,
+        },
+        None => ipv4.accept().await,
     }
 }
 

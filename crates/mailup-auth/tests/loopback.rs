@@ -7,9 +7,13 @@ use mailup_auth::{CsrfState, LoopbackError, LoopbackRedirect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A plain HTTP/1.1 GET; returns the status code and the body.
+/// A plain HTTP/1.1 GET to 127.0.0.1; returns the status code and the body.
 async fn get(port: u16, target: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    get_from("127.0.0.1", port, target).await
+}
+
+async fn get_from(host: &str, port: u16, target: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect((host, port)).await.unwrap();
     let request =
         format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -137,6 +141,29 @@ async fn a_registered_loopback_uri_gives_the_port_and_path() {
     assert_eq!(get(port, "/callback?code=x&state=st").await.0, 404);
     assert_eq!(get(port, "/mailup/cb?code=x&state=st").await.0, 200);
     waiting.await.unwrap().unwrap();
+
+    // A `localhost` URI is also reachable over the IPv6 loopback, where the machine has one;
+    // a registered query is kept.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let uri = mailup_auth::Url::parse(&format!("http://localhost:{port}/cb?app=1")).unwrap();
+        let listener = LoopbackRedirect::bind_for(&uri).await.unwrap();
+        assert_eq!(listener.redirect_uri(), &uri);
+        let state = CsrfState::new("st6");
+        let waiting = tokio::spawn(async move {
+            listener
+                .wait_for_callback(&state, Duration::from_secs(10))
+                .await
+        });
+        assert_eq!(
+            get_from("::1", port, "/cb?app=1&code=x&state=st6").await.0,
+            200
+        );
+        let url = waiting.await.unwrap().unwrap();
+        assert_eq!(url.query(), Some("app=1&code=x&state=st6"));
+    }
 
     for bad in [
         "https://127.0.0.1:8400/cb",
