@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
+use crate::output::say;
 use crate::profile::Context;
 use crate::terminal;
 use crate::timefmt;
@@ -107,7 +108,7 @@ fn loopback_target(
 
 async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
     let client = context
-        .builder(no_client_for_login())?
+        .builder(no_client_for_login(), true)?
         .build()
         .await
         .map_err(Failure::from)?;
@@ -144,7 +145,10 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
 }
 
 async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
-    let client = context.builder(no_client_for_login())?.build().await?;
+    let client = context
+        .builder(no_client_for_login(), true)?
+        .build()
+        .await?;
     let username = match &args.username {
         Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
         _ => terminal::prompt_username()?,
@@ -172,7 +176,7 @@ fn print_logged_in(context: &Context, client: &MailUpClient) {
             )
         })
         .unwrap_or_default();
-    println!(
+    say!(
         "Logged in: profile `{}`{expiry}. Tokens stored in {}.",
         status.profile,
         context.store_dir.display()
@@ -357,12 +361,12 @@ async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
     let now = now();
     if args.json {
         let value = status_json(context, status.as_ref(), now);
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
         );
     } else {
-        println!("{}", status_text(context, status.as_ref(), now));
+        say!("{}", status_text(context, status.as_ref(), now));
     }
     match &status {
         Some(status) if is_authorized(status) => Ok(()),
@@ -391,13 +395,13 @@ async fn refresh(context: &Context) -> Result<(), Failure> {
     client.refresh().await?;
     let status = client.status();
     match status.expires_at {
-        Some(at) => println!(
+        Some(at) => say!(
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
             status.profile,
             timefmt::rfc3339(at),
             timefmt::relative(at, now())
         ),
-        None => println!("Refreshed profile `{}`.", status.profile),
+        None => say!("Refreshed profile `{}`.", status.profile),
     }
     Ok(())
 }
@@ -472,7 +476,7 @@ async fn logout(context: &Context) -> Result<(), Failure> {
     } else {
         ""
     };
-    println!(
+    say!(
         "Logged out of profile `{}`: its tokens are forgotten (MailUp has no revocation \
          endpoint{kept}).",
         context.global.profile

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::failure::{Failure, EXIT_LOCAL};
+use crate::output::say;
 
 const PROFILE: &str = "demo";
 const INFO: &str = "Console/Authentication/Info";
@@ -39,7 +40,7 @@ struct Report {
 
 impl Report {
     fn new() -> Self {
-        println!(
+        say!(
             "mailup-auth demo: the OAuth 2.0 authorization-code flow against a local MailUp \
              emulator (127.0.0.1 only)\n"
         );
@@ -58,8 +59,8 @@ impl Report {
             Ok(line) => ('✓', line.as_str()),
             Err(line) => ('✗', line.as_str()),
         };
-        println!("{:>3} {mark} {title:<58} {ms:>6} ms", self.steps);
-        println!("        {line}");
+        say!("{:>3} {mark} {title:<58} {ms:>6} ms", self.steps);
+        say!("        {line}");
         if result.is_err() {
             self.failed = true;
             return Err(());
@@ -110,10 +111,10 @@ pub(crate) async fn run() -> Result<(), Failure> {
     );
     let total = report.started.elapsed().as_millis();
     if report.failed {
-        println!("\nThe demo failed after {total} ms (see ✗ above).");
+        say!("\nThe demo failed after {total} ms (see ✗ above).");
         return Err(Failure::new(EXIT_LOCAL, "the demo failed"));
     }
-    println!(
+    say!(
         "\nAll {} steps passed in {total} ms. Nothing was left behind.",
         report.steps
     );

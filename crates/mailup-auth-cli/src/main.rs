@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod demo;
 mod failure;
+mod output;
 mod profile;
 mod terminal;
 mod timefmt;

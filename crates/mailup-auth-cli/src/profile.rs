@@ -76,7 +76,10 @@ impl Context {
             .or_else(|| stored.map(|c| c.client_id.clone()))?;
         let secret = match &self.global.client_secret {
             Some(secret) => ClientSecret::new(secret.clone()),
-            None => stored.and_then(|c| c.client_secret.clone())?,
+            // The stored secret belongs to the stored client id only.
+            None => stored
+                .filter(|c| c.client_id == id)
+                .and_then(|c| c.client_secret.clone())?,
         };
         Some((id, secret))
     }
@@ -90,14 +93,20 @@ impl Context {
     }
 
     /// A builder for the profile's client. `missing` is the failure to report when no client
-    /// id or secret is known.
-    pub(crate) fn builder(&self, missing: Failure) -> Result<MailUpClientBuilder, Failure> {
+    /// id or secret is known. `remember` stores this invocation's client settings with the
+    /// profile when tokens are saved: only `login` does, so a one-off `--api-base` on another
+    /// command cannot redirect later commands (and their bearer token).
+    pub(crate) fn builder(
+        &self,
+        missing: Failure,
+        remember: bool,
+    ) -> Result<MailUpClientBuilder, Failure> {
         let (client_id, client_secret) = self.client_credentials().ok_or(missing)?;
         let global = &self.global;
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
             .store(self.store.clone() as Arc<dyn TokenStore>)
-            .remember_client(true)
+            .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {
                 initial: Duration::from_millis(500),
@@ -145,7 +154,7 @@ impl Context {
 
     /// The profile's client; "not logged in" (exit 3) when no client registration is known.
     pub(crate) async fn client(&self) -> Result<MailUpClient, Failure> {
-        let builder = self.builder(self.not_logged_in())?;
+        let builder = self.builder(self.not_logged_in(), false)?;
         Ok(builder.build().await?)
     }
 
@@ -181,6 +190,10 @@ async fn open_store(dir: PathBuf) -> Result<SledTokenStore, Failure> {
 fn store_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidProfile(_) => Failure::usage(error.to_string()),
+        StoreError::Locked { path, .. } => Failure::local(format!(
+            "the token store at {path} is in use by another mailup-auth command (a `login` \
+             waiting for the browser?); try again when it has finished"
+        )),
         error => Failure::local(format!("token store: {error}")),
     }
 }

@@ -63,6 +63,18 @@ impl Setup {
         for var in MAILUP_VARS {
             command.env_remove(var);
         }
+        // The tests talk to 127.0.0.1 and assert on quiet stderr.
+        for var in [
+            "RUST_LOG",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            command.env_remove(var);
+        }
         command
             .env("HOME", self.home.path())
             .env("XDG_DATA_HOME", self.home.path().join("data"))
@@ -278,7 +290,24 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     let out = run(setup.bare().arg("refresh")).await;
     assert_success(&out);
     assert_eq!(setup.emulator.counters().token_refresh_token, 1);
-    assert!(!setup.emulator.is_access_token_live(&token) || token != stdout(&out));
+    let refreshed = stdout(&run(setup.bare().arg("token")).await)
+        .trim()
+        .to_owned();
+    assert_ne!(refreshed, token, "refresh gave a new access token");
+    assert!(setup.emulator.is_access_token_live(&refreshed));
+
+    // A one-off endpoint flag on a command other than `login` is not remembered.
+    let out = run(setup
+        .bare()
+        .args(["--api-base", "http://127.0.0.1:1/elsewhere", "refresh"]))
+    .await;
+    assert_success(&out);
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
+    assert!(
+        !status.to_string().contains("127.0.0.1:1/elsewhere"),
+        "a one-off flag was stored: {status}"
+    );
 
     let out = run(setup.bare().args(["status", "--json"])).await;
     assert_success(&out);

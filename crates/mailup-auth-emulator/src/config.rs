@@ -81,14 +81,28 @@ impl RegisteredClient {
         if url.fragment().is_some() {
             return false;
         }
+        // `http://127.0.0.1:8765@evil.example/` has host evil.example: never accept userinfo.
+        if !url.username().is_empty() || url.password().is_some() {
+            return false;
+        }
         if self.redirect_prefixes.is_empty() {
             return true;
         }
+        // Compared as URLs, not strings: same scheme and host; the same port when the prefix
+        // names one (a prefix without a port allows any, as RFC 8252 wants for loopback); and
+        // the path at or below the prefix's path, on a segment boundary.
         self.redirect_prefixes.iter().any(|prefix| {
-            let Some(rest) = redirect_uri.strip_prefix(prefix.as_str()) else {
+            let Ok(prefix) = url::Url::parse(prefix) else {
                 return false;
             };
-            prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ':', '?'])
+            if prefix.scheme() != url.scheme() || prefix.host_str() != url.host_str() {
+                return false;
+            }
+            if prefix.port().is_some() && prefix.port() != url.port() {
+                return false;
+            }
+            let base = prefix.path().trim_end_matches('/');
+            base.is_empty() || url.path() == base || url.path().starts_with(&format!("{base}/"))
         })
     }
 }
@@ -465,6 +479,18 @@ mod tests {
         assert!(client.allows_redirect_uri("http://127.0.0.1:8765/cb"));
         assert!(client.allows_redirect_uri("http://127.0.0.1/cb?x=1"));
         assert!(!client.allows_redirect_uri("http://127.0.0.1.example.com/cb"));
+        // Userinfo makes the real host evil.example.
+        assert!(!client.allows_redirect_uri("http://127.0.0.1:8765@evil.example/cb"));
+        assert!(!client.allows_redirect_uri("http://user:pw@127.0.0.1:8765/cb"));
+        let with_path =
+            RegisteredClient::new("c", "s").redirect_prefix("https://app.example.com/mailup");
+        assert!(with_path.allows_redirect_uri("https://app.example.com/mailup/callback"));
+        assert!(with_path.allows_redirect_uri("https://app.example.com/mailup"));
+        assert!(!with_path.allows_redirect_uri("https://app.example.com/mailupx/callback"));
+        assert!(!with_path.allows_redirect_uri("http://app.example.com/mailup/callback"));
+        let with_port = RegisteredClient::new("c", "s").redirect_prefix("http://127.0.0.1:9000/");
+        assert!(with_port.allows_redirect_uri("http://127.0.0.1:9000/cb"));
+        assert!(!with_port.allows_redirect_uri("http://127.0.0.1:9001/cb"));
         assert!(!client.allows_redirect_uri("https://example.com/cb"));
         let open = RegisteredClient::new("id", "s");
         assert!(open.allows_redirect_uri("https://example.com/cb"));
