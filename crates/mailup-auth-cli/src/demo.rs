@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailup_auth::{
-    ClientSecret, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore, Url,
+    ClientSecret, LoopbackLogin, MailUpClient, ManualClock, ReqwestTransport, SledTokenStore,
+    TokenStore, Url,
 };
 use mailup_auth_emulator::browser::{Consent, FollowedRedirect, ScriptedBrowser};
 use mailup_auth_emulator::{
@@ -78,6 +79,9 @@ struct Demo {
     _dir: TempDir,
 }
 
+/// Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
 /// Runs the demo; fails (exit 1) when any step fails.
 pub(crate) async fn run() -> Result<(), Failure> {
     let mut report = Report::new();
@@ -101,7 +105,11 @@ pub(crate) async fn run() -> Result<(), Failure> {
             return Err(Failure::new(EXIT_LOCAL, "the demo failed"));
         }
     };
-    let _ = steps(&demo, &mut report).await;
+    // Ctrl-C stops the steps but not the cleanup: the temporary store is still deleted.
+    let interrupted = tokio::select! {
+        _ = steps(&demo, &mut report) => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
     let cleanup_started = Instant::now();
     let cleanup = cleanup(demo).await;
     let _ = report.step(
@@ -110,6 +118,10 @@ pub(crate) async fn run() -> Result<(), Failure> {
         cleanup,
     );
     let total = report.started.elapsed().as_millis();
+    if interrupted {
+        say!("\nInterrupted after {total} ms; the temporary store was deleted.");
+        return Err(Failure::new(EXIT_INTERRUPTED, "interrupted"));
+    }
     if report.failed {
         say!("\nThe demo failed after {total} ms (see ✗ above).");
         return Err(Failure::new(EXIT_LOCAL, "the demo failed"));
@@ -140,9 +152,15 @@ async fn setup() -> Result<(Demo, String), String> {
     // The client's clock is manual so the demo can jump to just before expiry; the emulator
     // keeps real time.
     let clock = Arc::new(ManualClock::starting_now());
+    // Everything is on 127.0.0.1: a system proxy (HTTP_PROXY) must not be asked.
+    let transport = ReqwestTransport::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
         .profile(PROFILE)
         .auth_base(emulator.base_url().as_str())
+        .transport(Arc::new(transport))
         .store(store.clone() as Arc<dyn TokenStore>)
         .clock(clock.clone())
         .build()

@@ -15,9 +15,9 @@ pub(crate) fn open_browser(url: &str) {
         c.arg(url);
         c
     } else if cfg!(windows) {
-        let mut c = Command::new("cmd");
-        // `start` treats its first quoted argument as a window title.
-        c.args(["/C", "start", ""]).arg(url);
+        // Not `cmd /C start`: cmd.exe would cut the URL at its first `&`.
+        let mut c = Command::new("rundll32");
+        c.arg("url.dll,FileProtocolHandler").arg(url);
         c
     } else {
         let mut c = Command::new("xdg-open");

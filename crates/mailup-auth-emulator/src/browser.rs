@@ -166,7 +166,9 @@ impl ScriptedBrowser {
 
     /// A browser with this timeout per request.
     pub fn with_timeout(timeout: Duration) -> Self {
+        // The emulator is on this machine: a system proxy (HTTP_PROXY) must not be asked.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .user_agent(concat!(

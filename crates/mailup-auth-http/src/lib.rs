@@ -108,6 +108,7 @@ pub struct ReqwestTransportBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     user_agent: String,
+    no_proxy: bool,
 }
 
 impl Default for ReqwestTransportBuilder {
@@ -116,6 +117,7 @@ impl Default for ReqwestTransportBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
+            no_proxy: false,
         }
     }
 }
@@ -140,9 +142,19 @@ impl ReqwestTransportBuilder {
         self
     }
 
+    /// Ignores the system proxy settings (`HTTP_PROXY`, ...), e.g. for a server on 127.0.0.1.
+    pub fn no_proxy(mut self) -> Self {
+        self.no_proxy = true;
+        self
+    }
+
     /// Builds the client: redirects disabled, rustls, the configured timeouts and agent.
     pub fn build(self) -> Result<ReqwestTransport, BuildError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if self.no_proxy {
+            builder = builder.no_proxy();
+        }
+        let client = builder
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .user_agent(self.user_agent)
