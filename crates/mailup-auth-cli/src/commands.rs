@@ -4,6 +4,7 @@
 //! there, progress and errors go to stderr only.
 
 use std::io::{Read as _, Write as _};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::core::http_types::Method;
@@ -107,11 +108,19 @@ fn loopback_target(
 }
 
 async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
-    let client = context
-        .builder(no_client_for_login(), true)?
+    // The LogOn URL needs only the configuration: build it with a client over an in-memory
+    // store, and release the token store while the browser takes its time, so other
+    // `mailup-auth` commands keep working meanwhile.
+    let url_client = context
+        .builder_with_store(
+            no_client_for_login(),
+            false,
+            Arc::new(mailup_auth::MemoryTokenStore::new()),
+        )?
         .build()
         .await
         .map_err(Failure::from)?;
+    context.release_store();
     let target = loopback_target(context.redirect_uri().as_deref(), args.port)?;
     let listener = LoopbackRedirect::bind_with_path(target.port, &target.path)
         .await
@@ -119,7 +128,7 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     let redirect_uri = target
         .redirect_uri
         .unwrap_or_else(|| listener.redirect_uri().clone());
-    let start = client.begin_authorization_with_redirect(Some(redirect_uri))?;
+    let start = url_client.begin_authorization_with_redirect(Some(redirect_uri))?;
     eprintln!("{LOGON_URL_PROMPT}");
     eprintln!("{}", start.url);
     if !args.no_browser {
@@ -137,6 +146,12 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     )
     .await
     .map_err(Error::from)?;
+    let client = context
+        .builder(no_client_for_login(), true)
+        .await?
+        .build()
+        .await
+        .map_err(Failure::from)?;
     client
         .complete_authorization(&start.pending, callback.as_str())
         .await?;
@@ -146,7 +161,8 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
 
 async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
     let client = context
-        .builder(no_client_for_login(), true)?
+        .builder(no_client_for_login(), true)
+        .await?
         .build()
         .await?;
     let username = match &args.username {
@@ -466,7 +482,8 @@ async fn logout(context: &Context) -> Result<(), Failure> {
     } else {
         use mailup_auth::TokenStore as _;
         context
-            .store
+            .store()
+            .await?
             .delete(&context.global.profile)
             .await
             .map_err(|e| Failure::local(format!("token store: {e}")))?;

@@ -27,8 +27,9 @@ pub(crate) struct Context {
     pub(crate) global: GlobalOptions,
     /// The store directory.
     pub(crate) store_dir: PathBuf,
-    /// The opened store (sled allows one opener per process: this is the one).
-    pub(crate) store: Arc<SledTokenStore>,
+    /// The opened store (sled allows one opener per process: this is the one), or `None`
+    /// while released (a `login` waiting for the browser lets other commands use it).
+    store: std::sync::Mutex<Option<Arc<SledTokenStore>>>,
     /// The profile's record when the command started, if any.
     pub(crate) record: Option<ProfileRecord>,
 }
@@ -52,9 +53,32 @@ impl Context {
         Ok(Self {
             global,
             store_dir,
-            store,
+            store: std::sync::Mutex::new(Some(store)),
             record,
         })
+    }
+
+    /// The store, opened again if it was released.
+    pub(crate) async fn store(&self) -> Result<Arc<SledTokenStore>, Failure> {
+        let open = self.lock_store().clone();
+        if let Some(store) = open {
+            return Ok(store);
+        }
+        let store = Arc::new(open_store(self.store_dir.clone()).await?);
+        *self.lock_store() = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Closes our handle on the store (it closes for real once no client holds it), so other
+    /// `mailup-auth` processes can use it meanwhile.
+    pub(crate) fn release_store(&self) {
+        self.lock_store().take();
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, Option<Arc<SledTokenStore>>> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The client registration remembered with the profile.
@@ -96,16 +120,28 @@ impl Context {
     /// id or secret is known. `remember` stores this invocation's client settings with the
     /// profile when tokens are saved: only `login` does, so a one-off `--api-base` on another
     /// command cannot redirect later commands (and their bearer token).
-    pub(crate) fn builder(
+    pub(crate) async fn builder(
         &self,
         missing: Failure,
         remember: bool,
+    ) -> Result<MailUpClientBuilder, Failure> {
+        let store = self.store().await?;
+        self.builder_with_store(missing, remember, store)
+    }
+
+    /// [`builder`](Self::builder) over another store (e.g. in memory, to build a LogOn URL
+    /// without holding the token store).
+    pub(crate) fn builder_with_store(
+        &self,
+        missing: Failure,
+        remember: bool,
+        store: Arc<dyn TokenStore>,
     ) -> Result<MailUpClientBuilder, Failure> {
         let (client_id, client_secret) = self.client_credentials().ok_or(missing)?;
         let global = &self.global;
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
-            .store(self.store.clone() as Arc<dyn TokenStore>)
+            .store(store)
             .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {
@@ -154,7 +190,7 @@ impl Context {
 
     /// The profile's client; "not logged in" (exit 3) when no client registration is known.
     pub(crate) async fn client(&self) -> Result<MailUpClient, Failure> {
-        let builder = self.builder(self.not_logged_in(), false)?;
+        let builder = self.builder(self.not_logged_in(), false).await?;
         Ok(builder.build().await?)
     }
 

@@ -173,6 +173,10 @@ async fn browser_login_with(setup: &Setup, consent: Consent, extra: &[&str]) -> 
         !logon_url.as_str().contains(DEFAULT_CLIENT_SECRET),
         "the secret never goes into a browser URL"
     );
+    // While login waits for the browser, the token store is free for other commands (a held
+    // store would make this wait 5 s and exit 1).
+    let other = run(setup.bare().args(["--profile", "other", "status"])).await;
+    assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
     let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
     let location = browser
         .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, consent)
