@@ -25,6 +25,14 @@ use crate::cli::{Cli, Command};
 use crate::failure::Failure;
 
 fn main() -> ExitCode {
+    // clap would quote the value in its usage error; a password must never be echoed.
+    if std::env::args_os().any(|arg| arg.to_string_lossy().starts_with("--password=")) {
+        return Failure::usage(
+            "--password takes no value: the password comes from MAILUP_PASSWORD, a hidden \
+             prompt, or standard input",
+        )
+        .report();
+    }
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

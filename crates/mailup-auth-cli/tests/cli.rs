@@ -650,3 +650,16 @@ fn is_empty(dir: &Path) -> bool {
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_given_as_a_flag_value_is_refused_without_echoing_it() {
+    let setup = Setup::start().await;
+    let out = run(setup
+        .with_client()
+        .args(["login", "--password=hunter2-secret"]))
+    .await;
+    let err = assert_failure(&out, 2);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!stdout(&out).contains("hunter2"));
+    assert!(err.contains("MAILUP_PASSWORD"), "{err}");
+}
