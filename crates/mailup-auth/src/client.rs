@@ -601,20 +601,14 @@ impl MailUpClient {
                 Err(StoreError::Conflict { found, .. }) => {
                     tracing::info!(?expected, ?found, "store changed concurrently");
                     if grant == Grant::RefreshToken {
-                        let stored = self.inner.store.load(&self.inner.profile).await?;
-                        if let Some(stored) =
-                            stored.filter(|s| s.value.reauthorization_required.is_some())
-                        {
-                            // The store only says the old tokens are dead; ours are fresh.
-                            let mut shared = self.shared();
-                            shared.version = Some(stored.version);
-                            shared.record.client = stored.value.client;
-                            continue;
-                        }
-                        // Another instance saved first: use what is there.
-                        self.shared().unsaved = None;
+                        // Another instance saved first: use what is there. `sync_from_store`
+                        // keeps our unsaved tokens when the store only marks the old ones dead;
+                        // then save them again on the new version.
                         self.sync_from_store().await?;
-                        return Ok(());
+                        if self.shared().unsaved.is_none() {
+                            return Ok(());
+                        }
+                        continue;
                     }
                     // A new login is authoritative: take the new version and save again.
                     let loaded = self.inner.store.load(&self.inner.profile).await?;
