@@ -352,13 +352,8 @@ impl MailUpClient {
         }
         let rejected = self.shared().session.reauthorization_reason().cloned();
         if let Some(reason) = rejected {
-            // Rejected: unless another instance has just rotated the tokens, the user must log
-            // in again (even if the current access token has not expired yet).
-            self.clear_cache();
-            if !(matches!(reason, ReauthReason::RefreshRejected(_))
-                && self.wait_for_newer_tokens().await?)
-            {
-                self.record_rejection(&reason).await;
+            // Even if the current access token has not expired yet.
+            if !self.settle_rejection(&reason, true).await? {
                 return Err(Error::ReauthorizationRequired(reason));
             }
         }
@@ -422,20 +417,30 @@ impl MailUpClient {
                     tokio::time::sleep(wait).await;
                 }
                 TokenAccess::ReauthorizationRequired(reason) => {
-                    self.clear_cache();
-                    if !reloaded_after_rejection
-                        && matches!(reason, ReauthReason::RefreshRejected(_))
-                    {
-                        reloaded_after_rejection = true;
-                        if self.wait_for_newer_tokens().await? {
-                            continue;
-                        }
+                    let look_at_store = !reloaded_after_rejection;
+                    reloaded_after_rejection = true;
+                    if self.settle_rejection(&reason, look_at_store).await? {
+                        continue;
                     }
-                    self.record_rejection(&reason).await;
                     return Err(Error::ReauthorizationRequired(reason));
                 }
             }
         }
+    }
+
+    /// The session says a login is needed. Unless `look_at_store` finds that another instance
+    /// has just rotated the tokens (then they are adopted and this returns `true`), the
+    /// rejection is final: the cache is cleared and a rejected refresh token is recorded.
+    async fn settle_rejection(&self, reason: &ReauthReason, look_at_store: bool) -> Result<bool> {
+        self.clear_cache();
+        if look_at_store
+            && matches!(reason, ReauthReason::RefreshRejected(_))
+            && self.wait_for_newer_tokens().await?
+        {
+            return Ok(true);
+        }
+        self.record_rejection(reason).await;
+        Ok(false)
     }
 
     /// Records in the store that the refresh token was rejected, so other processes (and this
