@@ -265,20 +265,10 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
     let parsed = parse_json_object(&response.body);
     if !status.is_success() {
         return Err(match parsed {
-            Ok(object) => match object.get("error").and_then(Value::as_str) {
-                Some(code) if !code.is_empty() => TokenError::OAuth {
-                    status: status.as_u16(),
-                    error: OAuthErrorCode::parse(code),
-                    description: object
-                        .get("error_description")
-                        .and_then(Value::as_str)
-                        .map(|d| truncate(d, MAX_DESCRIPTION_CHARS)),
-                },
-                _ => TokenError::Status {
-                    status: status.as_u16(),
-                    body: MalformedBody::InvalidField("error"),
-                },
-            },
+            Ok(object) => oauth_error(status, &object).unwrap_or(TokenError::Status {
+                status: status.as_u16(),
+                body: MalformedBody::InvalidField("error"),
+            }),
             Err(body) => TokenError::Status {
                 status: status.as_u16(),
                 body,
@@ -291,16 +281,9 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
     };
     let object = parsed.map_err(malformed)?;
     // Some servers answer an error with a success status: believe the body.
-    if let Some(code) = object.get("error").and_then(Value::as_str) {
-        if !code.is_empty() && object.get("access_token").is_none() {
-            return Err(TokenError::OAuth {
-                status: status.as_u16(),
-                error: OAuthErrorCode::parse(code),
-                description: object
-                    .get("error_description")
-                    .and_then(Value::as_str)
-                    .map(|d| truncate(d, MAX_DESCRIPTION_CHARS)),
-            });
+    if object.get("access_token").is_none() {
+        if let Some(error) = oauth_error(status, &object) {
+            return Err(error);
         }
     }
     if status != StatusCode::OK && object.get("access_token").is_none() {
@@ -340,6 +323,22 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
         expires_in,
         token_type: optional_string(&object, "token_type"),
         scope: optional_string(&object, "scope"),
+    })
+}
+
+/// The RFC 6749 error a body carries (a non-empty `error`), if any.
+fn oauth_error(status: StatusCode, object: &serde_json::Map<String, Value>) -> Option<TokenError> {
+    let code = object
+        .get("error")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())?;
+    Some(TokenError::OAuth {
+        status: status.as_u16(),
+        error: OAuthErrorCode::parse(code),
+        description: object
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(|d| truncate(d, MAX_DESCRIPTION_CHARS)),
     })
 }
 
