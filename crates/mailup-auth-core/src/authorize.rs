@@ -5,6 +5,7 @@ use url::Url;
 
 use crate::config::ClientConfig;
 use crate::secret::{AuthorizationCode, CsrfState};
+use crate::time::UnixTime;
 use crate::token::truncate;
 
 /// The `error` code of an authorization (redirect) error, RFC 6749 section 4.1.2.1.
@@ -95,6 +96,15 @@ pub enum CallbackError {
     /// No authorization was started, so no callback is expected.
     #[error("no authorization is in progress")]
     NoPendingAuthorization,
+    /// The authorization was started too long ago (see
+    /// [`ClientConfigBuilder::authorization_timeout`](crate::ClientConfigBuilder::authorization_timeout)):
+    /// start a new one.
+    #[error("the authorization expired before the callback arrived; start it again")]
+    Expired,
+    /// This authorization was already completed (or is being completed by another request or
+    /// process): a pending authorization is single-use.
+    #[error("this authorization was already completed; start a new one")]
+    AlreadyUsed,
 }
 
 /// Building the LogOn URL needs a redirect URI.
@@ -110,13 +120,32 @@ pub enum AuthorizationError {
 }
 
 /// An authorization in progress: what must be kept (e.g. in the user's web session) between
-/// sending the browser to the LogOn page and receiving the callback. With the `serde` feature it
-/// serializes (the state in clear: keep it server-side, in the user's session, not in a URL).
+/// sending the browser to the LogOn page and receiving the callback.
+///
+/// It expires ([`expires_at`](Self::expires_at), 10 minutes after it started by default) and
+/// is meant to be completed once: the facade enforces single use through the token store.
+/// With the `serde` feature it serializes, the CSRF state in clear (that is its purpose: keep it
+/// server-side, in the user's session, never in a URL or a log). A value serialized by a
+/// release without an expiry deserializes as expired.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct PendingAuthorization {
     state: CsrfState,
     redirect_uri: Url,
+    #[cfg_attr(feature = "serde", serde(default))]
+    expires_at: UnixTime,
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for PendingAuthorization {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = serializer.serialize_struct("PendingAuthorization", 3)?;
+        out.serialize_field("state", self.state.secret())?;
+        out.serialize_field("redirect_uri", &self.redirect_uri)?;
+        out.serialize_field("expires_at", &self.expires_at)?;
+        out.end()
+    }
 }
 
 impl PendingAuthorization {
@@ -125,9 +154,12 @@ impl PendingAuthorization {
     ///
     /// The URL carries `client_id`, `response_type=code`, the percent-encoded `redirect_uri`
     /// and `state`, and never the client secret. `redirect_uri` overrides the configured one
-    /// (e.g. a loopback listener's port chosen at run time).
+    /// (e.g. a loopback listener's port chosen at run time). The pending authorization expires
+    /// the configuration's [`authorization_timeout`](ClientConfig::authorization_timeout)
+    /// after `now`.
     pub fn start(
         config: &ClientConfig,
+        now: UnixTime,
         state: CsrfState,
         redirect_uri: Option<Url>,
     ) -> Result<(Url, Self), AuthorizationError> {
@@ -148,17 +180,24 @@ impl PendingAuthorization {
             Self {
                 state,
                 redirect_uri,
+                expires_at: now.saturating_add(config.authorization_timeout()),
             },
         ))
     }
 
-    /// Rebuilds a pending authorization from a state and redirect URI kept elsewhere (for web
-    /// apps that keep them in the user's session).
-    pub fn from_parts(state: CsrfState, redirect_uri: Url) -> Self {
+    /// Rebuilds a pending authorization from a state, redirect URI and expiry kept elsewhere
+    /// (for web apps that keep them in the user's session).
+    pub fn from_parts(state: CsrfState, redirect_uri: Url, expires_at: UnixTime) -> Self {
         Self {
             state,
             redirect_uri,
+            expires_at,
         }
+    }
+
+    /// When this authorization stops being accepted.
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
     }
 
     /// The CSRF state this authorization expects back.
@@ -173,8 +212,15 @@ impl PendingAuthorization {
 
     /// Checks a callback, given as the full redirect URL or its query string, and returns the
     /// authorization code. Checks, in order: no duplicate parameters; `state` present and
-    /// equal; no `error`; a non-empty `code`.
-    pub fn verify_callback(&self, callback: &str) -> Result<AuthorizationCode, CallbackError> {
+    /// equal; not expired at `now`; no `error`; a non-empty `code`.
+    ///
+    /// This does not consume the authorization: a driver that completes it must also make sure
+    /// it is completed once (the facade marks the state used in its token store).
+    pub fn verify_callback(
+        &self,
+        now: UnixTime,
+        callback: &str,
+    ) -> Result<AuthorizationCode, CallbackError> {
         let query = callback_query(callback)?;
         let mut state = None;
         let mut code = None;
@@ -197,6 +243,9 @@ impl PendingAuthorization {
             None => return Err(CallbackError::MissingState),
             Some(s) if !self.state.matches(&s) => return Err(CallbackError::StateMismatch),
             Some(_) => {}
+        }
+        if now >= self.expires_at {
+            return Err(CallbackError::Expired);
         }
         if let Some(error) = error {
             return Err(CallbackError::Denied {
@@ -238,16 +287,66 @@ mod tests {
             .unwrap()
     }
 
+    const NOW: UnixTime = UnixTime::from_millis(1_000_000);
+
     fn pending() -> PendingAuthorization {
-        PendingAuthorization::start(&config(), CsrfState::new("st8"), None)
+        PendingAuthorization::start(&config(), NOW, CsrfState::new("st8"), None)
             .unwrap()
             .1
     }
 
     #[test]
+    fn a_pending_authorization_expires() {
+        let p = pending();
+        assert_eq!(
+            p.expires_at(),
+            NOW.saturating_add(std::time::Duration::from_secs(600))
+        );
+        let just_before = p.expires_at().saturating_sub(std::time::Duration::from_millis(1));
+        assert!(p.verify_callback(just_before, "code=abc&state=st8").is_ok());
+        assert_eq!(
+            p.verify_callback(p.expires_at(), "code=abc&state=st8")
+                .unwrap_err(),
+            CallbackError::Expired
+        );
+        // A forged state is reported as such, expired or not.
+        assert_eq!(
+            p.verify_callback(p.expires_at(), "code=abc&state=x")
+                .unwrap_err(),
+            CallbackError::StateMismatch
+        );
+        let short = ClientConfig::builder("c", ClientSecret::new("s"))
+            .redirect_uri("http://127.0.0.1:1/cb")
+            .authorization_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let (_, p) = PendingAuthorization::start(&short, NOW, CsrfState::new("s"), None).unwrap();
+        assert_eq!(
+            p.verify_callback(NOW.saturating_add(std::time::Duration::from_secs(5)), "code=a&state=s")
+                .unwrap_err(),
+            CallbackError::Expired
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_pending_authorization_round_trips_and_an_old_one_without_expiry_is_expired() {
+        let p = pending();
+        let json = serde_json::to_string(&p).unwrap();
+        let back: PendingAuthorization = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+        let old = r#"{"state":"st8","redirect_uri":"http://127.0.0.1:1/cb"}"#;
+        let old: PendingAuthorization = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            old.verify_callback(NOW, "code=a&state=st8").unwrap_err(),
+            CallbackError::Expired
+        );
+    }
+
+    #[test]
     fn logon_url_has_the_right_parameters_and_no_secret() {
         let (url, pending) =
-            PendingAuthorization::start(&config(), CsrfState::new("s/1+"), None).unwrap();
+            PendingAuthorization::start(&config(), NOW, CsrfState::new("s/1+"), None).unwrap();
         assert!(url
             .as_str()
             .starts_with("https://services.mailup.com/Authorization/OAuth/LogOn?"));
@@ -277,7 +376,7 @@ mod tests {
     fn redirect_uri_override_and_missing() {
         let override_uri = Url::parse("http://127.0.0.1:5555/cb").unwrap();
         let (url, pending) =
-            PendingAuthorization::start(&config(), CsrfState::new("s"), Some(override_uri.clone()))
+            PendingAuthorization::start(&config(), NOW, CsrfState::new("s"), Some(override_uri.clone()))
                 .unwrap();
         assert!(url.as_str().contains("127.0.0.1%3A5555"));
         assert_eq!(pending.redirect_uri(), &override_uri);
@@ -286,11 +385,11 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            PendingAuthorization::start(&no_redirect, CsrfState::new("s"), None).unwrap_err(),
+            PendingAuthorization::start(&no_redirect, NOW, CsrfState::new("s"), None).unwrap_err(),
             AuthorizationError::MissingRedirectUri
         );
         assert_eq!(
-            PendingAuthorization::start(&config(), CsrfState::new(""), None).unwrap_err(),
+            PendingAuthorization::start(&config(), NOW, CsrfState::new(""), None).unwrap_err(),
             AuthorizationError::EmptyState
         );
     }
@@ -304,7 +403,7 @@ mod tests {
             "/callback?state=st8&code=abc",
         ] {
             assert_eq!(
-                pending().verify_callback(callback).unwrap().secret(),
+                pending().verify_callback(NOW, callback).unwrap().secret(),
                 "abc",
                 "{callback}"
             );
@@ -315,36 +414,36 @@ mod tests {
     fn rejects_bad_callbacks_with_typed_errors() {
         let p = pending();
         assert_eq!(
-            p.verify_callback("code=abc&state=wrong").unwrap_err(),
+            p.verify_callback(NOW, "code=abc&state=wrong").unwrap_err(),
             CallbackError::StateMismatch
         );
         assert_eq!(
-            p.verify_callback("code=abc").unwrap_err(),
+            p.verify_callback(NOW, "code=abc").unwrap_err(),
             CallbackError::MissingState
         );
         assert_eq!(
-            p.verify_callback("state=st8").unwrap_err(),
+            p.verify_callback(NOW, "state=st8").unwrap_err(),
             CallbackError::MissingCode
         );
         assert_eq!(
-            p.verify_callback("state=st8&code=").unwrap_err(),
+            p.verify_callback(NOW, "state=st8&code=").unwrap_err(),
             CallbackError::MissingCode
         );
         assert_eq!(
-            p.verify_callback("state=st8&code=a&code=b").unwrap_err(),
+            p.verify_callback(NOW, "state=st8&code=a&code=b").unwrap_err(),
             CallbackError::DuplicateParameter("code".into())
         );
         assert_eq!(
-            p.verify_callback("state=st8&state=st8&code=a").unwrap_err(),
+            p.verify_callback(NOW, "state=st8&state=st8&code=a").unwrap_err(),
             CallbackError::DuplicateParameter("state".into())
         );
         assert_eq!(
-            p.verify_callback("http://[::1/cb?x").unwrap_err(),
+            p.verify_callback(NOW, "http://[::1/cb?x").unwrap_err(),
             CallbackError::Malformed
         );
         // An error with the wrong state is a CSRF failure first.
         assert_eq!(
-            p.verify_callback("error=access_denied&state=nope")
+            p.verify_callback(NOW, "error=access_denied&state=nope")
                 .unwrap_err(),
             CallbackError::StateMismatch
         );
@@ -354,7 +453,7 @@ mod tests {
     fn rfc6749_denials_are_typed() {
         let p = pending();
         assert_eq!(
-            p.verify_callback("error=access_denied&error_description=User+said+no&state=st8")
+            p.verify_callback(NOW, "error=access_denied&error_description=User+said+no&state=st8")
                 .unwrap_err(),
             CallbackError::Denied {
                 error: AuthorizationErrorCode::AccessDenied,
@@ -380,7 +479,7 @@ mod tests {
             ("custom", AuthorizationErrorCode::Other("custom".into())),
         ] {
             let err = p
-                .verify_callback(&format!("error={code}&state=st8"))
+                .verify_callback(NOW, &format!("error={code}&state=st8"))
                 .unwrap_err();
             assert_eq!(
                 err,

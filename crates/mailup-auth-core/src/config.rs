@@ -27,6 +27,9 @@ pub const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(60);
 /// Default lifetime assumed when a token response has no `expires_in`.
 pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
+/// Default time a started authorization (a [`PendingAuthorization`](crate::PendingAuthorization))
+/// may be completed in.
+pub const DEFAULT_AUTHORIZATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Invalid configuration, reported when the configuration is built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +51,20 @@ pub enum ConfigError {
     NotHttpUrl {
         /// Which setting.
         field: &'static str,
+    },
+    /// A plain `http` URL for a host that is not a loopback address: secrets (the client
+    /// secret, tokens, a password, the authorization code) would travel in clear. Use `https`,
+    /// or opt in with [`ClientConfigBuilder::allow_insecure_http`].
+    #[error(
+        "{field} uses plain http for `{host}`, which is not a loopback address: secrets would \
+         travel in clear; use https (plain http is accepted only for 127.0.0.0/8, ::1 and \
+         localhost)"
+    )]
+    InsecureHttp {
+        /// Which setting.
+        field: &'static str,
+        /// The host the URL names.
+        host: String,
     },
     /// A setting is out of range.
     #[error("{field}: {reason}")]
@@ -135,6 +152,8 @@ pub struct ClientConfig {
     refresh_skew: Duration,
     default_expires_in: Duration,
     backoff: Backoff,
+    authorization_timeout: Duration,
+    allow_insecure_http: bool,
 }
 
 impl ClientConfig {
@@ -154,6 +173,8 @@ impl ClientConfig {
             refresh_skew: DEFAULT_REFRESH_SKEW,
             default_expires_in: DEFAULT_EXPIRES_IN,
             backoff: Backoff::default(),
+            authorization_timeout: DEFAULT_AUTHORIZATION_TIMEOUT,
+            allow_insecure_http: false,
         }
     }
 
@@ -177,9 +198,34 @@ impl ClientConfig {
         &self.endpoints
     }
 
-    /// How long before expiry a token stops being handed out and a refresh becomes due.
+    /// How long before expiry a refresh becomes due (capped at half the token's lifetime: see
+    /// [`TokenSet::refresh_at`](crate::TokenSet::refresh_at)). The skew says when to start
+    /// refreshing, not when a token stops being usable: while a refresh inside this margin
+    /// fails, the current token is still handed out until shortly before it expires.
     pub fn refresh_skew(&self) -> Duration {
         self.refresh_skew
+    }
+
+    /// How long a started authorization may be completed in (default 10 minutes).
+    pub fn authorization_timeout(&self) -> Duration {
+        self.authorization_timeout
+    }
+
+    /// Whether plain `http` URLs to non-loopback hosts were allowed with
+    /// [`ClientConfigBuilder::allow_insecure_http`].
+    pub fn allows_insecure_http(&self) -> bool {
+        self.allow_insecure_http
+    }
+
+    /// Checks a URL the client will send secrets to (e.g. an extra trusted API origin) against
+    /// the same rule as the endpoints: `https`, or `http` to a loopback host, unless insecure
+    /// http was allowed.
+    pub fn check_url(&self, field: &'static str, value: &str) -> Result<Url, ConfigError> {
+        let url = parse_http_url(field, value)?;
+        if !self.allow_insecure_http {
+            require_secure_transport(field, &url)?;
+        }
+        Ok(url)
     }
 
     /// The lifetime assumed when a token response omits `expires_in`.
@@ -206,6 +252,8 @@ pub struct ClientConfigBuilder {
     refresh_skew: Duration,
     default_expires_in: Duration,
     backoff: Backoff,
+    authorization_timeout: Duration,
+    allow_insecure_http: bool,
 }
 
 impl ClientConfigBuilder {
@@ -248,7 +296,8 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// How long before expiry a token is treated as expired (default 60 s).
+    /// How long before expiry a refresh becomes due (default 60 s; capped at half of each
+    /// token's lifetime, so short-lived tokens work with any skew).
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.refresh_skew = skew;
         self
@@ -263,6 +312,25 @@ impl ClientConfigBuilder {
     /// The backoff policy after transient token-endpoint failures (default 1 s doubling to 60 s).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// How long a started authorization may be completed in (default 10 minutes); a callback
+    /// after that is [`CallbackError::Expired`](crate::CallbackError::Expired).
+    pub fn authorization_timeout(mut self, timeout: Duration) -> Self {
+        self.authorization_timeout = timeout;
+        self
+    }
+
+    /// Accepts plain `http` URLs to hosts that are not loopback addresses.
+    ///
+    /// **Insecure**: the client secret, the refresh and access tokens, a password and the
+    /// authorization code then travel unencrypted to that host, readable and replayable by
+    /// anyone on the path. Without this, such a URL is [`ConfigError::InsecureHttp`] before any
+    /// I/O; `http` to 127.0.0.0/8, `::1` and `localhost` is always accepted (local tests and
+    /// the emulator).
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
         self
     }
 
@@ -301,6 +369,20 @@ impl ClientConfigBuilder {
                 reason: "must be positive",
             });
         }
+        if self.authorization_timeout.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                field: "authorization timeout",
+                reason: "must be positive",
+            });
+        }
+        if !self.allow_insecure_http {
+            require_secure_transport("logon url", &endpoints.logon)?;
+            require_secure_transport("token url", &endpoints.token)?;
+            require_secure_transport("api base", &endpoints.api_base)?;
+            if let Some(uri) = &redirect_uri {
+                require_secure_transport("redirect uri", uri)?;
+            }
+        }
         Ok(ClientConfig {
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -309,8 +391,31 @@ impl ClientConfigBuilder {
             refresh_skew: self.refresh_skew,
             default_expires_in: self.default_expires_in,
             backoff: self.backoff,
+            authorization_timeout: self.authorization_timeout,
+            allow_insecure_http: self.allow_insecure_http,
         })
     }
+}
+
+/// Whether a URL's host is a loopback address: 127.0.0.0/8, `::1` or `localhost`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Refuses a plain `http` URL whose host is not a loopback address.
+fn require_secure_transport(field: &'static str, url: &Url) -> Result<(), ConfigError> {
+    if url.scheme() == "http" && !is_loopback_host(url) {
+        return Err(ConfigError::InsecureHttp {
+            field,
+            host: url.host_str().unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses an absolute `http`/`https` URL with a host, or says which setting is wrong.
@@ -418,6 +523,75 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn plain_http_is_refused_for_hosts_that_are_not_loopback() {
+        for (builder, field) in [
+            (builder().auth_base("http://192.0.2.1:9"), "logon url"),
+            (builder().token_url("http://example.com/token"), "token url"),
+            (builder().logon_url("http://mailup.example/LogOn"), "logon url"),
+            (builder().api_base("http://10.0.0.1/api"), "api base"),
+            (
+                builder().redirect_uri("http://app.example.com/callback"),
+                "redirect uri",
+            ),
+            (builder().token_url("http://127.0.0.1.example.com/t"), "token url"),
+            (builder().token_url("http://localhost.evil.example/t"), "token url"),
+        ] {
+            let error = builder.build().unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::InsecureHttp { field: f, .. } if *f == field),
+                "{error:?}"
+            );
+        }
+        let error = builder()
+            .token_url("http://192.0.2.1:9/token")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::InsecureHttp {
+                field: "token url",
+                host: "192.0.2.1".into()
+            }
+        );
+        assert!(error.to_string().contains("use https"));
+    }
+
+    #[test]
+    fn plain_http_is_accepted_for_loopback_hosts_and_https_anywhere() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5:8080",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+            "http://LOCALHOST:8080",
+            "https://services.example.com",
+        ] {
+            builder()
+                .auth_base(base)
+                .redirect_uri("http://127.0.0.1:8765/callback")
+                .build()
+                .unwrap_or_else(|e| panic!("{base}: {e}"));
+        }
+    }
+
+    #[test]
+    fn insecure_http_needs_an_explicit_opt_in() {
+        let config = builder()
+            .auth_base("http://192.0.2.1:9")
+            .allow_insecure_http()
+            .build()
+            .unwrap();
+        assert!(config.allows_insecure_http());
+        assert!(config.check_url("trusted origin", "http://192.0.2.2").is_ok());
+        let strict = builder().build().unwrap();
+        assert!(matches!(
+            strict.check_url("trusted origin", "http://192.0.2.2"),
+            Err(ConfigError::InsecureHttp { .. })
+        ));
+        assert!(strict.check_url("trusted origin", "http://[::1]:1").is_ok());
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub use crate::authorize::{
 pub use crate::config::{Backoff, ClientConfig, ClientConfigBuilder, ConfigError, Endpoints};
 pub use crate::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 pub use crate::ports::{
-    MemoryTokenStore, ProfileRecord, StoreError, StoredClient, TokenStore, Transport, Versioned,
+    LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease, StoreError, StoredClient,
+    TokenStore, Transport, Versioned,
 };
 pub use crate::requests::Grant;
 pub use crate::secret::{
@@ -33,7 +34,8 @@ pub use crate::session::{
 };
 pub use crate::time::UnixTime;
 pub use crate::token::{
-    parse_token_response, MalformedBody, OAuthErrorCode, TokenError, TokenResponse, TokenSet,
+    is_header_safe_token, parse_token_response, MalformedBody, OAuthErrorCode, TokenError,
+    TokenResponse, TokenSet,
 };
 
 // Re-exported so users of the core name the same `http` and `url` versions.

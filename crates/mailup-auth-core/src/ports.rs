@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -26,7 +27,7 @@ pub trait Transport: Send + Sync {
 /// The client registration and endpoints remembered with a profile, so later runs need only
 /// the profile name.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct StoredClient {
     /// The client id.
@@ -45,7 +46,7 @@ pub struct StoredClient {
 
 /// Everything stored for one profile.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct ProfileRecord {
     /// The current tokens; `None` after a logout.
@@ -56,7 +57,6 @@ pub struct ProfileRecord {
     pub last_refreshed_at: Option<UnixTime>,
     /// Set when a refresh with these tokens was rejected: the user must log in again. Lets
     /// other processes (and this one after a restart) know without trying the dead token.
-    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub reauthorization_required: Option<String>,
 }
 
@@ -117,6 +117,35 @@ pub enum StoreError {
     /// Reading or writing failed.
     #[error("token store I/O error: {0}")]
     Io(String),
+    /// The record's version counter is at its maximum, so no save can give it a newer one (a
+    /// tampered or damaged record: versions grow by one per save). Remove the profile (a
+    /// delete clears it) and log in again.
+    #[error(
+        "profile `{profile}` cannot be saved: its version counter is exhausted; remove the \
+         profile and log in again"
+    )]
+    VersionExhausted {
+        /// The profile.
+        profile: String,
+    },
+    /// Another process kept the profile's refresh lease for longer than the wait allowed.
+    #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
+    LeaseTimeout {
+        /// The profile.
+        profile: String,
+        /// How long the lease was waited for.
+        waited: Duration,
+    },
+}
+
+/// The version after `current`, or [`StoreError::VersionExhausted`]: stores must never wrap a
+/// version around (a record at version 0 or 1 again would be unreadable or look older).
+pub fn next_version(profile: &str, current: u64) -> Result<u64, StoreError> {
+    current
+        .checked_add(1)
+        .ok_or_else(|| StoreError::VersionExhausted {
+            profile: profile.to_owned(),
+        })
 }
 
 /// Durable storage of [`ProfileRecord`]s by profile name, with compare-and-swap on a version.
@@ -141,6 +170,52 @@ pub trait TokenStore: Send + Sync {
 
     /// The stored profile names, sorted.
     async fn profiles(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Marks `key` (a pending authorization's CSRF state) as used, atomically across everyone
+    /// sharing the store: `Ok(true)` the first time, `Ok(false)` when it was already used.
+    /// Whoever gets `true` completes the authorization, so a pending authorization is
+    /// single-use even across processes. The marker must be kept at least until
+    /// `expires_at`; markers whose expiry is before `now` may be removed. Markers are not
+    /// profiles: [`profiles`](Self::profiles) does not list them.
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The exclusive right to refresh one profile, across processes (and hosts, for a shared
+/// store): MailUp rotates the refresh token on every refresh, so two holders of the same
+/// refresh token must never both send it. The facade takes the lease before it sends a
+/// refresh, reloads the store (another holder may have refreshed meanwhile, then its tokens
+/// are adopted and nothing is sent), and keeps it until the answer is saved.
+#[async_trait]
+pub trait RefreshLease: Send + Sync {
+    /// Waits up to `wait` for the lease on `profile`; it is held until the returned guard is
+    /// dropped. [`StoreError::LeaseTimeout`] when another holder kept it longer than `wait`.
+    async fn acquire(&self, profile: &str, wait: Duration) -> Result<LeaseGuard, StoreError>;
+}
+
+/// A held [`RefreshLease`]; dropping it releases the lease.
+#[must_use = "the lease is released when the guard is dropped"]
+pub struct LeaseGuard {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl LeaseGuard {
+    /// A guard that releases the lease when `held` is dropped (a lock file, a connection, ...).
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard").finish_non_exhaustive()
+    }
 }
 
 /// An in-memory [`TokenStore`] with the same version and compare-and-swap semantics as the
@@ -151,6 +226,7 @@ pub trait TokenStore: Send + Sync {
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {
     records: Mutex<BTreeMap<String, Versioned<Option<ProfileRecord>>>>,
+    consumed: Mutex<BTreeMap<String, UnixTime>>,
 }
 
 impl MemoryTokenStore {
@@ -209,7 +285,7 @@ impl TokenStore for MemoryTokenStore {
                 found,
             });
         }
-        let version = entry.map_or(0, |e| e.version) + 1;
+        let version = next_version(profile, entry.map_or(0, |e| e.version))?;
         records.insert(
             profile.to_owned(),
             Versioned {
@@ -235,6 +311,24 @@ impl TokenStore for MemoryTokenStore {
             .filter(|(_, entry)| entry.value.is_some())
             .map(|(name, _)| name.clone())
             .collect())
+    }
+
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut consumed = self
+            .consumed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        consumed.retain(|_, until| *until >= now);
+        if consumed.contains_key(key) {
+            return Ok(false);
+        }
+        consumed.insert(key.to_owned(), expires_at);
+        Ok(true)
     }
 }
 
@@ -311,6 +405,45 @@ mod tests {
             block_on(store.load("a\nb")),
             Err(StoreError::InvalidProfile(_))
         ));
+    }
+
+    #[test]
+    fn a_version_at_its_maximum_is_a_typed_error_not_a_wrap() {
+        assert_eq!(next_version("p", 41).unwrap(), 42);
+        assert_eq!(
+            next_version("p", u64::MAX).unwrap_err(),
+            StoreError::VersionExhausted {
+                profile: "p".into()
+            }
+        );
+        let store = MemoryTokenStore::new();
+        store.records().insert(
+            "p".into(),
+            Versioned {
+                version: u64::MAX,
+                value: Some(record("a1")),
+            },
+        );
+        assert_eq!(
+            block_on(store.save("p", &record("a2"), Some(u64::MAX))).unwrap_err(),
+            StoreError::VersionExhausted {
+                profile: "p".into()
+            }
+        );
+        // Nothing was overwritten.
+        assert_eq!(block_on(store.load("p")).unwrap().unwrap().value, record("a1"));
+    }
+
+    #[test]
+    fn a_key_is_consumed_once_and_forgotten_after_its_expiry() {
+        let store = MemoryTokenStore::new();
+        let t = UnixTime::from_secs;
+        assert!(block_on(store.consume_once("state-1", t(100), t(0))).unwrap());
+        assert!(!block_on(store.consume_once("state-1", t(100), t(50))).unwrap());
+        assert!(block_on(store.consume_once("state-2", t(100), t(50))).unwrap());
+        // Past its expiry the marker may go (the authorization's own expiry refuses it).
+        assert!(block_on(store.consume_once("state-1", t(300), t(101))).unwrap());
+        assert_eq!(block_on(store.profiles()).unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -3,6 +3,36 @@
 //! Each type keeps its value out of `Debug` (which prints `Type([redacted])`), has no
 //! `Display`, and zeroizes its buffer on drop. The raw value is reachable only through
 //! `secret()`, whose name is meant to make every use stand out in review.
+//!
+//! With the `serde` feature the types *deserialize* (a store reads them back), but they do not
+//! implement `Serialize`: `serde_json::to_string(&access_token)` in user code is a compile
+//! error, and so is serializing a [`TokenSet`](crate::TokenSet) or a
+//! [`ProfileRecord`](crate::ProfileRecord) that holds them. A token store writes records
+//! through the one named path that exposes the secrets, [`ExposeSecrets`]:
+//!
+//! ```
+//! # #[cfg(feature = "serde")] {
+//! use mailup_auth_core::secret::ExposeSecrets;
+//! use mailup_auth_core::{AccessToken, ProfileRecord, TokenSet, UnixTime};
+//!
+//! let record = ProfileRecord::with_tokens(TokenSet {
+//!     access_token: AccessToken::new("at"),
+//!     refresh_token: None,
+//!     expires_at: UnixTime::from_secs(3600),
+//!     obtained_at: UnixTime::from_secs(0),
+//!     token_type: None,
+//!     scope: None,
+//! });
+//! let json = serde_json::to_string(&ExposeSecrets(&record)).unwrap();
+//! assert!(json.contains(r#""access_token":"at""#));
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! // A secret cannot be serialized by accident.
+//! let token = mailup_auth_core::AccessToken::new("at");
+//! let _ = serde_json::to_string(&token);
+//! ```
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -38,13 +68,6 @@ macro_rules! secret_type {
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_tuple(stringify!($name)).field(&format_args!("{}", REDACTED)).finish()
-            }
-        }
-
-        #[cfg(feature = "serde")]
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
             }
         }
 
@@ -92,6 +115,76 @@ secret_type!(
     Password,
     Clone
 );
+
+/// Serializes a record **with its secrets in clear**: the one path by which token stores (and
+/// web apps keeping a [`PendingAuthorization`](crate::PendingAuthorization) server-side) write
+/// secrets. Secret types and the records holding them do not implement `Serialize` themselves,
+/// so a secret never reaches a log, a status page or an API answer by accident.
+///
+/// Implemented for [`ProfileRecord`](crate::ProfileRecord), [`TokenSet`](crate::TokenSet) and
+/// [`StoredClient`](crate::StoredClient); the JSON it writes is what the derive of earlier
+/// releases wrote, so stored records keep loading.
+#[cfg(feature = "serde")]
+#[derive(Clone, Copy, Debug)]
+pub struct ExposeSecrets<'a, T: ?Sized>(pub &'a T);
+
+#[cfg(feature = "serde")]
+mod expose {
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::ExposeSecrets;
+    use crate::ports::{ProfileRecord, StoredClient};
+    use crate::token::TokenSet;
+
+    impl Serialize for ExposeSecrets<'_, TokenSet> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let tokens = self.0;
+            let mut out = serializer.serialize_struct("TokenSet", 6)?;
+            out.serialize_field("access_token", tokens.access_token.secret())?;
+            out.serialize_field(
+                "refresh_token",
+                &tokens.refresh_token.as_ref().map(|t| t.secret()),
+            )?;
+            out.serialize_field("expires_at", &tokens.expires_at)?;
+            out.serialize_field("obtained_at", &tokens.obtained_at)?;
+            out.serialize_field("token_type", &tokens.token_type)?;
+            out.serialize_field("scope", &tokens.scope)?;
+            out.end()
+        }
+    }
+
+    impl Serialize for ExposeSecrets<'_, StoredClient> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let client = self.0;
+            let mut out = serializer.serialize_struct("StoredClient", 6)?;
+            out.serialize_field("client_id", &client.client_id)?;
+            out.serialize_field(
+                "client_secret",
+                &client.client_secret.as_ref().map(|s| s.secret()),
+            )?;
+            out.serialize_field("logon_url", &client.logon_url)?;
+            out.serialize_field("token_url", &client.token_url)?;
+            out.serialize_field("api_base", &client.api_base)?;
+            out.serialize_field("redirect_uri", &client.redirect_uri)?;
+            out.end()
+        }
+    }
+
+    impl Serialize for ExposeSecrets<'_, ProfileRecord> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let record = self.0;
+            let fields = 3 + usize::from(record.reauthorization_required.is_some());
+            let mut out = serializer.serialize_struct("ProfileRecord", fields)?;
+            out.serialize_field("tokens", &record.tokens.as_ref().map(ExposeSecrets))?;
+            out.serialize_field("client", &record.client.as_ref().map(ExposeSecrets))?;
+            out.serialize_field("last_refreshed_at", &record.last_refreshed_at)?;
+            if let Some(reason) = &record.reauthorization_required {
+                out.serialize_field("reauthorization_required", reason)?;
+            }
+            out.end()
+        }
+    }
+}
 
 impl CsrfState {
     /// Compares in constant time with respect to the content, so a timing probe learns nothing
@@ -147,6 +240,65 @@ mod tests {
     fn secret_accessor_returns_the_value() {
         assert_eq!(RefreshToken::new("r1").secret(), "r1");
         assert!(AccessToken::new("").is_empty());
+    }
+
+    /// `Wrapper::<T>::SERIALIZE` is `true` only when `T: Serialize` (an inherent constant wins
+    /// over the blanket trait's when its bound holds), so a test can assert a missing impl.
+    #[cfg(feature = "serde")]
+    mod probe {
+        pub(super) struct Wrapper<T>(std::marker::PhantomData<T>);
+        pub(super) trait Fallback {
+            const SERIALIZE: bool = false;
+        }
+        impl<T> Fallback for Wrapper<T> {}
+        impl<T: serde::Serialize> Wrapper<T> {
+            pub(super) const SERIALIZE: bool = true;
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn secrets_and_records_do_not_serialize_except_through_expose_secrets() {
+        use probe::{Fallback as _, Wrapper};
+        assert!(!Wrapper::<AccessToken>::SERIALIZE);
+        assert!(!Wrapper::<RefreshToken>::SERIALIZE);
+        assert!(!Wrapper::<ClientSecret>::SERIALIZE);
+        assert!(!Wrapper::<AuthorizationCode>::SERIALIZE);
+        assert!(!Wrapper::<Password>::SERIALIZE);
+        assert!(!Wrapper::<CsrfState>::SERIALIZE);
+        assert!(!Wrapper::<crate::TokenSet>::SERIALIZE);
+        assert!(!Wrapper::<crate::ProfileRecord>::SERIALIZE);
+        assert!(!Wrapper::<crate::StoredClient>::SERIALIZE);
+        // The probe itself works.
+        assert!(Wrapper::<String>::SERIALIZE);
+        assert!(Wrapper::<ExposeSecrets<'static, crate::TokenSet>>::SERIALIZE);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn expose_secrets_round_trips_a_record() {
+        use crate::ports::{ProfileRecord, StoredClient};
+        use crate::{TokenSet, UnixTime};
+        let record = ProfileRecord {
+            tokens: Some(TokenSet {
+                access_token: AccessToken::new("at"),
+                refresh_token: Some(RefreshToken::new("rt")),
+                expires_at: UnixTime::from_secs(20),
+                obtained_at: UnixTime::from_secs(10),
+                token_type: Some("bearer".into()),
+                scope: None,
+            }),
+            client: Some(StoredClient {
+                client_id: "id".into(),
+                client_secret: Some(ClientSecret::new("cs")),
+                ..StoredClient::default()
+            }),
+            last_refreshed_at: Some(UnixTime::from_secs(10)),
+            reauthorization_required: Some("why".into()),
+        };
+        let json = serde_json::to_string(&ExposeSecrets(&record)).unwrap();
+        let back: ProfileRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
     }
 
     #[test]

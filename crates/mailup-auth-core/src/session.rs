@@ -5,12 +5,19 @@
 //!
 //! Guarantees, whatever the order of inputs:
 //! - at most one refresh request is in flight;
-//! - no access token is handed out at or past `expires_at - skew`, nor after the API rejected it;
+//! - a refresh becomes due at [`TokenSet::refresh_at`] (`expires_at - min(skew, lifetime / 2)`);
+//!   until then the access token is handed out;
+//! - between `refresh_at` and [`TokenSet::usable_until`] (`expires_at` minus a few seconds of
+//!   safety) the current token is handed out only while a refresh is failing (backing off) or
+//!   impossible (no refresh token); otherwise the caller waits for the refresh;
+//! - no access token is handed out at or past `usable_until`, nor after the API rejected it;
 //! - a rotated refresh token replaces the old one, a response without one keeps the old one,
 //!   and a response to a request that is no longer current (stale) changes nothing;
 //! - a callback with the wrong `state` changes nothing; a code is exchanged at most once;
-//! - a rejected refresh (`invalid_grant`, ...) leads to re-authorization, never to a loop;
-//! - transient failures keep the tokens and back off exponentially (capped).
+//! - only a [rejection](TokenError::is_rejection) (`invalid_grant`, `invalid_client`,
+//!   `unauthorized_client`) leads to re-authorization, never to a loop;
+//! - every other failure (transient, or an odd answer such as a redirect or a proxy's page)
+//!   keeps the tokens and backs off exponentially (capped).
 
 use std::collections::VecDeque;
 
@@ -77,7 +84,8 @@ pub enum ReauthReason {
     /// The token endpoint rejected the refresh token (`invalid_grant`: expired, revoked, or
     /// already rotated by someone else).
     RefreshRejected(TokenError),
-    /// The token endpoint rejected the client credentials (`invalid_client`).
+    /// The token endpoint rejected the client credentials (`invalid_client`,
+    /// `unauthorized_client`).
     ClientRejected(TokenError),
     /// The tokens were forgotten by [`Session::logout`].
     LoggedOut,
@@ -119,7 +127,9 @@ pub enum Event {
         /// Why.
         error: TokenError,
     },
-    /// A refresh failed transiently; tokens are kept and the refresh is retried at `retry_at`.
+    /// A refresh failed without a rejection (a transient failure or an odd answer); tokens are
+    /// kept (and the access token served while usable) and the refresh is retried at
+    /// `retry_at`.
     RefreshFailed {
         /// Why.
         error: TokenError,
@@ -281,7 +291,7 @@ impl Session {
             .pending
             .as_ref()
             .ok_or(CallbackError::NoPendingAuthorization)?;
-        let code = pending.verify_callback(callback)?;
+        let code = pending.verify_callback(now, callback)?;
         let pending = self.pending.take().expect("checked above");
         Ok(self.exchange_code(now, code, pending.redirect_uri()))
     }
@@ -344,10 +354,11 @@ impl Session {
     /// unguessable (the caller's RNG); `redirect_uri` overrides the configured one.
     pub fn begin_authorization(
         &mut self,
+        now: UnixTime,
         state: CsrfState,
         redirect_uri: Option<Url>,
     ) -> Result<Url, AuthorizationError> {
-        let (url, pending) = PendingAuthorization::start(&self.config, state, redirect_uri)?;
+        let (url, pending) = PendingAuthorization::start(&self.config, now, state, redirect_uri)?;
         self.pending = Some(pending);
         Ok(url)
     }
@@ -429,8 +440,10 @@ impl Session {
         }
     }
 
-    /// Asks for an access token. Answers a fresh token, or starts (or waits for) a refresh, or
-    /// reports backoff or the need to authorize again.
+    /// Asks for an access token. Answers the current token while no refresh is due; inside the
+    /// refresh margin starts (or waits for) a refresh, and answers the still-valid current
+    /// token while that refresh is failing; reports backoff once the token is no longer
+    /// usable, or the need to authorize again.
     pub fn access_token(&mut self, now: UnixTime) -> TokenAccess {
         let skew = self.config.refresh_skew();
         let Some(tokens) = &self.tokens else {
@@ -444,6 +457,8 @@ impl Session {
         if tokens.is_fresh(now, skew) && !self.access_rejected {
             return TokenAccess::Ready(tokens.access_token.clone());
         }
+        // Inside the refresh margin: still valid, unless the API said otherwise.
+        let usable = tokens.is_usable(now, skew) && !self.access_rejected;
         if self.refresh_in_flight.is_some() || self.grant_in_flight.is_some() {
             return TokenAccess::Pending;
         }
@@ -451,11 +466,17 @@ impl Session {
             return TokenAccess::ReauthorizationRequired(reason.clone());
         }
         if tokens.refresh_token.is_none() {
+            if usable {
+                return TokenAccess::Ready(tokens.access_token.clone());
+            }
             self.require_reauth(ReauthReason::NoRefreshToken);
             return TokenAccess::ReauthorizationRequired(ReauthReason::NoRefreshToken);
         }
         if let Some(backoff) = &self.backoff {
             if now < backoff.retry_at {
+                if usable {
+                    return TokenAccess::Ready(tokens.access_token.clone());
+                }
                 return TokenAccess::BackingOff {
                     retry_at: backoff.retry_at,
                     attempts: backoff.attempts,
@@ -465,6 +486,33 @@ impl Session {
         }
         self.start_refresh();
         TokenAccess::Pending
+    }
+
+    /// Until when the access token [`access_token`](Self::access_token) just answered may be
+    /// reused without asking again (a driver's cache): its refresh time while it is fresh;
+    /// inside the refresh margin, the next retry or [`TokenSet::usable_until`], whichever comes
+    /// first. `None` when no token can be handed out now.
+    pub fn hand_out_until(&self, now: UnixTime) -> Option<UnixTime> {
+        let skew = self.config.refresh_skew();
+        let tokens = self.tokens.as_ref()?;
+        if self.access_rejected {
+            return None;
+        }
+        if tokens.is_fresh(now, skew) {
+            return Some(tokens.refresh_at(skew));
+        }
+        let busy = self.refresh_in_flight.is_some() || self.grant_in_flight.is_some();
+        if busy || self.reauth.is_some() || !tokens.is_usable(now, skew) {
+            return None;
+        }
+        let usable_until = tokens.usable_until(skew);
+        match (&self.backoff, &tokens.refresh_token) {
+            (_, None) => Some(usable_until),
+            (Some(backoff), Some(_)) if now < backoff.retry_at => {
+                Some(backoff.retry_at.min(usable_until))
+            }
+            _ => None,
+        }
     }
 
     /// Forces a refresh now (ignoring freshness and backoff). Returns `false` when no refresh
@@ -519,7 +567,7 @@ impl Session {
         match &self.backoff {
             Some(backoff) => Some(backoff.retry_at),
             None if self.access_rejected => Some(tokens.obtained_at),
-            None => Some(tokens.usable_until(self.config.refresh_skew())),
+            None => Some(tokens.refresh_at(self.config.refresh_skew())),
         }
     }
 
@@ -583,7 +631,10 @@ impl Session {
                 );
                 self.set_tokens(tokens, Grant::RefreshToken);
             }
-            Err(error) if error.is_transient() => {
+            // Anything but a rejection keeps the tokens: a transient failure, and also an odd
+            // answer (a redirect, a proxy's page, `invalid_request`) that says nothing about
+            // the refresh token. Both back off.
+            Err(error) if !error.is_rejection() => {
                 let attempts = self
                     .backoff
                     .as_ref()
@@ -602,7 +653,11 @@ impl Session {
                 });
             }
             Err(error) => {
-                let reason = if error.oauth_error() == Some(&OAuthErrorCode::InvalidClient) {
+                let client_refused = matches!(
+                    error.oauth_error(),
+                    Some(OAuthErrorCode::InvalidClient | OAuthErrorCode::UnauthorizedClient)
+                );
+                let reason = if client_refused {
                     ReauthReason::ClientRejected(error)
                 } else {
                     ReauthReason::RefreshRejected(error)

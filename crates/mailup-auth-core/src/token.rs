@@ -20,7 +20,7 @@ pub const MAX_EXPIRES_IN_SECS: u64 = 24 * 3600;
 
 /// The tokens of one authorized session, with an absolute expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct TokenSet {
     /// The bearer token for API calls.
     pub access_token: AccessToken,
@@ -38,14 +38,46 @@ pub struct TokenSet {
     pub scope: Option<String>,
 }
 
+/// How long before `expires_at` an access token stops being handed out, at most: the safety
+/// margin for clock drift and the request's own travel time. Never more than the effective
+/// refresh skew (see [`TokenSet::usable_until`]).
+pub const EXPIRY_SAFETY: Duration = Duration::from_secs(5);
+
 impl TokenSet {
-    /// The moment the access token stops being handed out: `expires_at - skew`.
-    pub fn usable_until(&self, skew: Duration) -> UnixTime {
-        self.expires_at.saturating_sub(skew)
+    /// How long the access token lives: `expires_at - obtained_at`.
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at.duration_since(self.obtained_at)
     }
 
-    /// Whether the access token may still be handed out at `now`.
+    /// The skew actually used for this set: `min(skew, lifetime / 2)`, so that tokens whose
+    /// lifetime is shorter than the configured skew still serve for half their life instead of
+    /// being due for refresh on arrival.
+    pub fn effective_skew(&self, skew: Duration) -> Duration {
+        skew.min(self.lifetime() / 2)
+    }
+
+    /// When a refresh becomes due: `expires_at - effective_skew`.
+    pub fn refresh_at(&self, skew: Duration) -> UnixTime {
+        self.expires_at.saturating_sub(self.effective_skew(skew))
+    }
+
+    /// When the access token stops being handed out at all, even while refreshes fail:
+    /// `expires_at - min(EXPIRY_SAFETY, effective_skew)`. Between
+    /// [`refresh_at`](Self::refresh_at) and this moment the token is still valid: it is
+    /// served while a refresh is failing.
+    pub fn usable_until(&self, skew: Duration) -> UnixTime {
+        self.expires_at
+            .saturating_sub(EXPIRY_SAFETY.min(self.effective_skew(skew)))
+    }
+
+    /// Whether no refresh is due yet at `now` (before [`refresh_at`](Self::refresh_at)).
     pub fn is_fresh(&self, now: UnixTime, skew: Duration) -> bool {
+        now < self.refresh_at(skew)
+    }
+
+    /// Whether the access token may still be handed out at `now` (before
+    /// [`usable_until`](Self::usable_until)), fresh or inside the refresh margin.
+    pub fn is_usable(&self, now: UnixTime, skew: Duration) -> bool {
         now < self.usable_until(skew)
     }
 }
@@ -228,8 +260,32 @@ fn description_suffix(description: &Option<String>) -> String {
 }
 
 impl TokenError {
-    /// Whether retrying later may succeed (5xx, 408, 429, malformed success bodies, transport
-    /// failures, `server_error`, `temporarily_unavailable`). Anything else needs a person.
+    /// Whether the token endpoint said the grant (code, refresh token, password) or the client
+    /// is bad: an RFC 6749 error body with `invalid_grant`, `invalid_client` or
+    /// `unauthorized_client`, with a 4xx status. Only such an answer may end a session (and be
+    /// recorded as "re-authorization required"); any other failure keeps the tokens, however
+    /// odd the answer (a redirect, a proxy's HTML page, an empty 401, `invalid_request`, an
+    /// error body with a success status).
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Self::OAuth { status, error, .. } => {
+                (400..500).contains(status)
+                    && matches!(
+                        error,
+                        OAuthErrorCode::InvalidGrant
+                            | OAuthErrorCode::InvalidClient
+                            | OAuthErrorCode::UnauthorizedClient
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether retrying soon may succeed (5xx, 408, 429, malformed success bodies, transport
+    /// failures, `server_error`, `temporarily_unavailable`). A failure that is neither
+    /// transient nor a [rejection](Self::is_rejection) (a 404, a redirect, `invalid_request`,
+    /// ...) points at the configuration or at something between us and MailUp: the tokens are
+    /// kept and a later attempt may work, but retrying at once will not help.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::OAuth { error, status, .. } => {
@@ -238,8 +294,8 @@ impl TokenError {
                     OAuthErrorCode::ServerError | OAuthErrorCode::TemporarilyUnavailable
                 ) || *status >= 500
             }
-            // A 4xx without an RFC 6749 body (a proxy's page, an empty 401) is a refusal, not
-            // an outage: retrying it would back off forever instead of asking for a login.
+            // A 4xx without an RFC 6749 body (a proxy's page, an empty 401) says nothing about
+            // the tokens: not a rejection, but not worth an immediate retry either.
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             Self::MalformedResponse { .. } | Self::Transport(_) => true,
         }
@@ -290,32 +346,34 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
         return Err(malformed(MalformedBody::MissingAccessToken));
     }
     let access_token = match object.get("access_token") {
-        Some(Value::String(token)) if !token.is_empty() => AccessToken::new(token.as_str()),
+        Some(Value::String(token)) if !token.is_empty() => {
+            if !is_header_safe_token(token) {
+                return Err(malformed(MalformedBody::InvalidField("access_token")));
+            }
+            AccessToken::new(token.as_str())
+        }
         _ => return Err(malformed(MalformedBody::MissingAccessToken)),
     };
     let refresh_token = match object.get("refresh_token") {
         None | Some(Value::Null) => None,
         Some(Value::String(token)) if token.is_empty() => None,
-        Some(Value::String(token)) => Some(RefreshToken::new(token.as_str())),
+        Some(Value::String(token)) if is_header_safe_token(token) => {
+            Some(RefreshToken::new(token.as_str()))
+        }
         Some(_) => return Err(malformed(MalformedBody::InvalidField("refresh_token"))),
     };
-    let expires_in = match object.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.is_finite() && *f >= 0.0)
-                        .map(|f| f as u64)
-                })
-                .ok_or_else(|| malformed(MalformedBody::InvalidField("expires_in")))?,
-        ),
-        Some(Value::String(s)) => Some(
-            s.trim()
-                .parse::<u64>()
-                .map_err(|_| malformed(MalformedBody::InvalidField("expires_in")))?,
-        ),
-        Some(_) => return Err(malformed(MalformedBody::InvalidField("expires_in"))),
+    let expires_in = parse_expires_in(object.get("expires_in"));
+    if expires_in == ExpiresIn::Unusable {
+        // The tokens are good; only their lifetime is not. Dropping the answer would throw the
+        // rotated refresh token away and keep the dead one, so the default lifetime is used.
+        tracing::warn!(
+            "the token endpoint sent an unusable expires_in (not a non-negative number of \
+             seconds); assuming the default lifetime"
+        );
+    }
+    let expires_in = match expires_in {
+        ExpiresIn::Seconds(secs) => Some(secs),
+        ExpiresIn::Missing | ExpiresIn::Unusable => None,
     };
     Ok(TokenResponse {
         access_token,
@@ -324,6 +382,35 @@ pub fn parse_token_response(response: &HttpResponse) -> Result<TokenResponse, To
         token_type: optional_string(&object, "token_type"),
         scope: optional_string(&object, "scope"),
     })
+}
+
+/// Whether a token can go into an `Authorization` header as is: visible ASCII without spaces
+/// (0x21 to 0x7E), which covers RFC 6750's `b64token` and every token MailUp issues. A token
+/// with a control character (CR, LF), a space or non-ASCII could inject a header or break one.
+pub fn is_header_safe_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExpiresIn {
+    Missing,
+    Seconds(u64),
+    Unusable,
+}
+
+/// `expires_in` as a non-negative number of seconds (a number, a float or a numeric string).
+fn parse_expires_in(value: Option<&Value>) -> ExpiresIn {
+    let seconds = match value {
+        None | Some(Value::Null) => return ExpiresIn::Missing,
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    seconds.map_or(ExpiresIn::Unusable, ExpiresIn::Seconds)
 }
 
 /// The RFC 6749 error a body carries (a non-empty `error`), if any.
@@ -411,20 +498,57 @@ mod tests {
                 "{body}"
             );
         }
+        // An unusable lifetime does not throw the tokens away (the rotated refresh token would
+        // be lost): the answer is kept and the default lifetime applies.
         for body in [
-            r#"{"access_token":"a","expires_in":"soon"}"#,
-            r#"{"access_token":"a","expires_in":-5}"#,
-            r#"{"access_token":"a","expires_in":true}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":"soon"}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":-5}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":-0.5}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":true}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":[60]}"#,
+            r#"{"access_token":"a","refresh_token":"r2","expires_in":"1e3"}"#,
         ] {
+            let parsed = parse_token_response(&response(200, body)).expect(body);
+            assert_eq!(parsed.expires_in, None, "{body}");
+            assert_eq!(parsed.refresh_token.unwrap().secret(), "r2", "{body}");
+            let set = parse_token_response(&response(200, body))
+                .unwrap()
+                .into_token_set(UnixTime::from_secs(10), Duration::from_secs(3600), None);
+            assert_eq!(set.expires_at, UnixTime::from_secs(3610), "{body}");
+        }
+    }
+
+    #[test]
+    fn tokens_that_are_not_header_safe_are_malformed_and_nothing_is_kept() {
+        for (body, field) in [
+            (r#"{"access_token":"a\r\nX-Injected: 1"}"#, "access_token"),
+            (r#"{"access_token":"a b"}"#, "access_token"),
+            (r#"{"access_token":"caf\u00e9"}"#, "access_token"),
+            (r#"{"access_token":"a\u0000"}"#, "access_token"),
+            (r#"{"access_token":"a\t"}"#, "access_token"),
+            (
+                r#"{"access_token":"a","refresh_token":"r\nX: 1"}"#,
+                "refresh_token",
+            ),
+            (r#"{"access_token":"a","refresh_token":"r r"}"#, "refresh_token"),
+        ] {
+            let err = parse_token_response(&response(200, body)).unwrap_err();
             assert_eq!(
-                parse_token_response(&response(200, body)).unwrap_err(),
+                err,
                 TokenError::MalformedResponse {
                     status: 200,
-                    body: MalformedBody::InvalidField("expires_in")
+                    body: MalformedBody::InvalidField(field)
                 },
                 "{body}"
             );
+            assert!(!err.is_rejection());
         }
+        // RFC 6750 b64token characters and MailUp's tokens are accepted.
+        let ok = r#"{"access_token":"aZ09-._~+/=","refresh_token":"!#$%&'()*,:;<>?@[]^`{|}"}"#;
+        assert!(parse_token_response(&response(200, ok)).is_ok());
+        assert!(is_header_safe_token("abc"));
+        assert!(!is_header_safe_token(""));
+        assert!(!is_header_safe_token("a\x7f"));
     }
 
     #[test]
@@ -543,15 +667,36 @@ mod tests {
     }
 
     #[test]
-    fn client_errors_without_an_oauth_body_are_refusals_not_outages() {
+    fn only_a_bad_grant_or_client_is_a_rejection() {
+        // The hardening issue reversed the earlier rule: an answer that does not say the grant
+        // or the client is bad keeps the tokens (a misrouted proxy, a WAF page, a redirect).
         for (status, body) in [
-            (400, "<html>Bad request</html>"),
+            (302, ""),
+            (307, "<html>moved</html>"),
+            (404, "<html>Not Found</html>"),
+            (403, "<html>Forbidden by WAF</html>"),
             (401, ""),
-            (403, "denied"),
+            (400, "<html>Bad request</html>"),
+            (400, r#"{"error":"invalid_request"}"#),
+            (400, r#"{"error":"unsupported_grant_type"}"#),
+            (400, r#"{"error":"weird"}"#),
+            (200, r#"{"error":"invalid_request"}"#),
+            (200, r#"{"error":"invalid_grant"}"#),
+            (500, r#"{"error":"invalid_grant"}"#),
         ] {
             let err = parse_token_response(&response(status, body)).unwrap_err();
-            assert!(matches!(err, TokenError::Status { .. }), "{err:?}");
-            assert!(!err.is_transient(), "{status}");
+            assert!(!err.is_rejection(), "{status} {body}: {err:?}");
+        }
+        for (status, code) in [
+            (400, "invalid_grant"),
+            (401, "invalid_client"),
+            (400, "invalid_client"),
+            (400, "unauthorized_client"),
+        ] {
+            let body = format!(r#"{{"error":"{code}"}}"#);
+            let err = parse_token_response(&response(status, &body)).unwrap_err();
+            assert!(err.is_rejection(), "{status} {code}");
+            assert!(!err.is_transient());
         }
         assert!(parse_token_response(&response(408, ""))
             .unwrap_err()
@@ -631,18 +776,47 @@ mod tests {
         assert_eq!(kept.expires_at, UnixTime::from_secs(5800));
     }
 
-    #[test]
-    fn freshness_respects_skew() {
-        let set = TokenSet {
+    fn set(obtained_at: u64, expires_at: u64) -> TokenSet {
+        TokenSet {
             access_token: AccessToken::new("a"),
             refresh_token: None,
-            expires_at: UnixTime::from_secs(100),
-            obtained_at: UnixTime::from_secs(0),
+            expires_at: UnixTime::from_secs(expires_at),
+            obtained_at: UnixTime::from_secs(obtained_at),
             token_type: None,
             scope: None,
-        };
+        }
+    }
+
+    #[test]
+    fn freshness_respects_skew() {
+        let set = set(0, 100);
         let skew = Duration::from_secs(10);
         assert!(set.is_fresh(UnixTime::from_millis(89_999), skew));
         assert!(!set.is_fresh(UnixTime::from_secs(90), skew));
+        // Inside the refresh margin the token is still usable, up to a few seconds before
+        // expiry.
+        assert!(set.is_usable(UnixTime::from_secs(90), skew));
+        assert_eq!(set.usable_until(skew), UnixTime::from_secs(95));
+        assert!(!set.is_usable(UnixTime::from_secs(95), skew));
+    }
+
+    #[test]
+    fn the_effective_skew_is_at_most_half_the_lifetime() {
+        let skew = Duration::from_secs(60);
+        // A 30 s token: refresh after 15 s, not at once.
+        let short = set(1000, 1030);
+        assert_eq!(short.effective_skew(skew), Duration::from_secs(15));
+        assert_eq!(short.refresh_at(skew), UnixTime::from_secs(1015));
+        assert_eq!(short.usable_until(skew), UnixTime::from_secs(1025));
+        assert!(short.is_fresh(UnixTime::from_secs(1014), skew));
+        // A 4 s token: refresh after 2 s, served until 2 s before expiry.
+        let tiny = set(1000, 1004);
+        assert_eq!(tiny.refresh_at(skew), UnixTime::from_secs(1002));
+        assert_eq!(tiny.usable_until(skew), UnixTime::from_secs(1002));
+        // An hour-long token keeps the configured skew.
+        let hour = set(0, 3600);
+        assert_eq!(hour.refresh_at(skew), UnixTime::from_secs(3540));
+        // A zero skew serves until expiry.
+        assert_eq!(hour.usable_until(Duration::ZERO), UnixTime::from_secs(3600));
     }
 }

@@ -31,6 +31,9 @@ enum Reply {
     ServerError(u16),
     Transport,
     Garbage(u8),
+    /// An odd refusal that says nothing about the refresh token: a redirect, a proxy's page,
+    /// an empty 401, `invalid_request`, an error body with a 200. Never a rejection.
+    Odd(u8),
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +74,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         1 => prop_oneof![Just(500u16), Just(502), Just(503), Just(429)].prop_map(Reply::ServerError),
         1 => Just(Reply::Transport),
         1 => (0u8..4).prop_map(Reply::Garbage),
+        1 => (0u8..7).prop_map(Reply::Odd),
     ]
 }
 
@@ -188,6 +192,18 @@ impl Harness {
                 TransportErrorKind::ConnectionClosed,
                 "dropped",
             )),
+            Reply::Odd(kind) => {
+                let (status, body) = match kind {
+                    0 => (302, ""),
+                    1 => (307, "<html>moved</html>"),
+                    2 => (404, "<html>Not Found</html>"),
+                    3 => (403, "<html>Forbidden</html>"),
+                    4 => (401, ""),
+                    5 => (400, r#"{"error":"invalid_request"}"#),
+                    _ => (200, r#"{"error":"invalid_grant"}"#),
+                };
+                Ok(HttpResponse::new(StatusCode::from_u16(status).unwrap(), body))
+            }
             Reply::Garbage(kind) => ok(match kind {
                 0 => String::new(),
                 1 => "<html>proxy</html>".into(),
@@ -272,10 +288,29 @@ impl Harness {
                     TokenAccess::Ready(token) => {
                         let tokens = self.session.tokens().expect("ready implies tokens");
                         assert_eq!(&tokens.access_token, token);
+                        // Never at or past expiry minus the safety margin.
                         assert!(
-                            now < tokens.expires_at.saturating_sub(SKEW),
-                            "token handed out inside the skew"
+                            now < tokens.usable_until(SKEW),
+                            "token handed out at or past usable_until"
                         );
+                        assert!(
+                            now < tokens.expires_at,
+                            "an expired token was handed out"
+                        );
+                        // Inside the refresh margin only while a refresh is failing (backing
+                        // off) or impossible (no refresh token).
+                        if now >= tokens.refresh_at(SKEW) {
+                            let backing_off = self
+                                .session
+                                .poll_timeout()
+                                .is_some_and(|retry| retry > now);
+                            assert!(
+                                backing_off || tokens.refresh_token.is_none(),
+                                "token handed out inside the refresh margin without a failed refresh"
+                            );
+                        }
+                        let until = self.session.hand_out_until(now).expect("handed out");
+                        assert!(until > now && until <= tokens.usable_until(SKEW));
                         assert!(
                             !self.rejected.contains(token.secret()),
                             "a rejected token was handed out"
@@ -292,18 +327,24 @@ impl Harness {
             Action::BeginAuthorization => {
                 let url = self
                     .session
-                    .begin_authorization(CsrfState::new(STATE), None)
+                    .begin_authorization(now, CsrfState::new(STATE), None)
                     .unwrap();
                 assert!(!url.as_str().contains("client-secret"));
             }
             Action::CallbackRight => {
                 let code = self.fresh("code");
-                let had_pending = self.session.pending_authorization().is_some();
+                let pending = self.session.pending_authorization().cloned();
+                let live = pending.as_ref().is_some_and(|p| now < p.expires_at());
                 let result = self
                     .session
                     .handle_callback(now, &format!("code={code}&state={STATE}"));
-                assert_eq!(result.is_ok(), had_pending);
-                assert!(self.session.pending_authorization().is_none());
+                assert_eq!(result.is_ok(), live);
+                if live {
+                    assert!(self.session.pending_authorization().is_none());
+                } else if pending.is_some() {
+                    // An expired authorization is refused and changes nothing.
+                    assert_eq!(result.unwrap_err(), mailup_auth_core::CallbackError::Expired);
+                }
             }
             Action::CallbackWrongState | Action::CallbackDenied => {
                 let before = self.snapshot();
@@ -365,9 +406,14 @@ impl Harness {
                             .retain(|r| r.grant() != Grant::RefreshToken);
                     }
                     (Grant::RefreshToken, false) => {
+                        // Only invalid_grant / invalid_client end the session; anything else
+                        // (transient or odd) keeps the tokens and backs off.
                         let transient = matches!(
                             reply,
-                            Reply::ServerError(_) | Reply::Transport | Reply::Garbage(_)
+                            Reply::ServerError(_)
+                                | Reply::Transport
+                                | Reply::Garbage(_)
+                                | Reply::Odd(_)
                         );
                         assert_eq!(
                             self.session.tokens().cloned(),
@@ -565,6 +611,76 @@ fn a_day_of_proactive_refreshes_on_a_simulated_clock() {
     ));
 }
 
+/// The hardening rule: the skew says when to start refreshing, not when a token stops being
+/// usable. With 57 s left and a failing token endpoint, the current token is served until a
+/// few seconds before it expires, and then no longer.
+#[test]
+fn a_still_valid_token_is_served_while_the_refresh_fails() {
+    let mut harness = Harness::new();
+    harness.apply(Action::PasswordLogin);
+    harness.apply(Action::Respond(Reply::Success {
+        rotate: true,
+        expires: ExpiresIn::Number(3600),
+    }));
+    let token = harness.session.tokens().unwrap().access_token.clone();
+    harness.apply(Action::Advance(3600 - 57));
+    // Inside the margin: a refresh starts and the caller waits for it.
+    assert_eq!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Pending
+    );
+    harness.outstanding.extend(harness.session.poll_request());
+    harness.apply(Action::Respond(Reply::ServerError(503)));
+    // It failed: the current token is served, until the retry.
+    assert_eq!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Ready(token.clone())
+    );
+    let until = harness.session.hand_out_until(harness.now).unwrap();
+    assert_eq!(until, harness.now.saturating_add(Duration::from_secs(1)));
+    // An odd answer (a proxy's 404 page) is no different: tokens kept, no re-login.
+    harness.now = until;
+    assert_eq!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Pending
+    );
+    harness.outstanding.extend(harness.session.poll_request());
+    harness.apply(Action::Respond(Reply::Odd(2)));
+    assert_eq!(harness.session.reauthorization_reason(), None);
+    assert_eq!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Ready(token.clone())
+    );
+    // Five seconds before expiry it is no longer handed out.
+    let expires_at = harness.session.tokens().unwrap().expires_at;
+    harness.now = expires_at.saturating_sub(Duration::from_secs(5));
+    assert!(!matches!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Ready(_)
+    ));
+}
+
+/// Tokens that live shorter than the skew: the effective skew is half their lifetime, so they
+/// are fresh on arrival and refreshed half-way.
+#[test]
+fn short_lived_tokens_are_fresh_on_arrival() {
+    let mut harness = Harness::new();
+    harness.apply(Action::PasswordLogin);
+    harness.apply(Action::Respond(Reply::Success {
+        rotate: true,
+        expires: ExpiresIn::Number(30),
+    }));
+    let obtained = harness.now;
+    assert!(matches!(
+        harness.session.access_token(harness.now),
+        TokenAccess::Ready(_)
+    ));
+    assert_eq!(
+        harness.session.poll_timeout(),
+        Some(obtained.saturating_add(Duration::from_secs(15)))
+    );
+}
+
 #[test]
 fn invalid_grant_requires_reauthorization_and_never_loops() {
     let mut harness = Harness::new();
@@ -612,6 +728,12 @@ fn transient_failures_back_off_exponentially_and_keep_tokens() {
     }
     assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
     assert_eq!(harness.session.tokens().cloned(), tokens);
+    // Expired: the failing refreshes never made it hand the dead token out.
+    assert!(matches!(
+        harness.session.access_token(harness.now),
+        TokenAccess::BackingOff { .. } | TokenAccess::Pending
+    ));
+    harness.outstanding.extend(harness.session.poll_request());
     harness.apply(Action::AskToken);
     harness.apply(Action::Respond(Reply::Success {
         rotate: false,
