@@ -31,6 +31,16 @@
 //! to two seconds for sled to let go of a database this process just closed): call it at
 //! startup, or from `spawn_blocking`.
 //!
+//! Pending authorizations' used states live in a second tree (`consumed`) with their expiry, so
+//! a web-app authorization is completed once even by several processes sharing the store;
+//! expired markers are swept on each use.
+//!
+//! ## Refresh lease
+//!
+//! [`SledRefreshLease`] is the cross-process refresh lock for processes on one host that use
+//! the same store directory: an OS file lock per profile in `refresh-locks/`, released when its
+//! guard drops or its process dies.
+//!
 //! ## Security
 //!
 //! On Unix, [`SledTokenStore::open`] makes the database directory `0700` and the files in it
@@ -48,15 +58,25 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
-    validate_profile_name, ProfileRecord, StoreError, TokenStore, Versioned,
+    next_version, validate_profile_name, ProfileRecord, StoreError, TokenStore, Versioned,
 };
+use mailup_auth_core::secret::ExposeSecrets;
+use mailup_auth_core::UnixTime;
 use serde::{Deserialize, Serialize};
+
+mod lease;
+
+pub use crate::lease::SledRefreshLease;
 
 /// The newest record format this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The sled tree holding one envelope per profile.
 const PROFILES_TREE: &str = "profiles";
+
+/// The sled tree holding used one-time keys (pending authorizations' states) with their
+/// expiry, big-endian milliseconds.
+const CONSUMED_TREE: &str = "consumed";
 
 /// How many times a save retries a compare-and-swap that lost to a writer which left the
 /// version it expected in place (a delete and re-create between its read and its swap).
@@ -75,6 +95,7 @@ pub struct SledTokenStore {
 struct Inner {
     db: sled::Db,
     profiles: sled::Tree,
+    consumed: sled::Tree,
     path: PathBuf,
     /// The canonical path under which this process registered the database as open.
     registered: PathBuf,
@@ -184,6 +205,9 @@ impl SledTokenStore {
         let profiles = db
             .open_tree(PROFILES_TREE)
             .map_err(|error| open_error(path, error))?;
+        let consumed = db
+            .open_tree(CONSUMED_TREE)
+            .map_err(|error| open_error(path, error))?;
         // Make sure what sled just created exists on disk before permissions are fixed.
         db.flush().map_err(|error| io_error("flush", error))?;
         restrict_files(path)?;
@@ -191,6 +215,7 @@ impl SledTokenStore {
             inner: Arc::new(Inner {
                 db,
                 profiles,
+                consumed,
                 path: path.to_path_buf(),
                 registered,
             }),
@@ -200,6 +225,12 @@ impl SledTokenStore {
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The cross-process refresh lease for this store's profiles: an OS file lock per profile
+    /// in the store directory (see [`SledRefreshLease`]).
+    pub fn refresh_lease(&self) -> SledRefreshLease {
+        SledRefreshLease::new(&self.inner.path)
     }
 
     fn load_blocking(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
@@ -245,11 +276,11 @@ impl SledTokenStore {
             if found != expected {
                 return Err(conflict(profile, expected, found));
             }
-            let version = last_version + 1;
+            let version = next_version(profile, last_version)?;
             let encoded = encode(&EnvelopeOut {
                 format: FORMAT_VERSION,
                 version,
-                record: Some(record),
+                record: Some(ExposeSecrets(record)),
                 deleted: false,
             })?;
             let swapped = self
@@ -277,7 +308,10 @@ impl SledTokenStore {
                 return Ok(());
             };
             let replacement = match decode_head(profile, &current) {
-                Ok(head) if head.deleted => return Ok(()),
+                Ok(head) if head.deleted && head.version < u64::MAX => return Ok(()),
+                // An exhausted version counter cannot be kept in a tombstone (no save could
+                // follow it): the profile is removed entirely and starts again at 1.
+                Ok(head) if head.version == u64::MAX => None,
                 Ok(head) => Some(encode(&EnvelopeOut {
                     format: FORMAT_VERSION,
                     version: head.version,
@@ -317,6 +351,39 @@ impl SledTokenStore {
         // sled iterates in byte order, which is `str` order; sorting keeps the promise explicit.
         names.sort();
         Ok(names)
+    }
+
+    fn consume_once_blocking(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        // Markers live ten minutes or so; sweeping the expired ones on each use keeps the tree
+        // as small as the number of authorizations started in that window.
+        for entry in self.inner.consumed.iter() {
+            let (marker, until) = entry.map_err(|error| io_error("read", error))?;
+            let expired = <[u8; 8]>::try_from(until.as_ref())
+                .map(|bytes| u64::from_be_bytes(bytes) < now.as_millis())
+                .unwrap_or(true);
+            if expired {
+                self.inner
+                    .consumed
+                    .remove(marker)
+                    .map_err(|error| io_error("write", error))?;
+            }
+        }
+        let until = expires_at.as_millis().to_be_bytes();
+        let swapped = self
+            .inner
+            .consumed
+            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&until[..]))
+            .map_err(|error| io_error("write", error))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -378,6 +445,17 @@ impl TokenStore for SledTokenStore {
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
         self.run(Self::profiles_blocking).await
     }
+
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |store| store.consume_once_blocking(&key, expires_at, now))
+            .await
+    }
 }
 
 /// What is written for a profile.
@@ -386,7 +464,7 @@ struct EnvelopeOut<'a> {
     format: u32,
     version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    record: Option<&'a ProfileRecord>,
+    record: Option<ExposeSecrets<'a, ProfileRecord>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
 }

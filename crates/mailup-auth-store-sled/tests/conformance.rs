@@ -285,6 +285,38 @@ async fn concurrent_saves_keep_the_version_sequence(store: Arc<dyn TokenStore>) 
     assert_eq!(store.load("shared").await.unwrap().unwrap().version, total);
 }
 
+async fn a_one_time_key_is_consumed_once(store: &dyn TokenStore) {
+    let t = UnixTime::from_secs;
+    assert!(store.consume_once("state-a", t(1000), t(0)).await.unwrap());
+    assert!(!store.consume_once("state-a", t(1000), t(10)).await.unwrap());
+    assert!(store.consume_once("state-b", t(1000), t(10)).await.unwrap());
+    // Markers are not profiles.
+    assert!(store.profiles().await.unwrap().is_empty());
+    assert_eq!(store.load("state-a").await.unwrap(), None);
+    // Expired markers may go: a key past its expiry is accepted again (its authorization's
+    // own expiry refuses it by then).
+    assert!(store.consume_once("state-a", t(5000), t(1001)).await.unwrap());
+}
+
+async fn concurrent_consumers_of_one_key_have_one_winner(store: Arc<dyn TokenStore>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .consume_once("the-state", UnixTime::from_secs(1000), UnixTime::from_secs(1))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -314,6 +346,13 @@ macro_rules! conformance {
             scenario!(profiles_are_independent_and_sorted);
             scenario!(save_after_delete_starts_from_no_record);
             scenario!(invalid_profile_names_are_rejected);
+            scenario!(a_one_time_key_is_consumed_once);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_consumers_of_one_key_have_one_winner() {
+                let dir = tempfile::tempdir().unwrap();
+                super::concurrent_consumers_of_one_key_have_one_winner(store(&dir)).await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn concurrent_saves_keep_the_version_sequence() {
