@@ -525,15 +525,10 @@ async fn logout_forgets_the_tokens_in_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_task_refreshes_ahead_of_expiry() {
-    let emulator = emulator().await;
-    let client = builder(&emulator)
-        .default_expires_in(Duration::from_secs(3600))
-        .refresh_skew(Duration::from_secs(3599))
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    // Tokens live 3600 s, skew 3599 s: a refresh is due 1 s after login.
+    let emulator = emulator_with_lifetime(Duration::from_secs(3)).await;
+    let client = builder(&emulator).memory_store().build().await.unwrap();
+    // Tokens live 3 s, skew 60 s: the effective skew is 1.5 s, so a refresh is due 1.5 s after
+    // login (the background task may go up to 0.75 s earlier, never before 1 s).
     password_login(&client).await;
     let before = emulator.counters();
     let _task = client.spawn_background_refresh();
@@ -672,8 +667,9 @@ async fn a_caller_that_gives_up_mid_refresh_does_not_wedge_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
-    let emulator = emulator_with_lifetime(Duration::from_secs(30)).await;
-    // Default skew 60 s > 30 s lifetime: no token is ever fresh.
+    // A zero lifetime: no token is ever fresh, whatever the skew (a lifetime merely shorter
+    // than the skew works: see hardening.rs).
+    let emulator = emulator_with_lifetime(Duration::from_millis(1)).await;
     let client = builder(&emulator).memory_store().build().await.unwrap();
     password_login(&client).await;
     let err = client.access_token().await.unwrap_err();
@@ -683,7 +679,9 @@ async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_task_does_not_flood_a_server_with_short_lived_tokens() {
-    let emulator = emulator_with_lifetime(Duration::from_secs(61)).await;
+    // 2 s tokens: due after 1 s (effective skew), and the task never refreshes a set younger
+    // than 1 s.
+    let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
     let client = builder(&emulator).memory_store().build().await.unwrap();
     password_login(&client).await;
     let _task = client.spawn_background_refresh();

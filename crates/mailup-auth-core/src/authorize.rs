@@ -302,7 +302,9 @@ mod tests {
             p.expires_at(),
             NOW.saturating_add(std::time::Duration::from_secs(600))
         );
-        let just_before = p.expires_at().saturating_sub(std::time::Duration::from_millis(1));
+        let just_before = p
+            .expires_at()
+            .saturating_sub(std::time::Duration::from_millis(1));
         assert!(p.verify_callback(just_before, "code=abc&state=st8").is_ok());
         assert_eq!(
             p.verify_callback(p.expires_at(), "code=abc&state=st8")
@@ -322,8 +324,11 @@ mod tests {
             .unwrap();
         let (_, p) = PendingAuthorization::start(&short, NOW, CsrfState::new("s"), None).unwrap();
         assert_eq!(
-            p.verify_callback(NOW.saturating_add(std::time::Duration::from_secs(5)), "code=a&state=s")
-                .unwrap_err(),
+            p.verify_callback(
+                NOW.saturating_add(std::time::Duration::from_secs(5)),
+                "code=a&state=s"
+            )
+            .unwrap_err(),
             CallbackError::Expired
         );
     }
@@ -375,9 +380,13 @@ mod tests {
     #[test]
     fn redirect_uri_override_and_missing() {
         let override_uri = Url::parse("http://127.0.0.1:5555/cb").unwrap();
-        let (url, pending) =
-            PendingAuthorization::start(&config(), NOW, CsrfState::new("s"), Some(override_uri.clone()))
-                .unwrap();
+        let (url, pending) = PendingAuthorization::start(
+            &config(),
+            NOW,
+            CsrfState::new("s"),
+            Some(override_uri.clone()),
+        )
+        .unwrap();
         assert!(url.as_str().contains("127.0.0.1%3A5555"));
         assert_eq!(pending.redirect_uri(), &override_uri);
 
@@ -430,11 +439,13 @@ mod tests {
             CallbackError::MissingCode
         );
         assert_eq!(
-            p.verify_callback(NOW, "state=st8&code=a&code=b").unwrap_err(),
+            p.verify_callback(NOW, "state=st8&code=a&code=b")
+                .unwrap_err(),
             CallbackError::DuplicateParameter("code".into())
         );
         assert_eq!(
-            p.verify_callback(NOW, "state=st8&state=st8&code=a").unwrap_err(),
+            p.verify_callback(NOW, "state=st8&state=st8&code=a")
+                .unwrap_err(),
             CallbackError::DuplicateParameter("state".into())
         );
         assert_eq!(
@@ -453,8 +464,11 @@ mod tests {
     fn rfc6749_denials_are_typed() {
         let p = pending();
         assert_eq!(
-            p.verify_callback(NOW, "error=access_denied&error_description=User+said+no&state=st8")
-                .unwrap_err(),
+            p.verify_callback(
+                NOW,
+                "error=access_denied&error_description=User+said+no&state=st8"
+            )
+            .unwrap_err(),
             CallbackError::Denied {
                 error: AuthorizationErrorCode::AccessDenied,
                 description: Some("User said no".into())

@@ -530,14 +530,23 @@ mod tests {
         for (builder, field) in [
             (builder().auth_base("http://192.0.2.1:9"), "logon url"),
             (builder().token_url("http://example.com/token"), "token url"),
-            (builder().logon_url("http://mailup.example/LogOn"), "logon url"),
+            (
+                builder().logon_url("http://mailup.example/LogOn"),
+                "logon url",
+            ),
             (builder().api_base("http://10.0.0.1/api"), "api base"),
             (
                 builder().redirect_uri("http://app.example.com/callback"),
                 "redirect uri",
             ),
-            (builder().token_url("http://127.0.0.1.example.com/t"), "token url"),
-            (builder().token_url("http://localhost.evil.example/t"), "token url"),
+            (
+                builder().token_url("http://127.0.0.1.example.com/t"),
+                "token url",
+            ),
+            (
+                builder().token_url("http://localhost.evil.example/t"),
+                "token url",
+            ),
         ] {
             let error = builder.build().unwrap_err();
             assert!(
@@ -585,7 +594,9 @@ mod tests {
             .build()
             .unwrap();
         assert!(config.allows_insecure_http());
-        assert!(config.check_url("trusted origin", "http://192.0.2.2").is_ok());
+        assert!(config
+            .check_url("trusted origin", "http://192.0.2.2")
+            .is_ok());
         let strict = builder().build().unwrap();
         assert!(matches!(
             strict.check_url("trusted origin", "http://192.0.2.2"),

@@ -431,7 +431,10 @@ mod tests {
             }
         );
         // Nothing was overwritten.
-        assert_eq!(block_on(store.load("p")).unwrap().unwrap().value, record("a1"));
+        assert_eq!(
+            block_on(store.load("p")).unwrap().unwrap().value,
+            record("a1")
+        );
     }
 
     #[test]

@@ -272,6 +272,12 @@ impl Session {
         self.pending.as_ref()
     }
 
+    /// The last refresh failure while backing off from it (tokens kept; the access token is
+    /// served while still usable). `None` once a refresh succeeded or new tokens arrived.
+    pub fn last_refresh_error(&self) -> Option<&TokenError> {
+        self.backoff.as_ref().map(|b| &b.error)
+    }
+
     /// Whether a refresh request is queued or in flight.
     pub fn is_refreshing(&self) -> bool {
         self.refresh_in_flight.is_some()

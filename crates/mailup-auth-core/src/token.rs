@@ -530,7 +530,10 @@ mod tests {
                 r#"{"access_token":"a","refresh_token":"r\nX: 1"}"#,
                 "refresh_token",
             ),
-            (r#"{"access_token":"a","refresh_token":"r r"}"#, "refresh_token"),
+            (
+                r#"{"access_token":"a","refresh_token":"r r"}"#,
+                "refresh_token",
+            ),
         ] {
             let err = parse_token_response(&response(200, body)).unwrap_err();
             assert_eq!(

@@ -25,7 +25,10 @@ enum ExpiresIn {
 
 #[derive(Clone, Debug)]
 enum Reply {
-    Success { rotate: bool, expires: ExpiresIn },
+    Success {
+        rotate: bool,
+        expires: ExpiresIn,
+    },
     InvalidGrant,
     InvalidClient,
     ServerError(u16),
@@ -202,7 +205,10 @@ impl Harness {
                     5 => (400, r#"{"error":"invalid_request"}"#),
                     _ => (200, r#"{"error":"invalid_grant"}"#),
                 };
-                Ok(HttpResponse::new(StatusCode::from_u16(status).unwrap(), body))
+                Ok(HttpResponse::new(
+                    StatusCode::from_u16(status).unwrap(),
+                    body,
+                ))
             }
             Reply::Garbage(kind) => ok(match kind {
                 0 => String::new(),
@@ -293,17 +299,12 @@ impl Harness {
                             now < tokens.usable_until(SKEW),
                             "token handed out at or past usable_until"
                         );
-                        assert!(
-                            now < tokens.expires_at,
-                            "an expired token was handed out"
-                        );
+                        assert!(now < tokens.expires_at, "an expired token was handed out");
                         // Inside the refresh margin only while a refresh is failing (backing
                         // off) or impossible (no refresh token).
                         if now >= tokens.refresh_at(SKEW) {
-                            let backing_off = self
-                                .session
-                                .poll_timeout()
-                                .is_some_and(|retry| retry > now);
+                            let backing_off =
+                                self.session.poll_timeout().is_some_and(|retry| retry > now);
                             assert!(
                                 backing_off || tokens.refresh_token.is_none(),
                                 "token handed out inside the refresh margin without a failed refresh"
@@ -343,7 +344,10 @@ impl Harness {
                     assert!(self.session.pending_authorization().is_none());
                 } else if pending.is_some() {
                     // An expired authorization is refused and changes nothing.
-                    assert_eq!(result.unwrap_err(), mailup_auth_core::CallbackError::Expired);
+                    assert_eq!(
+                        result.unwrap_err(),
+                        mailup_auth_core::CallbackError::Expired
+                    );
                 }
             }
             Action::CallbackWrongState | Action::CallbackDenied => {

@@ -17,7 +17,7 @@
 //! | `POST /_emulator/rate-limit` | `{"requests":5,"window_secs":1}` or `null` | set or clear it |
 //!
 //! Fault names: `status500`, `status503`, `html_error_page`, `malformed_body`,
-//! `drop_connection`. Errors are `400 {"error":"..."}`.
+//! `drop_connection`, `not_found_html`, `invalid_request`. Errors are `400 {"error":"..."}`.
 
 use std::time::Duration;
 

@@ -33,6 +33,11 @@ pub enum Fault {
     MalformedBody,
     /// The TCP connection is closed without any HTTP response.
     DropConnection,
+    /// `404 Not Found` with an HTML page, as a misrouted proxy would send.
+    NotFoundHtml,
+    /// `400 Bad Request` with an RFC 6749 `invalid_request` body: a refusal that says nothing
+    /// about the grant.
+    InvalidRequest,
 }
 
 /// A snapshot of the emulator's counters. Counters only grow, except through

@@ -125,6 +125,22 @@ from an upstream server (injected fault).</p></body></html>",
             "{\"access_token\":\"truncated",
         )
             .into_response(),
+        Fault::NotFoundHtml => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<!DOCTYPE html><html><head><title>404 Not Found</title></head>\
+<body><h1>Not Found</h1><p>The requested URL was not found on this server \
+(injected fault).</p></body></html>",
+        )
+            .into_response(),
+        Fault::InvalidRequest => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": "invalid_request",
+                "error_description": "injected fault: invalid request",
+            })),
+        )
+            .into_response(),
         Fault::DropConnection => {
             tracing::debug!(remote = %connection.remote, "dropping the connection (injected fault)");
             connection.kill();

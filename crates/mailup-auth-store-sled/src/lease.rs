@@ -118,7 +118,8 @@ fn create_lock_dir(dir: &Path) -> Result<(), StoreError> {
 
 #[cfg(not(unix))]
 fn create_lock_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|error| StoreError::Io(format!("{}: {error}", dir.display())))
+    std::fs::create_dir_all(dir)
+        .map_err(|error| StoreError::Io(format!("{}: {error}", dir.display())))
 }
 
 #[cfg(test)]
@@ -146,7 +147,10 @@ mod tests {
             .acquire("p", Duration::from_millis(60))
             .await
             .unwrap_err();
-        assert!(matches!(error, StoreError::LeaseTimeout { .. }), "{error:?}");
+        assert!(
+            matches!(error, StoreError::LeaseTimeout { .. }),
+            "{error:?}"
+        );
         // Another profile is independent.
         let _q = other.acquire("q", Duration::ZERO).await.unwrap();
         drop(held);

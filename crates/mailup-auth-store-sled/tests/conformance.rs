@@ -295,7 +295,10 @@ async fn a_one_time_key_is_consumed_once(store: &dyn TokenStore) {
     assert_eq!(store.load("state-a").await.unwrap(), None);
     // Expired markers may go: a key past its expiry is accepted again (its authorization's
     // own expiry refuses it by then).
-    assert!(store.consume_once("state-a", t(5000), t(1001)).await.unwrap());
+    assert!(store
+        .consume_once("state-a", t(5000), t(1001))
+        .await
+        .unwrap());
 }
 
 async fn concurrent_consumers_of_one_key_have_one_winner(store: Arc<dyn TokenStore>) {
@@ -304,7 +307,11 @@ async fn concurrent_consumers_of_one_key_have_one_winner(store: Arc<dyn TokenSto
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .consume_once("the-state", UnixTime::from_secs(1000), UnixTime::from_secs(1))
+                    .consume_once(
+                        "the-state",
+                        UnixTime::from_secs(1000),
+                        UnixTime::from_secs(1),
+                    )
                     .await
                     .unwrap()
             })

@@ -36,7 +36,8 @@ fn write_raw(path: &Path, rows: &[(&str, &str)]) {
     let db = raw_db(path);
     let tree = db.open_tree("profiles").unwrap();
     for (profile, envelope) in rows {
-        tree.insert(profile.as_bytes(), envelope.as_bytes()).unwrap();
+        tree.insert(profile.as_bytes(), envelope.as_bytes())
+            .unwrap();
     }
     db.flush().unwrap();
 }
@@ -106,7 +107,10 @@ async fn records_written_by_0_1_0_load_unchanged() {
     assert_eq!(store.profiles().await.unwrap(), vec!["full", "rejected"]);
     // The tombstone keeps its version: the next save continues from it.
     assert_eq!(
-        store.save("deleted", &fixture_record(), None).await.unwrap(),
+        store
+            .save("deleted", &fixture_record(), None)
+            .await
+            .unwrap(),
         2
     );
 }
@@ -132,10 +136,7 @@ async fn an_exhausted_version_is_a_typed_error_and_delete_recovers() {
         .into_iter()
         .find(|(profile, _)| *profile == "full")
         .unwrap();
-    let at_max = full.replace(
-        r#""version":1,"#,
-        &format!(r#""version":{},"#, u64::MAX),
-    );
+    let at_max = full.replace(r#""version":1,"#, &format!(r#""version":{},"#, u64::MAX));
     write_raw(dir.path(), &[("maxed", at_max.as_str())]);
     let store = open(dir.path());
     let loaded = store.load("maxed").await.unwrap().unwrap();
@@ -151,7 +152,10 @@ async fn an_exhausted_version_is_a_typed_error_and_delete_recovers() {
         }
     );
     // Nothing was overwritten, and the record is still readable.
-    assert_eq!(store.load("maxed").await.unwrap().unwrap().version, u64::MAX);
+    assert_eq!(
+        store.load("maxed").await.unwrap().unwrap().version,
+        u64::MAX
+    );
     // A delete (logout) clears it for good, and a new login starts again.
     store.delete("maxed").await.unwrap();
     assert_eq!(store.load("maxed").await.unwrap(), None);

@@ -17,10 +17,11 @@ use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::Method;
 use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
-    AccessToken, ApiError, Backoff, ClientConfig, ClientConfigBuilder, ClientSecret, Endpoints,
-    Event, Grant, HttpRequest, HttpResponse, Password, PendingAuthorization, ProfileRecord,
-    ReauthReason, Session, SessionState, StoreError, StoredClient, TokenAccess, TokenError,
-    TokenSet, TokenStore, Transport, UnixTime, Url,
+    AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
+    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseGuard, Password, PendingAuthorization,
+    ProfileRecord, ReauthReason, RefreshLease, Session, SessionState, StoreError, StoredClient,
+    TokenAccess, TokenError, TokenSet, TokenStore, Transport, TransportError, TransportErrorKind,
+    UnixTime, Url,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -117,6 +118,9 @@ pub struct SessionStatus {
     pub store_version: Option<u64>,
     /// Why re-authorization is required, if it is.
     pub reauthorization_reason: Option<String>,
+    /// The last refresh failure while the session is backing off from it (the access token,
+    /// if still valid, is being served meanwhile).
+    pub refresh_error: Option<String>,
 }
 
 /// What happened while driving token requests.
@@ -130,12 +134,16 @@ struct DriveReport {
     sent: u32,
     /// New tokens arrived (and were persisted).
     tokens_changed: bool,
+    /// Tokens another process saved were adopted instead of sending a refresh.
+    adopted: bool,
 }
 
 #[derive(Debug)]
 struct CachedToken {
     token: AccessToken,
-    usable_until: UnixTime,
+    /// Until when it may be handed out without asking the session (see
+    /// [`Session::hand_out_until`]).
+    until: UnixTime,
 }
 
 /// State guarded by the short-lived std mutex (never held across an await).
@@ -152,6 +160,7 @@ struct Inner {
     profile: String,
     transport: Arc<dyn Transport>,
     store: Arc<dyn TokenStore>,
+    lease: Option<Arc<dyn RefreshLease>>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     shared: Mutex<Shared>,
@@ -164,6 +173,7 @@ struct Inner {
     rate_limit: Option<RateLimitRetry>,
     skew: Duration,
     trusted_origins: Vec<url::Origin>,
+    token_timeout: Duration,
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
@@ -187,6 +197,9 @@ const MAX_STALE_TOKEN_SETS: u32 = 2;
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times a conflicting save is retried after reloading.
 const MAX_SAVE_ATTEMPTS: u32 = 4;
+/// The default bound on one token operation (see
+/// [`MailUpClientBuilder::token_operation_timeout`]).
+pub const DEFAULT_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl MailUpClient {
     /// Starts a builder for the given client registration.
@@ -230,6 +243,7 @@ impl MailUpClient {
                 .session
                 .reauthorization_reason()
                 .map(|r| r.to_string()),
+            refresh_error: shared.session.last_refresh_error().map(|e| e.to_string()),
         }
     }
 
@@ -238,15 +252,22 @@ impl MailUpClient {
     pub fn cached_access_token(&self) -> Option<AccessToken> {
         let now = self.inner.clock.now();
         match &*self.inner.cache.load() {
-            Some(cached) if now < cached.usable_until => Some(cached.token.clone()),
+            Some(cached) if now < cached.until => Some(cached.token.clone()),
             _ => None,
         }
     }
 
     // ---- tokens --------------------------------------------------------------------------
 
-    /// A valid access token: the cached one while fresh, otherwise after one refresh shared by
-    /// all concurrent callers (retried with backoff on transient failures, bounded).
+    /// A valid access token: the cached one while no refresh is due, otherwise after one
+    /// refresh shared by all concurrent callers (retried with backoff on transient failures).
+    ///
+    /// Inside the refresh margin (`expires_at - skew`) a failing refresh does not fail the
+    /// call: the current token is still valid and is returned (the failure shows in
+    /// [`status`](Self::status)`.refresh_error`), until a few seconds before it expires. The
+    /// whole operation is bounded by
+    /// [`token_operation_timeout`](MailUpClientBuilder::token_operation_timeout) (30 s by
+    /// default), however the token endpoint behaves.
     pub async fn access_token(&self) -> Result<AccessToken> {
         if let Some(token) = self.cached_access_token() {
             return Ok(token);
@@ -259,9 +280,10 @@ impl MailUpClient {
                 return Ok(token);
             }
             self.locked_with(guard, |client| async move {
+                let deadline = client.deadline();
                 // Another instance may have rotated the tokens: use theirs, don't burn ours.
                 client.sync_from_store().await?;
-                client.obtain_locked().await
+                client.obtain_locked(deadline).await
             })
             .await
         }
@@ -275,8 +297,9 @@ impl MailUpClient {
     /// (it keeps being served until it expires).
     pub async fn refresh(&self) -> Result<AccessToken> {
         self.locked(|client| async move {
+            let deadline = client.deadline();
             client.sync_from_store().await?;
-            client.force_refresh_locked().await
+            client.force_refresh_locked(deadline).await
         })
         .await
     }
@@ -285,12 +308,18 @@ impl MailUpClient {
     /// [`spawn_background_refresh`](Self::spawn_background_refresh)).
     pub async fn refresh_if_due(&self) -> Result<()> {
         self.locked(|client| async move {
+            let deadline = client.deadline();
             client.sync_from_store().await?;
             let now = client.inner.clock.now();
             client.shared().session.handle_timeout(now);
-            client.obtain_locked().await.map(drop)
+            client.obtain_locked(deadline).await.map(drop)
         })
         .await
+    }
+
+    /// When a token operation that starts now must be over.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.token_timeout
     }
 
     /// Runs `op` under the refresh lock, in a task of its own: a caller that gives up (a
@@ -334,7 +363,7 @@ impl MailUpClient {
 
     /// Sends one refresh now (or finishes the one a 401 already queued) and reports its
     /// outcome. Must hold `refresh_lock`.
-    async fn force_refresh_locked(&self) -> Result<AccessToken> {
+    async fn force_refresh_locked(&self, deadline: tokio::time::Instant) -> Result<AccessToken> {
         let started = {
             let mut shared = self.shared();
             shared.session.is_refreshing() || shared.session.refresh_now()
@@ -345,9 +374,9 @@ impl MailUpClient {
                 reason.unwrap_or(ReauthReason::NoRefreshToken),
             ));
         }
-        let report = self.drive().await?;
+        let report = self.drive(deadline).await?;
         if let Some(error) = report.refresh_error {
-            // Transient: the old tokens are kept and still served while fresh.
+            // Not a rejection: the old tokens are kept and still served while valid.
             return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
         }
         let rejected = self.shared().session.reauthorization_reason().cloned();
@@ -357,13 +386,14 @@ impl MailUpClient {
                 return Err(Error::ReauthorizationRequired(reason));
             }
         }
-        self.obtain_locked().await
+        self.obtain_locked(deadline).await
     }
 
     /// Drives the session until it hands out a token or gives a final answer. Must hold
-    /// `refresh_lock`. Bounded: transient failures by `max_refresh_attempts`, rejections by one
-    /// look at the store, and tokens that are stale on arrival by `MAX_STALE_TOKEN_SETS`.
-    async fn obtain_locked(&self) -> Result<AccessToken> {
+    /// `refresh_lock`. Bounded: in time by `deadline`, transient failures by
+    /// `max_refresh_attempts`, rejections by one look at the store, and tokens that are stale
+    /// on arrival by `MAX_STALE_TOKEN_SETS`.
+    async fn obtain_locked(&self, deadline: tokio::time::Instant) -> Result<AccessToken> {
         let mut reloaded_after_rejection = false;
         let mut stale_token_sets = 0;
         loop {
@@ -378,15 +408,18 @@ impl MailUpClient {
                 let mut shared = self.shared();
                 let access = shared.session.access_token(now);
                 if let TokenAccess::Ready(token) = &access {
-                    self.publish_locked(&shared, token);
+                    self.publish_locked(&shared, token, now);
                 }
                 access
             };
             match access {
                 TokenAccess::Ready(token) => return Ok(token),
                 TokenAccess::Pending => {
-                    let report = self.drive().await?;
-                    if report.sent == 0 {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.out_of_time(1));
+                    }
+                    let report = self.drive(deadline).await?;
+                    if report.sent == 0 && !report.adopted {
                         // Every token request is driven under the refresh lock, in a task
                         // that runs to completion; nothing else can be holding one.
                         return Err(Error::Cancelled);
@@ -405,10 +438,15 @@ impl MailUpClient {
                     attempts,
                     error,
                 } => {
-                    if attempts >= self.inner.max_refresh_attempts {
+                    // Only transient failures are worth retrying within one call; an odd answer
+                    // (a 404 page, a redirect) will not change in a second.
+                    if attempts >= self.inner.max_refresh_attempts || !error.is_transient() {
                         return Err(Error::TokenEndpointUnavailable { error, attempts });
                     }
                     let wait = retry_at.duration_since(now);
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                    }
                     tracing::info!(
                         attempts,
                         wait_ms = wait.as_millis() as u64,
@@ -497,9 +535,54 @@ impl MailUpClient {
         }
     }
 
+    /// The error for a token operation that ran out of time before its request was answered.
+    fn out_of_time(&self, attempts: u32) -> Error {
+        Error::TokenEndpointUnavailable {
+            error: TokenError::Transport(self.no_answer()),
+            attempts,
+        }
+    }
+
+    fn no_answer(&self) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Timeout,
+            format!(
+                "the token endpoint did not answer within {} s",
+                self.inner.token_timeout.as_secs_f32()
+            ),
+        )
+    }
+
+    /// Takes the cross-process refresh lease when a refresh is queued (and a lease is
+    /// configured), then adopts what another holder may have saved meanwhile: a queued refresh
+    /// that carries a refresh token the store has superseded is then dropped unsent.
+    async fn lease_for_refresh(
+        &self,
+        deadline: tokio::time::Instant,
+        report: &mut DriveReport,
+    ) -> Result<Option<LeaseGuard>> {
+        let Some(lease) = &self.inner.lease else {
+            return Ok(None);
+        };
+        if !self.shared().session.is_refreshing() {
+            return Ok(None);
+        }
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let guard = lease.acquire(&self.inner.profile, wait).await?;
+        if self.sync_from_store().await? {
+            tracing::info!("another process refreshed while we waited; using its tokens");
+            report.adopted = true;
+        }
+        Ok(Some(guard))
+    }
+
     /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
-    async fn drive(&self) -> Result<DriveReport> {
+    /// Each answer is awaited until `deadline` at most; one that does not come in time is a
+    /// timeout (the tokens are kept).
+    async fn drive(&self, deadline: tokio::time::Instant) -> Result<DriveReport> {
         let mut report = DriveReport::default();
+        // Held until the refresh's answer is saved (the loop's end).
+        let _lease = self.lease_for_refresh(deadline, &mut report).await?;
         loop {
             let request = self.shared().session.poll_request();
             let Some(request) = request else { break };
@@ -508,12 +591,13 @@ impl MailUpClient {
             let span =
                 tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
             tracing::debug!(parent: &span, url = %http.url(), "sending token request");
-            let result = self
-                .inner
-                .transport
-                .send(http)
-                .instrument(span.clone())
-                .await;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let result = tokio::time::timeout(
+                remaining,
+                self.inner.transport.send(http).instrument(span.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer()));
             match &result {
                 Ok(response) => {
                     tracing::debug!(parent: &span, status = response.status.as_u16(), "token endpoint answered")
@@ -551,6 +635,8 @@ impl MailUpClient {
                     retry_at,
                 } => {
                     tracing::warn!(%error, attempts, retry_at_ms = retry_at.as_millis(), "refresh failed; tokens kept");
+                    // The cached token's `until` may reach past the retry: ask again then.
+                    self.clear_cache();
                     report.refresh_error = Some(error);
                 }
                 Event::ReauthorizationRequired(reason) => {
@@ -685,16 +771,19 @@ impl MailUpClient {
         Ok(changed)
     }
 
-    /// Caches `token` if it is the session's current access token. Called with the session
-    /// lock held, right where the session handed the token out.
-    fn publish_locked(&self, shared: &Shared, token: &AccessToken) {
-        if let Some(tokens) = shared.session.tokens() {
-            if tokens.access_token == *token {
-                self.inner.cache.store(Some(Arc::new(CachedToken {
-                    token: token.clone(),
-                    usable_until: tokens.usable_until(self.inner.skew),
-                })));
-            }
+    /// Caches `token` if it is the session's current access token, for as long as the session
+    /// would hand it out again. Called with the session lock held, right where the session
+    /// handed the token out.
+    fn publish_locked(&self, shared: &Shared, token: &AccessToken, now: UnixTime) {
+        let current = shared
+            .session
+            .tokens()
+            .is_some_and(|tokens| tokens.access_token == *token);
+        if let (true, Some(until)) = (current, shared.session.hand_out_until(now)) {
+            self.inner.cache.store(Some(Arc::new(CachedToken {
+                token: token.clone(),
+                until,
+            })));
         }
     }
 
@@ -736,28 +825,42 @@ impl MailUpClient {
         redirect_uri: Option<Url>,
     ) -> Result<AuthorizationStart> {
         let state = self.inner.entropy.csrf_state();
+        let now = self.inner.clock.now();
         let shared = self.shared();
         let (url, pending) =
-            PendingAuthorization::start(shared.session.config(), state, redirect_uri)?;
+            PendingAuthorization::start(shared.session.config(), now, state, redirect_uri)?;
         Ok(AuthorizationStart { url, pending })
     }
 
     /// Completes a web-app authorization: checks the callback (URL or query string) against
-    /// `pending`, exchanges the code once, and stores the tokens before returning.
+    /// `pending` (state, then expiry: [`CallbackError::Expired`]), marks it used in the token
+    /// store so that it completes once even across processes sharing the store
+    /// ([`CallbackError::AlreadyUsed`] otherwise), exchanges the code, and stores the tokens
+    /// before returning.
     pub async fn complete_authorization(
         &self,
         pending: &PendingAuthorization,
         callback: &str,
     ) -> Result<()> {
-        let code = pending.verify_callback(callback)?;
+        let now = self.inner.clock.now();
+        let code = pending.verify_callback(now, callback)?;
+        let first_use = self
+            .inner
+            .store
+            .consume_once(pending.state().secret(), pending.expires_at(), now)
+            .await?;
+        if !first_use {
+            return Err(CallbackError::AlreadyUsed.into());
+        }
         let redirect_uri = pending.redirect_uri().clone();
         self.locked(move |client| async move {
+            let deadline = client.deadline();
             let now = client.inner.clock.now();
             client
                 .shared()
                 .session
                 .exchange_code(now, code, &redirect_uri);
-            client.finish_login().await
+            client.finish_login(deadline).await
         })
         .instrument(tracing::info_span!("mailup_auth.code_exchange"))
         .await
@@ -768,11 +871,12 @@ impl MailUpClient {
         let username = username.to_owned();
         let password = password.clone();
         self.locked(move |client| async move {
+            let deadline = client.deadline();
             client
                 .shared()
                 .session
                 .login_with_password(&username, &password);
-            client.finish_login().await
+            client.finish_login(deadline).await
         })
         .instrument(tracing::info_span!("mailup_auth.password_grant"))
         .await
@@ -780,7 +884,8 @@ impl MailUpClient {
 
     /// The CLI/desktop flow (RFC 8252): listens on 127.0.0.1, calls `show_url` with the LogOn
     /// URL (print it, open a browser), waits for the redirect, exchanges the code and stores
-    /// the tokens.
+    /// the tokens; only then does the browser's page say "logged in" (a failure page
+    /// otherwise).
     pub async fn login_with_loopback(
         &self,
         options: LoopbackLogin,
@@ -796,23 +901,27 @@ impl MailUpClient {
         let callback = listener
             .wait_for_callback(start.pending.state(), options.timeout)
             .await?;
-        self.complete_authorization(&start.pending, callback.as_str())
-            .await
+        let result = self
+            .complete_authorization(&start.pending, callback.as_str())
+            .await;
+        match &result {
+            Ok(()) => callback.succeeded(),
+            Err(error) => callback.failed(&error.to_string()),
+        }
+        result
     }
 
-    async fn finish_login(&self) -> Result<()> {
-        let report = self.drive().await?;
+    async fn finish_login(&self, deadline: tokio::time::Instant) -> Result<()> {
+        let report = self.drive(deadline).await?;
         if let Some(error) = report.login_error {
             return Err(Error::Login(error));
         }
         let now = self.inner.clock.now();
         let shared = self.shared();
-        // A login whose token is already stale (a tiny expires_in) still stored its tokens; the
+        // A login whose token is already due (a zero expires_in) still stored its tokens; the
         // next access_token() refreshes.
         if let Some(tokens) = shared.session.tokens() {
-            if tokens.is_fresh(now, self.inner.skew) {
-                self.publish_locked(&shared, &tokens.access_token);
-            }
+            self.publish_locked(&shared, &tokens.access_token.clone(), now);
         }
         Ok(())
     }
@@ -1064,8 +1173,16 @@ impl MailUpClient {
         BackgroundRefresh { handle }
     }
 
+    /// Half the effective skew of the current tokens, capped at 30 s.
     fn jitter_max(&self) -> Duration {
-        (self.inner.skew / 2).min(Duration::from_secs(30))
+        let skew = self
+            .shared()
+            .session
+            .tokens()
+            .map_or(self.inner.skew, |tokens| {
+                tokens.effective_skew(self.inner.skew)
+            });
+        (skew / 2).min(Duration::from_secs(30))
     }
 
     /// How long the background task sleeps before its next look.
@@ -1093,6 +1210,7 @@ impl MailUpClient {
 
     async fn refresh_ahead(&self) -> Result<()> {
         self.locked(|client| async move {
+            let deadline = client.deadline();
             client.sync_from_store().await?;
             let now = client.inner.clock.now();
             let (due, obtained_at) = {
@@ -1111,10 +1229,10 @@ impl MailUpClient {
             }
             if now < due {
                 // Ahead of time: force it; callers keep the current token meanwhile.
-                return client.force_refresh_locked().await.map(drop);
+                return client.force_refresh_locked(deadline).await.map(drop);
             }
             client.shared().session.handle_timeout(now);
-            client.obtain_locked().await.map(drop)
+            client.obtain_locked(deadline).await.map(drop)
         })
         .await
     }
@@ -1185,6 +1303,14 @@ pub struct MailUpClientBuilder {
     rate_limit: Option<RateLimitRetry>,
     skew: Duration,
     trusted_origins: Vec<String>,
+    lease: LeaseChoice,
+    token_timeout: Duration,
+}
+
+enum LeaseChoice {
+    /// The store's own when it is a sled directory opened by the builder; none otherwise.
+    Default,
+    Custom(Option<Arc<dyn RefreshLease>>),
 }
 
 enum StoreChoice {
@@ -1219,6 +1345,8 @@ impl MailUpClientBuilder {
             rate_limit: None,
             skew: mailup_auth_core::config::DEFAULT_REFRESH_SKEW,
             trusted_origins: Vec::new(),
+            lease: LeaseChoice::Default,
+            token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
         }
     }
 
@@ -1264,7 +1392,9 @@ impl MailUpClientBuilder {
         self
     }
 
-    /// The refresh skew (default 60 s).
+    /// How long before expiry a refresh becomes due (default 60 s; at most half of each token's
+    /// lifetime, so short-lived tokens work with any skew). The current token keeps being
+    /// served inside this margin while a refresh fails.
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.config = self.config.refresh_skew(skew);
         self.skew = skew;
@@ -1294,6 +1424,43 @@ impl MailUpClientBuilder {
     /// rejected, before reporting re-authorization (default 500 ms).
     pub fn rejected_refresh_grace(mut self, wait: Duration) -> Self {
         self.rejected_reload_wait = wait;
+        self
+    }
+
+    /// The longest one token operation may take (a refresh with its retries, a code exchange,
+    /// a password grant), however the token endpoint behaves: default 30 s. A refresh whose
+    /// answer does not come in time counts as a failed attempt (the tokens are kept; a still
+    /// valid access token is served). This bounds each token request too, on top of the
+    /// transport's own timeouts.
+    pub fn token_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.token_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a started authorization may be completed in (default 10 minutes).
+    pub fn authorization_timeout(mut self, timeout: Duration) -> Self {
+        self.config = self.config.authorization_timeout(timeout);
+        self
+    }
+
+    /// Accepts plain `http` endpoints, redirect URIs and trusted origins on hosts that are not
+    /// loopback addresses.
+    ///
+    /// **Insecure**: the client secret, tokens, passwords and codes then travel unencrypted.
+    /// Without it such a URL is [`Error::Config`] at [`build`](Self::build), before any I/O.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.config = self.config.allow_insecure_http();
+        self
+    }
+
+    /// Coordinates refreshes with other processes sharing the store through this lease: a
+    /// refresh is sent only while holding it, and a process that waited for it adopts the
+    /// tokens the holder saved. The default is the store directory's file lock
+    /// ([`SledRefreshLease`](mailup_auth_store_sled::SledRefreshLease)) when the builder opens a
+    /// sled store itself, and none for a store passed with [`store`](Self::store) (pass
+    /// `None` to turn the default off).
+    pub fn refresh_lease(mut self, lease: Option<Arc<dyn RefreshLease>>) -> Self {
+        self.lease = LeaseChoice::Custom(lease);
         self
     }
 
@@ -1368,25 +1535,29 @@ impl MailUpClientBuilder {
         let trusted_origins = self
             .trusted_origins
             .iter()
-            .map(|url| {
-                mailup_auth_core::config::parse_http_url("trusted origin", url).map(|u| u.origin())
-            })
+            .map(|url| config.check_url("trusted origin", url).map(|u| u.origin()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         mailup_auth_core::ports::validate_profile_name(&self.profile)?;
         let transport = match self.transport {
             Some(transport) => transport,
             None => default_transport()?,
         };
-        let store: Arc<dyn TokenStore> = match self.store {
-            StoreChoice::Custom(store) => store,
-            StoreChoice::Default => default_store()?,
-            StoreChoice::Path(path) => open_sled(path)?,
+        let (store, default_lease): (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>) =
+            match self.store {
+                StoreChoice::Custom(store) => (store, None),
+                StoreChoice::Default => default_store()?,
+                StoreChoice::Path(path) => open_sled(path)?,
+            };
+        let lease = match self.lease {
+            LeaseChoice::Default => default_lease,
+            LeaseChoice::Custom(lease) => lease,
         };
         let client = MailUpClient {
             inner: Arc::new(Inner {
                 profile: self.profile,
                 transport,
                 store,
+                lease,
                 clock: self.clock,
                 entropy: self.entropy,
                 shared: Mutex::new(Shared {
@@ -1404,6 +1575,7 @@ impl MailUpClientBuilder {
                 rate_limit: self.rate_limit,
                 skew: self.skew,
                 trusted_origins,
+                token_timeout: self.token_timeout,
             }),
         };
         client.sync_from_store().await?;
@@ -1413,7 +1585,7 @@ impl MailUpClientBuilder {
             if let Some(tokens) = shared.session.tokens() {
                 let usable = shared.session.reauthorization_reason().is_none();
                 if usable && tokens.is_fresh(now, client.inner.skew) {
-                    client.publish_locked(&shared, &tokens.access_token);
+                    client.publish_locked(&shared, &tokens.access_token.clone(), now);
                 }
             }
         }
@@ -1443,8 +1615,11 @@ pub fn default_store_dir() -> Option<std::path::PathBuf> {
         .map(|dirs| dirs.data_dir().join("tokens"))
 }
 
+/// A sled store and its directory's refresh lease, or a memory-less error.
+type StoreAndLease = (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>);
+
 #[cfg(feature = "sled")]
-fn default_store() -> Result<Arc<dyn TokenStore>> {
+fn default_store() -> Result<StoreAndLease> {
     let dir = default_store_dir().ok_or(Error::Missing(
         "no home directory for the default token store",
     ))?;
@@ -1452,7 +1627,7 @@ fn default_store() -> Result<Arc<dyn TokenStore>> {
 }
 
 #[cfg(not(feature = "sled"))]
-fn default_store() -> Result<Arc<dyn TokenStore>> {
+fn default_store() -> Result<StoreAndLease> {
     Err(Error::Missing(
         "no token store: enable the `sled` feature or call `store(..)` / `memory_store()`",
     ))
@@ -1462,7 +1637,7 @@ fn default_store() -> Result<Arc<dyn TokenStore>> {
 /// sled allows one opener per database, and several clients (one per profile, say) commonly
 /// use the same directory.
 #[cfg(feature = "sled")]
-fn open_sled(path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
+fn open_sled(path: std::path::PathBuf) -> Result<StoreAndLease> {
     use std::collections::HashMap;
     use std::sync::OnceLock;
 
@@ -1483,15 +1658,17 @@ fn open_sled(path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     open.retain(|_, store| store.strong_count() > 0);
+    let lease: Arc<dyn RefreshLease> =
+        Arc::new(mailup_auth_store_sled::SledRefreshLease::new(&key));
     if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
-        return Ok(store);
+        return Ok((store, Some(lease)));
     }
     let store = Arc::new(SledTokenStore::open(&key)?);
     open.insert(key, Arc::downgrade(&store));
-    Ok(store)
+    Ok((store, Some(lease)))
 }
 
 #[cfg(not(feature = "sled"))]
-fn open_sled(_path: std::path::PathBuf) -> Result<Arc<dyn TokenStore>> {
+fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
     Err(Error::Missing("no sled store: enable the `sled` feature"))
 }

@@ -11,11 +11,11 @@ pub mod loopback;
 pub use crate::client::default_store_dir;
 pub use crate::client::{
     AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder,
-    RateLimitRetry, SessionStatus, TokenChange, TokensHook,
+    RateLimitRetry, SessionStatus, TokenChange, TokensHook, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
-pub use crate::loopback::{LoopbackError, LoopbackRedirect};
+pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;

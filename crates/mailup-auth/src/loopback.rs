@@ -1,6 +1,9 @@
 //! The loopback redirect helper for CLI and desktop apps (RFC 8252): listen on 127.0.0.1, give
 //! the redirect URI to register/use, wait for exactly one callback on the right path with the
-//! right `state`, answer the browser with a small page, and give up after a timeout.
+//! right `state`, and give up after a timeout. The browser's request is held open until the
+//! application reports how the code exchange went ([`LoopbackCallback::succeeded`] /
+//! [`LoopbackCallback::failed`]), so the page never says "logged in" before the tokens are
+//! stored.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mailup_auth_core::CsrfState;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 /// The path the helper listens on unless told otherwise.
@@ -39,6 +42,64 @@ pub enum LoopbackError {
     /// Accepting connections failed.
     #[error("loopback listener I/O error: {0}")]
     Io(String),
+}
+
+/// How long the browser's request waits for the application to report the login's outcome.
+const OUTCOME_WAIT: Duration = Duration::from_secs(120);
+
+/// How the login ended, for the page the browser shows.
+#[derive(Debug)]
+enum Outcome {
+    Success,
+    Failure(String),
+}
+
+/// The callback MailUp's redirect delivered. The browser waits on it: report the outcome of
+/// the code exchange with [`succeeded`](Self::succeeded) or [`failed`](Self::failed) and the
+/// browser then shows the matching page. Dropping it unanswered shows a failure page.
+#[derive(Debug)]
+pub struct LoopbackCallback {
+    url: Url,
+    reply: Option<oneshot::Sender<Outcome>>,
+}
+
+impl LoopbackCallback {
+    /// The full callback URL, for
+    /// [`PendingAuthorization::verify_callback`](mailup_auth_core::PendingAuthorization::verify_callback).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The full callback URL as a string.
+    pub fn as_str(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The tokens are stored: the browser shows "logged in".
+    pub fn succeeded(mut self) {
+        self.send(Outcome::Success);
+    }
+
+    /// The login failed: the browser shows a failure page with `reason` (escaped, shortened;
+    /// pass an error's `Display`, which never holds a secret).
+    pub fn failed(mut self, reason: &str) {
+        self.send(Outcome::Failure(reason.to_owned()));
+    }
+
+    fn send(&mut self, outcome: Outcome) {
+        if let Some(reply) = self.reply.take() {
+            // The browser may have gone away; nothing to tell then.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+impl Drop for LoopbackCallback {
+    fn drop(&mut self) {
+        self.send(Outcome::Failure(
+            "the application did not finish the login".into(),
+        ));
+    }
 }
 
 /// A listener on 127.0.0.1 waiting for MailUp's redirect.
@@ -119,9 +180,9 @@ impl LoopbackRedirect {
             .expect("a bound listener has an address")
     }
 
-    /// Waits for the one callback on the right path whose `state` matches, answers the browser
-    /// (success, or the authorization error the callback carries), and returns the full
-    /// callback URL for [`PendingAuthorization::verify_callback`](mailup_auth_core::PendingAuthorization::verify_callback).
+    /// Waits for the one callback on the right path whose `state` matches and returns it; the
+    /// browser's request stays open until the returned [`LoopbackCallback`] is told how the
+    /// login ended (for up to two minutes), so its page reflects the real outcome.
     ///
     /// Requests on other paths (a favicon) get a 404 and are ignored; a request on the right
     /// path with a wrong or missing `state` gets a 400 and is ignored too, so a forged request
@@ -130,12 +191,12 @@ impl LoopbackRedirect {
         self,
         state: &CsrfState,
         timeout: Duration,
-    ) -> Result<Url, LoopbackError> {
+    ) -> Result<LoopbackCallback, LoopbackError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let (tx, mut rx) = mpsc::channel::<Url>(1);
+        let (tx, mut rx) = mpsc::channel::<LoopbackCallback>(1);
         loop {
             tokio::select! {
-                Some(url) = rx.recv() => return Ok(url),
+                Some(callback) = rx.recv() => return Ok(callback),
                 _ = tokio::time::sleep_until(deadline) => return Err(LoopbackError::Timeout(timeout)),
                 accepted = accept_any(&self.listener, self.ipv6.as_ref()) => {
                     let (stream, _) = match accepted {
@@ -152,13 +213,14 @@ impl LoopbackRedirect {
                     let base = self.redirect_uri.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                            let response = answer(&request, &path, &expected, &base, &tx);
-                            async move { Ok::<_, Infallible>(response) }
+                            let answer = answer(&request, &path, &expected, &base, &tx);
+                            async move { Ok::<_, Infallible>(answer.page().await) }
                         });
                         let connection = hyper::server::conn::http1::Builder::new()
                             .keep_alive(false)
                             .serve_connection(TokioIo::new(stream), service);
-                        let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+                        let limit = OUTCOME_WAIT + Duration::from_secs(30);
+                        let _ = tokio::time::timeout(limit, connection).await;
                     });
                 }
             }
@@ -180,15 +242,52 @@ async fn accept_any(
     }
 }
 
+/// The browser's answer: a page now, or one once the application reports the outcome.
+enum Answer {
+    Now(Response<Full<Bytes>>),
+    AfterLogin(oneshot::Receiver<Outcome>),
+}
+
+impl Answer {
+    async fn page(self) -> Response<Full<Bytes>> {
+        let receiver = match self {
+            Self::Now(page) => return page,
+            Self::AfterLogin(receiver) => receiver,
+        };
+        match tokio::time::timeout(OUTCOME_WAIT, receiver).await {
+            Ok(Ok(Outcome::Success)) => page(
+                StatusCode::OK,
+                "Authorization complete",
+                "You are logged in. You can close this window and return to the application.",
+            ),
+            Ok(Ok(Outcome::Failure(reason))) => page(
+                StatusCode::OK,
+                "Login failed",
+                &format!(
+                    "The login did not complete: {}. Return to the application for details; \
+                     you can close this window.",
+                    escape(&reason)
+                ),
+            ),
+            Ok(Err(_)) | Err(_) => page(
+                StatusCode::OK,
+                "Login status unknown",
+                "The application did not say whether the login completed. Return to it for \
+                 details; you can close this window.",
+            ),
+        }
+    }
+}
+
 fn answer(
     request: &Request<Incoming>,
     path: &str,
     expected: &CsrfState,
     base: &Url,
-    tx: &mpsc::Sender<Url>,
-) -> Response<Full<Bytes>> {
+    tx: &mpsc::Sender<LoopbackCallback>,
+) -> Answer {
     if request.uri().path() != path {
-        return page(StatusCode::NOT_FOUND, "Not found", "Nothing here.");
+        return Answer::Now(page(StatusCode::NOT_FOUND, "Not found", "Nothing here."));
     }
     let query = request.uri().query().unwrap_or_default();
     let mut states = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "state");
@@ -196,39 +295,31 @@ fn answer(
         matches!((states.next(), states.next()), (Some((_, v)), None) if expected.matches(&v));
     if !state_ok {
         tracing::warn!("loopback callback with a wrong or missing state ignored");
-        return page(
+        return Answer::Now(page(
             StatusCode::BAD_REQUEST,
             "Invalid request",
             "This request does not belong to the login in progress. It was ignored.",
-        );
+        ));
     }
     let mut url = base.clone();
     url.set_query(Some(query));
-    let error = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "error")
-        .map(|(_, v)| v.into_owned());
-    if tx.try_send(url).is_err() {
-        return page(
+    let (reply, outcome) = oneshot::channel();
+    let callback = LoopbackCallback {
+        url,
+        reply: Some(reply),
+    };
+    if let Err(refused) = tx.try_send(callback) {
+        // Not an outcome of this login: the first callback's page tells that one.
+        let (mpsc::error::TrySendError::Full(mut callback)
+        | mpsc::error::TrySendError::Closed(mut callback)) = refused;
+        callback.reply = None;
+        return Answer::Now(page(
             StatusCode::CONFLICT,
             "Already done",
             "The login has already completed.",
-        );
+        ));
     }
-    match error {
-        Some(error) => page(
-            StatusCode::OK,
-            "Authorization failed",
-            &format!(
-                "MailUp answered: {}. You can close this window.",
-                escape(&error)
-            ),
-        ),
-        None => page(
-            StatusCode::OK,
-            "Authorization complete",
-            "You are logged in. You can close this window and return to the application.",
-        ),
-    }
+    Answer::AfterLogin(outcome)
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>> {

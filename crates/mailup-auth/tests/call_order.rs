@@ -22,6 +22,7 @@ mock! {
         async fn save(&self, profile: &str, record: &ProfileRecord, expected: Option<u64>) -> Result<u64, StoreError>;
         async fn delete(&self, profile: &str) -> Result<(), StoreError>;
         async fn profiles(&self) -> Result<Vec<String>, StoreError>;
+        async fn consume_once(&self, key: &str, expires_at: UnixTime, now: UnixTime) -> Result<bool, StoreError>;
     }
 }
 

@@ -124,6 +124,14 @@ impl TokenStore for Flaky {
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
         self.inner.profiles().await
     }
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: mailup_auth::UnixTime,
+        now: mailup_auth::UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_once(key, expires_at, now).await
+    }
 }
 
 async fn client(

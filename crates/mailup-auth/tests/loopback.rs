@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mailup_auth::{CsrfState, LoopbackError, LoopbackRedirect};
+use mailup_auth::{CsrfState, LoopbackCallback, LoopbackError, LoopbackRedirect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,6 +29,26 @@ async fn get_from(host: &str, port: u16, target: &str) -> (u16, String) {
         .unwrap_or_default()
         .to_owned();
     (status, body)
+}
+
+/// Sends the browser's request for `target` in the background, waits for the listener to hand
+/// over the callback, lets `finish` report the login's outcome, and returns the browser's page
+/// and the callback URL.
+async fn complete(
+    port: u16,
+    host: &'static str,
+    target: &'static str,
+    waiting: tokio::task::JoinHandle<Result<LoopbackCallback, LoopbackError>>,
+    finish: impl FnOnce(LoopbackCallback),
+) -> ((u16, String), mailup_auth::Url) {
+    let browser = tokio::spawn(get_from(host, port, target));
+    let callback = waiting.await.unwrap().unwrap();
+    let url = callback.url().clone();
+    // The page is not sent before the application says how the login ended.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!browser.is_finished(), "the page came before the outcome");
+    finish(callback);
+    (browser.await.unwrap(), url)
 }
 
 #[tokio::test]
@@ -57,13 +77,66 @@ async fn the_right_callback_ends_the_wait_after_favicons_and_forgeries() {
         "forged requests must not end the wait"
     );
 
-    let (status, body) = get(port, "/callback?code=abc&state=s3cret-state").await;
+    let ((status, body), url) = complete(
+        port,
+        "127.0.0.1",
+        "/callback?code=abc&state=s3cret-state",
+        waiting,
+        LoopbackCallback::succeeded,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(body.contains("Authorization complete"));
     assert!(!body.contains("abc"), "the page does not echo the code");
-    let url = waiting.await.unwrap().unwrap();
     assert_eq!(url.query(), Some("code=abc&state=s3cret-state"));
     assert_eq!(url.path(), "/callback");
+}
+
+#[tokio::test]
+async fn the_page_says_logged_in_only_after_the_exchange_succeeded() {
+    // Hardening item 17: a failed exchange shows a failure page, never "logged in".
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("st");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+    let ((status, body), _) = complete(
+        port,
+        "127.0.0.1",
+        "/callback?code=abc&state=st",
+        waiting,
+        |callback| callback.failed("login failed: token endpoint answered 400 invalid_grant"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Login failed"), "{body}");
+    assert!(body.contains("invalid_grant"));
+    assert!(!body.contains("logged in"), "{body}");
+
+    // An application that drops the callback without a word: a failure page too.
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("st");
+    let waiting = tokio::spawn(async move {
+        listener
+            .wait_for_callback(&state, Duration::from_secs(10))
+            .await
+    });
+    let ((_, body), _) = complete(
+        port,
+        "127.0.0.1",
+        "/callback?code=abc&state=st",
+        waiting,
+        drop,
+    )
+    .await;
+    assert!(
+        body.contains("Login failed") && !body.contains("logged in"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -79,10 +152,16 @@ async fn an_error_callback_is_shown_and_returned() {
             .wait_for_callback(&state, Duration::from_secs(10))
             .await
     });
-    let (status, body) = get(port, "/oauth/done?error=access_denied&state=st").await;
+    let ((status, body), url) = complete(
+        port,
+        "127.0.0.1",
+        "/oauth/done?error=access_denied&state=st",
+        waiting,
+        |callback| callback.failed("authorization denied: access_denied"),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert!(body.contains("Authorization failed") && body.contains("access_denied"));
-    let url = waiting.await.unwrap().unwrap();
+    assert!(body.contains("Login failed") && body.contains("access_denied"));
     assert!(url.as_str().contains("error=access_denied"));
 }
 
@@ -96,10 +175,16 @@ async fn the_error_page_escapes_what_it_shows() {
             .wait_for_callback(&state, Duration::from_secs(10))
             .await
     });
-    let (_, body) = get(port, "/callback?error=%3Cscript%3E&state=st").await;
+    let ((_, body), _) = complete(
+        port,
+        "127.0.0.1",
+        "/callback?error=%3Cscript%3E&state=st",
+        waiting,
+        |callback| callback.failed("authorization denied: <script>"),
+    )
+    .await;
     assert!(!body.contains("<script>"));
     assert!(body.contains("&lt;script&gt;"));
-    waiting.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -139,8 +224,15 @@ async fn a_registered_loopback_uri_gives_the_port_and_path() {
             .await
     });
     assert_eq!(get(port, "/callback?code=x&state=st").await.0, 404);
-    assert_eq!(get(port, "/mailup/cb?code=x&state=st").await.0, 200);
-    waiting.await.unwrap().unwrap();
+    let ((status, _), _) = complete(
+        port,
+        "127.0.0.1",
+        "/mailup/cb?code=x&state=st",
+        waiting,
+        LoopbackCallback::succeeded,
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // A `localhost` URI is also reachable over the IPv6 loopback, where the machine has one;
     // a registered query is kept.
@@ -157,11 +249,15 @@ async fn a_registered_loopback_uri_gives_the_port_and_path() {
                 .wait_for_callback(&state, Duration::from_secs(10))
                 .await
         });
-        assert_eq!(
-            get_from("::1", port, "/cb?app=1&code=x&state=st6").await.0,
-            200
-        );
-        let url = waiting.await.unwrap().unwrap();
+        let ((status, _), url) = complete(
+            port,
+            "::1",
+            "/cb?app=1&code=x&state=st6",
+            waiting,
+            LoopbackCallback::succeeded,
+        )
+        .await;
+        assert_eq!(status, 200);
         assert_eq!(url.query(), Some("app=1&code=x&state=st6"));
     }
 
