@@ -90,7 +90,7 @@ impl ReqwestTransport {
         Ok(HttpResponse {
             status,
             headers,
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         })
     }
 }
