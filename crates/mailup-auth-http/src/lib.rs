@@ -298,11 +298,22 @@ fn classify(
 
 /// Whether the cause chain says the peer closed or reset the connection before the response
 /// was complete.
+///
+/// hyper reports a connection that closed before the request could be written as "canceled"
+/// ("connection was not ready", "connection closed"): a fresh connection the server dropped at
+/// once lands there or on an incomplete message or a reset, depending on timing.
 fn connection_closed(error: &reqwest::Error) -> bool {
-    let mut cause = error.source();
+    closed_in_chain(error.source())
+}
+
+/// [`connection_closed`] over any cause chain, starting at `cause`.
+fn closed_in_chain(mut cause: Option<&(dyn std::error::Error + 'static)>) -> bool {
     while let Some(current) = cause {
         if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
-            if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
+            if hyper_error.is_incomplete_message()
+                || hyper_error.is_closed()
+                || hyper_error.is_canceled()
+            {
                 return true;
             }
         }
@@ -411,6 +422,52 @@ mod tests {
             "response too large: POST https://example.com/Token \
              (the response body is longer than the limit of 65536 bytes)"
         );
+    }
+
+    /// hyper's own "connection was not ready": a client connection whose peer closed before
+    /// the request was handed to it. Deterministic: the connection task has finished first.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_request_was_written_is_connection_closed() {
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        drop(server_io);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, String>(
+            hyper_util::rt::TokioIo::new(client_io),
+        )
+        .await
+        .unwrap();
+        // The peer is gone: the connection ends without a request.
+        let _ = connection.await;
+        let error = sender
+            .send_request(http::Request::new(String::new()))
+            .await
+            .unwrap_err();
+        assert!(error.is_canceled(), "{error:?}");
+        assert!(closed_in_chain(Some(&error)), "{error:?}");
+        // The same error below a wrapper (reqwest and hyper-util wrap it) is found too.
+        assert!(closed_in_chain(Some(&Wrapper(error))));
+    }
+
+    /// Stands for reqwest's and hyper-util's errors, which have no public constructor.
+    #[derive(Debug)]
+    struct Wrapper(hyper::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Canceled)")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn unrelated_errors_are_not_connection_closed() {
+        let error = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad");
+        assert!(!closed_in_chain(Some(&error)));
+        assert!(!closed_in_chain(None));
     }
 
     #[test]

@@ -381,7 +381,13 @@ async fn connection_dropped_without_a_response_is_connection_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_dropped_before_reading_is_connection_closed() {
+    // The server waits until the request has arrived (without reading it), then drops the
+    // connection: the client is always past handing the request to the connection, so the
+    // outcome does not depend on which side the scheduler runs first. (Dropping at accept
+    // raced the client's connection task: see the test below.)
     let addr = raw_server(|stream| async move {
+        let mut first = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await;
         drop(stream);
     })
     .await;
@@ -390,6 +396,29 @@ async fn connection_dropped_before_reading_is_connection_closed() {
         .await
         .unwrap_err();
     assert_eq!(error.kind, TransportErrorKind::ConnectionClosed, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_dropped_at_accept_is_connection_closed_whatever_the_timing() {
+    // Whether hyper sees the close before the request is written ("connection was not
+    // ready"), while writing (a reset) or while waiting for the head (an incomplete message)
+    // depends on scheduling; every one of them is a closed connection.
+    for _ in 0..20 {
+        let addr = raw_server(|stream| async move {
+            drop(stream);
+        })
+        .await;
+        let transport = ReqwestTransport::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let error = transport
+            .send(HttpRequest::new(Method::GET, url(addr, "/t")))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, TransportErrorKind::ConnectionClosed, "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
