@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use serde_json::Value;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::http::{HttpRequest, HttpResponse};
 use crate::secret::AccessToken;
@@ -177,8 +178,14 @@ impl ApiCall {
 }
 
 /// Adds `Authorization: Bearer <token>` (marked sensitive) to a request.
+///
+/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop.
 pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.secret()))
+    let secret = token.secret();
+    let mut bearer = Zeroizing::new(String::with_capacity("Bearer ".len() + secret.len()));
+    bearer.push_str("Bearer ");
+    bearer.push_str(secret);
+    let mut value = HeaderValue::from_str(&bearer)
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     value.set_sensitive(true);
     request.with_header(AUTHORIZATION, value)
@@ -335,6 +342,12 @@ mod tests {
         );
         assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
         assert!(request.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{:?}", request.headers()).contains("tok"));
+        // An API call keeps the (large) API limit; only token requests use the small one.
+        assert_eq!(
+            request.response_limit(),
+            crate::http::DEFAULT_API_RESPONSE_LIMIT
+        );
     }
 
     #[test]

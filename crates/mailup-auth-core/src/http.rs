@@ -7,24 +7,34 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use url::Url;
 use zeroize::Zeroizing;
 
+/// The most response body bytes a transport reads for a request by default (32 MiB): API
+/// answers. Change it per request with [`HttpRequest::with_response_limit`].
+pub const DEFAULT_API_RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The most response body bytes a transport reads for a token request (64 KiB). A token answer
+/// is a few hundred bytes; anything near this size is not a token endpoint talking.
+pub const TOKEN_RESPONSE_LIMIT: usize = 64 * 1024;
+
 /// An HTTP request to send. Its body and `Authorization` header may carry secrets, so `Debug`
-/// shows neither.
+/// shows neither; the body is wiped when the request is dropped.
 #[derive(Clone)]
 pub struct HttpRequest {
     method: Method,
     url: Url,
     headers: HeaderMap,
     body: Zeroizing<Vec<u8>>,
+    response_limit: usize,
 }
 
 impl HttpRequest {
-    /// A request with no headers and an empty body.
+    /// A request with no headers, an empty body and the [`DEFAULT_API_RESPONSE_LIMIT`].
     pub fn new(method: Method, url: Url) -> Self {
         Self {
             method,
             url,
             headers: HeaderMap::new(),
             body: Zeroizing::new(Vec::new()),
+            response_limit: DEFAULT_API_RESPONSE_LIMIT,
         }
     }
 
@@ -40,6 +50,13 @@ impl HttpRequest {
     /// Sets the body.
     pub fn with_body(mut self, body: Vec<u8>) -> Self {
         self.body = Zeroizing::new(body);
+        self
+    }
+
+    /// Sets the most response body bytes a transport may read for this request; a longer
+    /// answer fails with [`TransportErrorKind::ResponseTooLarge`].
+    pub fn with_response_limit(mut self, bytes: usize) -> Self {
+        self.response_limit = bytes;
         self
     }
 
@@ -68,7 +85,21 @@ impl HttpRequest {
         &self.body
     }
 
-    /// Converts into an `http::Request`. The returned body is no longer zeroized on drop.
+    /// The body as it is owned: a buffer wiped on drop. Transports that need an owned body
+    /// (one that outlives the request) clone this rather than copying into a plain `Vec`.
+    pub fn zeroizing_body(&self) -> &Zeroizing<Vec<u8>> {
+        &self.body
+    }
+
+    /// The most response body bytes a transport may read for this request
+    /// ([`DEFAULT_API_RESPONSE_LIMIT`] unless set with [`HttpRequest::with_response_limit`];
+    /// [`TOKEN_RESPONSE_LIMIT`] for the core's token requests).
+    pub fn response_limit(&self) -> usize {
+        self.response_limit
+    }
+
+    /// Converts into an `http::Request`. The returned body is no longer zeroized on drop, and
+    /// the response limit is not carried: a caller sending it must bound the answer itself.
     pub fn into_http(self) -> http::Request<Vec<u8>> {
         let mut builder = http::Request::builder()
             .method(self.method.clone())
@@ -92,19 +123,22 @@ impl std::fmt::Debug for HttpRequest {
                 "body",
                 &format_args!("[{} bytes redacted]", self.body.len()),
             )
+            .field("response_limit", &self.response_limit)
             .finish()
     }
 }
 
-/// An HTTP response as received. The body may hold tokens, so `Debug` shows only its length.
+/// An HTTP response as received. The body may hold tokens, so `Debug` shows only its length
+/// and the body is wiped when the response is dropped.
 #[derive(Clone)]
 pub struct HttpResponse {
     /// The status code.
     pub status: StatusCode,
     /// The headers.
     pub headers: HeaderMap,
-    /// The body bytes.
-    pub body: Vec<u8>,
+    /// The body bytes, wiped on drop (a token answer holds the tokens in clear). Copy out of it
+    /// only what must outlive the response.
+    pub body: Zeroizing<Vec<u8>>,
 }
 
 impl HttpResponse {
@@ -113,7 +147,7 @@ impl HttpResponse {
         Self {
             status,
             headers: HeaderMap::new(),
-            body: body.into(),
+            body: Zeroizing::new(body.into()),
         }
     }
 
@@ -136,7 +170,8 @@ impl std::fmt::Debug for HttpResponse {
     }
 }
 
-/// What went wrong below HTTP: always a transient failure as far as the flow is concerned.
+/// What went wrong below HTTP: always a transient failure as far as the flow is concerned
+/// (tokens are kept and the refresh backs off; never a reason to log in again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
@@ -148,6 +183,9 @@ pub enum TransportErrorKind {
     ConnectionClosed,
     /// The response body could not be read.
     Body,
+    /// The response body is longer than the request's [`HttpRequest::response_limit`]; the
+    /// transport stopped reading. Not a rejection by the server: transient, like the others.
+    ResponseTooLarge,
     /// The request could not be built or sent for another reason.
     Other,
 }
@@ -159,6 +197,7 @@ impl std::fmt::Display for TransportErrorKind {
             Self::Connect => "could not connect",
             Self::ConnectionClosed => "connection closed before a response",
             Self::Body => "could not read the response body",
+            Self::ResponseTooLarge => "response too large",
             Self::Other => "request failed",
         })
     }
@@ -224,5 +263,49 @@ mod tests {
         assert_eq!(http.uri(), "https://example.com/t?a=1");
         assert_eq!(http.headers()[http::header::ACCEPT], "application/json");
         assert_eq!(http.body(), b"x=1");
+    }
+
+    #[test]
+    fn requests_carry_the_default_api_limit_unless_told_otherwise() {
+        let url = Url::parse("https://example.com/a").unwrap();
+        let request = HttpRequest::new(Method::GET, url);
+        assert_eq!(request.response_limit(), DEFAULT_API_RESPONSE_LIMIT);
+        assert_eq!(DEFAULT_API_RESPONSE_LIMIT, 32 * 1024 * 1024);
+        assert_eq!(TOKEN_RESPONSE_LIMIT, 64 * 1024);
+        let request = request.with_response_limit(10);
+        assert_eq!(request.response_limit(), 10);
+        assert_eq!(request.clone().response_limit(), 10);
+        // `into_http` still works with a limit set.
+        assert_eq!(request.into_http().uri(), "https://example.com/a");
+    }
+
+    #[test]
+    fn request_and_response_bodies_are_wiped_on_drop() {
+        let request = HttpRequest::new(Method::POST, Url::parse("https://example.com/t").unwrap())
+            .with_body(b"client_secret=s".to_vec());
+        let _: &Zeroizing<Vec<u8>> = request.zeroizing_body();
+        assert_eq!(request.zeroizing_body().as_slice(), request.body());
+
+        let response = HttpResponse::new(StatusCode::OK, b"{\"access_token\":\"a\"}".to_vec());
+        let _: &Zeroizing<Vec<u8>> = &response.body;
+        let copy = response.clone();
+        let _: &Zeroizing<Vec<u8>> = &copy.body;
+        assert_eq!(copy.body.as_slice(), response.body.as_slice());
+    }
+
+    #[test]
+    fn response_too_large_is_its_own_kind_and_says_so() {
+        let error = TransportError::new(
+            TransportErrorKind::ResponseTooLarge,
+            "GET https://example.com/a (more than 65536 bytes)",
+        );
+        assert_eq!(
+            error.to_string(),
+            "response too large: GET https://example.com/a (more than 65536 bytes)"
+        );
+        assert_ne!(
+            TransportErrorKind::ResponseTooLarge,
+            TransportErrorKind::Body
+        );
     }
 }

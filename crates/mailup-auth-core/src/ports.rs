@@ -18,9 +18,19 @@ use crate::token::TokenSet;
 
 /// Sends HTTP requests. Implementations must not follow redirects and must map every failure
 /// below HTTP to a [`TransportError`] (never panic).
+///
+/// Every status is an answer: a 3xx, 4xx or 5xx comes back as an [`HttpResponse`] with its body
+/// (the core reads RFC 6749 and MailUp errors from it), never as a [`TransportError`].
+///
+/// Response bodies come from an untrusted server, so implementations must honour
+/// [`HttpRequest::response_limit`] while streaming: refuse as soon as a `Content-Length` or the
+/// bytes read so far exceed it, without buffering the rest, and report
+/// [`TransportErrorKind::ResponseTooLarge`](crate::http::TransportErrorKind::ResponseTooLarge).
+/// The body they return is wiped on drop ([`HttpResponse::body`]); keep intermediate copies of
+/// it, and of the request body, to a minimum.
 #[async_trait]
 pub trait Transport: Send + Sync {
-    /// Sends one request and returns the whole response.
+    /// Sends one request and returns the whole response (at most `response_limit()` body bytes).
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
 }
 

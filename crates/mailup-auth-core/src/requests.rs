@@ -1,13 +1,15 @@
 //! Token endpoint requests as data, exactly as MailUp expects them: `POST` with a form body
-//! carrying the client credentials (never in a URL).
+//! carrying the client credentials (never in a URL). Every one carries the
+//! [`TOKEN_RESPONSE_LIMIT`]: a token answer is small, so a transport stops reading early.
 
 use base64::Engine as _;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::Method;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::config::ClientConfig;
-use crate::http::HttpRequest;
+use crate::http::{HttpRequest, TOKEN_RESPONSE_LIMIT};
 use crate::secret::{AuthorizationCode, Password, RefreshToken};
 
 /// Which grant a token request uses.
@@ -56,6 +58,7 @@ fn form_request(config: &ClientConfig, grant: Grant, fields: &[(&str, &str)]) ->
         )
         .with_header(ACCEPT, HeaderValue::from_static("application/json"))
         .with_body(form.finish().into_bytes())
+        .with_response_limit(TOKEN_RESPONSE_LIMIT)
 }
 
 /// The code exchange: `grant_type=authorization_code&code=..&redirect_uri=..&client_id=..&client_secret=..`.
@@ -88,19 +91,29 @@ pub fn refresh_request(config: &ClientConfig, refresh_token: &RefreshToken) -> H
 /// The password grant: `grant_type=password&username=..&password=..&client_id=..&client_secret=..`,
 /// plus `Authorization: Basic base64(client_id:client_secret)` as MailUp's samples send.
 pub fn password_request(config: &ClientConfig, username: &str, password: &Password) -> HttpRequest {
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        config.client_id(),
-        config.client_secret().secret()
-    ));
-    let header = HeaderValue::from_str(&format!("Basic {basic}"))
-        .expect("base64 is always a valid header value");
     form_request(
         config,
         Grant::Password,
         &[("username", username), ("password", password.secret())],
     )
-    .with_header(AUTHORIZATION, header)
+    .with_header(AUTHORIZATION, basic_authorization(config))
+}
+
+/// `Basic base64(client_id:client_secret)`, marked sensitive. The clear-text buffers are sized
+/// up front (no reallocation leaves a copy behind) and wiped when they go out of scope.
+fn basic_authorization(config: &ClientConfig) -> HeaderValue {
+    let (id, secret) = (config.client_id(), config.client_secret().secret());
+    let mut credentials = Zeroizing::new(String::with_capacity(id.len() + 1 + secret.len()));
+    credentials.push_str(id);
+    credentials.push(':');
+    credentials.push_str(secret);
+    let encoded_len = base64::encoded_len(credentials.len(), true).unwrap_or(0);
+    let mut value = Zeroizing::new(String::with_capacity("Basic ".len() + encoded_len));
+    value.push_str("Basic ");
+    base64::engine::general_purpose::STANDARD.encode_string(credentials.as_bytes(), &mut value);
+    let mut header = HeaderValue::from_str(&value).expect("base64 is always a valid header value");
+    header.set_sensitive(true);
+    header
 }
 
 #[cfg(test)]
@@ -186,6 +199,54 @@ mod tests {
         // base64("cid:csecret")
         assert_eq!(request.headers()[AUTHORIZATION], "Basic Y2lkOmNzZWNyZXQ=");
         assert!(!format!("{request:?}").contains("csecret"));
+    }
+
+    #[test]
+    fn token_requests_carry_the_token_response_limit() {
+        let redirect = Url::parse("http://127.0.0.1:8400/callback").unwrap();
+        let requests = [
+            code_exchange_request(&config(), AuthorizationCode::new("c"), &redirect),
+            refresh_request(&config(), &RefreshToken::new("r")),
+            password_request(&config(), "m1234", &Password::new("p")),
+        ];
+        for request in &requests {
+            assert_eq!(
+                request.response_limit(),
+                TOKEN_RESPONSE_LIMIT,
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_request_bodies_are_wiped_on_drop() {
+        let redirect = Url::parse("http://127.0.0.1:8400/callback").unwrap();
+        let requests = [
+            code_exchange_request(&config(), AuthorizationCode::new("c"), &redirect),
+            refresh_request(&config(), &RefreshToken::new("r")),
+            password_request(&config(), "m1234", &Password::new("p")),
+        ];
+        for request in &requests {
+            let body: &Zeroizing<Vec<u8>> = request.zeroizing_body();
+            assert!(body.windows(7).any(|w| w == b"csecret"), "{request:?}");
+        }
+    }
+
+    #[test]
+    fn password_grant_basic_header_is_sensitive() {
+        let request = password_request(&config(), "m1234", &Password::new("p@ss"));
+        let header = &request.headers()[AUTHORIZATION];
+        assert!(header.is_sensitive());
+        assert!(!format!("{header:?}").contains("Y2lk"), "{header:?}");
+    }
+
+    #[test]
+    fn refresh_and_code_requests_have_no_authorization_header() {
+        let redirect = Url::parse("http://127.0.0.1:8400/callback").unwrap();
+        let code = code_exchange_request(&config(), AuthorizationCode::new("c"), &redirect);
+        assert!(code.headers().get(AUTHORIZATION).is_none());
+        let refresh = refresh_request(&config(), &RefreshToken::new("r"));
+        assert!(refresh.headers().get(AUTHORIZATION).is_none());
     }
 
     #[test]

@@ -864,6 +864,31 @@ mod tests {
     }
 
     #[test]
+    fn a_too_large_token_answer_backs_off_and_keeps_the_tokens() {
+        use crate::http::{TransportErrorKind, TOKEN_RESPONSE_LIMIT};
+
+        let now = UnixTime::from_secs(10_000);
+        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
+        assert_eq!(session.access_token(now), TokenAccess::Pending);
+        let sent = session.poll_request().unwrap();
+        assert_eq!(sent.request().response_limit(), TOKEN_RESPONSE_LIMIT);
+        let too_large = TransportError::new(
+            TransportErrorKind::ResponseTooLarge,
+            "POST http://127.0.0.1:9/Token (more than 65536 bytes)",
+        );
+        session.handle_token_response(now, sent.id(), Err(too_large));
+        assert_eq!(session.reauthorization_reason(), None);
+        assert!(matches!(
+            session.poll_event(),
+            Some(Event::RefreshFailed { attempts: 1, .. })
+        ));
+        assert_eq!(
+            session.tokens().unwrap().refresh_token,
+            Some(RefreshToken::new("r1"))
+        );
+    }
+
+    #[test]
     fn a_401_on_the_current_token_starts_one_refresh() {
         let now = UnixTime::from_secs(10);
         let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use mailup_auth_core::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 use mailup_auth_core::ports::Transport;
 use url::Url;
+use zeroize::Zeroizing;
 
 /// How long establishing a connection (TCP and TLS) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,30 +70,113 @@ impl ReqwestTransport {
     async fn send_request(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let method = request.method().clone();
         let url = request.url().clone();
+        let limit = request.response_limit();
         let mut builder = self
             .client
             .request(method.clone(), url.clone())
             .headers(request.headers().clone());
         // No body at all (rather than an empty one) keeps `Content-Length: 0` off GETs.
         if !request.body().is_empty() {
-            builder = builder.body(request.body().to_vec());
+            builder = builder.body(request_body(request.zeroizing_body().clone()));
         }
-        let response = builder
+        drop(request);
+        let mut response = builder
             .send()
             .await
             .map_err(|error| classify(&error, Phase::Send, &method, &url))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let announced = response.content_length();
+        if announced.is_some_and(|length| length > limit as u64) {
+            // Dropping the response closes the connection: nothing of the body is read.
+            return Err(too_large(limit, &method, &url));
+        }
+        let mut body = BoundedBody::new(limit, announced);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|error| classify(&error, Phase::Body, &method, &url))?;
+            .map_err(|error| classify(&error, Phase::Body, &method, &url))?
+        {
+            if body.push(&chunk).is_err() {
+                return Err(too_large(limit, &method, &url));
+            }
+        }
         Ok(HttpResponse {
             status,
             headers,
-            body: body.to_vec(),
+            body: body.into_inner(),
         })
     }
+}
+
+/// The request body for reqwest: the bytes stay in the zeroizing buffer (no copy into a plain
+/// `Vec`), and that buffer is wiped when reqwest drops the last reference to the body.
+fn request_body(body: Zeroizing<Vec<u8>>) -> reqwest::Body {
+    reqwest::Body::from(bytes::Bytes::from_owner(body))
+}
+
+/// A response body read chunk by chunk into a buffer that is wiped on drop, up to a limit.
+///
+/// The buffer never grows in place: a `Vec` reallocation would free the old copy without
+/// wiping it, so growing allocates a new zeroizing buffer, copies, and drops (wipes) the old.
+struct BoundedBody {
+    limit: usize,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+/// A chunk would take the body past its limit.
+#[derive(Debug, PartialEq, Eq)]
+struct OverLimit;
+
+impl BoundedBody {
+    /// The first allocation when the length is not announced: most answers fit.
+    const INITIAL_CAPACITY: usize = 8 * 1024;
+
+    fn new(limit: usize, announced: Option<u64>) -> Self {
+        let capacity = match announced {
+            // Checked against the limit by the caller; the limit caps it anyway.
+            Some(length) => usize::try_from(length).unwrap_or(limit).min(limit),
+            None => Self::INITIAL_CAPACITY.min(limit),
+        };
+        Self {
+            limit,
+            bytes: Zeroizing::new(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends a chunk, or refuses it (keeping nothing more) when it would pass the limit.
+    fn push(&mut self, chunk: &[u8]) -> Result<(), OverLimit> {
+        let needed = self.bytes.len().saturating_add(chunk.len());
+        if needed > self.limit {
+            return Err(OverLimit);
+        }
+        if needed > self.bytes.capacity() {
+            let capacity = needed
+                .max(self.bytes.capacity().saturating_mul(2))
+                .min(self.limit);
+            let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+            grown.extend_from_slice(&self.bytes);
+            // The old buffer is wiped as it is dropped here.
+            self.bytes = grown;
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn into_inner(self) -> Zeroizing<Vec<u8>> {
+        self.bytes
+    }
+}
+
+/// The error for an answer longer than the request's limit: the limit, never the content.
+fn too_large(limit: usize, method: &http::Method, url: &Url) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::ResponseTooLarge,
+        format!(
+            "{method} {} (the response body is longer than the limit of {limit} bytes)",
+            url_without_query(url)
+        ),
+    )
 }
 
 #[async_trait]
@@ -214,11 +298,22 @@ fn classify(
 
 /// Whether the cause chain says the peer closed or reset the connection before the response
 /// was complete.
+///
+/// hyper reports a connection that closed before the request could be written as "canceled"
+/// ("connection was not ready", "connection closed"): a fresh connection the server dropped at
+/// once lands there or on an incomplete message or a reset, depending on timing.
 fn connection_closed(error: &reqwest::Error) -> bool {
-    let mut cause = error.source();
+    closed_in_chain(error.source())
+}
+
+/// [`connection_closed`] over any cause chain, starting at `cause`.
+fn closed_in_chain(mut cause: Option<&(dyn std::error::Error + 'static)>) -> bool {
     while let Some(current) = cause {
         if let Some(hyper_error) = current.downcast_ref::<hyper::Error>() {
-            if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
+            if hyper_error.is_incomplete_message()
+                || hyper_error.is_closed()
+                || hyper_error.is_canceled()
+            {
                 return true;
             }
         }
@@ -274,6 +369,105 @@ mod tests {
             DEFAULT_USER_AGENT,
             format!("mailup-auth-http/{}", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn the_request_body_handed_to_reqwest_is_the_zeroizing_buffer_itself() {
+        let secret: Zeroizing<Vec<u8>> = Zeroizing::new(b"client_secret=s3cret".to_vec());
+        let address = secret.as_ptr();
+        let body = request_body(secret);
+        let bytes = body.as_bytes().expect("a buffered body");
+        assert_eq!(bytes, b"client_secret=s3cret");
+        // Same allocation: reqwest reads the zeroizing buffer, no plain copy was made.
+        assert_eq!(bytes.as_ptr(), address);
+    }
+
+    #[test]
+    fn a_bounded_body_takes_chunks_up_to_the_limit_and_no_further() {
+        let mut body = BoundedBody::new(10, None);
+        assert_eq!(body.push(b"0123"), Ok(()));
+        assert_eq!(body.push(b"456789"), Ok(()));
+        assert_eq!(body.push(b"x"), Err(OverLimit));
+        let bytes: Zeroizing<Vec<u8>> = body.into_inner();
+        assert_eq!(bytes.as_slice(), b"0123456789");
+
+        let mut body = BoundedBody::new(10, Some(4));
+        assert_eq!(body.push(b"01234567890"), Err(OverLimit));
+        assert!(body.into_inner().is_empty());
+    }
+
+    #[test]
+    fn a_bounded_body_grows_into_new_buffers_and_never_past_the_limit() {
+        let limit = 3 * BoundedBody::INITIAL_CAPACITY + 5;
+        let mut body = BoundedBody::new(limit, None);
+        assert_eq!(body.bytes.capacity(), BoundedBody::INITIAL_CAPACITY);
+        let chunk = vec![7u8; 1000];
+        while body.push(&chunk).is_ok() {
+            assert!(body.bytes.capacity() <= limit);
+        }
+        assert!(body.bytes.len() <= limit);
+        assert_eq!(body.bytes.len(), limit / 1000 * 1000);
+        // An announced length sizes the buffer once (capped by the limit).
+        assert_eq!(BoundedBody::new(100, Some(40)).bytes.capacity(), 40);
+        assert_eq!(BoundedBody::new(100, Some(u64::MAX)).bytes.capacity(), 100);
+    }
+
+    #[test]
+    fn too_large_names_the_limit_but_not_the_query() {
+        let url = Url::parse("https://example.com/Token?code=s3cret").unwrap();
+        let error = too_large(65536, &http::Method::POST, &url);
+        assert_eq!(error.kind, TransportErrorKind::ResponseTooLarge);
+        assert_eq!(
+            error.to_string(),
+            "response too large: POST https://example.com/Token \
+             (the response body is longer than the limit of 65536 bytes)"
+        );
+    }
+
+    /// hyper's own "connection was not ready": a client connection whose peer closed before
+    /// the request was handed to it. Deterministic: the connection task has finished first.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_request_was_written_is_connection_closed() {
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        drop(server_io);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, String>(
+            hyper_util::rt::TokioIo::new(client_io),
+        )
+        .await
+        .unwrap();
+        // The peer is gone: the connection ends without a request.
+        let _ = connection.await;
+        let error = sender
+            .send_request(http::Request::new(String::new()))
+            .await
+            .unwrap_err();
+        assert!(error.is_canceled(), "{error:?}");
+        assert!(closed_in_chain(Some(&error)), "{error:?}");
+        // The same error below a wrapper (reqwest and hyper-util wrap it) is found too.
+        assert!(closed_in_chain(Some(&Wrapper(error))));
+    }
+
+    /// Stands for reqwest's and hyper-util's errors, which have no public constructor.
+    #[derive(Debug)]
+    struct Wrapper(hyper::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Canceled)")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn unrelated_errors_are_not_connection_closed() {
+        let error = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad");
+        assert!(!closed_in_chain(Some(&error)));
+        assert!(!closed_in_chain(None));
     }
 
     #[test]

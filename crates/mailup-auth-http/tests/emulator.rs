@@ -49,7 +49,7 @@ async fn token_then_api_call() {
     );
     let response = transport.send(request).await.unwrap();
     assert_eq!(response.status, StatusCode::OK);
-    let body = String::from_utf8(response.body).unwrap();
+    let body = String::from_utf8(response.body.to_vec()).unwrap();
     assert!(
         body.contains(&format!("\"Username\":\"{DEFAULT_USERNAME}\"")),
         "{body}"
@@ -66,7 +66,7 @@ async fn api_without_a_token_is_a_401_response_with_mailup_json() {
         .await
         .unwrap();
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
-    assert!(String::from_utf8(response.body)
+    assert!(String::from_utf8(response.body.to_vec())
         .unwrap()
         .contains("\"ErrorCode\""));
     emulator.shutdown().await;
@@ -85,7 +85,9 @@ async fn injected_faults_come_back_as_responses_or_typed_errors() {
     emulator.fail_next_token_requests(1, Fault::HtmlErrorPage);
     let response = transport.send(password_grant(&emulator)).await.unwrap();
     assert_eq!(response.status, StatusCode::BAD_GATEWAY);
-    assert!(String::from_utf8(response.body).unwrap().contains("<html"));
+    assert!(String::from_utf8(response.body.to_vec())
+        .unwrap()
+        .contains("<html"));
 
     emulator.fail_next_token_requests(1, Fault::DropConnection);
     let error = transport.send(password_grant(&emulator)).await.unwrap_err();

@@ -1075,7 +1075,7 @@ impl MailUpClient {
             *headers = response.headers;
         }
         builder
-            .body(response.body)
+            .body(response.body.to_vec())
             .map_err(|e| Error::Decode(e.to_string()))
     }
 
