@@ -4,10 +4,10 @@
 //! there, progress and errors go to stderr only.
 
 use std::io::{Read as _, Write as _};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::core::http_types::Method;
+use mailup_auth::TokenStore as _;
 use mailup_auth::{
     Error, LoopbackRedirect, MailUpClient, Password, SessionState, SessionStatus, UnixTime, Url,
 };
@@ -108,19 +108,13 @@ fn loopback_target(
 }
 
 async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
-    // The LogOn URL needs only the configuration: build it with a client over an in-memory
-    // store, and release the token store while the browser takes its time, so other
-    // `mailup-auth` commands keep working meanwhile.
+    // The store is opened only to load and to save (see `store`): other `mailup-auth`
+    // commands keep working while the browser takes its time.
     let url_client = context
-        .builder_with_store(
-            no_client_for_login(),
-            false,
-            Arc::new(mailup_auth::MemoryTokenStore::new()),
-        )?
+        .builder(no_client_for_login(), false)?
         .build()
         .await
         .map_err(Failure::from)?;
-    context.release_store();
     let target = loopback_target(context.redirect_uri().as_deref(), args.port)?;
     let listener = LoopbackRedirect::bind_with_path(target.port, &target.path)
         .await
@@ -147,8 +141,7 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     .await
     .map_err(Error::from)?;
     let client = context
-        .builder(no_client_for_login(), true)
-        .await?
+        .builder(no_client_for_login(), true)?
         .build()
         .await
         .map_err(Failure::from)?;
@@ -161,8 +154,7 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
 
 async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
     let client = context
-        .builder(no_client_for_login(), true)
-        .await?
+        .builder(no_client_for_login(), true)?
         .build()
         .await?;
     let username = match &args.username {
@@ -480,10 +472,8 @@ async fn logout(context: &Context) -> Result<(), Failure> {
     if context.has_client() {
         context.client().await?.logout().await?;
     } else {
-        use mailup_auth::TokenStore as _;
         context
-            .store()
-            .await?
+            .store
             .delete(&context.global.profile)
             .await
             .map_err(|e| Failure::local(format!("token store: {e}")))?;

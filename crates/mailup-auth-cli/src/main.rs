@@ -14,6 +14,7 @@ mod demo;
 mod failure;
 mod output;
 mod profile;
+mod store;
 mod terminal;
 mod timefmt;
 

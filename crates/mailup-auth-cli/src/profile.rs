@@ -6,37 +6,34 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
-    Backoff, ClientSecret, MailUpClient, MailUpClientBuilder, ProfileRecord, SledTokenStore,
-    TokenStore,
+    Backoff, ClientSecret, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
 };
 
 use crate::cli::GlobalOptions;
 use crate::failure::Failure;
+use crate::store::OnDemandSledStore;
 
-/// How long to wait for another `mailup-auth` process to release the store.
-const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Everything a command needs: the options, the opened store and the profile's record.
+/// Everything a command needs: the options, the store and the profile's record.
 #[derive(Debug)]
 pub(crate) struct Context {
     /// The global options as given.
     pub(crate) global: GlobalOptions,
     /// The store directory.
     pub(crate) store_dir: PathBuf,
-    /// The opened store (sled allows one opener per process: this is the one), or `None`
-    /// while released (a `login` waiting for the browser lets other commands use it).
-    store: std::sync::Mutex<Option<Arc<SledTokenStore>>>,
+    /// The token store. It opens the database for each operation only, so this process never
+    /// holds it during an API call, a token request or the browser wait.
+    pub(crate) store: Arc<OnDemandSledStore>,
     /// The profile's record when the command started, if any.
     pub(crate) record: Option<ProfileRecord>,
 }
 
 impl Context {
-    /// Opens the store (waiting briefly if another `mailup-auth` holds it) and loads the
-    /// profile's record.
+    /// Loads the profile's record (waiting briefly while other `mailup-auth` processes use the
+    /// store).
     pub(crate) async fn open(global: GlobalOptions) -> Result<Self, Failure> {
         let store_dir = match &global.store {
             Some(dir) => dir.clone(),
@@ -44,7 +41,7 @@ impl Context {
                 Failure::usage("no home directory for the default token store: pass --store DIR")
             })?,
         };
-        let store = Arc::new(open_store(store_dir.clone()).await?);
+        let store = Arc::new(OnDemandSledStore::new(store_dir.clone()));
         let record = store
             .load(&global.profile)
             .await
@@ -53,32 +50,9 @@ impl Context {
         Ok(Self {
             global,
             store_dir,
-            store: std::sync::Mutex::new(Some(store)),
+            store,
             record,
         })
-    }
-
-    /// The store, opened again if it was released.
-    pub(crate) async fn store(&self) -> Result<Arc<SledTokenStore>, Failure> {
-        let open = self.lock_store().clone();
-        if let Some(store) = open {
-            return Ok(store);
-        }
-        let store = Arc::new(open_store(self.store_dir.clone()).await?);
-        *self.lock_store() = Some(store.clone());
-        Ok(store)
-    }
-
-    /// Closes our handle on the store (it closes for real once no client holds it), so other
-    /// `mailup-auth` processes can use it meanwhile.
-    pub(crate) fn release_store(&self) {
-        self.lock_store().take();
-    }
-
-    fn lock_store(&self) -> std::sync::MutexGuard<'_, Option<Arc<SledTokenStore>>> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The client registration remembered with the profile.
@@ -118,30 +92,18 @@ impl Context {
 
     /// A builder for the profile's client. `missing` is the failure to report when no client
     /// id or secret is known. `remember` stores this invocation's client settings with the
-    /// profile when tokens are saved: only `login` does, so a one-off `--api-base` on another
-    /// command cannot redirect later commands (and their bearer token).
-    pub(crate) async fn builder(
+    /// profile when tokens are saved: only `login` does (other commands refuse endpoints that
+    /// differ from the remembered ones, see `pinning`).
+    pub(crate) fn builder(
         &self,
         missing: Failure,
         remember: bool,
-    ) -> Result<MailUpClientBuilder, Failure> {
-        let store = self.store().await?;
-        self.builder_with_store(missing, remember, store)
-    }
-
-    /// [`builder`](Self::builder) over another store (e.g. in memory, to build a LogOn URL
-    /// without holding the token store).
-    pub(crate) fn builder_with_store(
-        &self,
-        missing: Failure,
-        remember: bool,
-        store: Arc<dyn TokenStore>,
     ) -> Result<MailUpClientBuilder, Failure> {
         let (client_id, client_secret) = self.client_credentials().ok_or(missing)?;
         let global = &self.global;
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
-            .store(store)
+            .store(self.store.clone())
             .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {
@@ -190,7 +152,7 @@ impl Context {
 
     /// The profile's client; "not logged in" (exit 3) when no client registration is known.
     pub(crate) async fn client(&self) -> Result<MailUpClient, Failure> {
-        let builder = self.builder(self.not_logged_in(), false).await?;
+        let builder = self.builder(self.not_logged_in(), false)?;
         Ok(builder.build().await?)
     }
 
@@ -204,31 +166,13 @@ impl Context {
     }
 }
 
-async fn open_store(dir: PathBuf) -> Result<SledTokenStore, Failure> {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        loop {
-            match SledTokenStore::open(&dir) {
-                Ok(store) => return Ok(store),
-                // Another mailup-auth is running (a script calling `token` in parallel): its
-                // command is short, wait for it.
-                Err(StoreError::Locked { .. }) if started.elapsed() < STORE_LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => return Err(store_failure(error)),
-            }
-        }
-    })
-    .await
-    .map_err(|e| Failure::local(format!("cannot open the token store: {e}")))?
-}
-
 fn store_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidProfile(_) => Failure::usage(error.to_string()),
         StoreError::Locked { path, .. } => Failure::local(format!(
-            "the token store at {path} is in use by another mailup-auth command (a `login` \
-             waiting for the browser?); try again when it has finished"
+            "the token store at {path} stayed in use by other mailup-auth commands for {} s; \
+             try again",
+            crate::store::LOCK_WAIT.as_secs()
         )),
         error => Failure::local(format!("token store: {error}")),
     }
