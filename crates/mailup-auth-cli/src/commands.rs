@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
-use crate::output::say;
+use crate::output::{note, say};
 use crate::profile::Context;
 use crate::terminal;
 use crate::timefmt;
@@ -123,8 +123,8 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
         .redirect_uri
         .unwrap_or_else(|| listener.redirect_uri().clone());
     let start = url_client.begin_authorization_with_redirect(Some(redirect_uri))?;
-    eprintln!("{LOGON_URL_PROMPT}");
-    eprintln!("{}", start.url);
+    note!("{LOGON_URL_PROMPT}");
+    note!("{}", start.url);
     if !args.no_browser {
         terminal::open_browser(start.url.as_str());
     }

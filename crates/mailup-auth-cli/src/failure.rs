@@ -71,7 +71,7 @@ impl Failure {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        eprintln!("error: {line}");
+        crate::output::stderr_line(&format!("error: {line}"));
         ExitCode::from(self.code)
     }
 }

@@ -53,7 +53,9 @@ impl OnDemandSledStore {
         let lock_wait = self.lock_wait;
         let store = tokio::task::spawn_blocking(move || open_waiting(&dir, lock_wait))
             .await
-            .map_err(|e| StoreError::Io(format!("opening the token store did not complete: {e}")))??;
+            .map_err(|e| {
+                StoreError::Io(format!("opening the token store did not complete: {e}"))
+            })??;
         // The operation gets a clone; ours is dropped last, off the async workers (sled joins
         // its flusher when the last handle goes), before the turn is given up.
         let result = operation(store.clone()).await;
@@ -125,7 +127,10 @@ mod tests {
         let shared: Arc<dyn TokenStore> = Arc::new(store.clone());
         assert_eq!(shared.load("p").await.unwrap(), None);
         assert_eq!(
-            shared.save("p", &ProfileRecord::default(), None).await.unwrap(),
+            shared
+                .save("p", &ProfileRecord::default(), None)
+                .await
+                .unwrap(),
             1
         );
         // Closed again: this process can open it directly (sled allows one open per process).

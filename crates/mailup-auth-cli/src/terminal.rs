@@ -2,11 +2,12 @@
 //! spinner while waiting, ask for a username or a hidden password.
 
 use std::future::Future;
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::failure::Failure;
+use crate::output;
 
 /// Tries to open `url` in the default browser; failure is silent (the URL is printed anyway).
 pub(crate) fn open_browser(url: &str) {
@@ -41,7 +42,7 @@ pub(crate) fn open_browser(url: &str) {
 /// terminal (scripts and tests see no control characters).
 pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>) -> T {
     if !std::io::stderr().is_terminal() {
-        eprintln!("{message}");
+        output::stderr_line(message);
         return work.await;
     }
     const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -52,23 +53,20 @@ pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>
         tokio::select! {
             output = &mut work => break output,
             _ = ticker.tick() => {
-                eprint!("\r{} {message}", FRAMES[frame % FRAMES.len()]);
-                let _ = std::io::stderr().flush();
+                output::stderr(&format!("\r{} {message}", FRAMES[frame % FRAMES.len()]));
                 frame += 1;
             }
         }
     };
     // Clear the spinner line.
-    eprint!("\r\x1b[2K");
-    let _ = std::io::stderr().flush();
+    output::stderr("\r\x1b[2K");
     output
 }
 
 /// Asks for the username on the terminal (or reads a line from a piped stdin).
 pub(crate) fn prompt_username() -> Result<String, Failure> {
     if std::io::stdin().is_terminal() {
-        eprint!("MailUp username: ");
-        let _ = std::io::stderr().flush();
+        output::stderr("MailUp username: ");
     }
     let line = read_stdin_line()?;
     let name = line.trim().to_owned();
