@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
 use crate::output::{note, say};
-use crate::profile::Context;
+use crate::profile::{store_failure, Context};
 use crate::terminal;
 use crate::timefmt;
 
@@ -25,6 +25,28 @@ pub(crate) const LOGON_URL_PROMPT: &str = "Open this URL in your browser:";
 
 /// Runs a profile command.
 pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failure> {
+    if let Some(corrupt) = &context.corrupt {
+        // `login` and `logout` recover from a corrupt record; everything else needs it.
+        if !matches!(command, Command::Login(_) | Command::Logout) {
+            return Err(store_failure(corrupt.clone()));
+        }
+        context
+            .store
+            .delete(&context.global.profile)
+            .await
+            .map_err(store_failure)?;
+        note!(
+            "The stored record of profile `{}` could not be read ({corrupt}); it was removed.",
+            context.global.profile
+        );
+        if matches!(command, Command::Logout) {
+            say!(
+                "Logged out of profile `{}`: its record is gone; log in again to use it.",
+                context.global.profile
+            );
+            return Ok(());
+        }
+    }
     match command {
         Command::Login(args) if args.password => login_password(context, &args).await,
         Command::Login(args) => login_browser(context, &args).await,
@@ -476,7 +498,7 @@ async fn logout(context: &Context) -> Result<(), Failure> {
             .store
             .delete(&context.global.profile)
             .await
-            .map_err(|e| Failure::local(format!("token store: {e}")))?;
+            .map_err(store_failure)?;
     }
     let kept = if context.has_client() {
         "; the client registration is kept"

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use mailup_auth::core::{ApiError, OAuthErrorCode, TokenError};
-use mailup_auth::{Error, LoopbackError, ReauthReason};
+use mailup_auth::{Error, LoopbackError, ReauthReason, StoreError};
 
 /// Exit code: a local failure (the token store).
 pub(crate) const EXIT_LOCAL: u8 = 1;
@@ -95,10 +95,36 @@ impl From<Error> for Failure {
                      (set --api-base to use another server)"
                 );
             }
+            Error::Store(store) => message = store_message(store),
             _ if code == EXIT_REAUTHORIZE => message.push_str(" (run `mailup-auth login`)"),
             _ => {}
         }
         Self { code, message }
+    }
+}
+
+/// A token store failure in words, with the way out of a corrupt record.
+pub(crate) fn store_message(error: &StoreError) -> String {
+    match error {
+        StoreError::Corrupt { profile, .. } => format!(
+            "token store: {error}; run `mailup-auth logout --profile {}` to remove it, then \
+             log in again",
+            shell_word(profile)
+        ),
+        error => format!("token store: {error}"),
+    }
+}
+
+/// `word`, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+' | ':'));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -207,6 +233,23 @@ mod tests {
         assert!(Failure::from(foreign).message().contains("--api-base"));
         let wrong_password = Failure::from(Error::Login(oauth(OAuthErrorCode::InvalidGrant)));
         assert!(!wrong_password.message().contains("run `mailup-auth login`"));
+    }
+
+    #[test]
+    fn a_corrupt_record_says_how_to_recover() {
+        let corrupt = Error::Store(StoreError::Corrupt {
+            profile: "my work".into(),
+            message: "envelope".into(),
+        });
+        assert_eq!(exit_code(&corrupt), 1);
+        let failure = Failure::from(corrupt);
+        assert!(
+            failure
+                .message()
+                .contains("run `mailup-auth logout --profile 'my work'` to remove it"),
+            "{}",
+            failure.message()
+        );
     }
 
     #[test]

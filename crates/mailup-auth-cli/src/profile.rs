@@ -29,6 +29,9 @@ pub(crate) struct Context {
     pub(crate) store: Arc<OnDemandSledStore>,
     /// The profile's record when the command started, if any.
     pub(crate) record: Option<ProfileRecord>,
+    /// Why the profile's record could not be read, when it is corrupt (then `record` is
+    /// `None`): `login` and `logout` remove it, other commands report it.
+    pub(crate) corrupt: Option<StoreError>,
 }
 
 impl Context {
@@ -42,16 +45,18 @@ impl Context {
             })?,
         };
         let store = Arc::new(OnDemandSledStore::new(store_dir.clone()));
-        let record = store
-            .load(&global.profile)
-            .await
-            .map_err(store_failure)?
-            .map(|versioned| versioned.value);
+        // A corrupt record must not stop the commands that recover from it.
+        let (record, corrupt) = match store.load(&global.profile).await {
+            Ok(loaded) => (loaded.map(|versioned| versioned.value), None),
+            Err(error @ StoreError::Corrupt { .. }) => (None, Some(error)),
+            Err(error) => return Err(store_failure(error)),
+        };
         Ok(Self {
             global,
             store_dir,
             store,
             record,
+            corrupt,
         })
     }
 
@@ -166,7 +171,8 @@ impl Context {
     }
 }
 
-fn store_failure(error: StoreError) -> Failure {
+/// A store failure as the CLI reports it.
+pub(crate) fn store_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidProfile(_) => Failure::usage(error.to_string()),
         StoreError::Locked { path, .. } => Failure::local(format!(
@@ -174,6 +180,6 @@ fn store_failure(error: StoreError) -> Failure {
              try again",
             crate::store::LOCK_WAIT.as_secs()
         )),
-        error => Failure::local(format!("token store: {error}")),
+        error => Failure::local(crate::failure::store_message(&error)),
     }
 }
