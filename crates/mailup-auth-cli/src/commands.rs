@@ -47,6 +47,9 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
             return Ok(());
         }
     }
+    if !matches!(command, Command::Login(_)) {
+        context.check_pinned_endpoints()?;
+    }
     match command {
         Command::Login(args) if args.password => login_password(context, &args).await,
         Command::Login(args) => login_browser(context, &args).await,

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailup_auth::core::config::parse_http_url;
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
-    Backoff, ClientSecret, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
+    Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
+    Url,
 };
 
 use crate::cli::GlobalOptions;
@@ -58,6 +60,17 @@ impl Context {
             record,
             corrupt,
         })
+    }
+
+    /// Refuses endpoints given now (flags or environment) that differ from the ones the
+    /// profile remembered at login: they would receive the stored refresh token, the client
+    /// secret or the access token. Only `login` may rebind a profile, so every other command
+    /// calls this. A profile that remembered no endpoints accepts any.
+    pub(crate) fn check_pinned_endpoints(&self) -> Result<(), Failure> {
+        match self.stored_client() {
+            Some(stored) => pinned_endpoints(&self.global, stored),
+            None => Ok(()),
+        }
     }
 
     /// The client registration remembered with the profile.
@@ -171,6 +184,70 @@ impl Context {
     }
 }
 
+/// Compares the endpoints given in `global` with the `stored` ones, as parsed URLs (an auth
+/// base through the endpoints it lays out). Values that do not parse are left to the client
+/// builder, which reports them as configuration errors.
+fn pinned_endpoints(global: &GlobalOptions, stored: &StoredClient) -> Result<(), Failure> {
+    let laid_out = global
+        .auth_base
+        .as_deref()
+        .and_then(|base| Endpoints::from_auth_base(base).ok());
+    let given = |explicit: &Option<String>, option: &'static str, from_base: Option<&Url>| match (
+        explicit, from_base,
+    ) {
+        (Some(url), _) => parse_http_url("url", url).ok().map(|url| (option, url)),
+        (None, Some(url)) => Some(("--auth-base / MAILUP_AUTH_BASE", url.clone())),
+        (None, None) => None,
+    };
+    let checks = [
+        (
+            given(
+                &global.logon_url,
+                "--logon-url / MAILUP_LOGON_URL",
+                laid_out.as_ref().map(|e| &e.logon),
+            ),
+            "LogOn URL",
+            &stored.logon_url,
+        ),
+        (
+            given(
+                &global.token_url,
+                "--token-url / MAILUP_TOKEN_URL",
+                laid_out.as_ref().map(|e| &e.token),
+            ),
+            "token URL",
+            &stored.token_url,
+        ),
+        (
+            given(
+                &global.api_base,
+                "--api-base / MAILUP_API_BASE",
+                laid_out.as_ref().map(|e| &e.api_base),
+            ),
+            "API base",
+            &stored.api_base,
+        ),
+    ];
+    for (given, what, stored) in checks {
+        let (Some((option, given)), Some(stored_text)) = (given, stored) else {
+            continue;
+        };
+        let Ok(stored) = parse_http_url("url", stored_text) else {
+            continue;
+        };
+        if given != stored {
+            return Err(Failure::usage(format!(
+                "{option} gives the {what} {given}, but profile `{}` was logged in with \
+                 {stored}: a profile's endpoints are fixed at login, so its tokens and client \
+                 secret go nowhere else. Drop the option (or unset the variable), or run \
+                 `mailup-auth login` with it to rebind the profile",
+                global.profile
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A store failure as the CLI reports it.
 pub(crate) fn store_failure(error: StoreError) -> Failure {
     match error {
@@ -181,5 +258,81 @@ pub(crate) fn store_failure(error: StoreError) -> Failure {
             crate::store::LOCK_WAIT.as_secs()
         )),
         error => Failure::local(crate::failure::store_message(&error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn global(args: &[&str]) -> GlobalOptions {
+        let mut argv = vec!["mailup-auth"];
+        argv.extend_from_slice(args);
+        argv.push("status");
+        crate::cli::Cli::try_parse_from(argv).unwrap().global
+    }
+
+    fn stored(base: &str) -> StoredClient {
+        let endpoints = Endpoints::from_auth_base(base).unwrap();
+        StoredClient {
+            client_id: "id".into(),
+            logon_url: Some(endpoints.logon.to_string()),
+            token_url: Some(endpoints.token.to_string()),
+            api_base: Some(endpoints.api_base.to_string()),
+            ..StoredClient::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_equal_after_parsing_are_accepted() {
+        let stored = stored("http://127.0.0.1:9");
+        for args in [
+            &[][..],
+            &["--auth-base", "http://127.0.0.1:9/"],
+            &["--auth-base", "HTTP://127.0.0.1:9"],
+            &[
+                "--token-url",
+                "http://127.0.0.1:9/Authorization/OAuth/Token",
+            ],
+            &[
+                "--api-base",
+                "http://127.0.0.1:9/API/v1.1/Rest/ConsoleService.svc",
+            ],
+        ] {
+            assert_eq!(pinned_endpoints(&global(args), &stored), Ok(()), "{args:?}");
+        }
+        // Nothing remembered: anything goes.
+        let bare = StoredClient::default();
+        assert_eq!(
+            pinned_endpoints(&global(&["--auth-base", "http://other"]), &bare),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn other_endpoints_are_refused_naming_the_stored_one() {
+        let stored = stored("http://127.0.0.1:9");
+        for args in [
+            &["--auth-base", "http://127.0.0.1:10"][..],
+            &["--logon-url", "http://other/LogOn"],
+            &["--token-url", "http://other/Token"],
+            &["--api-base", "http://127.0.0.1:9/API/v2"],
+            // An explicit token URL wins over the auth base, and is still compared.
+            &[
+                "--auth-base",
+                "http://127.0.0.1:9",
+                "--token-url",
+                "http://other/T",
+            ],
+        ] {
+            let failure = pinned_endpoints(&global(args), &stored).unwrap_err();
+            assert_eq!(failure.code(), 2, "{args:?}");
+            assert!(
+                failure.message().contains("http://127.0.0.1:9/"),
+                "{args:?}"
+            );
+            assert!(failure.message().contains("mailup-auth login"));
+        }
     }
 }

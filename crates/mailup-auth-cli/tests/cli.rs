@@ -301,12 +301,12 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     assert_ne!(refreshed, token, "refresh gave a new access token");
     assert!(setup.emulator.is_access_token_live(&refreshed));
 
-    // A one-off endpoint flag on a command other than `login` is not remembered.
+    // A one-off endpoint flag on a command other than `login` is refused, and not remembered.
     let out = run(setup
         .bare()
         .args(["--api-base", "http://127.0.0.1:1/elsewhere", "refresh"]))
     .await;
-    assert_success(&out);
+    assert_failure(&out, 2);
     let out = run(setup.bare().args(["status", "--json"])).await;
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
     assert!(
@@ -536,11 +536,13 @@ async fn reauthorization_required_exits_3() {
 async fn a_refresh_that_cannot_reach_the_server_exits_5() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    let out = run(setup
-        .bare()
-        .args(["--auth-base", "http://127.0.0.1:1", "refresh"]))
-    .await;
+    // The connection is dropped without an answer, every time the CLI tries.
+    setup
+        .emulator
+        .fail_next_token_requests(10, mailup_auth_emulator::Fault::DropConnection);
+    let out = run(setup.bare().arg("refresh")).await;
     assert_failure(&out, 5);
+    setup.emulator.clear_faults();
     // The stored tokens are intact.
     assert_success(&run(setup.bare().arg("refresh")).await);
 }
@@ -582,14 +584,17 @@ async fn network_errors_exit_5() {
     .await;
     assert_failure(&out, 5);
 
-    setup.password_login().await;
-    let out = run(setup.bare().args([
-        "--api-base",
-        "http://127.0.0.1:1/API",
-        "call",
-        "GET",
-        "Console/Authentication/Info",
-    ]))
+    // A profile whose API base (chosen at login) does not answer.
+    let out = run(setup
+        .with_client()
+        .args(["--api-base", "http://127.0.0.1:1/API"])
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+    .await;
+    assert_success(&out);
+    let out = run(setup
+        .bare()
+        .args(["call", "GET", "Console/Authentication/Info"]))
     .await;
     assert_failure(&out, 5);
 
@@ -669,9 +674,7 @@ async fn a_password_given_as_a_flag_value_is_refused_without_echoing_it() {
 async fn twenty_parallel_calls_with_a_slow_api_all_succeed() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    setup
-        .emulator
-        .set_api_latency(Duration::from_millis(300));
+    setup.emulator.set_api_latency(Duration::from_millis(300));
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let mut command = setup.bare();
@@ -685,7 +688,11 @@ async fn twenty_parallel_calls_with_a_slow_api_all_succeed() {
             failures.push(format!("exit {:?}: {}", out.status.code(), stderr(&out)));
         }
     }
-    assert!(failures.is_empty(), "{} of 20 failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of 20 failed: {failures:?}",
+        failures.len()
+    );
     assert_eq!(setup.emulator.counters().api_calls, 20);
 }
 
@@ -706,7 +713,11 @@ async fn status_answers_while_a_refresh_waits_for_the_token_endpoint() {
     while setup.emulator.counters().token_requests < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(setup.emulator.counters().token_requests, 2, "the refresh is in flight");
+    assert_eq!(
+        setup.emulator.counters().token_requests,
+        2,
+        "the refresh is in flight"
+    );
     let out = run(setup.bare().args(["status", "--json"])).await;
     assert_success(&out);
     assert!(
@@ -741,9 +752,7 @@ async fn save_record(store: &str, profile: &str, record: &mailup_auth::ProfileRe
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let sled = tokio::task::spawn_blocking(move || loop {
         match mailup_auth::SledTokenStore::open(&path) {
-            Err(mailup_auth::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline =>
-            {
+            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             result => return result.expect("the store opens"),
@@ -753,7 +762,9 @@ async fn save_record(store: &str, profile: &str, record: &mailup_auth::ProfileRe
     .unwrap();
     let expected = sled.load(profile).await.unwrap().map(|v| v.version);
     sled.save(profile, record, expected).await.unwrap();
-    tokio::task::spawn_blocking(move || drop(sled)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(sled))
+        .await
+        .unwrap();
 }
 
 fn tokens_expiring_at(expires_at: mailup_auth::UnixTime) -> mailup_auth::TokenSet {
@@ -814,11 +825,17 @@ async fn endpoints_are_pinned_at_login() {
     // A one-off token URL on `refresh` would receive the refresh token and the secret.
     let out = run(setup
         .bare()
-        .env("MAILUP_TOKEN_URL", "http://127.0.0.1:1/Authorization/OAuth/Token")
+        .env(
+            "MAILUP_TOKEN_URL",
+            "http://127.0.0.1:1/Authorization/OAuth/Token",
+        )
         .arg("refresh"))
     .await;
     let err = assert_failure(&out, 2);
-    assert!(err.contains(&stored_token_url), "names the stored value: {err}");
+    assert!(
+        err.contains(&stored_token_url),
+        "names the stored value: {err}"
+    );
     assert!(err.contains("login"), "{err}");
 
     let elsewhere = "http://127.0.0.1:1";
@@ -826,14 +843,23 @@ async fn endpoints_are_pinned_at_login() {
         &["--auth-base", elsewhere, "token"][..],
         &["--auth-base", elsewhere, "status"],
         &["--logon-url", "http://127.0.0.1:1/LogOn", "status"],
-        &["--api-base", "http://127.0.0.1:1/API", "call", "GET", "Console/Authentication/Info"],
+        &[
+            "--api-base",
+            "http://127.0.0.1:1/API",
+            "call",
+            "GET",
+            "Console/Authentication/Info",
+        ],
         &["--token-url", "http://127.0.0.1:1/Token", "logout"],
     ] {
         let out = run(setup.bare().args(args)).await;
         assert_failure(&out, 2);
     }
     let after = setup.emulator.counters();
-    assert_eq!(after.token_requests, before.token_requests, "nothing was sent");
+    assert_eq!(
+        after.token_requests, before.token_requests,
+        "nothing was sent"
+    );
     assert_eq!(after.api_calls, before.api_calls, "nothing was sent");
 
     // The same endpoints, spelled differently, are no mismatch.
@@ -983,9 +1009,11 @@ async fn rust_log_on_a_terminal_is_no_panic() {
 async fn a_url_outside_the_api_base_is_refused_in_cli_words() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    let out = run(setup
-        .bare()
-        .args(["call", "GET", "http://127.0.0.1:1/Console/Authentication/Info"]))
+    let out = run(setup.bare().args([
+        "call",
+        "GET",
+        "http://127.0.0.1:1/Console/Authentication/Info",
+    ]))
     .await;
     let err = assert_failure(&out, 2);
     assert!(!err.contains("trust_origin"), "a library method: {err}");
@@ -1012,5 +1040,8 @@ async fn refresh_skew_is_an_option() {
     setup.password_login().await;
     assert_success(&run(setup.bare().args(["--refresh-skew", "0", "token"])).await);
     assert_success(&run(setup.bare().env("MAILUP_REFRESH_SKEW", "120").arg("status")).await);
-    assert_failure(&run(setup.bare().args(["--refresh-skew", "soon", "token"])).await, 2);
+    assert_failure(
+        &run(setup.bare().args(["--refresh-skew", "soon", "token"])).await,
+        2,
+    );
 }
