@@ -204,7 +204,7 @@ fn print_logged_in(context: &Context, client: &MailUpClient) {
         .map(|at| {
             format!(
                 "; the access token expires {} ({})",
-                timefmt::rfc3339(at),
+                timefmt::display(at),
                 timefmt::relative(at, now())
             )
         })
@@ -349,7 +349,7 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
         };
         lines.push(format!(
             "access token:   expires {} ({}{note})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         ));
     } else {
@@ -366,14 +366,14 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     if let Some(at) = status.obtained_at {
         lines.push(format!(
             "obtained:       {} ({})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         ));
     }
     match status.last_refreshed_at {
         Some(at) => lines.push(format!(
             "last refreshed: {} ({})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         )),
         None => lines.push("last refreshed: never".into()),
@@ -431,7 +431,7 @@ async fn refresh(context: &Context) -> Result<(), Failure> {
         Some(at) => say!(
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
             status.profile,
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now())
         ),
         None => say!("Refreshed profile `{}`.", status.profile),
