@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -54,9 +55,10 @@ pub(crate) struct GlobalOptions {
         global = true,
         env = "MAILUP_CLIENT_SECRET",
         hide_env_values = true,
-        value_name = "SECRET"
+        value_name = "SECRET",
+        value_parser = secret_value
     )]
-    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret: Option<Zeroizing<String>>,
     /// The redirect URI registered for the app (a loopback URL; default: the listener's own).
     #[arg(
         long,
@@ -94,6 +96,22 @@ pub(crate) struct GlobalOptions {
                 Console API, https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc]"
     )]
     pub(crate) api_base: Option<String>,
+    /// How long before the access token expires it is refreshed, in seconds (0: only when
+    /// expired).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_REFRESH_SKEW",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    pub(crate) refresh_skew: u64,
+}
+
+/// Keeps a secret option's value in memory that is wiped when it is dropped (clap's own copy
+/// of the argument or the environment variable is beyond our reach).
+fn secret_value(value: &str) -> Result<Zeroizing<String>, std::convert::Infallible> {
+    Ok(Zeroizing::new(value.to_owned()))
 }
 
 /// The commands.
@@ -184,6 +202,29 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.profile, "work");
         assert_eq!(cli.global.auth_base.as_deref(), Some("http://127.0.0.1:9"));
+    }
+
+    #[test]
+    fn the_client_secret_is_kept_in_memory_that_is_wiped() {
+        let cli =
+            Cli::try_parse_from(["mailup-auth", "--client-secret", "s3cret", "status"]).unwrap();
+        let secret: Option<Zeroizing<String>> = cli.global.client_secret;
+        assert_eq!(secret.as_deref().map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn refresh_skew_defaults_to_60_and_allows_0() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["mailup-auth"];
+            argv.extend_from_slice(args);
+            argv.push("token");
+            Cli::try_parse_from(argv).map(|cli| cli.global.refresh_skew)
+        };
+        assert_eq!(parse(&[]).unwrap(), 60);
+        assert_eq!(parse(&["--refresh-skew", "0"]).unwrap(), 0);
+        assert_eq!(parse(&["--refresh-skew", "300"]).unwrap(), 300);
+        assert!(parse(&["--refresh-skew", "-1"]).is_err());
+        assert!(parse(&["--refresh-skew", "soon"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use mailup_auth::{
     Error, LoopbackRedirect, MailUpClient, Password, SessionState, SessionStatus, UnixTime, Url,
 };
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
@@ -186,15 +187,23 @@ async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failu
         Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
         _ => terminal::prompt_username()?,
     };
-    let password = match std::env::var("MAILUP_PASSWORD") {
-        Ok(password) if !password.is_empty() => password,
-        _ => terminal::prompt_password()?,
+    let password = match password_from_env() {
+        Some(password) => password,
+        None => terminal::prompt_password()?,
     };
     client
-        .login_with_password(&username, &Password::new(password))
+        .login_with_password(&username, &Password::new(password.as_str()))
         .await?;
     print_logged_in(context, &client);
     Ok(())
+}
+
+/// `MAILUP_PASSWORD`, when set and not empty, in memory that is wiped when it is dropped.
+fn password_from_env() -> Option<Zeroizing<String>> {
+    std::env::var("MAILUP_PASSWORD")
+        .ok()
+        .map(Zeroizing::new)
+        .filter(|password| !password.is_empty())
 }
 
 fn print_logged_in(context: &Context, client: &MailUpClient) {
@@ -566,6 +575,11 @@ mod tests {
     fn renders_json_pretty_and_text_as_is() {
         assert_eq!(render_body(br#"{"a":1}"#), "{\n  \"a\": 1\n}");
         assert_eq!(render_body(b"plain"), "plain");
+    }
+
+    #[test]
+    fn the_password_from_the_environment_is_wiped_after_use() {
+        let _: fn() -> Option<Zeroizing<String>> = password_from_env;
     }
 
     #[test]

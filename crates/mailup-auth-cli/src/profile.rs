@@ -91,7 +91,7 @@ impl Context {
             .clone()
             .or_else(|| stored.map(|c| c.client_id.clone()))?;
         let secret = match &self.global.client_secret {
-            Some(secret) => ClientSecret::new(secret.clone()),
+            Some(secret) => ClientSecret::new(secret.as_str()),
             // The stored secret belongs to the stored client id only.
             None => stored
                 .filter(|c| c.client_id == id)
@@ -128,7 +128,8 @@ impl Context {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(2),
             })
-            .max_refresh_attempts(3);
+            .max_refresh_attempts(3)
+            .refresh_skew(Duration::from_secs(global.refresh_skew));
         if let Some(base) = &global.auth_base {
             builder = builder.auth_base(base.clone());
         }
@@ -281,6 +282,33 @@ mod tests {
             token_url: Some(endpoints.token.to_string()),
             api_base: Some(endpoints.api_base.to_string()),
             ..StoredClient::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_refresh_skew_reaches_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        for (args, skew) in [
+            (&[][..], 60),
+            (&["--refresh-skew", "0"], 0),
+            (&["--refresh-skew", "900"], 900),
+        ] {
+            let mut all = vec!["--client-id", "id", "--client-secret", "secret"];
+            all.extend_from_slice(args);
+            let context = Context {
+                global: global(&all),
+                store_dir: dir.path().to_owned(),
+                store: Arc::new(OnDemandSledStore::new(dir.path())),
+                record: None,
+                corrupt: None,
+            };
+            let client = context
+                .builder(Failure::usage("no client"), false)
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            assert_eq!(client.config().refresh_skew(), Duration::from_secs(skew));
         }
     }
 

@@ -6,6 +6,8 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
 use crate::failure::Failure;
 use crate::output;
 
@@ -79,13 +81,16 @@ pub(crate) fn prompt_username() -> Result<String, Failure> {
 }
 
 /// Asks for the password without echo on a terminal, or reads one line from a piped stdin.
-pub(crate) fn prompt_password() -> Result<String, Failure> {
+/// The password stays in memory that is wiped when it is dropped.
+pub(crate) fn prompt_password() -> Result<Zeroizing<String>, Failure> {
     let password = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("MailUp password: ")
-            .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?
+        Zeroizing::new(
+            rpassword::prompt_password("MailUp password: ")
+                .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?,
+        )
     } else {
         let line = read_stdin_line()?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
     };
     if password.is_empty() {
         return Err(Failure::usage(
@@ -95,11 +100,24 @@ pub(crate) fn prompt_password() -> Result<String, Failure> {
     Ok(password)
 }
 
-fn read_stdin_line() -> Result<String, Failure> {
-    let mut line = String::new();
+/// One line of standard input, in memory that is wiped when it is dropped (room for a long
+/// line is reserved first, so that growing the buffer leaves no copy behind in most cases).
+fn read_stdin_line() -> Result<Zeroizing<String>, Failure> {
+    let mut line = Zeroizing::new(String::with_capacity(4096));
     std::io::stdin()
         .lock()
         .read_line(&mut line)
         .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_read_into_memory_that_is_wiped() {
+        let _: fn() -> Result<Zeroizing<String>, Failure> = prompt_password;
+        let _: fn() -> Result<Zeroizing<String>, Failure> = read_stdin_line;
+    }
 }
