@@ -349,6 +349,15 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     if let Some(at) = status.expires_at {
         let note = if status.has_fresh_token {
             ""
+        } else if status.reauthorization_reason.is_some()
+            || status.state == SessionState::ReauthorizationRequired
+        {
+            // Nothing will be refreshed: the refresh token was refused.
+            if at > now {
+                ", unusable: log in again"
+            } else {
+                ", expired"
+            }
         } else if at > now {
             ", within the refresh margin: refreshed on next use"
         } else if status.has_refresh_token {
