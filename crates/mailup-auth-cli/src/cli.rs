@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -14,7 +15,17 @@ Exit codes:
   4  the API answered with an error (the MailUp ErrorCode and description are printed)
   5  network error, or the token endpoint / API is unavailable
 
-Every error prints one line on stderr, `error: ...`, never a token or a secret.";
+Every error prints one line on stderr, `error: ...`, never a token or a secret.
+
+Endpoints are fixed at login: a later command given another --auth-base, --logon-url,
+--token-url or --api-base (or MAILUP_* variable) than the profile's is refused (exit 2);
+run `login` with them to rebind the profile.
+
+Parallel use: the token store is opened only to load and to save (never during an API call
+or the browser wait), so several mailup-auth commands can run at once; each waits up to 10 s
+for the others.
+
+A corrupt profile record: `logout` removes it, `login` replaces it; other commands exit 1.";
 
 /// Log in to MailUp with OAuth 2.0, keep the tokens valid, call the API.
 #[derive(Debug, Parser)]
@@ -54,9 +65,10 @@ pub(crate) struct GlobalOptions {
         global = true,
         env = "MAILUP_CLIENT_SECRET",
         hide_env_values = true,
-        value_name = "SECRET"
+        value_name = "SECRET",
+        value_parser = secret_value
     )]
-    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret: Option<Zeroizing<String>>,
     /// The redirect URI registered for the app (a loopback URL; default: the listener's own).
     #[arg(
         long,
@@ -68,14 +80,16 @@ pub(crate) struct GlobalOptions {
                 uses [default: the listener's own, http://127.0.0.1:<port>/callback]"
     )]
     pub(crate) redirect_uri: Option<String>,
-    /// A server laid out like MailUp (the LogOn, Token and Console API paths are appended).
+    /// A server laid out like MailUp (the LogOn, Token and Console API paths are appended;
+    /// fixed at login).
     #[arg(
         long,
         global = true,
         env = "MAILUP_AUTH_BASE",
         value_name = "URL",
         help = "A server laid out like MailUp: the LogOn, Token and Console API paths are \
-                appended [default: https://services.mailup.com]"
+                appended [default: https://services.mailup.com]. Endpoints are remembered at \
+                `login`; other commands refuse different ones"
     )]
     pub(crate) auth_base: Option<String>,
     /// The LogOn (authorization) URL, overriding the one from the auth base.
@@ -94,13 +108,30 @@ pub(crate) struct GlobalOptions {
                 Console API, https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc]"
     )]
     pub(crate) api_base: Option<String>,
+    /// How long before the access token expires it is refreshed, in seconds (0: only when
+    /// expired).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_REFRESH_SKEW",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    pub(crate) refresh_skew: u64,
+}
+
+/// Keeps a secret option's value in memory that is wiped when it is dropped (clap's own copy
+/// of the argument or the environment variable is beyond our reach).
+fn secret_value(value: &str) -> Result<Zeroizing<String>, std::convert::Infallible> {
+    Ok(Zeroizing::new(value.to_owned()))
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Log in: open MailUp's LogOn page, wait for the redirect on 127.0.0.1, store the tokens
-    /// (or, with --password, use the password grant).
+    /// Log in: print MailUp's LogOn URL and open it in the browser, wait for the redirect on
+    /// 127.0.0.1, store the tokens (or, with --password, use the password grant). Remembers
+    /// the client and the endpoints with the profile; replaces a corrupt profile record.
     Login(LoginArgs),
     /// Show the profile, its endpoints and its tokens' state (never a secret).
     Status(StatusArgs),
@@ -110,7 +141,8 @@ pub(crate) enum Command {
     Refresh,
     /// Send an authenticated API request and print the response body.
     Call(CallArgs),
-    /// Forget the profile's tokens (the client registration is kept).
+    /// Forget the profile's tokens (the client registration is kept); removes a corrupt
+    /// profile record.
     Logout,
     /// Run the whole flow against a local MailUp emulator and report each step; leaves
     /// nothing behind.
@@ -120,7 +152,7 @@ pub(crate) enum Command {
 /// Options of `login`.
 #[derive(Debug, Args)]
 pub(crate) struct LoginArgs {
-    /// Print the LogOn URL but do not open a browser.
+    /// Do not open a browser (the LogOn URL is printed on stderr either way).
     #[arg(long)]
     pub(crate) no_browser: bool,
     /// The loopback port to listen on [default: the --redirect-uri port, or any free port].
@@ -184,6 +216,29 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.profile, "work");
         assert_eq!(cli.global.auth_base.as_deref(), Some("http://127.0.0.1:9"));
+    }
+
+    #[test]
+    fn the_client_secret_is_kept_in_memory_that_is_wiped() {
+        let cli =
+            Cli::try_parse_from(["mailup-auth", "--client-secret", "s3cret", "status"]).unwrap();
+        let secret: Option<Zeroizing<String>> = cli.global.client_secret;
+        assert_eq!(secret.as_deref().map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn refresh_skew_defaults_to_60_and_allows_0() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["mailup-auth"];
+            argv.extend_from_slice(args);
+            argv.push("token");
+            Cli::try_parse_from(argv).map(|cli| cli.global.refresh_skew)
+        };
+        assert_eq!(parse(&[]).unwrap(), 60);
+        assert_eq!(parse(&["--refresh-skew", "0"]).unwrap(), 0);
+        assert_eq!(parse(&["--refresh-skew", "300"]).unwrap(), 300);
+        assert!(parse(&["--refresh-skew", "-1"]).is_err());
+        assert!(parse(&["--refresh-skew", "soon"]).is_err());
     }
 
     #[test]

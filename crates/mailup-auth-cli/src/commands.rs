@@ -4,19 +4,20 @@
 //! there, progress and errors go to stderr only.
 
 use std::io::{Read as _, Write as _};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::core::http_types::Method;
+use mailup_auth::TokenStore as _;
 use mailup_auth::{
     Error, LoopbackRedirect, MailUpClient, Password, SessionState, SessionStatus, UnixTime, Url,
 };
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
-use crate::output::say;
-use crate::profile::Context;
+use crate::output::{note, say};
+use crate::profile::{store_failure, Context};
 use crate::terminal;
 use crate::timefmt;
 
@@ -25,6 +26,31 @@ pub(crate) const LOGON_URL_PROMPT: &str = "Open this URL in your browser:";
 
 /// Runs a profile command.
 pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failure> {
+    if let Some(corrupt) = &context.corrupt {
+        // `login` and `logout` recover from a corrupt record; everything else needs it.
+        if !matches!(command, Command::Login(_) | Command::Logout) {
+            return Err(store_failure(corrupt.clone()));
+        }
+        context
+            .store
+            .delete(&context.global.profile)
+            .await
+            .map_err(store_failure)?;
+        note!(
+            "The stored record of profile `{}` could not be read ({corrupt}); it was removed.",
+            context.global.profile
+        );
+        if matches!(command, Command::Logout) {
+            say!(
+                "Logged out of profile `{}`: its record is gone; log in again to use it.",
+                context.global.profile
+            );
+            return Ok(());
+        }
+    }
+    if !matches!(command, Command::Login(_)) {
+        context.check_pinned_endpoints()?;
+    }
     match command {
         Command::Login(args) if args.password => login_password(context, &args).await,
         Command::Login(args) => login_browser(context, &args).await,
@@ -108,19 +134,13 @@ fn loopback_target(
 }
 
 async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
-    // The LogOn URL needs only the configuration: build it with a client over an in-memory
-    // store, and release the token store while the browser takes its time, so other
-    // `mailup-auth` commands keep working meanwhile.
+    // The store is opened only to load and to save (see `store`): other `mailup-auth`
+    // commands keep working while the browser takes its time.
     let url_client = context
-        .builder_with_store(
-            no_client_for_login(),
-            false,
-            Arc::new(mailup_auth::MemoryTokenStore::new()),
-        )?
+        .builder(no_client_for_login(), false)?
         .build()
         .await
         .map_err(Failure::from)?;
-    context.release_store();
     let target = loopback_target(context.redirect_uri().as_deref(), args.port)?;
     let listener = LoopbackRedirect::bind_with_path(target.port, &target.path)
         .await
@@ -129,8 +149,8 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
         .redirect_uri
         .unwrap_or_else(|| listener.redirect_uri().clone());
     let start = url_client.begin_authorization_with_redirect(Some(redirect_uri))?;
-    eprintln!("{LOGON_URL_PROMPT}");
-    eprintln!("{}", start.url);
+    note!("{LOGON_URL_PROMPT}");
+    note!("{}", start.url);
     if !args.no_browser {
         terminal::open_browser(start.url.as_str());
     }
@@ -147,8 +167,7 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     .await
     .map_err(Error::from)?;
     let client = context
-        .builder(no_client_for_login(), true)
-        .await?
+        .builder(no_client_for_login(), true)?
         .build()
         .await
         .map_err(Failure::from)?;
@@ -161,23 +180,30 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
 
 async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
     let client = context
-        .builder(no_client_for_login(), true)
-        .await?
+        .builder(no_client_for_login(), true)?
         .build()
         .await?;
     let username = match &args.username {
         Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
         _ => terminal::prompt_username()?,
     };
-    let password = match std::env::var("MAILUP_PASSWORD") {
-        Ok(password) if !password.is_empty() => password,
-        _ => terminal::prompt_password()?,
+    let password = match password_from_env() {
+        Some(password) => password,
+        None => terminal::prompt_password()?,
     };
     client
-        .login_with_password(&username, &Password::new(password))
+        .login_with_password(&username, &Password::new(password.as_str()))
         .await?;
     print_logged_in(context, &client);
     Ok(())
+}
+
+/// `MAILUP_PASSWORD`, when set and not empty, in memory that is wiped when it is dropped.
+fn password_from_env() -> Option<Zeroizing<String>> {
+    std::env::var("MAILUP_PASSWORD")
+        .ok()
+        .map(Zeroizing::new)
+        .filter(|password| !password.is_empty())
 }
 
 fn print_logged_in(context: &Context, client: &MailUpClient) {
@@ -187,7 +213,7 @@ fn print_logged_in(context: &Context, client: &MailUpClient) {
         .map(|at| {
             format!(
                 "; the access token expires {} ({})",
-                timefmt::rfc3339(at),
+                timefmt::display(at),
                 timefmt::relative(at, now())
             )
         })
@@ -323,6 +349,15 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     if let Some(at) = status.expires_at {
         let note = if status.has_fresh_token {
             ""
+        } else if status.reauthorization_reason.is_some()
+            || status.state == SessionState::ReauthorizationRequired
+        {
+            // Nothing will be refreshed: the refresh token was refused.
+            if at > now {
+                ", unusable: log in again"
+            } else {
+                ", expired"
+            }
         } else if at > now {
             ", within the refresh margin: refreshed on next use"
         } else if status.has_refresh_token {
@@ -332,7 +367,7 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
         };
         lines.push(format!(
             "access token:   expires {} ({}{note})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         ));
     } else {
@@ -349,14 +384,14 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     if let Some(at) = status.obtained_at {
         lines.push(format!(
             "obtained:       {} ({})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         ));
     }
     match status.last_refreshed_at {
         Some(at) => lines.push(format!(
             "last refreshed: {} ({})",
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now)
         )),
         None => lines.push("last refreshed: never".into()),
@@ -414,7 +449,7 @@ async fn refresh(context: &Context) -> Result<(), Failure> {
         Some(at) => say!(
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
             status.profile,
-            timefmt::rfc3339(at),
+            timefmt::display(at),
             timefmt::relative(at, now())
         ),
         None => say!("Refreshed profile `{}`.", status.profile),
@@ -480,13 +515,11 @@ async fn logout(context: &Context) -> Result<(), Failure> {
     if context.has_client() {
         context.client().await?.logout().await?;
     } else {
-        use mailup_auth::TokenStore as _;
         context
-            .store()
-            .await?
+            .store
             .delete(&context.global.profile)
             .await
-            .map_err(|e| Failure::local(format!("token store: {e}")))?;
+            .map_err(store_failure)?;
     }
     let kept = if context.has_client() {
         "; the client registration is kept"
@@ -551,6 +584,11 @@ mod tests {
     fn renders_json_pretty_and_text_as_is() {
         assert_eq!(render_body(br#"{"a":1}"#), "{\n  \"a\": 1\n}");
         assert_eq!(render_body(b"plain"), "plain");
+    }
+
+    #[test]
+    fn the_password_from_the_environment_is_wiped_after_use() {
+        let _: fn() -> Option<Zeroizing<String>> = password_from_env;
     }
 
     #[test]

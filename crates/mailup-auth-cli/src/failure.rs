@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use mailup_auth::core::{ApiError, OAuthErrorCode, TokenError};
-use mailup_auth::{Error, LoopbackError, ReauthReason};
+use mailup_auth::{Error, LoopbackError, ReauthReason, StoreError};
 
 /// Exit code: a local failure (the token store).
 pub(crate) const EXIT_LOCAL: u8 = 1;
@@ -71,7 +71,7 @@ impl Failure {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        eprintln!("error: {line}");
+        crate::output::stderr_line(&format!("error: {line}"));
         ExitCode::from(self.code)
     }
 }
@@ -89,16 +89,46 @@ impl From<Error> for Failure {
             Error::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => {
                 message.push_str(" (check --client-id / --client-secret)");
             }
-            Error::UntrustedOrigin(_) => {
+            Error::UntrustedOrigin(url) => {
                 message = format!(
-                    "{error}; `call` sends the access token only to the API base's origin \
-                     (set --api-base to use another server)"
+                    "refusing to send the access token to {url}: it is outside the profile's \
+                     API base (scheme, host and port); give `call` a path relative to the API \
+                     base, or run `mailup-auth login --api-base URL` to use that host"
                 );
+            }
+            Error::Store(store) => message = store_message(store),
+            Error::TokensNeverFresh { .. } => {
+                message.push_str(" (with --refresh-skew / MAILUP_REFRESH_SKEW)");
             }
             _ if code == EXIT_REAUTHORIZE => message.push_str(" (run `mailup-auth login`)"),
             _ => {}
         }
         Self { code, message }
+    }
+}
+
+/// A token store failure in words, with the way out of a corrupt record.
+pub(crate) fn store_message(error: &StoreError) -> String {
+    match error {
+        StoreError::Corrupt { profile, .. } => format!(
+            "token store: {error}; run `mailup-auth logout --profile {}` to remove it, then \
+             log in again",
+            shell_word(profile)
+        ),
+        error => format!("token store: {error}"),
+    }
+}
+
+/// `word`, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+' | ':'));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -114,9 +144,13 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         Error::Login(token_error) => login_exit_code(token_error),
         // The user denied access, or the callback did not belong to this login.
         Error::Callback(_) => EXIT_REAUTHORIZE,
-        Error::Authorization(_) | Error::Config(_) | Error::InvalidPath(_) | Error::Missing(_) => {
-            EXIT_USAGE
-        }
+        // `Config` includes what the core refuses in the configuration, e.g. plain http to a
+        // host that is not a loopback address.
+        Error::Authorization(_)
+        | Error::Config(_)
+        | Error::InvalidPath(_)
+        | Error::Missing(_)
+        | Error::TokensNeverFresh { .. } => EXIT_USAGE,
         Error::Api(api) => match api {
             // A gateway or an overloaded server: "unavailable", retrying later may help.
             ApiError::Server(e) if matches!(e.status, 502..=504) => EXIT_UNAVAILABLE,
@@ -204,9 +238,43 @@ mod tests {
             .contains("--client-secret"));
         let foreign = Error::UntrustedOrigin("http://127.0.0.1:1".into());
         assert_eq!(exit_code(&foreign), 2);
-        assert!(Failure::from(foreign).message().contains("--api-base"));
+        let foreign = Failure::from(foreign);
+        assert!(foreign.message().contains("login --api-base"));
+        assert!(foreign.message().contains("relative"));
+        assert!(!foreign.message().contains("trust_origin"));
         let wrong_password = Failure::from(Error::Login(oauth(OAuthErrorCode::InvalidGrant)));
         assert!(!wrong_password.message().contains("run `mailup-auth login`"));
+    }
+
+    #[test]
+    fn a_corrupt_record_says_how_to_recover() {
+        let corrupt = Error::Store(StoreError::Corrupt {
+            profile: "my work".into(),
+            message: "envelope".into(),
+        });
+        assert_eq!(exit_code(&corrupt), 1);
+        let failure = Failure::from(corrupt);
+        assert!(
+            failure
+                .message()
+                .contains("run `mailup-auth logout --profile 'my work'` to remove it"),
+            "{}",
+            failure.message()
+        );
+    }
+
+    #[test]
+    fn configuration_errors_exit_2_on_one_line() {
+        let error =
+            Error::Config(mailup_auth::core::ConfigError::NotHttpUrl { field: "token url" });
+        let failure = Failure::from(error);
+        assert_eq!(failure.code(), 2);
+        assert!(!failure.message().contains('\n'), "{}", failure.message());
+        let stale = Error::TokensNeverFresh {
+            skew: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(exit_code(&stale), 2);
+        assert!(Failure::from(stale).message().contains("--refresh-skew"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod demo;
 mod failure;
 mod output;
 mod profile;
+mod store;
 mod terminal;
 mod timefmt;
 
@@ -59,11 +60,24 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = log_format(filter).try_init();
+}
+
+/// The log format: plain text, whatever stderr is. Colours would need tracing-subscriber's
+/// `ansi` feature, which is off; asking for them without it panics (on a terminal). Written
+/// through [`output::QuietStderr`], so a closed stderr drops log lines instead of failing.
+fn log_format(
+    filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+    fn() -> output::QuietStderr,
+> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(output::QuietStderr::default as fn() -> output::QuietStderr)
+        .with_ansi(false)
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -73,5 +87,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let context = profile::Context::open(cli.global).await?;
             commands::run(&context, command).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logging_can_be_set_up_whatever_stderr_is() {
+        // Building the subscriber is where a colour request without the `ansi` feature panics.
+        let _subscriber = super::log_format(tracing_subscriber::EnvFilter::new("debug")).finish();
     }
 }

@@ -1,6 +1,7 @@
-//! Standard output for people and scripts. Rust ignores SIGPIPE, so `println!` panics when the
-//! reader goes away (`mailup-auth demo | head -1`); these never do: a closed stdout just ends
-//! the output.
+//! Standard output and standard error for people and scripts. Rust ignores SIGPIPE, so
+//! `println!` and `eprintln!` panic when the reader goes away (`mailup-auth demo | head -1`,
+//! `mailup-auth status 2>&1 | head -1`); these never do: a closed stream just ends the output.
+//! Every write of the CLI goes through them (or through `print_data`, which reports failures).
 
 use std::io::Write as _;
 
@@ -8,6 +9,35 @@ use std::io::Write as _;
 pub(crate) fn line(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
+/// Writes `text` on stderr as is (no newline added), ignoring a closed or failing stderr.
+pub(crate) fn stderr(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_all(text.as_bytes())
+        .and_then(|()| stderr.flush());
+}
+
+/// Writes one line on stderr, ignoring a closed or failing stderr.
+pub(crate) fn stderr_line(text: &str) {
+    stderr(&format!("{text}\n"));
+}
+
+/// A `tracing` writer for stderr that drops what cannot be written instead of failing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// `println!` that never panics on a closed stdout.
@@ -20,3 +50,23 @@ macro_rules! say {
     };
 }
 pub(crate) use say;
+
+/// `eprintln!` that never panics on a closed stderr.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::output::stderr_line(&format!($($arg)*))
+    };
+}
+pub(crate) use note;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_writer_swallows_write_errors() {
+        let mut writer = QuietStderr;
+        assert_eq!(writer.write(b"").unwrap(), 0);
+        assert!(writer.flush().is_ok());
+    }
+}

@@ -6,37 +6,39 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mailup_auth::core::config::parse_http_url;
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
-    Backoff, ClientSecret, MailUpClient, MailUpClientBuilder, ProfileRecord, SledTokenStore,
-    TokenStore,
+    Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
+    Url,
 };
 
 use crate::cli::GlobalOptions;
 use crate::failure::Failure;
+use crate::store::OnDemandSledStore;
 
-/// How long to wait for another `mailup-auth` process to release the store.
-const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Everything a command needs: the options, the opened store and the profile's record.
+/// Everything a command needs: the options, the store and the profile's record.
 #[derive(Debug)]
 pub(crate) struct Context {
     /// The global options as given.
     pub(crate) global: GlobalOptions,
     /// The store directory.
     pub(crate) store_dir: PathBuf,
-    /// The opened store (sled allows one opener per process: this is the one), or `None`
-    /// while released (a `login` waiting for the browser lets other commands use it).
-    store: std::sync::Mutex<Option<Arc<SledTokenStore>>>,
+    /// The token store. It opens the database for each operation only, so this process never
+    /// holds it during an API call, a token request or the browser wait.
+    pub(crate) store: Arc<OnDemandSledStore>,
     /// The profile's record when the command started, if any.
     pub(crate) record: Option<ProfileRecord>,
+    /// Why the profile's record could not be read, when it is corrupt (then `record` is
+    /// `None`): `login` and `logout` remove it, other commands report it.
+    pub(crate) corrupt: Option<StoreError>,
 }
 
 impl Context {
-    /// Opens the store (waiting briefly if another `mailup-auth` holds it) and loads the
-    /// profile's record.
+    /// Loads the profile's record (waiting briefly while other `mailup-auth` processes use the
+    /// store).
     pub(crate) async fn open(global: GlobalOptions) -> Result<Self, Failure> {
         let store_dir = match &global.store {
             Some(dir) => dir.clone(),
@@ -44,41 +46,31 @@ impl Context {
                 Failure::usage("no home directory for the default token store: pass --store DIR")
             })?,
         };
-        let store = Arc::new(open_store(store_dir.clone()).await?);
-        let record = store
-            .load(&global.profile)
-            .await
-            .map_err(store_failure)?
-            .map(|versioned| versioned.value);
+        let store = Arc::new(OnDemandSledStore::new(store_dir.clone()));
+        // A corrupt record must not stop the commands that recover from it.
+        let (record, corrupt) = match store.load(&global.profile).await {
+            Ok(loaded) => (loaded.map(|versioned| versioned.value), None),
+            Err(error @ StoreError::Corrupt { .. }) => (None, Some(error)),
+            Err(error) => return Err(store_failure(error)),
+        };
         Ok(Self {
             global,
             store_dir,
-            store: std::sync::Mutex::new(Some(store)),
+            store,
             record,
+            corrupt,
         })
     }
 
-    /// The store, opened again if it was released.
-    pub(crate) async fn store(&self) -> Result<Arc<SledTokenStore>, Failure> {
-        let open = self.lock_store().clone();
-        if let Some(store) = open {
-            return Ok(store);
+    /// Refuses endpoints given now (flags or environment) that differ from the ones the
+    /// profile remembered at login: they would receive the stored refresh token, the client
+    /// secret or the access token. Only `login` may rebind a profile, so every other command
+    /// calls this. A profile that remembered no endpoints accepts any.
+    pub(crate) fn check_pinned_endpoints(&self) -> Result<(), Failure> {
+        match self.stored_client() {
+            Some(stored) => pinned_endpoints(&self.global, stored),
+            None => Ok(()),
         }
-        let store = Arc::new(open_store(self.store_dir.clone()).await?);
-        *self.lock_store() = Some(store.clone());
-        Ok(store)
-    }
-
-    /// Closes our handle on the store (it closes for real once no client holds it), so other
-    /// `mailup-auth` processes can use it meanwhile.
-    pub(crate) fn release_store(&self) {
-        self.lock_store().take();
-    }
-
-    fn lock_store(&self) -> std::sync::MutexGuard<'_, Option<Arc<SledTokenStore>>> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The client registration remembered with the profile.
@@ -99,7 +91,7 @@ impl Context {
             .clone()
             .or_else(|| stored.map(|c| c.client_id.clone()))?;
         let secret = match &self.global.client_secret {
-            Some(secret) => ClientSecret::new(secret.clone()),
+            Some(secret) => ClientSecret::new(secret.as_str()),
             // The stored secret belongs to the stored client id only.
             None => stored
                 .filter(|c| c.client_id == id)
@@ -118,37 +110,26 @@ impl Context {
 
     /// A builder for the profile's client. `missing` is the failure to report when no client
     /// id or secret is known. `remember` stores this invocation's client settings with the
-    /// profile when tokens are saved: only `login` does, so a one-off `--api-base` on another
-    /// command cannot redirect later commands (and their bearer token).
-    pub(crate) async fn builder(
+    /// profile when tokens are saved: only `login` does (other commands refuse endpoints that
+    /// differ from the remembered ones, see `pinning`).
+    pub(crate) fn builder(
         &self,
         missing: Failure,
         remember: bool,
-    ) -> Result<MailUpClientBuilder, Failure> {
-        let store = self.store().await?;
-        self.builder_with_store(missing, remember, store)
-    }
-
-    /// [`builder`](Self::builder) over another store (e.g. in memory, to build a LogOn URL
-    /// without holding the token store).
-    pub(crate) fn builder_with_store(
-        &self,
-        missing: Failure,
-        remember: bool,
-        store: Arc<dyn TokenStore>,
     ) -> Result<MailUpClientBuilder, Failure> {
         let (client_id, client_secret) = self.client_credentials().ok_or(missing)?;
         let global = &self.global;
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
-            .store(store)
+            .store(self.store.clone())
             .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(2),
             })
-            .max_refresh_attempts(3);
+            .max_refresh_attempts(3)
+            .refresh_skew(Duration::from_secs(global.refresh_skew));
         if let Some(base) = &global.auth_base {
             builder = builder.auth_base(base.clone());
         }
@@ -190,7 +171,7 @@ impl Context {
 
     /// The profile's client; "not logged in" (exit 3) when no client registration is known.
     pub(crate) async fn client(&self) -> Result<MailUpClient, Failure> {
-        let builder = self.builder(self.not_logged_in(), false).await?;
+        let builder = self.builder(self.not_logged_in(), false)?;
         Ok(builder.build().await?)
     }
 
@@ -204,32 +185,182 @@ impl Context {
     }
 }
 
-async fn open_store(dir: PathBuf) -> Result<SledTokenStore, Failure> {
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        loop {
-            match SledTokenStore::open(&dir) {
-                Ok(store) => return Ok(store),
-                // Another mailup-auth is running (a script calling `token` in parallel): its
-                // command is short, wait for it.
-                Err(StoreError::Locked { .. }) if started.elapsed() < STORE_LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => return Err(store_failure(error)),
-            }
+/// Compares the endpoints given in `global` with the `stored` ones, as parsed URLs (an auth
+/// base through the endpoints it lays out). Values that do not parse are left to the client
+/// builder, which reports them as configuration errors.
+fn pinned_endpoints(global: &GlobalOptions, stored: &StoredClient) -> Result<(), Failure> {
+    let laid_out = global
+        .auth_base
+        .as_deref()
+        .and_then(|base| Endpoints::from_auth_base(base).ok());
+    let given = |explicit: &Option<String>, option: &'static str, from_base: Option<&Url>| match (
+        explicit, from_base,
+    ) {
+        (Some(url), _) => parse_http_url("url", url).ok().map(|url| (option, url)),
+        (None, Some(url)) => Some(("--auth-base / MAILUP_AUTH_BASE", url.clone())),
+        (None, None) => None,
+    };
+    let checks = [
+        (
+            given(
+                &global.logon_url,
+                "--logon-url / MAILUP_LOGON_URL",
+                laid_out.as_ref().map(|e| &e.logon),
+            ),
+            "LogOn URL",
+            &stored.logon_url,
+        ),
+        (
+            given(
+                &global.token_url,
+                "--token-url / MAILUP_TOKEN_URL",
+                laid_out.as_ref().map(|e| &e.token),
+            ),
+            "token URL",
+            &stored.token_url,
+        ),
+        (
+            given(
+                &global.api_base,
+                "--api-base / MAILUP_API_BASE",
+                laid_out.as_ref().map(|e| &e.api_base),
+            ),
+            "API base",
+            &stored.api_base,
+        ),
+    ];
+    for (given, what, stored) in checks {
+        let (Some((option, given)), Some(stored_text)) = (given, stored) else {
+            continue;
+        };
+        let Ok(stored) = parse_http_url("url", stored_text) else {
+            continue;
+        };
+        if given != stored {
+            return Err(Failure::usage(format!(
+                "{option} gives the {what} {given}, but profile `{}` was logged in with \
+                 {stored}: a profile's endpoints are fixed at login, so its tokens and client \
+                 secret go nowhere else. Drop the option (or unset the variable), or run \
+                 `mailup-auth login` with it to rebind the profile",
+                global.profile
+            )));
         }
-    })
-    .await
-    .map_err(|e| Failure::local(format!("cannot open the token store: {e}")))?
+    }
+    Ok(())
 }
 
-fn store_failure(error: StoreError) -> Failure {
+/// A store failure as the CLI reports it.
+pub(crate) fn store_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidProfile(_) => Failure::usage(error.to_string()),
         StoreError::Locked { path, .. } => Failure::local(format!(
-            "the token store at {path} is in use by another mailup-auth command (a `login` \
-             waiting for the browser?); try again when it has finished"
+            "the token store at {path} stayed in use by other mailup-auth commands for {} s; \
+             try again",
+            crate::store::LOCK_WAIT.as_secs()
         )),
-        error => Failure::local(format!("token store: {error}")),
+        error => Failure::local(crate::failure::store_message(&error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn global(args: &[&str]) -> GlobalOptions {
+        let mut argv = vec!["mailup-auth"];
+        argv.extend_from_slice(args);
+        argv.push("status");
+        crate::cli::Cli::try_parse_from(argv).unwrap().global
+    }
+
+    fn stored(base: &str) -> StoredClient {
+        let endpoints = Endpoints::from_auth_base(base).unwrap();
+        StoredClient {
+            client_id: "id".into(),
+            logon_url: Some(endpoints.logon.to_string()),
+            token_url: Some(endpoints.token.to_string()),
+            api_base: Some(endpoints.api_base.to_string()),
+            ..StoredClient::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_refresh_skew_reaches_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        for (args, skew) in [
+            (&[][..], 60),
+            (&["--refresh-skew", "0"], 0),
+            (&["--refresh-skew", "900"], 900),
+        ] {
+            let mut all = vec!["--client-id", "id", "--client-secret", "secret"];
+            all.extend_from_slice(args);
+            let context = Context {
+                global: global(&all),
+                store_dir: dir.path().to_owned(),
+                store: Arc::new(OnDemandSledStore::new(dir.path())),
+                record: None,
+                corrupt: None,
+            };
+            let client = context
+                .builder(Failure::usage("no client"), false)
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            assert_eq!(client.config().refresh_skew(), Duration::from_secs(skew));
+        }
+    }
+
+    #[test]
+    fn endpoints_equal_after_parsing_are_accepted() {
+        let stored = stored("http://127.0.0.1:9");
+        for args in [
+            &[][..],
+            &["--auth-base", "http://127.0.0.1:9/"],
+            &["--auth-base", "HTTP://127.0.0.1:9"],
+            &[
+                "--token-url",
+                "http://127.0.0.1:9/Authorization/OAuth/Token",
+            ],
+            &[
+                "--api-base",
+                "http://127.0.0.1:9/API/v1.1/Rest/ConsoleService.svc",
+            ],
+        ] {
+            assert_eq!(pinned_endpoints(&global(args), &stored), Ok(()), "{args:?}");
+        }
+        // Nothing remembered: anything goes.
+        let bare = StoredClient::default();
+        assert_eq!(
+            pinned_endpoints(&global(&["--auth-base", "http://other"]), &bare),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn other_endpoints_are_refused_naming_the_stored_one() {
+        let stored = stored("http://127.0.0.1:9");
+        for args in [
+            &["--auth-base", "http://127.0.0.1:10"][..],
+            &["--logon-url", "http://other/LogOn"],
+            &["--token-url", "http://other/Token"],
+            &["--api-base", "http://127.0.0.1:9/API/v2"],
+            // An explicit token URL wins over the auth base, and is still compared.
+            &[
+                "--auth-base",
+                "http://127.0.0.1:9",
+                "--token-url",
+                "http://other/T",
+            ],
+        ] {
+            let failure = pinned_endpoints(&global(args), &stored).unwrap_err();
+            assert_eq!(failure.code(), 2, "{args:?}");
+            assert!(
+                failure.message().contains("http://127.0.0.1:9/"),
+                "{args:?}"
+            );
+            assert!(failure.message().contains("mailup-auth login"));
+        }
     }
 }

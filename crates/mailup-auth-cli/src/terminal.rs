@@ -2,11 +2,14 @@
 //! spinner while waiting, ask for a username or a hidden password.
 
 use std::future::Future;
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
 use crate::failure::Failure;
+use crate::output;
 
 /// Tries to open `url` in the default browser; failure is silent (the URL is printed anyway).
 pub(crate) fn open_browser(url: &str) {
@@ -41,7 +44,7 @@ pub(crate) fn open_browser(url: &str) {
 /// terminal (scripts and tests see no control characters).
 pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>) -> T {
     if !std::io::stderr().is_terminal() {
-        eprintln!("{message}");
+        output::stderr_line(message);
         return work.await;
     }
     const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -52,23 +55,20 @@ pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>
         tokio::select! {
             output = &mut work => break output,
             _ = ticker.tick() => {
-                eprint!("\r{} {message}", FRAMES[frame % FRAMES.len()]);
-                let _ = std::io::stderr().flush();
+                output::stderr(&format!("\r{} {message}", FRAMES[frame % FRAMES.len()]));
                 frame += 1;
             }
         }
     };
     // Clear the spinner line.
-    eprint!("\r\x1b[2K");
-    let _ = std::io::stderr().flush();
+    output::stderr("\r\x1b[2K");
     output
 }
 
 /// Asks for the username on the terminal (or reads a line from a piped stdin).
 pub(crate) fn prompt_username() -> Result<String, Failure> {
     if std::io::stdin().is_terminal() {
-        eprint!("MailUp username: ");
-        let _ = std::io::stderr().flush();
+        output::stderr("MailUp username: ");
     }
     let line = read_stdin_line()?;
     let name = line.trim().to_owned();
@@ -81,13 +81,16 @@ pub(crate) fn prompt_username() -> Result<String, Failure> {
 }
 
 /// Asks for the password without echo on a terminal, or reads one line from a piped stdin.
-pub(crate) fn prompt_password() -> Result<String, Failure> {
+/// The password stays in memory that is wiped when it is dropped.
+pub(crate) fn prompt_password() -> Result<Zeroizing<String>, Failure> {
     let password = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("MailUp password: ")
-            .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?
+        Zeroizing::new(
+            rpassword::prompt_password("MailUp password: ")
+                .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?,
+        )
     } else {
         let line = read_stdin_line()?;
-        line.trim_end_matches(['\r', '\n']).to_owned()
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
     };
     if password.is_empty() {
         return Err(Failure::usage(
@@ -97,11 +100,24 @@ pub(crate) fn prompt_password() -> Result<String, Failure> {
     Ok(password)
 }
 
-fn read_stdin_line() -> Result<String, Failure> {
-    let mut line = String::new();
+/// One line of standard input, in memory that is wiped when it is dropped (room for a long
+/// line is reserved first, so that growing the buffer leaves no copy behind in most cases).
+fn read_stdin_line() -> Result<Zeroizing<String>, Failure> {
+    let mut line = Zeroizing::new(String::with_capacity(4096));
     std::io::stdin()
         .lock()
         .read_line(&mut line)
         .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_read_into_memory_that_is_wiped() {
+        let _: fn() -> Result<Zeroizing<String>, Failure> = prompt_password;
+        let _: fn() -> Result<Zeroizing<String>, Failure> = read_stdin_line;
+    }
 }

@@ -20,7 +20,8 @@ use url::Url;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const MAILUP_VARS: [&str; 11] = [
+const MAILUP_VARS: [&str; 12] = [
+    "MAILUP_REFRESH_SKEW",
     "MAILUP_PROFILE",
     "MAILUP_STORE",
     "MAILUP_CLIENT_ID",
@@ -300,12 +301,12 @@ async fn browser_login_then_every_command_with_only_the_profile() {
     assert_ne!(refreshed, token, "refresh gave a new access token");
     assert!(setup.emulator.is_access_token_live(&refreshed));
 
-    // A one-off endpoint flag on a command other than `login` is not remembered.
+    // A one-off endpoint flag on a command other than `login` is refused, and not remembered.
     let out = run(setup
         .bare()
         .args(["--api-base", "http://127.0.0.1:1/elsewhere", "refresh"]))
     .await;
-    assert_success(&out);
+    assert_failure(&out, 2);
     let out = run(setup.bare().args(["status", "--json"])).await;
     let status: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
     assert!(
@@ -535,11 +536,13 @@ async fn reauthorization_required_exits_3() {
 async fn a_refresh_that_cannot_reach_the_server_exits_5() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    let out = run(setup
-        .bare()
-        .args(["--auth-base", "http://127.0.0.1:1", "refresh"]))
-    .await;
+    // The connection is dropped without an answer, every time the CLI tries.
+    setup
+        .emulator
+        .fail_next_token_requests(10, mailup_auth_emulator::Fault::DropConnection);
+    let out = run(setup.bare().arg("refresh")).await;
     assert_failure(&out, 5);
+    setup.emulator.clear_faults();
     // The stored tokens are intact.
     assert_success(&run(setup.bare().arg("refresh")).await);
 }
@@ -581,14 +584,17 @@ async fn network_errors_exit_5() {
     .await;
     assert_failure(&out, 5);
 
-    setup.password_login().await;
-    let out = run(setup.bare().args([
-        "--api-base",
-        "http://127.0.0.1:1/API",
-        "call",
-        "GET",
-        "Console/Authentication/Info",
-    ]))
+    // A profile whose API base (chosen at login) does not answer.
+    let out = run(setup
+        .with_client()
+        .args(["--api-base", "http://127.0.0.1:1/API"])
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+    .await;
+    assert_success(&out);
+    let out = run(setup
+        .bare()
+        .args(["call", "GET", "Console/Authentication/Info"]))
     .await;
     assert_failure(&out, 5);
 
@@ -662,4 +668,380 @@ async fn a_password_given_as_a_flag_value_is_refused_without_echoing_it() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(!stdout(&out).contains("hunter2"));
     assert!(err.contains("MAILUP_PASSWORD"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_calls_with_a_slow_api_all_succeed() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    setup.emulator.set_api_latency(Duration::from_millis(300));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let mut command = setup.bare();
+        command.args(["call", "GET", "Console/Authentication/Info"]);
+        calls.spawn(async move { run(&mut command).await });
+    }
+    let mut failures = Vec::new();
+    while let Some(out) = calls.join_next().await {
+        let out = out.expect("the task ran");
+        if !out.status.success() {
+            failures.push(format!("exit {:?}: {}", out.status.code(), stderr(&out)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 20 failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(setup.emulator.counters().api_calls, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_a_refresh_waits_for_the_token_endpoint() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    setup.emulator.set_token_latency(Duration::from_secs(8));
+    let mut refresh = setup
+        .bare()
+        .arg("refresh")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("refresh starts");
+    // Give the refresh time to load the profile and send its request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while setup.emulator.counters().token_requests < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        setup.emulator.counters().token_requests,
+        2,
+        "the refresh is in flight"
+    );
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_success(&out);
+    assert!(
+        refresh.try_wait().expect("refresh state").is_none(),
+        "the refresh is still waiting for the token endpoint"
+    );
+    let _ = refresh.kill().await;
+}
+
+/// Writes raw bytes as a profile's record, as disk damage or another program would.
+fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(store) {
+            Ok(db) => break db,
+            // A child process may still be letting go of the database.
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("cannot open {store}: {error}"),
+        }
+    };
+    let tree = db.open_tree("profiles").unwrap();
+    tree.insert(profile.as_bytes(), bytes).unwrap();
+    db.flush().unwrap();
+}
+
+/// Saves a record through the sled store itself (the binary is not running meanwhile).
+async fn save_record(store: &str, profile: &str, record: &mailup_auth::ProfileRecord) {
+    use mailup_auth::TokenStore as _;
+    let path = store.to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sled = tokio::task::spawn_blocking(move || loop {
+        match mailup_auth::SledTokenStore::open(&path) {
+            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.expect("the store opens"),
+        }
+    })
+    .await
+    .unwrap();
+    let expected = sled.load(profile).await.unwrap().map(|v| v.version);
+    sled.save(profile, record, expected).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(sled))
+        .await
+        .unwrap();
+}
+
+fn tokens_expiring_at(expires_at: mailup_auth::UnixTime) -> mailup_auth::TokenSet {
+    mailup_auth::TokenSet {
+        access_token: mailup_auth::AccessToken::new("stored-access-token"),
+        refresh_token: Some(mailup_auth::RefreshToken::new("stored-refresh-token")),
+        expires_at,
+        obtained_at: mailup_auth::UnixTime::from_system_time(std::time::SystemTime::now()),
+        token_type: None,
+        scope: None,
+    }
+}
+
+fn client_without_endpoints() -> mailup_auth::StoredClient {
+    mailup_auth::StoredClient {
+        client_id: DEFAULT_CLIENT_ID.to_owned(),
+        client_secret: Some(mailup_auth::ClientSecret::new(DEFAULT_CLIENT_SECRET)),
+        ..mailup_auth::StoredClient::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_profile_can_be_logged_out_or_logged_in_again() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    write_raw_record(&setup.store(), "default", b"\x00\xffnot json at all");
+
+    // Other commands fail (1) and say how to recover.
+    for args in [&["token"][..], &["status"], &["refresh"]] {
+        let out = run(setup.bare().args(args)).await;
+        let err = assert_failure(&out, 1);
+        assert!(err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("mailup-auth logout --profile default"),
+            "{args:?}: {err}"
+        );
+    }
+    // `logout` removes it; then the profile is simply not logged in.
+    let out = run(setup.bare().arg("logout")).await;
+    assert_success(&out);
+    assert_failure(&run(setup.bare().arg("token")).await, 3);
+    setup.password_login().await;
+    assert_success(&run(setup.bare().arg("token")).await);
+
+    // `login` works on a corrupt profile too, without a `logout` first.
+    write_raw_record(&setup.store(), "default", b"{\"format\": 1, \"version\": ");
+    setup.password_login().await;
+    assert_success(&run(setup.bare().arg("token")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_pinned_at_login() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let stored_token_url = setup.emulator.token_url().to_string();
+    let before = setup.emulator.counters();
+
+    // A one-off token URL on `refresh` would receive the refresh token and the secret.
+    let out = run(setup
+        .bare()
+        .env(
+            "MAILUP_TOKEN_URL",
+            "http://127.0.0.1:1/Authorization/OAuth/Token",
+        )
+        .arg("refresh"))
+    .await;
+    let err = assert_failure(&out, 2);
+    assert!(
+        err.contains(&stored_token_url),
+        "names the stored value: {err}"
+    );
+    assert!(err.contains("login"), "{err}");
+
+    let elsewhere = "http://127.0.0.1:1";
+    for args in [
+        &["--auth-base", elsewhere, "token"][..],
+        &["--auth-base", elsewhere, "status"],
+        &["--logon-url", "http://127.0.0.1:1/LogOn", "status"],
+        &[
+            "--api-base",
+            "http://127.0.0.1:1/API",
+            "call",
+            "GET",
+            "Console/Authentication/Info",
+        ],
+        &["--token-url", "http://127.0.0.1:1/Token", "logout"],
+    ] {
+        let out = run(setup.bare().args(args)).await;
+        assert_failure(&out, 2);
+    }
+    let after = setup.emulator.counters();
+    assert_eq!(
+        after.token_requests, before.token_requests,
+        "nothing was sent"
+    );
+    assert_eq!(after.api_calls, before.api_calls, "nothing was sent");
+
+    // The same endpoints, spelled differently, are no mismatch.
+    let base = setup.auth_base();
+    let without_slash = base.trim_end_matches('/').to_owned();
+    let with_slash = format!("{without_slash}/");
+    for args in [
+        &["--auth-base", without_slash.as_str(), "token"][..],
+        &["--auth-base", with_slash.as_str(), "token"],
+        &["--token-url", stored_token_url.as_str(), "refresh"],
+    ] {
+        assert_success(&run(setup.bare().args(args)).await);
+    }
+
+    // `login` rebinds the profile to other endpoints.
+    let other = Emulator::builder().start().await.expect("emulator starts");
+    let out = run(setup
+        .with_client()
+        .args(["--auth-base", other.base_url().as_str()])
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+    .await;
+    assert_success(&out);
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_success(&out);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["endpoints"]["token_url"], other.token_url().as_str());
+    // ...and the old ones are now the foreign ones.
+    let out = run(setup.bare().args(["--auth-base", &base, "token"])).await;
+    assert_failure(&out, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_without_stored_endpoints_accepts_them() {
+    let setup = Setup::start().await;
+    let in_an_hour = mailup_auth::UnixTime::from_system_time(
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
+    let record = mailup_auth::ProfileRecord {
+        tokens: Some(tokens_expiring_at(in_an_hour)),
+        client: Some(client_without_endpoints()),
+        ..mailup_auth::ProfileRecord::default()
+    };
+    save_record(&setup.store(), "default", &record).await;
+    let out = run(setup
+        .bare()
+        .args(["--auth-base", &setup.auth_base(), "status", "--json"]))
+    .await;
+    assert_success(&out);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        status["endpoints"]["token_url"],
+        setup.emulator.token_url().as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_date_in_year_10000_without_panicking() {
+    let setup = Setup::start().await;
+    // 10000-01-01T01:00:00Z
+    let far = mailup_auth::UnixTime::from_secs(253_402_300_800 + 3600);
+    let record = mailup_auth::ProfileRecord {
+        tokens: Some(tokens_expiring_at(far)),
+        client: Some(client_without_endpoints()),
+        last_refreshed_at: Some(mailup_auth::UnixTime::from_millis(u64::MAX)),
+        ..mailup_auth::ProfileRecord::default()
+    };
+    save_record(&setup.store(), "default", &record).await;
+    let out = run(setup.bare().arg("status")).await;
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("invalid time"), "{text}");
+    let out = run(setup.bare().args(["status", "--json"])).await;
+    assert_success(&out);
+    let status: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["expires_at_unix"], 253_402_300_800u64 + 3600);
+    assert!(status["expires_in_seconds"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_or_stdout_is_no_panic() {
+    let setup = Setup::start().await;
+    // The reader of stderr is gone before the error line is written.
+    let mut child = setup
+        .bare()
+        .args(["status", "--profile", "x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("status starts");
+    drop(child.stderr.take());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap();
+    assert!(first.is_some_and(|line| line.starts_with("profile:")));
+    drop(lines);
+    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "no panic (101) on a closed stderr");
+
+    // `status --profile x 2>&1 | head -1`.
+    let mut shell = Command::new("bash");
+    shell
+        .arg("-c")
+        .arg(r#""$0" --store "$1" status --profile x 2>&1 | head -1; exit "${PIPESTATUS[0]}""#)
+        .arg(BIN)
+        .arg(setup.store())
+        .env_remove("RUST_LOG")
+        .env("HOME", setup.home.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = run(&mut shell).await;
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_on_a_terminal_is_no_panic() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let setup = Setup::start().await;
+    // `script` runs the command on a pseudo-terminal: stderr is a terminal.
+    let line = format!("'{BIN}' --store '{}' status --profile x", setup.store());
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env("RUST_LOG", "mailup_auth=debug")
+        .env("HOME", setup.home.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = run(&mut command).await;
+    let text = stdout(&out);
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_outside_the_api_base_is_refused_in_cli_words() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let out = run(setup.bare().args([
+        "call",
+        "GET",
+        "http://127.0.0.1:1/Console/Authentication/Info",
+    ]))
+    .await;
+    let err = assert_failure(&out, 2);
+    assert!(!err.contains("trust_origin"), "a library method: {err}");
+    assert!(err.contains("relative"), "{err}");
+    assert!(err.contains("login --api-base"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_never_says_refreshed_on_next_use_when_a_login_is_required() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    setup.emulator.revoke_all_refresh_tokens();
+    assert_failure(&run(setup.bare().arg("refresh")).await, 3);
+    let out = run(setup.bare().arg("status")).await;
+    assert_failure(&out, 3);
+    let text = stdout(&out);
+    assert!(text.contains("authorized:     no"), "{text}");
+    assert!(!text.contains("refreshed on next use"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_skew_is_an_option() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    assert_success(&run(setup.bare().args(["--refresh-skew", "0", "token"])).await);
+    assert_success(&run(setup.bare().env("MAILUP_REFRESH_SKEW", "120").arg("status")).await);
+    assert_failure(
+        &run(setup.bare().args(["--refresh-skew", "soon", "token"])).await,
+        2,
+    );
 }

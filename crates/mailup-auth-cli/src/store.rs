@@ -1,0 +1,170 @@
+//! The CLI's token store: the sled database, opened for one operation at a time.
+//!
+//! sled lets one process (and one handle per process) open a database. A CLI command that kept
+//! it open for its whole run would hold it during API calls, retries, token requests and the
+//! browser wait, and every other `mailup-auth` started meanwhile (a script running twenty
+//! `call`s in parallel, a `status` while a refresh hangs) would fail. So every `load`, `save`,
+//! `delete` and `profiles` opens the database, does its one thing (a save is flushed before it
+//! returns), and closes it again; while another process has it, the operation waits and
+//! retries for a bounded time. Nothing here knows about OAuth: it is a [`TokenStore`] like any
+//! other, so it can be shared as an `Arc<dyn TokenStore>`.
+
+use std::future::Future;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mailup_auth::core::ports::Versioned;
+use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore};
+
+/// How long one operation waits for other `mailup-auth` processes to let go of the database.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A [`TokenStore`] over the sled database in one directory, open only during an operation.
+#[derive(Debug, Clone)]
+pub(crate) struct OnDemandSledStore {
+    dir: PathBuf,
+    lock_wait: Duration,
+    /// sled refuses a second open in the same process: operations of this process take turns.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl OnDemandSledStore {
+    /// A store in `dir` (created at the first operation), waiting up to [`LOCK_WAIT`] for
+    /// other processes.
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            lock_wait: LOCK_WAIT,
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Opens the database, runs `operation` on it and closes it again.
+    async fn with_store<T, F, Fut>(&self, operation: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(SledTokenStore) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let _turn = self.turn.lock().await;
+        let dir = self.dir.clone();
+        let lock_wait = self.lock_wait;
+        let store = tokio::task::spawn_blocking(move || open_waiting(&dir, lock_wait))
+            .await
+            .map_err(|e| {
+                StoreError::Io(format!("opening the token store did not complete: {e}"))
+            })??;
+        // The operation gets a clone; ours is dropped last, off the async workers (sled joins
+        // its flusher when the last handle goes), before the turn is given up.
+        let result = operation(store.clone()).await;
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+        result
+    }
+}
+
+/// Opens the database, retrying while another process holds it, for at most `wait`.
+fn open_waiting(dir: &Path, wait: Duration) -> Result<SledTokenStore, StoreError> {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    loop {
+        match SledTokenStore::open(dir) {
+            Err(StoreError::Locked { .. }) if started.elapsed() < wait => {
+                attempt = attempt.saturating_add(1);
+                std::thread::sleep(retry_delay(attempt));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// 5 to 25 ms, varying per attempt and process, so that waiting processes do not retry in step.
+fn retry_delay(attempt: u32) -> Duration {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(attempt);
+    hasher.write_u32(std::process::id());
+    Duration::from_millis(5 + hasher.finish() % 21)
+}
+
+#[async_trait]
+impl TokenStore for OnDemandSledStore {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        self.with_store(|store| async move { store.load(profile).await })
+            .await
+    }
+
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.with_store(|store| async move { store.save(profile, record, expected).await })
+            .await
+    }
+
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        self.with_store(|store| async move { store.delete(profile).await })
+            .await
+    }
+
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        self.with_store(|store| async move { store.profiles().await })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_is_closed_between_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let store = OnDemandSledStore::new(&path);
+        let shared: Arc<dyn TokenStore> = Arc::new(store.clone());
+        assert_eq!(shared.load("p").await.unwrap(), None);
+        assert_eq!(
+            shared
+                .save("p", &ProfileRecord::default(), None)
+                .await
+                .unwrap(),
+            1
+        );
+        // Closed again: this process can open it directly (sled allows one open per process).
+        let direct = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || open_waiting(&path, Duration::from_secs(5))
+        })
+        .await
+        .unwrap()
+        .expect("the store was released after the save");
+        assert_eq!(direct.load("p").await.unwrap().unwrap().version, 1);
+        // While it is held, an operation waits for it (bounded) rather than failing at once.
+        let waiting = tokio::spawn(async move { store.profiles().await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the operation waits for the holder");
+        tokio::task::spawn_blocking(move || drop(direct))
+            .await
+            .unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), ["p"]);
+        shared.delete("p").await.unwrap();
+        assert_eq!(shared.profiles().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_held_too_long_is_reported_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let held = SledTokenStore::open(&path).unwrap();
+        let mut store = OnDemandSledStore::new(&path);
+        store.lock_wait = Duration::from_millis(100);
+        assert!(matches!(
+            store.load("p").await,
+            Err(StoreError::Locked { .. })
+        ));
+        drop(held);
+    }
+}
