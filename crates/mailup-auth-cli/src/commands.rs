@@ -435,8 +435,25 @@ async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
 
 async fn token(context: &Context) -> Result<(), Failure> {
     let client = context.client().await?;
+    // The library waits for a refresh it sent (bounded) and saves its answer before it hands
+    // anything out; if that refresh failed, it hands out the still-valid current token.
     let token = client.access_token().await?;
+    warn_if_refresh_failed(&client);
     print_data(token.secret())
+}
+
+/// A still-valid token was handed out because its refresh failed: say so on stderr (the
+/// token itself is fine to use until it expires).
+fn warn_if_refresh_failed(client: &MailUpClient) {
+    let status = client.status();
+    if let (Some(error), Some(at)) = (&status.refresh_error, status.expires_at) {
+        crate::output::stderr_line(&format!(
+            "warning: the refresh failed ({error}); using the current access token, valid until \
+             {} ({}); the next command tries again",
+            timefmt::display(at),
+            timefmt::relative(at, now())
+        ));
+    }
 }
 
 async fn refresh(context: &Context) -> Result<(), Failure> {
@@ -503,6 +520,7 @@ async fn call(context: &Context, args: &CallArgs) -> Result<(), Failure> {
     let body = args.data.as_deref().map(read_body).transpose()?;
     let client = context.client().await?;
     let response = client.request(method, &args.path, body).await?;
+    warn_if_refresh_failed(&client);
     if response.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }

@@ -18,6 +18,7 @@ use mailup_auth::{
 use crate::cli::GlobalOptions;
 use crate::failure::Failure;
 use crate::store::OnDemandSledStore;
+use mailup_auth::SledRefreshLease;
 
 /// Everything a command needs: the options, the store and the profile's record.
 #[derive(Debug)]
@@ -122,6 +123,10 @@ impl Context {
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
             .store(self.store.clone())
+            // The store is not held between operations, so parallel commands coordinate
+            // their refreshes through a lock file per profile: one refresh per expiry, the
+            // others wait and use the saved tokens.
+            .refresh_lease(Some(Arc::new(SledRefreshLease::new(&self.store_dir))))
             .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth::core::ports::Versioned;
-use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore};
+use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore, UnixTime};
 
 /// How long one operation waits for other `mailup-auth` processes to let go of the database.
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -111,6 +111,16 @@ impl TokenStore for OnDemandSledStore {
 
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
         self.with_store(|store| async move { store.profiles().await })
+            .await
+    }
+
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.with_store(|store| async move { store.consume_once(key, expires_at, now).await })
             .await
     }
 }

@@ -1045,3 +1045,149 @@ async fn refresh_skew_is_an_option() {
         2,
     );
 }
+
+/// Loads a profile's record through the sled store itself (the binary is not running).
+async fn load_record(store: &str, profile: &str) -> mailup_auth::ProfileRecord {
+    use mailup_auth::TokenStore as _;
+    let path = store.to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sled = tokio::task::spawn_blocking(move || loop {
+        match mailup_auth::SledTokenStore::open(&path) {
+            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.expect("the store opens"),
+        }
+    })
+    .await
+    .unwrap();
+    let record = sled.load(profile).await.unwrap().expect("a record").value;
+    tokio::task::spawn_blocking(move || drop(sled))
+        .await
+        .unwrap();
+    record
+}
+
+/// Makes the stored access token look `left` away from its expiry (issued an hour before),
+/// without touching the tokens themselves (still live at the emulator).
+async fn make_token_expire_in(setup: &Setup, left: Duration) -> String {
+    let mut record = load_record(&setup.store(), "default").await;
+    let now = mailup_auth::UnixTime::from_system_time(std::time::SystemTime::now());
+    let tokens = record.tokens.as_mut().unwrap();
+    tokens.expires_at = now.saturating_add(left);
+    tokens.obtained_at = tokens.expires_at.saturating_sub(Duration::from_secs(3600));
+    let access = tokens.access_token.secret().to_owned();
+    save_record(&setup.store(), "default", &record).await;
+    access
+}
+
+/// Hardening item 15: parallel commands on a token that is due for refresh send exactly one
+/// refresh (a lock file per profile), and every one of them succeeds with the saved tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_calls_on_a_due_token_send_one_refresh() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    make_token_expire_in(&setup, Duration::ZERO).await;
+    setup.emulator.set_token_latency(Duration::from_millis(300));
+    setup.emulator.set_api_latency(Duration::from_millis(100));
+    let before = setup.emulator.counters();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let mut command = setup.bare();
+        command.args(["call", "GET", "Console/Authentication/Info"]);
+        calls.spawn(async move { run(&mut command).await });
+    }
+    let mut failures = Vec::new();
+    while let Some(out) = calls.join_next().await {
+        let out = out.expect("the task ran");
+        if !out.status.success() {
+            failures.push(format!("exit {:?}: {}", out.status.code(), stderr(&out)));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    let after = setup.emulator.counters();
+    assert_eq!(
+        after.token_refresh_token - before.token_refresh_token,
+        1,
+        "exactly one refresh for twenty processes"
+    );
+    assert_eq!(after.token_errors, before.token_errors, "no invalid_grant");
+}
+
+/// Hardening item 10: with the token endpoint failing and 57 s left on the access token,
+/// `token` prints the still-valid token (exit 0) with a warning on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_still_valid_token_is_printed_with_a_warning_while_the_endpoint_fails() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let access = make_token_expire_in(&setup, Duration::from_secs(57)).await;
+    setup
+        .emulator
+        .fail_next_token_requests(100, mailup_auth_emulator::Fault::Status503);
+    let out = run(setup.bare().arg("token")).await;
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), access);
+    let err = stderr(&out);
+    assert!(err.starts_with("warning: the refresh failed"), "{err}");
+    assert!(!err.contains(&access), "no token on stderr");
+    // Nothing was recorded: once the endpoint works, the next command refreshes.
+    setup.emulator.clear_faults();
+    let out = run(setup.bare().arg("token")).await;
+    assert_success(&out);
+    assert_ne!(stdout(&out).trim(), access);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+/// Hardening item 3, the reproduction: a token endpoint that answers one 404 HTML page (a
+/// misrouted proxy) and then works again: the first `refresh` fails without recording
+/// anything, the second exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_404_page_from_the_token_endpoint_is_not_a_lockout() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    setup
+        .emulator
+        .fail_next_token_requests(1, mailup_auth_emulator::Fault::NotFoundHtml);
+    let out = run(setup.bare().arg("refresh")).await;
+    let err = assert_failure(&out, 5);
+    assert!(err.contains("404"), "{err}");
+    let record = load_record(&setup.store(), "default").await;
+    assert_eq!(record.reauthorization_required, None, "nothing recorded");
+    let out = run(setup.bare().arg("refresh")).await;
+    assert_success(&out);
+}
+
+/// Hardening item 11: a token endpoint that never answers: the CLI answers within 35 s and
+/// says the endpoint did not answer (not three attempts of 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_token_endpoint_gets_an_answer_within_35_seconds() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    make_token_expire_in(&setup, Duration::ZERO).await;
+    setup.emulator.set_token_latency(Duration::from_secs(120));
+    let started = std::time::Instant::now();
+    let out = run(setup.bare().arg("token")).await;
+    let took = started.elapsed();
+    let err = assert_failure(&out, 5);
+    assert!(took < Duration::from_secs(35), "took {took:?}");
+    assert!(err.contains("did not answer"), "{err}");
+    setup.emulator.set_token_latency(Duration::ZERO);
+}
+
+/// Hardening item 1: plain http to a host that is not a loopback address is refused with
+/// exit 2 and one line, before any connection is tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_a_remote_host_exits_2_before_any_connection() {
+    let setup = Setup::start().await;
+    let out = run(setup
+        .bare()
+        .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
+        .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+        .env("MAILUP_AUTH_BASE", "http://192.0.2.1:9")
+        .env("MAILUP_PASSWORD", "pw")
+        .args(["login", "--password", "--username", "m1234"]))
+    .await;
+    let err = assert_failure(&out, 2);
+    assert!(err.contains("192.0.2.1") && err.contains("https"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -21,11 +21,11 @@ pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
 pub use mailup_auth_core as core;
 pub use mailup_auth_core::{
     AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
-    MailUpError, MemoryTokenStore, Password, PendingAuthorization, ProfileRecord, ReauthReason,
-    RefreshToken, SessionState, StoreError, StoredClient, TokenSet, TokenStore, Transport,
-    TransportError, UnixTime, Url,
+    LeaseGuard, MailUpError, MemoryTokenStore, Password, PendingAuthorization, ProfileRecord,
+    ReauthReason, RefreshLease, RefreshToken, SessionState, StoreError, StoredClient, TokenSet,
+    TokenStore, Transport, TransportError, UnixTime, Url,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;
 #[cfg(feature = "sled")]
-pub use mailup_auth_store_sled::SledTokenStore;
+pub use mailup_auth_store_sled::{SledRefreshLease, SledTokenStore};
