@@ -196,6 +196,9 @@ async fn a_still_valid_token_is_served_while_the_token_endpoint_is_down() {
     let clock = Arc::new(ManualClock::starting_now());
     let client = builder(&emulator)
         .clock(clock.clone())
+        // The manual clock does not move while the client backs off: give up after the
+        // second failed attempt instead of waiting out the operation's time.
+        .max_refresh_attempts(2)
         .memory_store()
         .build()
         .await
@@ -360,4 +363,32 @@ async fn clients_sharing_a_store_directory_refresh_once() {
         "one refresh for all clients"
     );
     assert_eq!(emulator.counters().token_errors, 0, "no invalid_grant");
+}
+
+/// Item 4 (facade side): API answers are bounded by a configurable limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_over_the_configured_limit_are_refused() {
+    let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
+    let small = builder(&emulator)
+        .max_response_bytes(16)
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    password_login(&small).await;
+    let error = small
+        .get::<serde_json::Value>("Console/Authentication/Info")
+        .await
+        .unwrap_err();
+    match &error {
+        Error::Transport(e) => assert_eq!(
+            e.kind,
+            mailup_auth::core::TransportErrorKind::ResponseTooLarge,
+            "{error:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let roomy = builder(&emulator).memory_store().build().await.unwrap();
+    password_login(&roomy).await;
+    let _: serde_json::Value = roomy.get("Console/Authentication/Info").await.unwrap();
 }

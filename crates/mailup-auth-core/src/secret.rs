@@ -260,18 +260,18 @@ mod tests {
     #[test]
     fn secrets_and_records_do_not_serialize_except_through_expose_secrets() {
         use probe::{Fallback as _, Wrapper};
-        assert!(!Wrapper::<AccessToken>::SERIALIZE);
-        assert!(!Wrapper::<RefreshToken>::SERIALIZE);
-        assert!(!Wrapper::<ClientSecret>::SERIALIZE);
-        assert!(!Wrapper::<AuthorizationCode>::SERIALIZE);
-        assert!(!Wrapper::<Password>::SERIALIZE);
-        assert!(!Wrapper::<CsrfState>::SERIALIZE);
-        assert!(!Wrapper::<crate::TokenSet>::SERIALIZE);
-        assert!(!Wrapper::<crate::ProfileRecord>::SERIALIZE);
-        assert!(!Wrapper::<crate::StoredClient>::SERIALIZE);
-        // The probe itself works.
-        assert!(Wrapper::<String>::SERIALIZE);
-        assert!(Wrapper::<ExposeSecrets<'static, crate::TokenSet>>::SERIALIZE);
+        const { assert!(!Wrapper::<AccessToken>::SERIALIZE) };
+        const { assert!(!Wrapper::<RefreshToken>::SERIALIZE) };
+        const { assert!(!Wrapper::<ClientSecret>::SERIALIZE) };
+        const { assert!(!Wrapper::<AuthorizationCode>::SERIALIZE) };
+        const { assert!(!Wrapper::<Password>::SERIALIZE) };
+        const { assert!(!Wrapper::<CsrfState>::SERIALIZE) };
+        const { assert!(!Wrapper::<crate::TokenSet>::SERIALIZE) };
+        const { assert!(!Wrapper::<crate::ProfileRecord>::SERIALIZE) };
+        const { assert!(!Wrapper::<crate::StoredClient>::SERIALIZE) };
+        // The probe itself works (these are checked when the test compiles).
+        const { assert!(Wrapper::<String>::SERIALIZE) };
+        const { assert!(Wrapper::<ExposeSecrets<'static, crate::TokenSet>>::SERIALIZE) };
     }
 
     #[cfg(feature = "serde")]

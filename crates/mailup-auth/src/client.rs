@@ -174,6 +174,7 @@ struct Inner {
     skew: Duration,
     trusted_origins: Vec<url::Origin>,
     token_timeout: Duration,
+    max_response_bytes: usize,
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
@@ -1090,6 +1091,7 @@ impl MailUpClient {
         let api_base = self.shared().session.config().endpoints().api_base.clone();
         let url = api_url(&api_base, path)?;
         let mut request = HttpRequest::new(method, url)
+            .with_response_limit(self.inner.max_response_bytes)
             .with_header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(body) = json_body {
             request = request
@@ -1305,6 +1307,7 @@ pub struct MailUpClientBuilder {
     trusted_origins: Vec<String>,
     lease: LeaseChoice,
     token_timeout: Duration,
+    max_response_bytes: usize,
 }
 
 enum LeaseChoice {
@@ -1347,6 +1350,7 @@ impl MailUpClientBuilder {
             trusted_origins: Vec::new(),
             lease: LeaseChoice::Default,
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
+            max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
         }
     }
 
@@ -1434,6 +1438,16 @@ impl MailUpClientBuilder {
     /// transport's own timeouts.
     pub fn token_operation_timeout(mut self, timeout: Duration) -> Self {
         self.token_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The largest API answer [`request`](MailUpClient::request) and the JSON helpers accept
+    /// (default 32 MiB): a bigger one is a `ResponseTooLarge` transport error, read no further
+    /// than the limit. Token endpoint answers have their own limit (64 KiB). A request passed
+    /// to [`send`](MailUpClient::send) carries its own
+    /// ([`HttpRequest::with_response_limit`]).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
         self
     }
 
@@ -1576,6 +1590,7 @@ impl MailUpClientBuilder {
                 skew: self.skew,
                 trusted_origins,
                 token_timeout: self.token_timeout,
+                max_response_bytes: self.max_response_bytes,
             }),
         };
         client.sync_from_store().await?;
