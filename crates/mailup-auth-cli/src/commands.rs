@@ -166,14 +166,30 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     )
     .await
     .map_err(Error::from)?;
-    let client = context
-        .builder(no_client_for_login(), true)?
-        .build()
-        .await
-        .map_err(Failure::from)?;
-    client
-        .complete_authorization(&start.pending, callback.as_str())
-        .await?;
+    // The browser waits for the outcome: its page says "logged in" only once the tokens are
+    // stored, and shows the failure otherwise.
+    let completed = async {
+        let client = context
+            .builder(no_client_for_login(), true)?
+            .build()
+            .await
+            .map_err(Failure::from)?;
+        client
+            .complete_authorization(&start.pending, callback.as_str())
+            .await?;
+        Ok::<_, Failure>(client)
+    }
+    .await;
+    let client = match completed {
+        Ok(client) => {
+            callback.succeeded();
+            client
+        }
+        Err(failure) => {
+            callback.failed(failure.message());
+            return Err(failure);
+        }
+    };
     print_logged_in(context, &client);
     Ok(())
 }

@@ -58,7 +58,6 @@ impl Failure {
     }
 
     /// The one-line message (without the `error: ` prefix).
-    #[cfg(test)]
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

@@ -326,8 +326,9 @@ async fn browse(webdriver: &WebDriver, logon_url: &str) -> Result<(), String> {
     webdriver
         .click("button[name=decision][value=allow]")
         .await?;
-    // The browser follows MailUp's redirect to the CLI's loopback listener.
-    for _ in 0..100 {
+    // The browser follows MailUp's redirect to the CLI's loopback listener, whose page comes
+    // once the code exchange is done (a cold Chromium can take seconds to get there).
+    for _ in 0..300 {
         if webdriver.title().await? == "Authorization complete" {
             let url = webdriver.current_url().await?;
             if !url.starts_with("http://127.0.0.1:") {
