@@ -359,6 +359,32 @@ async fn the_browser_sees_logged_in_after_a_successful_cli_login() {
     );
 }
 
+// ---- server text on the terminal -----------------------------------------------------------
+
+/// DESIGN §7 "Nothing from a server reaches a terminal unescaped": the warning printed when a
+/// still-valid token is served after a failed refresh carries the server's `error` and
+/// `error_description` as they came, control characters (ESC, BEL, CR/LF) included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_warning_does_not_put_server_control_characters_on_the_terminal() {
+    let setup = Setup::start().await;
+    let server = FakeTokenServer::start(json(
+        "503 Service Unavailable",
+        r#"{"error":"temporarily_unavailable","error_description":"\u001b]0;owned\u0007\u001b[2J\nerror: injected line"}"#,
+    ))
+    .await;
+    profile_with_token_url(&setup, &server.url, Duration::from_secs(57)).await;
+    let out = run(setup.bare().arg("token")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "stored-access-token");
+    assert!(server.requests() >= 1);
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{7}'),
+        "raw escape sequences from the server on stderr: {err:?}"
+    );
+    assert_eq!(err.lines().count(), 1, "one warning line: {err:?}");
+}
+
 // ---- odd token endpoint answers through the CLI --------------------------------------------
 
 /// None of these answers is a 4xx `invalid_grant` / `invalid_client` / `unauthorized_client`:
