@@ -385,6 +385,32 @@ async fn the_refresh_warning_does_not_put_server_control_characters_on_the_termi
     assert_eq!(err.lines().count(), 1, "one warning line: {err:?}");
 }
 
+/// Same rule for `status`: the recorded rejection reason holds the server's
+/// `error_description`, and the text output prints it raw (the JSON output escapes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_does_not_put_server_control_characters_on_the_terminal() {
+    let setup = Setup::start().await;
+    let server = FakeTokenServer::start(json(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"\u001b[2J\nauthorized:     yes"}"#,
+    ))
+    .await;
+    profile_with_token_url(&setup, &server.url, Duration::ZERO).await;
+    let out = run(setup.bare().arg("token")).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = run(setup.bare().arg("status")).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains('\u{1b}'),
+        "raw escape sequence from the server in `status`: {text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.trim() == "authorized:     yes"),
+        "the server injected a line into `status`: {text}"
+    );
+}
+
 // ---- odd token endpoint answers through the CLI --------------------------------------------
 
 /// None of these answers is a 4xx `invalid_grant` / `invalid_client` / `unauthorized_client`:
