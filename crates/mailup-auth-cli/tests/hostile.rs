@@ -564,3 +564,140 @@ async fn a_slow_body_is_bounded_like_a_hang() {
     assert!(took < Duration::from_secs(35), "took {took:?}");
     let _ = server.set(json("200 OK", "{}"));
 }
+
+// ---- many processes ------------------------------------------------------------------------
+
+fn lock_file(store: &str) -> std::path::PathBuf {
+    // `refresh-locks/<hex of the profile name>.lock`, see mailup-auth-store-sled's lease.
+    std::path::Path::new(store)
+        .join("refresh-locks")
+        .join("64656661756c74.lock")
+}
+
+/// Forty processes (`call`, `token`, `status`) on a token due for refresh: exactly one refresh,
+/// no `invalid_grant`, and not one exit 1 from a busy store; then a second wave with forced
+/// `refresh`es mixed in: still no error from the token endpoint and no exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_mixed_processes_refresh_once_and_none_fails() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    make_token_expire_in(&setup.store(), Duration::ZERO).await;
+    setup.emulator.set_token_latency(Duration::from_millis(300));
+    setup.emulator.set_api_latency(Duration::from_millis(100));
+    let before = setup.emulator.counters();
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let mut command = setup.bare();
+        let args: &[&str] = match i % 3 {
+            0 => &["call", "GET", "Console/Authentication/Info"],
+            1 => &["token"],
+            _ => &["status"],
+        };
+        command.args(args);
+        let name = args.join(" ");
+        runs.spawn(async move { (name, run(&mut command).await) });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = runs.join_next().await {
+        let (name, out) = joined.unwrap();
+        if !out.status.success() {
+            failures.push(format!("{name}: exit {:?}: {}", out.status.code(), stderr(&out)));
+        }
+    }
+    let after = setup.emulator.counters();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+    assert_eq!(after.token_errors, before.token_errors, "no invalid_grant");
+
+    let mut runs = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let mut command = setup.bare();
+        let args: &[&str] = match i % 3 {
+            0 => &["refresh"],
+            1 => &["token"],
+            _ => &["call", "GET", "Console/Authentication/Info"],
+        };
+        command.args(args);
+        let name = args.join(" ");
+        runs.spawn(async move { (name, run(&mut command).await) });
+    }
+    while let Some(joined) = runs.join_next().await {
+        let (name, out) = joined.unwrap();
+        if !out.status.success() {
+            failures.push(format!("{name}: exit {:?}: {}", out.status.code(), stderr(&out)));
+        }
+    }
+    let last = setup.emulator.counters();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(last.token_errors, before.token_errors, "no invalid_grant");
+}
+
+/// A process killed with `kill -9` while it holds the refresh lock file (its refresh in flight)
+/// must not lock the others out: the next `token` gets a live token without a new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_holder_killed_mid_refresh_does_not_stop_the_others() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    make_token_expire_in(&setup.store(), Duration::ZERO).await;
+    setup.emulator.set_token_latency(Duration::from_secs(3));
+    let before = setup.emulator.counters();
+    let mut holder = setup.bare().arg("token").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let path = lock_file(&setup.store());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the holder never took the lock");
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+            if matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The request is at the emulator now (it sleeps before answering).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.start_kill().unwrap();
+    let _ = holder.wait().await;
+    setup.emulator.set_token_latency(Duration::ZERO);
+    let out = run(setup.bare().arg("token")).await;
+    let after = setup.emulator.counters();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {} (counters before {before:?}, after {after:?})",
+        out.status.code(),
+        stderr(&out)
+    );
+    assert!(setup.emulator.is_access_token_live(stdout(&out).trim()));
+}
+
+/// The still-valid-token rule: with 50 s left on the access token (inside the 60 s refresh
+/// margin) and the refresh lock held by a stuck process (here: this test holds the lock file,
+/// as a `kill -STOP`ped or hung `mailup-auth` would), `token` must print the still-valid
+/// token within the 35 s bound. It waits for the lease until its deadline and then fails as a
+/// token-store error (exit 1), although nothing is wrong with the store and the token is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_refresh_lock_holder_does_not_turn_a_valid_token_into_exit_1() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let access = make_token_expire_in(&setup.store(), Duration::from_secs(50)).await;
+    let path = lock_file(&setup.store());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    held.lock().unwrap();
+    let started = std::time::Instant::now();
+    let out = run(setup.bare().arg("token")).await;
+    let took = started.elapsed();
+    drop(held);
+    assert!(
+        out.status.success(),
+        "exit {:?} after {took:?}: {}",
+        out.status.code(),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).trim(), access);
+    assert!(took < Duration::from_secs(35), "took {took:?}");
+}
