@@ -701,3 +701,45 @@ async fn a_stuck_refresh_lock_holder_does_not_turn_a_valid_token_into_exit_1() {
     assert_eq!(stdout(&out).trim(), access);
     assert!(took < Duration::from_secs(35), "took {took:?}");
 }
+
+// ---- the store -----------------------------------------------------------------------------
+
+/// Writes raw bytes as a profile's record (the binary is not running meanwhile).
+fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
+    let db = sled::open(store).expect("the store opens");
+    let tree = db.open_tree("profiles").unwrap();
+    tree.insert(profile.as_bytes(), bytes).unwrap();
+    db.flush().unwrap();
+}
+
+/// Failure-mode table: "a stored version at `u64::MAX` | exit 1; `logout` clears it". A CLI
+/// profile always holds its client registration, so `logout` goes through the facade, which
+/// re-saves the record without tokens at version u64::MAX + 1: `VersionExhausted`, exit 1,
+/// and the profile can be neither logged out nor (then) logged in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_clears_a_record_at_version_u64_max() {
+    let setup = Setup::start().await;
+    let endpoints = mailup_auth::Endpoints::from_auth_base(setup.emulator.base_url().as_str())
+        .unwrap();
+    let raw = format!(
+        r#"{{"format":1,"version":{},"record":{{"tokens":{{"access_token":"a","refresh_token":"r","expires_at":1800000000000,"obtained_at":1799996400000,"token_type":"bearer","scope":null}},"client":{{"client_id":"{}","client_secret":"{}","logon_url":"{}","token_url":"{}","api_base":"{}","redirect_uri":null}},"last_refreshed_at":null}}}}"#,
+        u64::MAX,
+        DEFAULT_CLIENT_ID,
+        DEFAULT_CLIENT_SECRET,
+        endpoints.logon,
+        endpoints.token,
+        endpoints.api_base
+    );
+    std::fs::create_dir_all(setup.store()).unwrap();
+    write_raw_record(&setup.store(), "default", raw.as_bytes());
+    let out = run(setup.bare().arg("logout")).await;
+    assert!(
+        out.status.success(),
+        "logout exit {:?}: {}",
+        out.status.code(),
+        stderr(&out)
+    );
+    setup.password_login().await;
+    let out = run(setup.bare().arg("token")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
