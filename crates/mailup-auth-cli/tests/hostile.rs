@@ -743,3 +743,82 @@ async fn logout_clears_a_record_at_version_u64_max() {
     let out = run(setup.bare().arg("token")).await;
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+// ---- secrets in logs -----------------------------------------------------------------------
+
+/// `RUST_LOG=trace` (every crate: reqwest, hyper, sled, the library) on login, refresh, token,
+/// call and status --json: no token, no client secret, no password on stdout (except `token`'s
+/// own output) or stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_trace_shows_no_secret() {
+    let setup = Setup::start().await;
+    let out = run(setup
+        .with_client()
+        .env("RUST_LOG", "trace")
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut logs = stderr(&out) + &stdout(&out);
+    for args in [
+        &["refresh"][..],
+        &["call", "GET", "Console/Authentication/Info"],
+        &["status", "--json"],
+    ] {
+        let out = run(setup.bare().env("RUST_LOG", "trace").args(args)).await;
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        logs += &stderr(&out);
+        logs += &stdout(&out);
+    }
+    let out = run(setup.bare().env("RUST_LOG", "trace").arg("token")).await;
+    assert!(out.status.success());
+    logs += &stderr(&out);
+    let mut secrets = vec![DEFAULT_CLIENT_SECRET.to_owned(), DEFAULT_PASSWORD.to_owned()];
+    secrets.extend(setup.emulator.issued_refresh_tokens());
+    secrets.push(stdout(&out).trim().to_owned());
+    let record = load_record(&setup.store(), "default").await;
+    let tokens = record.tokens.unwrap();
+    secrets.push(tokens.access_token.secret().to_owned());
+    assert!(logs.len() > 1000, "trace logs were written");
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a secret in the trace output: {secret}");
+    }
+}
+
+// ---- endpoint pinning ----------------------------------------------------------------------
+
+/// Equivalent spellings of the pinned endpoints are not a mismatch; different ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinning_accepts_equivalent_spellings_and_refuses_others() {
+    let setup = Setup::start().await;
+    setup.password_login().await;
+    let port = setup.emulator.local_addr().port();
+    let api = format!("http://127.0.0.1:{port}/API/v1.1/Rest/ConsoleService.svc");
+    let same: Vec<Vec<String>> = vec![
+        vec!["--auth-base".into(), format!("http://127.1:{port}")],
+        vec!["--auth-base".into(), format!("HTTP://127.0.0.1:{port}//")],
+        vec!["--auth-base".into(), format!(" http://127.0.0.1:{port} ")],
+        vec!["--api-base".into(), format!("{api}/")],
+        vec!["--token-url".into(), format!("http://127.0.0.1:{port}/Authorization/OAuth/./Token")],
+    ];
+    let different: Vec<Vec<String>> = vec![
+        vec!["--auth-base".into(), format!("http://127.0.0.2:{port}")],
+        vec!["--auth-base".into(), format!("http://127.0.0.1:{}", port.wrapping_add(1))],
+        vec!["--api-base".into(), format!("{api}/x")],
+        vec!["--token-url".into(), format!("https://127.0.0.1:{port}/Authorization/OAuth/Token")],
+    ];
+    let mut problems = Vec::new();
+    for args in same {
+        let out = run(setup.bare().args(&args).args(["call", "GET", "Console/Authentication/Info"])).await;
+        if !out.status.success() {
+            problems.push(format!("{args:?} refused: {}", stderr(&out).trim()));
+        }
+    }
+    for args in different {
+        let out = run(setup.bare().args(&args).arg("token")).await;
+        if out.status.code() != Some(2) {
+            problems.push(format!("{args:?} accepted: exit {:?}", out.status.code()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
