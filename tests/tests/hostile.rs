@@ -36,8 +36,14 @@ async fn hosts_that_only_look_like_loopback_are_refused_and_real_ones_accepted()
     for base in refused {
         for (what, result) in [
             ("auth base", builder().auth_base(base).build().await),
-            ("token url", builder().token_url(format!("{base}/t")).build().await),
-            ("redirect uri", builder().redirect_uri(format!("{base}/cb")).build().await),
+            (
+                "token url",
+                builder().token_url(format!("{base}/t")).build().await,
+            ),
+            (
+                "redirect uri",
+                builder().redirect_uri(format!("{base}/cb")).build().await,
+            ),
             ("trusted origin", builder().trust_origin(base).build().await),
         ] {
             if !matches!(result, Err(Error::Config(ConfigError::InsecureHttp { .. }))) {
@@ -91,7 +97,12 @@ async fn two_concurrent_completions_exchange_the_code_once() {
     let b = make("b").await.unwrap();
     let start = a.begin_authorization().unwrap();
     let callback = ScriptedBrowser::new()
-        .authorize(&start.url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
+        .authorize(
+            &start.url,
+            DEFAULT_USERNAME,
+            DEFAULT_PASSWORD,
+            Consent::Allow,
+        )
         .await
         .unwrap();
     let (ra, rb) = tokio::join!(
@@ -102,7 +113,10 @@ async fn two_concurrent_completions_exchange_the_code_once() {
     assert_eq!(oks, 1, "{ra:?} {rb:?}");
     for r in [ra, rb] {
         if let Err(error) = r {
-            assert!(matches!(error, Error::Callback(CallbackError::AlreadyUsed)), "{error:?}");
+            assert!(
+                matches!(error, Error::Callback(CallbackError::AlreadyUsed)),
+                "{error:?}"
+            );
         }
     }
     assert_eq!(emulator.counters().token_authorization_code, 1);

@@ -181,12 +181,13 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
     }
     .await;
     let client = match completed {
+        // Both wait (briefly) until the page is written: the process exits right after.
         Ok(client) => {
-            callback.succeeded();
+            callback.succeeded().await;
             client
         }
         Err(failure) => {
-            callback.failed(failure.message());
+            callback.failed(failure.message()).await;
             return Err(failure);
         }
     };
@@ -345,20 +346,22 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
         );
         return lines.join("\n");
     };
-    lines.push(format!("client id:      {}", status.client_id));
+    // What comes from the store or a server is shown on one line, control characters removed.
+    let clean = crate::output::one_line;
+    lines.push(format!("client id:      {}", clean(&status.client_id)));
     lines.push(format!("logon url:      {}", status.endpoints.logon));
     lines.push(format!("token url:      {}", status.endpoints.token));
     lines.push(format!("api base:       {}", status.endpoints.api_base));
     if let Some(uri) = context.redirect_uri() {
-        lines.push(format!("redirect uri:   {uri}"));
+        lines.push(format!("redirect uri:   {}", clean(&uri)));
     }
     let authorized = if is_authorized(status) {
         "yes".to_owned()
     } else {
         let why = status
             .reauthorization_reason
-            .clone()
-            .unwrap_or_else(|| "not logged in".to_owned());
+            .as_deref()
+            .map_or_else(|| "not logged in".to_owned(), clean);
         format!("no ({why}: run `mailup-auth login`)")
     };
     lines.push(format!("authorized:     {authorized}"));
@@ -463,12 +466,12 @@ async fn token(context: &Context) -> Result<(), Failure> {
 fn warn_if_refresh_failed(client: &MailUpClient) {
     let status = client.status();
     if let (Some(error), Some(at)) = (&status.refresh_error, status.expires_at) {
-        crate::output::stderr_line(&format!(
+        crate::output::stderr_line(&crate::output::one_line(&format!(
             "warning: the refresh failed ({error}); using the current access token, valid until \
              {} ({}); the next command tries again",
             timefmt::display(at),
             timefmt::relative(at, now())
-        ));
+        )));
     }
 }
 
@@ -523,11 +526,20 @@ fn read_body(data: &str) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-/// Pretty JSON when the body is JSON, the text otherwise.
+/// Pretty JSON when the body is JSON (its strings escaped by the JSON writer), the text
+/// otherwise, with control characters escaped when it goes to a terminal (a server's bytes must
+/// not drive it; piped output stays byte-exact for scripts).
 fn render_body(body: &[u8]) -> String {
     match serde_json::from_slice::<Value>(body) {
         Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()),
-        Err(_) => String::from_utf8_lossy(body).into_owned(),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body).into_owned();
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                crate::output::escape_controls(&text)
+            } else {
+                text
+            }
+        }
     }
 }
 

@@ -65,11 +65,7 @@ impl Failure {
     /// Prints `error: <message>` on stderr and returns the exit code.
     pub(crate) fn report(&self) -> ExitCode {
         // One line, whatever the message holds (a server's description could hold newlines).
-        let line: String = self
-            .message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let line = crate::output::one_line(&self.message);
         crate::output::stderr_line(&format!("error: {line}"));
         ExitCode::from(self.code)
     }

@@ -24,6 +24,29 @@ pub(crate) fn stderr_line(text: &str) {
     stderr(&format!("{text}\n"));
 }
 
+/// `text` on one line with every control character (escape sequences, bells, newlines) turned
+/// into a space: server text (an error description, a recorded rejection reason) must never
+/// drive the terminal or forge a line of output.
+pub(crate) fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` with control characters other than newline and tab shown as escapes (`\u{1b}`), for
+/// a server's body printed to a terminal.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A `tracing` writer for stderr that drops what cannot be written instead of failing.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct QuietStderr;

@@ -241,7 +241,7 @@ fn pinned_endpoints(global: &GlobalOptions, stored: &StoredClient) -> Result<(),
         let Ok(stored) = parse_http_url("url", stored_text) else {
             continue;
         };
-        if given != stored {
+        if !same_endpoint(what, &given, &stored) {
             return Err(Failure::usage(format!(
                 "{option} gives the {what} {given}, but profile `{}` was logged in with \
                  {stored}: a profile's endpoints are fixed at login, so its tokens and client \
@@ -252,6 +252,22 @@ fn pinned_endpoints(global: &GlobalOptions, stored: &StoredClient) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Whether two parsed endpoint URLs lead to the same place. API paths are joined to the API
+/// base after trimming its trailing slashes, so `.../ConsoleService.svc/` and
+/// `.../ConsoleService.svc` are one base; the LogOn and token URLs are used as they are.
+fn same_endpoint(what: &str, given: &Url, stored: &Url) -> bool {
+    if what != "API base" {
+        return given == stored;
+    }
+    let trimmed = |url: &Url| {
+        let mut url = url.clone();
+        let path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&path);
+        url
+    };
+    trimmed(given) == trimmed(stored)
 }
 
 /// A store failure as the CLI reports it.

@@ -341,7 +341,12 @@ async fn the_browser_sees_logged_in_after_a_successful_cli_login() {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
     let location = browser
-        .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
+        .authorize(
+            &logon_url,
+            DEFAULT_USERNAME,
+            DEFAULT_PASSWORD,
+            Consent::Allow,
+        )
         .await
         .expect("the scripted user gets through the LogOn pages");
     let page = browser.follow(&location).await;
@@ -473,7 +478,10 @@ async fn odd_token_answers_never_end_the_session() {
             ));
         }
         if record.reauthorization_required.is_some() {
-            problems.push(format!("{name}: recorded {:?}", record.reauthorization_required));
+            problems.push(format!(
+                "{name}: recorded {:?}",
+                record.reauthorization_required
+            ));
         }
         if refresh.as_deref() != Some("stored-refresh-token") {
             problems.push(format!("{name}: refresh token now {refresh:?}"));
@@ -498,16 +506,43 @@ async fn odd_token_answers_never_end_the_session() {
 async fn tolerated_token_answers_work_and_keep_the_right_refresh_token() {
     let setup = Setup::start().await;
     let cases = [
-        (r#"{"access_token":"new-a","expires_in":3600}"#, "stored-refresh-token"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":-5}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":"3600"}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":3600.7}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":"soon"}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":1e300}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":99999999999999999999999}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":"r2","expires_in":18446744073709551615}"#, "r2"),
+        (
+            r#"{"access_token":"new-a","expires_in":3600}"#,
+            "stored-refresh-token",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":-5}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":"3600"}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":3600.7}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":"soon"}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":1e300}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":99999999999999999999999}"#,
+            "r2",
+        ),
+        (
+            r#"{"access_token":"new-a","refresh_token":"r2","expires_in":18446744073709551615}"#,
+            "r2",
+        ),
         (r#"{"access_token":"new-a","refresh_token":"r2"}"#, "r2"),
-        (r#"{"access_token":"new-a","refresh_token":null,"expires_in":60}"#, "stored-refresh-token"),
+        (
+            r#"{"access_token":"new-a","refresh_token":null,"expires_in":60}"#,
+            "stored-refresh-token",
+        ),
     ];
     let mut problems = Vec::new();
     for (body, kept) in cases {
@@ -601,7 +636,11 @@ async fn forty_mixed_processes_refresh_once_and_none_fails() {
     while let Some(joined) = runs.join_next().await {
         let (name, out) = joined.unwrap();
         if !out.status.success() {
-            failures.push(format!("{name}: exit {:?}: {}", out.status.code(), stderr(&out)));
+            failures.push(format!(
+                "{name}: exit {:?}: {}",
+                out.status.code(),
+                stderr(&out)
+            ));
         }
     }
     let after = setup.emulator.counters();
@@ -624,7 +663,11 @@ async fn forty_mixed_processes_refresh_once_and_none_fails() {
     while let Some(joined) = runs.join_next().await {
         let (name, out) = joined.unwrap();
         if !out.status.success() {
-            failures.push(format!("{name}: exit {:?}: {}", out.status.code(), stderr(&out)));
+            failures.push(format!(
+                "{name}: exit {:?}: {}",
+                out.status.code(),
+                stderr(&out)
+            ));
         }
     }
     let last = setup.emulator.counters();
@@ -641,11 +684,20 @@ async fn a_refresh_holder_killed_mid_refresh_does_not_stop_the_others() {
     make_token_expire_in(&setup.store(), Duration::ZERO).await;
     setup.emulator.set_token_latency(Duration::from_secs(3));
     let before = setup.emulator.counters();
-    let mut holder = setup.bare().arg("token").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut holder = setup
+        .bare()
+        .arg("token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let path = lock_file(&setup.store());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        assert!(std::time::Instant::now() < deadline, "the holder never took the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never took the lock"
+        );
         if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
             if matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
                 break;
@@ -719,8 +771,8 @@ fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_clears_a_record_at_version_u64_max() {
     let setup = Setup::start().await;
-    let endpoints = mailup_auth::Endpoints::from_auth_base(setup.emulator.base_url().as_str())
-        .unwrap();
+    let endpoints =
+        mailup_auth::Endpoints::from_auth_base(setup.emulator.base_url().as_str()).unwrap();
     let raw = format!(
         r#"{{"format":1,"version":{},"record":{{"tokens":{{"access_token":"a","refresh_token":"r","expires_at":1800000000000,"obtained_at":1799996400000,"token_type":"bearer","scope":null}},"client":{{"client_id":"{}","client_secret":"{}","logon_url":"{}","token_url":"{}","api_base":"{}","redirect_uri":null}},"last_refreshed_at":null}}}}"#,
         u64::MAX,
@@ -773,7 +825,10 @@ async fn rust_log_trace_shows_no_secret() {
     let out = run(setup.bare().env("RUST_LOG", "trace").arg("token")).await;
     assert!(out.status.success());
     logs += &stderr(&out);
-    let mut secrets = vec![DEFAULT_CLIENT_SECRET.to_owned(), DEFAULT_PASSWORD.to_owned()];
+    let mut secrets = vec![
+        DEFAULT_CLIENT_SECRET.to_owned(),
+        DEFAULT_PASSWORD.to_owned(),
+    ];
     secrets.extend(setup.emulator.issued_refresh_tokens());
     secrets.push(stdout(&out).trim().to_owned());
     let record = load_record(&setup.store(), "default").await;
@@ -781,7 +836,10 @@ async fn rust_log_trace_shows_no_secret() {
     secrets.push(tokens.access_token.secret().to_owned());
     assert!(logs.len() > 1000, "trace logs were written");
     for secret in secrets {
-        assert!(!logs.contains(&secret), "a secret in the trace output: {secret}");
+        assert!(
+            !logs.contains(&secret),
+            "a secret in the trace output: {secret}"
+        );
     }
 }
 
@@ -799,17 +857,31 @@ async fn pinning_accepts_equivalent_spellings_and_refuses_others() {
         vec!["--auth-base".into(), format!("HTTP://127.0.0.1:{port}//")],
         vec!["--auth-base".into(), format!(" http://127.0.0.1:{port} ")],
         vec!["--api-base".into(), format!("{api}/")],
-        vec!["--token-url".into(), format!("http://127.0.0.1:{port}/Authorization/OAuth/./Token")],
+        vec![
+            "--token-url".into(),
+            format!("http://127.0.0.1:{port}/Authorization/OAuth/./Token"),
+        ],
     ];
     let different: Vec<Vec<String>> = vec![
         vec!["--auth-base".into(), format!("http://127.0.0.2:{port}")],
-        vec!["--auth-base".into(), format!("http://127.0.0.1:{}", port.wrapping_add(1))],
+        vec![
+            "--auth-base".into(),
+            format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        ],
         vec!["--api-base".into(), format!("{api}/x")],
-        vec!["--token-url".into(), format!("https://127.0.0.1:{port}/Authorization/OAuth/Token")],
+        vec![
+            "--token-url".into(),
+            format!("https://127.0.0.1:{port}/Authorization/OAuth/Token"),
+        ],
     ];
     let mut problems = Vec::new();
     for args in same {
-        let out = run(setup.bare().args(&args).args(["call", "GET", "Console/Authentication/Info"])).await;
+        let out =
+            run(setup
+                .bare()
+                .args(&args)
+                .args(["call", "GET", "Console/Authentication/Info"]))
+            .await;
         if !out.status.success() {
             problems.push(format!("{args:?} refused: {}", stderr(&out).trim()));
         }

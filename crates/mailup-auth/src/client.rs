@@ -583,7 +583,13 @@ impl MailUpClient {
     async fn drive(&self, deadline: tokio::time::Instant) -> Result<DriveReport> {
         let mut report = DriveReport::default();
         // Held until the refresh's answer is saved (the loop's end).
-        let _lease = self.lease_for_refresh(deadline, &mut report).await?;
+        // Another holder that keeps the lease past our time is, for us, a refresh that did not
+        // come back: the tokens are kept (and served while valid), and nothing is sent.
+        let (_lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
+            Ok(lease) => (lease, None),
+            Err(Error::Store(StoreError::LeaseTimeout { waited, .. })) => (None, Some(waited)),
+            Err(error) => return Err(error),
+        };
         loop {
             let request = self.shared().session.poll_request();
             let Some(request) = request else { break };
@@ -591,14 +597,25 @@ impl MailUpClient {
             report.sent += 1;
             let span =
                 tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
-            tracing::debug!(parent: &span, url = %http.url(), "sending token request");
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let result = tokio::time::timeout(
-                remaining,
-                self.inner.transport.send(http).instrument(span.clone()),
-            )
-            .await
-            .unwrap_or_else(|_| Err(self.no_answer()));
+            let result = match (grant, lease_refused) {
+                (Grant::RefreshToken, Some(waited)) => Err(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!(
+                        "another process kept the refresh lock for {} s; no refresh was sent",
+                        waited.as_secs()
+                    ),
+                )),
+                _ => {
+                    tracing::debug!(parent: &span, url = %http.url(), "sending token request");
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::timeout(
+                        remaining,
+                        self.inner.transport.send(http).instrument(span.clone()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(self.no_answer()))
+                }
+            };
             match &result {
                 Ok(response) => {
                     tracing::debug!(parent: &span, status = response.status.as_u16(), "token endpoint answered")
@@ -906,8 +923,8 @@ impl MailUpClient {
             .complete_authorization(&start.pending, callback.as_str())
             .await;
         match &result {
-            Ok(()) => callback.succeeded(),
-            Err(error) => callback.failed(&error.to_string()),
+            Ok(()) => callback.succeeded().await,
+            Err(error) => callback.failed(&error.to_string()).await,
         }
         result
     }
@@ -975,6 +992,12 @@ impl MailUpClient {
             {
                 Ok(version) => return Ok(Some(version)),
                 Err(conflict @ StoreError::Conflict { .. }) => last_conflict = Some(conflict),
+                // A damaged record whose version cannot grow: forgetting the tokens means
+                // removing it (its client registration with it); the next login starts anew.
+                Err(StoreError::VersionExhausted { .. }) => {
+                    self.inner.store.delete(profile).await?;
+                    return Ok(None);
+                }
                 Err(error) => return Err(error.into()),
             }
         }

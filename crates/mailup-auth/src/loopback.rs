@@ -47,6 +47,9 @@ pub enum LoopbackError {
 /// How long the browser's request waits for the application to report the login's outcome.
 const OUTCOME_WAIT: Duration = Duration::from_secs(120);
 
+/// How long reporting the outcome waits for the page to reach the browser.
+const DELIVERY_WAIT: Duration = Duration::from_secs(5);
+
 /// How the login ended, for the page the browser shows.
 #[derive(Debug)]
 enum Outcome {
@@ -61,6 +64,8 @@ enum Outcome {
 pub struct LoopbackCallback {
     url: Url,
     reply: Option<oneshot::Sender<Outcome>>,
+    /// Fires when the browser's connection is done (the page written, or the browser gone).
+    delivered: Option<oneshot::Receiver<()>>,
 }
 
 impl LoopbackCallback {
@@ -75,21 +80,32 @@ impl LoopbackCallback {
         self.url.as_str()
     }
 
-    /// The tokens are stored: the browser shows "logged in".
-    pub fn succeeded(mut self) {
+    /// The tokens are stored: the browser shows "logged in". Returns once the page has been
+    /// written (or the browser went away), for at most five seconds, so a program may exit
+    /// right after.
+    pub async fn succeeded(mut self) {
         self.send(Outcome::Success);
+        self.wait_delivered().await;
     }
 
     /// The login failed: the browser shows a failure page with `reason` (escaped, shortened;
-    /// pass an error's `Display`, which never holds a secret).
-    pub fn failed(mut self, reason: &str) {
+    /// pass an error's `Display`, which never holds a secret). Returns once the page has been
+    /// written, for at most five seconds.
+    pub async fn failed(mut self, reason: &str) {
         self.send(Outcome::Failure(reason.to_owned()));
+        self.wait_delivered().await;
     }
 
     fn send(&mut self, outcome: Outcome) {
         if let Some(reply) = self.reply.take() {
             // The browser may have gone away; nothing to tell then.
             let _ = reply.send(outcome);
+        }
+    }
+
+    async fn wait_delivered(&mut self) {
+        if let Some(delivered) = self.delivered.take() {
+            let _ = tokio::time::timeout(DELIVERY_WAIT, delivered).await;
         }
     }
 }
@@ -212,8 +228,12 @@ impl LoopbackRedirect {
                     let path = self.path.clone();
                     let base = self.redirect_uri.clone();
                     tokio::spawn(async move {
+                        // Told to the callback (if this connection carries it) once the
+                        // connection is done, i.e. the page was written.
+                        let (delivered, on_delivery) = oneshot::channel::<()>();
+                        let on_delivery = std::sync::Mutex::new(Some(on_delivery));
                         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                            let answer = answer(&request, &path, &expected, &base, &tx);
+                            let answer = answer(&request, &path, &expected, &base, &tx, &on_delivery);
                             async move { Ok::<_, Infallible>(answer.page().await) }
                         });
                         let connection = hyper::server::conn::http1::Builder::new()
@@ -221,6 +241,7 @@ impl LoopbackRedirect {
                             .serve_connection(TokioIo::new(stream), service);
                         let limit = OUTCOME_WAIT + Duration::from_secs(30);
                         let _ = tokio::time::timeout(limit, connection).await;
+                        let _ = delivered.send(());
                     });
                 }
             }
@@ -285,6 +306,7 @@ fn answer(
     expected: &CsrfState,
     base: &Url,
     tx: &mpsc::Sender<LoopbackCallback>,
+    on_delivery: &std::sync::Mutex<Option<oneshot::Receiver<()>>>,
 ) -> Answer {
     if request.uri().path() != path {
         return Answer::Now(page(StatusCode::NOT_FOUND, "Not found", "Nothing here."));
@@ -307,6 +329,10 @@ fn answer(
     let callback = LoopbackCallback {
         url,
         reply: Some(reply),
+        delivered: on_delivery
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(),
     };
     if let Err(refused) = tx.try_send(callback) {
         // Not an outcome of this login: the first callback's page tells that one.

@@ -34,12 +34,12 @@ async fn get_from(host: &str, port: u16, target: &str) -> (u16, String) {
 /// Sends the browser's request for `target` in the background, waits for the listener to hand
 /// over the callback, lets `finish` report the login's outcome, and returns the browser's page
 /// and the callback URL.
-async fn complete(
+async fn complete<F: std::future::Future<Output = ()>>(
     port: u16,
     host: &'static str,
     target: &'static str,
     waiting: tokio::task::JoinHandle<Result<LoopbackCallback, LoopbackError>>,
-    finish: impl FnOnce(LoopbackCallback),
+    finish: impl FnOnce(LoopbackCallback) -> F,
 ) -> ((u16, String), mailup_auth::Url) {
     let browser = tokio::spawn(get_from(host, port, target));
     let callback = waiting.await.unwrap().unwrap();
@@ -47,7 +47,18 @@ async fn complete(
     // The page is not sent before the application says how the login ended.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!browser.is_finished(), "the page came before the outcome");
-    finish(callback);
+    finish(callback).await;
+    // The page has been written by the time the outcome is reported.
+    assert!(
+        browser.is_finished()
+            || tokio::time::timeout(Duration::from_secs(1), async {
+                while !browser.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .is_ok()
+    );
     (browser.await.unwrap(), url)
 }
 
@@ -108,7 +119,11 @@ async fn the_page_says_logged_in_only_after_the_exchange_succeeded() {
         "127.0.0.1",
         "/callback?code=abc&state=st",
         waiting,
-        |callback| callback.failed("login failed: token endpoint answered 400 invalid_grant"),
+        |callback| async move {
+            callback
+                .failed("login failed: token endpoint answered 400 invalid_grant")
+                .await
+        },
     )
     .await;
     assert_eq!(status, 200);
@@ -130,7 +145,7 @@ async fn the_page_says_logged_in_only_after_the_exchange_succeeded() {
         "127.0.0.1",
         "/callback?code=abc&state=st",
         waiting,
-        drop,
+        |callback| async move { drop(callback) },
     )
     .await;
     assert!(
@@ -157,7 +172,7 @@ async fn an_error_callback_is_shown_and_returned() {
         "127.0.0.1",
         "/oauth/done?error=access_denied&state=st",
         waiting,
-        |callback| callback.failed("authorization denied: access_denied"),
+        |callback| async move { callback.failed("authorization denied: access_denied").await },
     )
     .await;
     assert_eq!(status, 200);
@@ -180,7 +195,7 @@ async fn the_error_page_escapes_what_it_shows() {
         "127.0.0.1",
         "/callback?error=%3Cscript%3E&state=st",
         waiting,
-        |callback| callback.failed("authorization denied: <script>"),
+        |callback| async move { callback.failed("authorization denied: <script>").await },
     )
     .await;
     assert!(!body.contains("<script>"));
