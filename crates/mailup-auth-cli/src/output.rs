@@ -92,4 +92,17 @@ mod tests {
         assert_eq!(writer.write(b"").unwrap(), 0);
         assert!(writer.flush().is_ok());
     }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        let hostile = "ok\u{1b}]0;owned\u{7}\u{1b}[2J\nerror: forged";
+        let line = one_line(hostile);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert_eq!(line.lines().count(), 1);
+        let escaped = escape_controls(hostile);
+        assert!(!escaped.contains('\u{1b}') && !escaped.contains('\u{7}'));
+        assert!(escaped.contains("\\u{1b}"));
+        // Newlines and tabs of a text body stay.
+        assert_eq!(escape_controls("a\tb\nc"), "a\tb\nc");
+    }
 }

@@ -597,7 +597,7 @@ async fn a_slow_body_is_bounded_like_a_hang() {
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(took < Duration::from_secs(35), "took {took:?}");
-    let _ = server.set(json("200 OK", "{}"));
+    server.set(json("200 OK", "{}"));
 }
 
 // ---- many processes ------------------------------------------------------------------------
