@@ -1,0 +1,401 @@
+//! [`MailUpClientBuilder`]: the configuration, the building blocks and their defaults.
+
+use super::*;
+
+/// Builds a [`MailUpClient`]. Every default is replaceable.
+pub struct MailUpClientBuilder {
+    config: ClientConfigBuilder,
+    profile: String,
+    transport: Option<Arc<dyn Transport>>,
+    store: StoreChoice,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    hooks: Vec<TokensHook>,
+    remember_client: bool,
+    max_refresh_attempts: u32,
+    rejected_reload_wait: Duration,
+    rate_limit: Option<RateLimitRetry>,
+    skew: Duration,
+    trusted_origins: Vec<String>,
+    lease: LeaseChoice,
+    token_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+enum LeaseChoice {
+    /// The store's own when it is a sled directory opened by the builder; none otherwise.
+    Default,
+    Custom(Option<Arc<dyn RefreshLease>>),
+}
+
+enum StoreChoice {
+    Default,
+    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
+    Path(std::path::PathBuf),
+    Custom(Arc<dyn TokenStore>),
+}
+
+impl std::fmt::Debug for MailUpClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailUpClientBuilder")
+            .field("config", &self.config)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailUpClientBuilder {
+    pub(super) fn new(client_id: impl Into<String>, client_secret: ClientSecret) -> Self {
+        Self {
+            config: ClientConfig::builder(client_id, client_secret),
+            profile: "default".into(),
+            transport: None,
+            store: StoreChoice::Default,
+            clock: Arc::new(SystemClock),
+            entropy: Arc::new(OsEntropy),
+            hooks: Vec::new(),
+            remember_client: false,
+            max_refresh_attempts: 4,
+            rejected_reload_wait: Duration::from_millis(500),
+            rate_limit: None,
+            skew: mailup_auth_core::config::DEFAULT_REFRESH_SKEW,
+            trusted_origins: Vec::new(),
+            lease: LeaseChoice::Default,
+            token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
+            max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
+        }
+    }
+
+    /// The profile name the tokens are stored under (default `default`).
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = profile.into();
+        self
+    }
+
+    /// The registered redirect URI (web-app flow).
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config = self.config.redirect_uri(uri);
+        self
+    }
+
+    /// A server laid out like MailUp at another base URL (e.g. the emulator).
+    pub fn auth_base(mut self, base: impl Into<String>) -> Self {
+        self.config = self.config.auth_base(base);
+        self
+    }
+
+    /// Overrides the LogOn URL.
+    pub fn logon_url(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.logon_url(url);
+        self
+    }
+
+    /// Overrides the token URL.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.token_url(url);
+        self
+    }
+
+    /// Overrides the API base.
+    pub fn api_base(mut self, url: impl Into<String>) -> Self {
+        self.config = self.config.api_base(url);
+        self
+    }
+
+    /// Sets all endpoints.
+    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
+        self.config = self.config.endpoints(endpoints);
+        self
+    }
+
+    /// How long before expiry a refresh becomes due (default 60 s; at most half of each token's
+    /// lifetime, so short-lived tokens work with any skew). The current token keeps being
+    /// served inside this margin while a refresh fails.
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.config = self.config.refresh_skew(skew);
+        self.skew = skew;
+        self
+    }
+
+    /// The lifetime assumed when `expires_in` is missing (default 3600 s).
+    pub fn default_expires_in(mut self, lifetime: Duration) -> Self {
+        self.config = self.config.default_expires_in(lifetime);
+        self
+    }
+
+    /// The backoff after transient token-endpoint failures (default 1 s doubling to 60 s).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config = self.config.backoff(backoff);
+        self
+    }
+
+    /// How many consecutive transient refresh failures one call tolerates before it returns
+    /// [`Error::TokenEndpointUnavailable`] (default 4).
+    pub fn max_refresh_attempts(mut self, attempts: u32) -> Self {
+        self.max_refresh_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long to watch the store for another instance's rotation after our refresh token was
+    /// rejected, before reporting re-authorization (default 500 ms).
+    pub fn rejected_refresh_grace(mut self, wait: Duration) -> Self {
+        self.rejected_reload_wait = wait;
+        self
+    }
+
+    /// The longest one token operation may take (a refresh with its retries, a code exchange,
+    /// a password grant), however the token endpoint behaves: default 30 s. A refresh whose
+    /// answer does not come in time counts as a failed attempt (the tokens are kept; a still
+    /// valid access token is served). This bounds each token request too, on top of the
+    /// transport's own timeouts.
+    pub fn token_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.token_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The largest API answer [`request`](MailUpClient::request) and the JSON helpers accept
+    /// (default 32 MiB): a bigger one is a `ResponseTooLarge` transport error, read no further
+    /// than the limit. Token endpoint answers have their own limit (64 KiB). A request passed
+    /// to [`send`](MailUpClient::send) carries its own
+    /// ([`HttpRequest::with_response_limit`]).
+    pub fn max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// How long a started authorization may be completed in (default 10 minutes).
+    pub fn authorization_timeout(mut self, timeout: Duration) -> Self {
+        self.config = self.config.authorization_timeout(timeout);
+        self
+    }
+
+    /// Accepts plain `http` endpoints, redirect URIs and trusted origins on hosts that are not
+    /// loopback addresses.
+    ///
+    /// **Insecure**: the client secret, tokens, passwords and codes then travel unencrypted.
+    /// Without it such a URL is [`Error::Config`] at [`build`](Self::build), before any I/O.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.config = self.config.allow_insecure_http();
+        self
+    }
+
+    /// Coordinates refreshes with other processes sharing the store through this lease: a
+    /// refresh is sent only while holding it, and a process that waited for it adopts the
+    /// tokens the holder saved. The default is the store directory's file lock
+    /// ([`SledRefreshLease`](mailup_auth_store_sled::SledRefreshLease)) when the builder opens a
+    /// sled store itself, and none for a store passed with [`store`](Self::store) (pass
+    /// `None` to turn the default off).
+    pub fn refresh_lease(mut self, lease: Option<Arc<dyn RefreshLease>>) -> Self {
+        self.lease = LeaseChoice::Custom(lease);
+        self
+    }
+
+    /// Opt-in waiting on HTTP 429.
+    pub fn rate_limit_retry(mut self, policy: RateLimitRetry) -> Self {
+        self.rate_limit = Some(policy);
+        self
+    }
+
+    /// Also sends the access token to this origin (scheme, host and port of the URL given),
+    /// besides the API base's. Use it for another MailUp API on another host.
+    pub fn trust_origin(mut self, url: impl Into<String>) -> Self {
+        self.trusted_origins.push(url.into());
+        self
+    }
+
+    /// Uses this transport instead of the default reqwest one.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Uses this token store.
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = StoreChoice::Custom(store);
+        self
+    }
+
+    /// Uses an in-memory store (nothing survives the process).
+    pub fn memory_store(self) -> Self {
+        self.store(Arc::new(mailup_auth_core::MemoryTokenStore::new()))
+    }
+
+    /// Uses a sled store in this directory.
+    #[cfg(feature = "sled")]
+    pub fn store_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store = StoreChoice::Path(path.into());
+        self
+    }
+
+    /// Uses this clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses this randomness source (tests).
+    pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// Calls `hook` whenever the tokens change (after they are persisted).
+    pub fn on_tokens_changed(
+        mut self,
+        hook: impl Fn(&TokenChange<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Stores the client id, secret and endpoints with the profile, so a later run can rebuild
+    /// the client from the profile alone (what the CLI does). Off by default.
+    pub fn remember_client(mut self, remember: bool) -> Self {
+        self.remember_client = remember;
+        self
+    }
+
+    /// Builds the client and loads the profile's stored tokens, if any.
+    pub async fn build(self) -> Result<MailUpClient> {
+        let config = self.config.build()?;
+        let trusted_origins = self
+            .trusted_origins
+            .iter()
+            .map(|url| config.check_url("trusted origin", url).map(|u| u.origin()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        mailup_auth_core::ports::validate_profile_name(&self.profile)?;
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => default_transport()?,
+        };
+        let (store, default_lease): (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>) =
+            match self.store {
+                StoreChoice::Custom(store) => (store, None),
+                StoreChoice::Default => default_store()?,
+                StoreChoice::Path(path) => open_sled(path)?,
+            };
+        let lease = match self.lease {
+            LeaseChoice::Default => default_lease,
+            LeaseChoice::Custom(lease) => lease,
+        };
+        let client = MailUpClient {
+            inner: Arc::new(Inner {
+                profile: self.profile,
+                transport,
+                store,
+                lease,
+                clock: self.clock,
+                entropy: self.entropy,
+                shared: Mutex::new(Shared {
+                    session: Session::new(config),
+                    version: None,
+                    record: ProfileRecord::default(),
+                    unsaved: None,
+                }),
+                cache: ArcSwapOption::empty(),
+                refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
+                hooks: self.hooks,
+                remember_client: self.remember_client,
+                max_refresh_attempts: self.max_refresh_attempts,
+                rejected_reload_wait: self.rejected_reload_wait,
+                rate_limit: self.rate_limit,
+                skew: self.skew,
+                trusted_origins,
+                token_timeout: self.token_timeout,
+                max_response_bytes: self.max_response_bytes,
+            }),
+        };
+        client.sync_from_store().await?;
+        let now = client.inner.clock.now();
+        {
+            let shared = client.shared();
+            if let Some(tokens) = shared.session.tokens() {
+                let usable = shared.session.reauthorization_reason().is_none();
+                if usable && tokens.is_fresh(now, client.inner.skew) {
+                    client.publish_locked(&shared, &tokens.access_token.clone(), now);
+                }
+            }
+        }
+        Ok(client)
+    }
+}
+
+#[cfg(feature = "reqwest")]
+pub(super) fn default_transport() -> Result<Arc<dyn Transport>> {
+    let transport = mailup_auth_http::ReqwestTransport::new()
+        .map_err(|_| Error::Missing("the HTTP client could not be initialised"))?;
+    Ok(Arc::new(transport))
+}
+
+#[cfg(not(feature = "reqwest"))]
+pub(super) fn default_transport() -> Result<Arc<dyn Transport>> {
+    Err(Error::Missing(
+        "no transport: enable the `reqwest` feature or call `transport(..)`",
+    ))
+}
+
+/// The platform data directory the default store lives in
+/// (e.g. `~/.local/share/mailup-auth/tokens` on Linux).
+#[cfg(feature = "sled")]
+pub fn default_store_dir() -> Option<std::path::PathBuf> {
+    directories::ProjectDirs::from("com", "mailup-auth", "mailup-auth")
+        .map(|dirs| dirs.data_dir().join("tokens"))
+}
+
+/// A sled store and its directory's refresh lease, or a memory-less error.
+type StoreAndLease = (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>);
+
+#[cfg(feature = "sled")]
+pub(super) fn default_store() -> Result<StoreAndLease> {
+    let dir = default_store_dir().ok_or(Error::Missing(
+        "no home directory for the default token store",
+    ))?;
+    open_sled(dir)
+}
+
+#[cfg(not(feature = "sled"))]
+pub(super) fn default_store() -> Result<StoreAndLease> {
+    Err(Error::Missing(
+        "no token store: enable the `sled` feature or call `store(..)` / `memory_store()`",
+    ))
+}
+
+/// Opens the sled store at `path`, or shares the one this process already has open there:
+/// sled allows one opener per database, and several clients (one per profile, say) commonly
+/// use the same directory.
+#[cfg(feature = "sled")]
+pub(super) fn open_sled(path: std::path::PathBuf) -> Result<StoreAndLease> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    use mailup_auth_store_sled::SledTokenStore;
+
+    static OPEN: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<SledTokenStore>>>> =
+        OnceLock::new();
+    // One key per directory, however it is spelled (relative, `..`, symlinks).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(&path)
+        .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+    let key = std::fs::canonicalize(&path).unwrap_or(path);
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    open.retain(|_, store| store.strong_count() > 0);
+    let lease: Arc<dyn RefreshLease> =
+        Arc::new(mailup_auth_store_sled::SledRefreshLease::new(&key));
+    if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok((store, Some(lease)));
+    }
+    let store = Arc::new(SledTokenStore::open(&key)?);
+    open.insert(key, Arc::downgrade(&store));
+    Ok((store, Some(lease)))
+}
+
+#[cfg(not(feature = "sled"))]
+pub(super) fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
+    Err(Error::Missing("no sled store: enable the `sled` feature"))
+}

@@ -1,0 +1,322 @@
+//! [`MailUpClient`]: one object that keeps a MailUp session valid. It drives the core's
+//! [`Session`] with a [`Transport`], a [`TokenStore`], a [`Clock`] and an [`Entropy`] source.
+//!
+//! Concurrency design:
+//! - a fresh cached access token is read from an `ArcSwap` (no lock that serializes readers);
+//! - everything that talks to the token endpoint runs under one async mutex (`refresh_lock`):
+//!   callers that find the cache stale queue on it and re-check the cache once they hold it,
+//!   so any number of concurrent callers cause one refresh (single flight);
+//! - new tokens are saved to the store (compare-and-swap, flushed) before the cache is updated
+//!   and before any caller receives them (persist before publish).
+
+mod api;
+mod background;
+mod builder;
+mod login;
+mod store_sync;
+mod tokens;
+
+pub use self::background::BackgroundRefresh;
+#[cfg(feature = "sled")]
+pub use self::builder::default_store_dir;
+pub use self::builder::MailUpClientBuilder;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::Method;
+use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
+use mailup_auth_core::{
+    AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
+    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseGuard, Password, PendingAuthorization,
+    ProfileRecord, ReauthReason, RefreshLease, Session, SessionState, StoreError, StoredClient,
+    TokenAccess, TokenError, TokenSet, TokenStore, Transport, TransportError, TransportErrorKind,
+    UnixTime, Url,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::OwnedMutexGuard;
+use tracing::Instrument as _;
+
+use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
+use crate::error::{Error, Result};
+use crate::loopback::LoopbackRedirect;
+
+/// A callback run whenever tokens change (after they are persisted).
+pub type TokensHook = Arc<dyn Fn(&TokenChange<'_>) + Send + Sync>;
+
+/// What a [`TokensHook`] is told.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TokenChange<'a> {
+    /// The profile.
+    pub profile: &'a str,
+    /// The new tokens (`None` after a logout). Handle with care: they are secrets.
+    pub tokens: Option<&'a TokenSet>,
+    /// How they were obtained (`None` after a logout or when adopted from the store).
+    pub grant: Option<Grant>,
+    /// The store version now holding them.
+    pub version: Option<u64>,
+}
+
+/// Opt-in waiting on HTTP 429: retry after `Retry-After` while it is within bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitRetry {
+    /// Most retries per call.
+    pub max_retries: u32,
+    /// Longest single wait; a longer `Retry-After` is returned as an error instead.
+    pub max_wait: Duration,
+}
+
+/// A started web-app authorization: send the browser to `url`; keep `pending` (e.g. in the
+/// user's session) to complete it.
+#[derive(Debug)]
+pub struct AuthorizationStart {
+    /// The LogOn URL for the browser (never holds the client secret).
+    pub url: Url,
+    /// What to keep until the callback arrives.
+    pub pending: PendingAuthorization,
+}
+
+/// Options of [`MailUpClient::login_with_loopback`].
+#[derive(Clone, Debug)]
+pub struct LoopbackLogin {
+    /// Port to listen on, 127.0.0.1 only (0 = any free port). Ignored when `redirect_uri` is set.
+    pub port: u16,
+    /// How long to wait for the browser to come back.
+    pub timeout: Duration,
+    /// A registered loopback redirect URI (`http://127.0.0.1:PORT/path` or
+    /// `http://localhost:PORT/path`) to use as is: the listener takes its port and path.
+    pub redirect_uri: Option<Url>,
+}
+
+impl Default for LoopbackLogin {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            timeout: Duration::from_secs(300),
+            redirect_uri: None,
+        }
+    }
+}
+
+/// A snapshot of a profile's state, without secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStatus {
+    /// The profile.
+    pub profile: String,
+    /// The client id.
+    pub client_id: String,
+    /// The endpoints.
+    pub endpoints: Endpoints,
+    /// The session state.
+    pub state: SessionState,
+    /// Whether a usable access token is held right now.
+    pub has_fresh_token: bool,
+    /// When the access token expires.
+    pub expires_at: Option<UnixTime>,
+    /// When the tokens were obtained.
+    pub obtained_at: Option<UnixTime>,
+    /// When the tokens were last refreshed.
+    pub last_refreshed_at: Option<UnixTime>,
+    /// Whether a refresh token is held.
+    pub has_refresh_token: bool,
+    /// The store version of the profile's record.
+    pub store_version: Option<u64>,
+    /// Why re-authorization is required, if it is.
+    pub reauthorization_reason: Option<String>,
+    /// The last refresh failure while the session is backing off from it (the access token,
+    /// if still valid, is being served meanwhile).
+    pub refresh_error: Option<String>,
+}
+
+/// What happened while driving token requests.
+#[derive(Debug, Default)]
+struct DriveReport {
+    /// A code exchange or password grant failed.
+    login_error: Option<TokenError>,
+    /// A refresh failed transiently (tokens kept).
+    refresh_error: Option<TokenError>,
+    /// Token requests sent.
+    sent: u32,
+    /// New tokens arrived (and were persisted).
+    tokens_changed: bool,
+    /// Tokens another process saved were adopted instead of sending a refresh.
+    adopted: bool,
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    token: AccessToken,
+    /// Until when it may be handed out without asking the session (see
+    /// [`Session::hand_out_until`]).
+    until: UnixTime,
+}
+
+/// State guarded by the short-lived std mutex (never held across an await).
+#[derive(Debug)]
+struct Shared {
+    session: Session,
+    version: Option<u64>,
+    record: ProfileRecord,
+    /// Tokens obtained but not yet saved (a save failed): saved before anything is handed out.
+    unsaved: Option<Grant>,
+}
+
+struct Inner {
+    profile: String,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn TokenStore>,
+    lease: Option<Arc<dyn RefreshLease>>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    shared: Mutex<Shared>,
+    cache: ArcSwapOption<CachedToken>,
+    refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    hooks: Vec<TokensHook>,
+    remember_client: bool,
+    max_refresh_attempts: u32,
+    rejected_reload_wait: Duration,
+    rate_limit: Option<RateLimitRetry>,
+    skew: Duration,
+    trusted_origins: Vec<url::Origin>,
+    token_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
+#[derive(Clone)]
+pub struct MailUpClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MailUpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailUpClient")
+            .field("profile", &self.inner.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many token sets that are already stale on arrival (`expires_in` shorter than the skew)
+/// one call accepts before it gives up with [`Error::TokensNeverFresh`].
+const MAX_STALE_TOKEN_SETS: u32 = 2;
+/// The background task never refreshes a token set younger than this.
+const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
+/// How many times a conflicting save is retried after reloading.
+const MAX_SAVE_ATTEMPTS: u32 = 4;
+/// The default bound on one token operation (see
+/// [`MailUpClientBuilder::token_operation_timeout`]).
+pub const DEFAULT_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl MailUpClient {
+    /// Starts a builder for the given client registration.
+    pub fn builder(
+        client_id: impl Into<String>,
+        client_secret: ClientSecret,
+    ) -> MailUpClientBuilder {
+        MailUpClientBuilder::new(client_id, client_secret)
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// The profile name.
+    pub fn profile(&self) -> &str {
+        &self.inner.profile
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> ClientConfig {
+        self.shared().session.config().clone()
+    }
+
+    /// A snapshot of the session, without secrets.
+    pub fn status(&self) -> SessionStatus {
+        let now = self.inner.clock.now();
+        let shared = self.shared();
+        let tokens = shared.session.tokens();
+        SessionStatus {
+            profile: self.inner.profile.clone(),
+            client_id: shared.session.config().client_id().to_owned(),
+            endpoints: shared.session.config().endpoints().clone(),
+            state: shared.session.state(),
+            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.skew))
+                && shared.session.reauthorization_reason().is_none(),
+            expires_at: tokens.map(|t| t.expires_at),
+            obtained_at: tokens.map(|t| t.obtained_at),
+            last_refreshed_at: shared.record.last_refreshed_at,
+            has_refresh_token: tokens.is_some_and(|t| t.refresh_token.is_some()),
+            store_version: shared.version,
+            reauthorization_reason: shared
+                .session
+                .reauthorization_reason()
+                .map(|r| r.to_string()),
+            refresh_error: shared.session.last_refresh_error().map(|e| e.to_string()),
+        }
+    }
+
+    /// The cached access token if it is fresh: no lock, no await. `None` means
+    /// [`access_token`](Self::access_token) has work to do.
+    pub fn cached_access_token(&self) -> Option<AccessToken> {
+        let now = self.inner.clock.now();
+        match &*self.inner.cache.load() {
+            Some(cached) if now < cached.until => Some(cached.token.clone()),
+            _ => None,
+        }
+    }
+    /// Caches `token` if it is the session's current access token, for as long as the session
+    /// would hand it out again. Called with the session lock held, right where the session
+    /// handed the token out.
+    fn publish_locked(&self, shared: &Shared, token: &AccessToken, now: UnixTime) {
+        let current = shared
+            .session
+            .tokens()
+            .is_some_and(|tokens| tokens.access_token == *token);
+        if let (true, Some(until)) = (current, shared.session.hand_out_until(now)) {
+            self.inner.cache.store(Some(Arc::new(CachedToken {
+                token: token.clone(),
+                until,
+            })));
+        }
+    }
+
+    fn clear_cache(&self) {
+        self.inner.cache.store(None);
+    }
+
+    fn run_hooks(&self, tokens: Option<&TokenSet>, grant: Option<Grant>, version: Option<u64>) {
+        let change = TokenChange {
+            profile: &self.inner.profile,
+            tokens,
+            grant,
+            version,
+        };
+        for hook in &self.inner.hooks {
+            hook(&change);
+        }
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // Every critical section is a few plain assignments on the session; a panic inside one
+        // cannot leave it half-updated, so a poisoned lock is still consistent.
+        self.inner
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn stored_client(config: &ClientConfig) -> StoredClient {
+    StoredClient {
+        client_id: config.client_id().to_owned(),
+        client_secret: Some(config.client_secret().clone()),
+        logon_url: Some(config.endpoints().logon.to_string()),
+        token_url: Some(config.endpoints().token.to_string()),
+        api_base: Some(config.endpoints().api_base.to_string()),
+        redirect_uri: config.redirect_uri().map(Url::to_string),
+    }
+}

@@ -1,0 +1,498 @@
+//! The token lifecycle: single flight under the refresh lock, bounded driving of the core
+//! session, the cross-process refresh lease, and persist before publish.
+
+use super::*;
+
+impl MailUpClient {
+    /// A valid access token: the cached one while no refresh is due, otherwise after one
+    /// refresh shared by all concurrent callers (retried with backoff on transient failures).
+    ///
+    /// Inside the refresh margin (`expires_at - skew`) a failing refresh does not fail the
+    /// call: the current token is still valid and is returned (the failure shows in
+    /// [`status`](Self::status)`.refresh_error`), until a few seconds before it expires. The
+    /// whole operation is bounded by
+    /// [`token_operation_timeout`](MailUpClientBuilder::token_operation_timeout) (30 s by
+    /// default), however the token endpoint behaves.
+    pub async fn access_token(&self) -> Result<AccessToken> {
+        if let Some(token) = self.cached_access_token() {
+            return Ok(token);
+        }
+        let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
+        async {
+            let guard = self.inner.refresh_lock.clone().lock_owned().await;
+            // Single flight: whoever held the lock before us may have refreshed already.
+            if let Some(token) = self.cached_access_token() {
+                return Ok(token);
+            }
+            self.locked_with(guard, |client| async move {
+                let deadline = client.deadline();
+                // Another instance may have rotated the tokens: use theirs, don't burn ours.
+                client.sync_from_store().await?;
+                client.obtain_locked(deadline).await
+            })
+            .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh. A
+    /// rejected refresh is [`Error::ReauthorizationRequired`] and a failed one
+    /// [`Error::TokenEndpointUnavailable`], even while the current access token is still valid
+    /// (it keeps being served until it expires).
+    pub async fn refresh(&self) -> Result<AccessToken> {
+        self.locked(|client| async move {
+            let deadline = client.deadline();
+            client.sync_from_store().await?;
+            client.force_refresh_locked(deadline).await
+        })
+        .await
+    }
+
+    /// Refreshes when the core says a refresh is due (for schedulers; see
+    /// [`spawn_background_refresh`](Self::spawn_background_refresh)).
+    pub async fn refresh_if_due(&self) -> Result<()> {
+        self.locked(|client| async move {
+            let deadline = client.deadline();
+            client.sync_from_store().await?;
+            let now = client.inner.clock.now();
+            client.shared().session.handle_timeout(now);
+            client.obtain_locked(deadline).await.map(drop)
+        })
+        .await
+    }
+
+    /// When a token operation that starts now must be over.
+    pub(super) fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.token_timeout
+    }
+
+    /// Runs `op` under the refresh lock, in a task of its own: a caller that gives up (a
+    /// timeout, `select!`, a dropped future, an aborted background task) cannot abandon a token
+    /// request half-way, so a rotated refresh token is still handled and saved.
+    pub(super) async fn locked<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(MailUpClient) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let guard = self.inner.refresh_lock.clone().lock_owned().await;
+        self.locked_with(guard, op).await
+    }
+
+    /// [`locked`](Self::locked) with the lock already held: the task takes the guard along.
+    pub(super) async fn locked_with<T, F, Fut>(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(MailUpClient) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let client = self.clone();
+        let task = tokio::spawn(
+            async move {
+                // Holding the lock, no request of ours is in flight: any the session still
+                // counts as sent were lost (a panic, a runtime shut down mid-request).
+                client.shared().session.forget_unanswered_requests();
+                let result = op(client).await;
+                drop(guard);
+                result
+            }
+            .in_current_span(),
+        );
+        match task.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(Error::Cancelled),
+        }
+    }
+
+    /// Sends one refresh now (or finishes the one a 401 already queued) and reports its
+    /// outcome. Must hold `refresh_lock`.
+    pub(super) async fn force_refresh_locked(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<AccessToken> {
+        let started = {
+            let mut shared = self.shared();
+            shared.session.is_refreshing() || shared.session.refresh_now()
+        };
+        if !started {
+            let reason = self.shared().session.reauthorization_reason().cloned();
+            return Err(Error::ReauthorizationRequired(
+                reason.unwrap_or(ReauthReason::NoRefreshToken),
+            ));
+        }
+        let report = self.drive(deadline).await?;
+        if let Some(error) = report.refresh_error {
+            // Not a rejection: the old tokens are kept and still served while valid.
+            return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
+        }
+        let rejected = self.shared().session.reauthorization_reason().cloned();
+        if let Some(reason) = rejected {
+            // Even if the current access token has not expired yet.
+            if !self.settle_rejection(&reason, true).await? {
+                return Err(Error::ReauthorizationRequired(reason));
+            }
+        }
+        self.obtain_locked(deadline).await
+    }
+
+    /// Drives the session until it hands out a token or gives a final answer. Must hold
+    /// `refresh_lock`. Bounded: in time by `deadline`, transient failures by
+    /// `max_refresh_attempts`, rejections by one look at the store, and tokens that are stale
+    /// on arrival by `MAX_STALE_TOKEN_SETS`.
+    pub(super) async fn obtain_locked(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<AccessToken> {
+        let mut reloaded_after_rejection = false;
+        let mut stale_token_sets = 0;
+        loop {
+            let unsaved = self.shared().unsaved;
+            if let Some(grant) = unsaved {
+                self.persist_current(grant).await?;
+            }
+            let now = self.inner.clock.now();
+            let access = {
+                // Decide and publish in one critical section, so a concurrent 401 on this
+                // token cannot slip in between and see it cached again.
+                let mut shared = self.shared();
+                let access = shared.session.access_token(now);
+                if let TokenAccess::Ready(token) = &access {
+                    self.publish_locked(&shared, token, now);
+                }
+                access
+            };
+            match access {
+                TokenAccess::Ready(token) => return Ok(token),
+                TokenAccess::Pending => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.out_of_time(1));
+                    }
+                    let report = self.drive(deadline).await?;
+                    if report.sent == 0 && !report.adopted {
+                        // Every token request is driven under the refresh lock, in a task
+                        // that runs to completion; nothing else can be holding one.
+                        return Err(Error::Cancelled);
+                    }
+                    if report.tokens_changed {
+                        stale_token_sets += 1;
+                        if stale_token_sets > MAX_STALE_TOKEN_SETS {
+                            return Err(Error::TokensNeverFresh {
+                                skew: self.inner.skew,
+                            });
+                        }
+                    }
+                }
+                TokenAccess::BackingOff {
+                    retry_at,
+                    attempts,
+                    error,
+                } => {
+                    // Only transient failures are worth retrying within one call; an odd answer
+                    // (a 404 page, a redirect) will not change in a second.
+                    if attempts >= self.inner.max_refresh_attempts || !error.is_transient() {
+                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                    }
+                    let wait = retry_at.duration_since(now);
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                    }
+                    tracing::info!(
+                        attempts,
+                        wait_ms = wait.as_millis() as u64,
+                        "token endpoint failing; backing off"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                TokenAccess::ReauthorizationRequired(reason) => {
+                    let look_at_store = !reloaded_after_rejection;
+                    reloaded_after_rejection = true;
+                    if self.settle_rejection(&reason, look_at_store).await? {
+                        continue;
+                    }
+                    return Err(Error::ReauthorizationRequired(reason));
+                }
+            }
+        }
+    }
+
+    /// The session says a login is needed. Unless `look_at_store` finds that another instance
+    /// has just rotated the tokens (then they are adopted and this returns `true`), the
+    /// rejection is final: the cache is cleared and a rejected refresh token is recorded.
+    pub(super) async fn settle_rejection(
+        &self,
+        reason: &ReauthReason,
+        look_at_store: bool,
+    ) -> Result<bool> {
+        self.clear_cache();
+        if look_at_store
+            && matches!(reason, ReauthReason::RefreshRejected(_))
+            && self.wait_for_newer_tokens().await?
+        {
+            return Ok(true);
+        }
+        self.record_rejection(reason).await;
+        Ok(false)
+    }
+
+    /// Records in the store that the refresh token was rejected, so other processes (and this
+    /// one after a restart) report re-authorization without trying the dead token. Done only
+    /// after the grace period for another instance's rotation; best effort (a conflict means
+    /// the store has something newer, which wins).
+    pub(super) async fn record_rejection(&self, reason: &ReauthReason) {
+        // Only a rejected refresh token: a rejected client secret says nothing about the
+        // stored tokens (the next run may bring the right secret).
+        if !matches!(reason, ReauthReason::RefreshRejected(_)) {
+            return;
+        }
+        let (record, expected) = {
+            let shared = self.shared();
+            if shared.version.is_none() || shared.record.reauthorization_required.is_some() {
+                return;
+            }
+            let mut record = shared.record.clone();
+            record.reauthorization_required = Some(reason.to_string());
+            (record, shared.version)
+        };
+        match self
+            .inner
+            .store
+            .save(&self.inner.profile, &record, expected)
+            .await
+        {
+            Ok(version) => {
+                let mut shared = self.shared();
+                shared.version = Some(version);
+                shared.record = record;
+            }
+            Err(error) => tracing::info!(%error, "could not record the rejection in the store"),
+        }
+    }
+
+    /// After our refresh token was rejected: another instance may have just rotated it and be
+    /// about to save. Poll the store briefly for a newer record.
+    pub(super) async fn wait_for_newer_tokens(&self) -> Result<bool> {
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            if self.sync_from_store().await? {
+                tracing::info!(
+                    "refresh token was rotated by another instance; using the stored tokens"
+                );
+                return Ok(true);
+            }
+            if waited >= self.inner.rejected_reload_wait {
+                return Ok(false);
+            }
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+    }
+
+    /// The error for a token operation that ran out of time before its request was answered.
+    pub(super) fn out_of_time(&self, attempts: u32) -> Error {
+        Error::TokenEndpointUnavailable {
+            error: TokenError::Transport(self.no_answer()),
+            attempts,
+        }
+    }
+
+    pub(super) fn no_answer(&self) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Timeout,
+            format!(
+                "the token endpoint did not answer within {} s",
+                self.inner.token_timeout.as_secs_f32()
+            ),
+        )
+    }
+
+    /// Takes the cross-process refresh lease when a refresh is queued (and a lease is
+    /// configured), then adopts what another holder may have saved meanwhile: a queued refresh
+    /// that carries a refresh token the store has superseded is then dropped unsent.
+    pub(super) async fn lease_for_refresh(
+        &self,
+        deadline: tokio::time::Instant,
+        report: &mut DriveReport,
+    ) -> Result<Option<LeaseGuard>> {
+        let Some(lease) = &self.inner.lease else {
+            return Ok(None);
+        };
+        if !self.shared().session.is_refreshing() {
+            return Ok(None);
+        }
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let guard = lease.acquire(&self.inner.profile, wait).await?;
+        if self.sync_from_store().await? {
+            tracing::info!("another process refreshed while we waited; using its tokens");
+            report.adopted = true;
+        }
+        Ok(Some(guard))
+    }
+
+    /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
+    /// Each answer is awaited until `deadline` at most; one that does not come in time is a
+    /// timeout (the tokens are kept).
+    pub(super) async fn drive(&self, deadline: tokio::time::Instant) -> Result<DriveReport> {
+        let mut report = DriveReport::default();
+        // Held until the refresh's answer is saved (the loop's end).
+        // Another holder that keeps the lease past our time is, for us, a refresh that did not
+        // come back: the tokens are kept (and served while valid), and nothing is sent.
+        let (_lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
+            Ok(lease) => (lease, None),
+            Err(Error::Store(StoreError::LeaseTimeout { waited, .. })) => (None, Some(waited)),
+            Err(error) => return Err(error),
+        };
+        loop {
+            let request = self.shared().session.poll_request();
+            let Some(request) = request else { break };
+            let (id, grant, http) = request.into_parts();
+            report.sent += 1;
+            let span =
+                tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
+            let result = match (grant, lease_refused) {
+                (Grant::RefreshToken, Some(waited)) => Err(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!(
+                        "another process kept the refresh lock for {} s; no refresh was sent",
+                        waited.as_secs()
+                    ),
+                )),
+                _ => {
+                    tracing::debug!(parent: &span, url = %http.url(), "sending token request");
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tokio::time::timeout(
+                        remaining,
+                        self.inner.transport.send(http).instrument(span.clone()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(self.no_answer()))
+                }
+            };
+            match &result {
+                Ok(response) => {
+                    tracing::debug!(parent: &span, status = response.status.as_u16(), "token endpoint answered")
+                }
+                Err(error) => tracing::warn!(parent: &span, %error, "token request failed"),
+            }
+            let now = self.inner.clock.now();
+            self.shared().session.handle_token_response(now, id, result);
+            self.process_events(&mut report).await?;
+        }
+        Ok(report)
+    }
+
+    pub(super) async fn process_events(&self, report: &mut DriveReport) -> Result<()> {
+        let mut save_error = None;
+        loop {
+            let event = self.shared().session.poll_event();
+            let Some(event) = event else { break };
+            match event {
+                Event::TokensChanged { grant, .. } => {
+                    tracing::info!(%grant, "new tokens");
+                    report.tokens_changed = true;
+                    self.shared().unsaved = Some(grant);
+                    if let Err(error) = self.persist_current(grant).await {
+                        save_error.get_or_insert(error);
+                    }
+                }
+                Event::AuthorizationFailed { grant, error } => {
+                    tracing::warn!(%grant, %error, "login failed");
+                    report.login_error = Some(error);
+                }
+                Event::RefreshFailed {
+                    error,
+                    attempts,
+                    retry_at,
+                } => {
+                    tracing::warn!(%error, attempts, retry_at_ms = retry_at.as_millis(), "refresh failed; tokens kept");
+                    // The cached token's `until` may reach past the retry: ask again then.
+                    self.clear_cache();
+                    report.refresh_error = Some(error);
+                }
+                Event::ReauthorizationRequired(reason) => {
+                    tracing::warn!(%reason, "re-authorization required");
+                    self.clear_cache();
+                }
+                _ => {}
+            }
+        }
+        match save_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves the session's current tokens (compare-and-swap, flushed by the store) and only
+    /// then publishes them. On a conflict after a refresh, the stored record wins; after a
+    /// login, ours does.
+    pub(super) async fn persist_current(&self, grant: Grant) -> Result<()> {
+        for _ in 0..MAX_SAVE_ATTEMPTS {
+            let (record, expected) = {
+                let shared = self.shared();
+                let mut record = shared.record.clone();
+                record.tokens = shared.session.tokens().cloned();
+                record.last_refreshed_at = match grant {
+                    Grant::RefreshToken => record.tokens.as_ref().map(|t| t.obtained_at),
+                    _ => None,
+                };
+                record.reauthorization_required = None;
+                if self.inner.remember_client {
+                    record.client = Some(stored_client(shared.session.config()));
+                }
+                (record, shared.version)
+            };
+            match self
+                .inner
+                .store
+                .save(&self.inner.profile, &record, expected)
+                .await
+            {
+                Ok(version) => {
+                    tracing::debug!(version, "tokens persisted");
+                    {
+                        let mut shared = self.shared();
+                        shared.version = Some(version);
+                        shared.record = record.clone();
+                        shared.unsaved = None;
+                    }
+                    self.clear_cache();
+                    self.run_hooks(record.tokens.as_ref(), Some(grant), Some(version));
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { found, .. }) => {
+                    tracing::info!(?expected, ?found, "store changed concurrently");
+                    if grant == Grant::RefreshToken {
+                        // Another instance saved first: use what is there. `sync_from_store`
+                        // keeps our unsaved tokens when the store only marks the old ones dead;
+                        // then save them again on the new version.
+                        self.sync_from_store().await?;
+                        if self.shared().unsaved.is_none() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    // A new login is authoritative: take the new version and save again.
+                    let loaded = self.inner.store.load(&self.inner.profile).await?;
+                    let mut shared = self.shared();
+                    shared.version = loaded.as_ref().map(|v| v.version);
+                    if let Some(loaded) = loaded {
+                        shared.record.client = loaded.value.client;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not persist new tokens; they are kept in memory and not handed out until saved");
+                    return Err(error.into());
+                }
+            }
+        }
+        Err(Error::Store(StoreError::Io(
+            "the record kept changing concurrently".into(),
+        )))
+    }
+}
