@@ -2,11 +2,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod accounts;
 mod client;
 pub mod clock;
 mod error;
 pub mod loopback;
+mod scheduler;
 
+pub use crate::accounts::{
+    AccountAuthorization, AccountState, AccountSummary, MailUpAccounts, MailUpAccountsBuilder,
+    PendingAccountAuthorization, DEFAULT_REFRESH_CONCURRENCY,
+};
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
 pub use crate::client::{
@@ -16,6 +22,7 @@ pub use crate::client::{
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+pub use crate::scheduler::SchedulerStats;
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;

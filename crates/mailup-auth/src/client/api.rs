@@ -23,6 +23,7 @@ impl MailUpClient {
             let token = self.access_token().await?;
             let response = self
                 .inner
+                .settings
                 .transport
                 .send(with_bearer(request.clone(), &token))
                 .await?;
@@ -36,7 +37,7 @@ impl MailUpClient {
                     self.token_rejected(&token);
                 }
                 ApiStep::Fail(ApiError::RateLimited { retry_after, error }) => {
-                    let policy = self.inner.rate_limit;
+                    let policy = self.inner.settings.rate_limit;
                     match (policy, retry_after) {
                         (Some(policy), Some(wait))
                             if rate_limited < policy.max_retries && wait <= policy.max_wait =>
@@ -60,7 +61,7 @@ impl MailUpClient {
     pub(super) fn check_origin(&self, url: &Url) -> Result<()> {
         let origin = url.origin();
         let api_origin = self.shared().session.config().endpoints().api_base.origin();
-        if origin == api_origin || self.inner.trusted_origins.contains(&origin) {
+        if origin == api_origin || self.inner.settings.trusted_origins.contains(&origin) {
             Ok(())
         } else {
             Err(Error::UntrustedOrigin(origin.ascii_serialization()))
@@ -68,7 +69,7 @@ impl MailUpClient {
     }
 
     pub(super) fn token_rejected(&self, token: &AccessToken) {
-        let now = self.inner.clock.now();
+        let now = self.inner.settings.clock.now();
         let mut shared = self.shared();
         shared.session.handle_unauthorized(now, token);
         // Under the session lock, so it cannot interleave with `obtain_locked` publishing.
@@ -109,7 +110,7 @@ impl MailUpClient {
         let api_base = self.shared().session.config().endpoints().api_base.clone();
         let url = api_url(&api_base, path)?;
         let mut request = HttpRequest::new(method, url)
-            .with_response_limit(self.inner.max_response_bytes)
+            .with_response_limit(self.inner.settings.max_response_bytes)
             .with_header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(body) = json_body {
             request = request

@@ -1,46 +1,85 @@
 //! Refreshing ahead of expiry in the background.
 
 use super::*;
+use crate::scheduler::Scheduler;
 
 impl MailUpClient {
-    /// Spawns a task that refreshes ahead of expiry (at `expires_at - skew`, minus a random
-    /// jitter of up to half the skew, capped at 30 s) so callers rarely wait. It never
-    /// refreshes a token set less than a second old, so a server whose tokens live barely
-    /// longer than the skew is not flooded. The task holds only a weak reference: it ends when
-    /// every clone of the client is dropped, or when the returned handle is dropped.
+    /// Spawns a task that refreshes ahead of expiry (at the refresh time, `expires_at -
+    /// min(skew, lifetime / 2)`, minus a random jitter of up to half that skew, capped at 30 s)
+    /// so callers rarely wait. It never refreshes a token set less than a second old, so a
+    /// server whose tokens live barely longer than the skew is not flooded, and it sleeps
+    /// until the next due time (no polling). The task holds only a weak reference: it ends
+    /// when every clone of the client is dropped, or when the returned handle is dropped.
+    ///
+    /// This is the scheduler of [`MailUpAccounts`](crate::MailUpAccounts) with one account; a
+    /// client obtained from a `MailUpAccounts` is already refreshed by the accounts' scheduler
+    /// (then this returns a handle that does nothing).
     pub fn spawn_background_refresh(&self) -> BackgroundRefresh {
+        if self.scheduler().is_some() {
+            return BackgroundRefresh {
+                handle: None,
+                _scheduler: None,
+            };
+        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let handle = tokio::spawn(async move {
-            let mut failures: u32 = 0;
-            loop {
-                let wait = {
-                    let Some(inner) = weak.upgrade() else { break };
-                    MailUpClient { inner }.background_wait()
-                };
-                tokio::time::sleep(wait).await;
-                let result = {
-                    let Some(inner) = weak.upgrade() else { break };
-                    MailUpClient { inner }.refresh_ahead().await
-                };
-                match result {
-                    Ok(()) => failures = 0,
-                    Err(error) => {
-                        tracing::warn!(%error, "background refresh failed");
-                        failures = failures.saturating_add(1);
-                        // Back off (1 s doubling to 60 s; 60 s at once when a login is needed),
-                        // holding no strong reference meanwhile.
-                        let pause = if error.is_reauthorization_required() {
-                            Duration::from_secs(60)
-                        } else {
-                            (MIN_BACKGROUND_INTERVAL * 2u32.saturating_pow(failures.min(6) - 1))
-                                .min(Duration::from_secs(60))
-                        };
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-            }
-        });
-        BackgroundRefresh { handle }
+        let alive = weak.clone();
+        let scheduler = Scheduler::new(
+            self.inner.settings.clock.clone(),
+            1,
+            Box::new(move |_| weak.upgrade().map(|inner| MailUpClient { inner })),
+            Box::new(move || alive.strong_count() > 0),
+        );
+        self.attach(&scheduler);
+        let handle = scheduler.spawn();
+        BackgroundRefresh {
+            handle: Some(handle),
+            _scheduler: Some(scheduler),
+        }
+    }
+
+    /// Reports this client's next due time to `scheduler` from now on.
+    pub(crate) fn attach(&self, scheduler: &Arc<Scheduler>) {
+        *self
+            .inner
+            .scheduler
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::downgrade(scheduler);
+        self.report_due();
+    }
+
+    fn scheduler(&self) -> Option<Arc<Scheduler>> {
+        self.inner
+            .scheduler
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .upgrade()
+    }
+
+    /// Tells the scheduler (if any) when this client next needs a background refresh.
+    pub(crate) fn report_due(&self) {
+        if let Some(scheduler) = self.scheduler() {
+            scheduler.schedule(&self.inner.profile, self.next_background_due());
+        }
+    }
+
+    /// When the background should next look at this client: the session's next due time
+    /// (`poll_timeout`: the refresh time, or the end of a backoff), minus a random jitter of up
+    /// to half the effective skew (capped at 30 s), never within a second of the tokens being
+    /// obtained. `None` when nothing is due (no tokens, or a login is needed). The one place
+    /// that decides it.
+    pub(crate) fn next_background_due(&self) -> Option<UnixTime> {
+        let (due, obtained_at) = {
+            let shared = self.shared();
+            (
+                shared.session.poll_timeout()?,
+                shared.session.tokens().map(|t| t.obtained_at),
+            )
+        };
+        let early = due.saturating_sub(self.inner.settings.entropy.jitter(self.jitter_max()));
+        let earliest = obtained_at
+            .unwrap_or(UnixTime::EPOCH)
+            .saturating_add(MIN_BACKGROUND_INTERVAL);
+        Some(early.max(earliest))
     }
 
     /// Half the effective skew of the current tokens, capped at 30 s.
@@ -49,40 +88,18 @@ impl MailUpClient {
             .shared()
             .session
             .tokens()
-            .map_or(self.inner.skew, |tokens| {
-                tokens.effective_skew(self.inner.skew)
+            .map_or(self.inner.settings.skew, |tokens| {
+                tokens.effective_skew(self.inner.settings.skew)
             });
         (skew / 2).min(Duration::from_secs(30))
     }
 
-    /// How long the background task sleeps before its next look.
-    pub(super) fn background_wait(&self) -> Duration {
-        let now = self.inner.clock.now();
-        let (due, obtained_at) = {
-            let shared = self.shared();
-            (
-                shared.session.poll_timeout(),
-                shared.session.tokens().map(|t| t.obtained_at),
-            )
-        };
-        let Some(due) = due else {
-            return Duration::from_secs(30);
-        };
-        let early = due.saturating_sub(self.inner.entropy.jitter(self.jitter_max()));
-        let earliest = obtained_at
-            .unwrap_or(UnixTime::EPOCH)
-            .saturating_add(MIN_BACKGROUND_INTERVAL);
-        early
-            .max(earliest)
-            .duration_since(now)
-            .max(Duration::from_millis(10))
-    }
-
-    pub(super) async fn refresh_ahead(&self) -> Result<()> {
+    /// The background job: refresh if due (or about to be, within the jitter), else nothing.
+    pub(crate) async fn refresh_ahead(&self) -> Result<()> {
         self.locked(|client| async move {
             let deadline = client.deadline();
             client.sync_from_store().await?;
-            let now = client.inner.clock.now();
+            let now = client.inner.settings.clock.now();
             let (due, obtained_at) = {
                 let shared = client.shared();
                 (
@@ -111,7 +128,9 @@ impl MailUpClient {
 /// The handle of [`MailUpClient::spawn_background_refresh`]; dropping it stops the task.
 #[derive(Debug)]
 pub struct BackgroundRefresh {
-    handle: tokio::task::JoinHandle<()>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    /// The scheduler lives as long as the handle; the client only holds a weak reference.
+    _scheduler: Option<Arc<Scheduler>>,
 }
 
 impl BackgroundRefresh {
@@ -121,6 +140,8 @@ impl BackgroundRefresh {
 
 impl Drop for BackgroundRefresh {
     fn drop(&mut self) {
-        self.handle.abort();
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
     }
 }

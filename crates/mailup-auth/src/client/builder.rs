@@ -257,6 +257,13 @@ impl MailUpClientBuilder {
 
     /// Builds the client and loads the profile's stored tokens, if any.
     pub async fn build(self) -> Result<MailUpClient> {
+        let (settings, profile) = self.into_settings()?;
+        MailUpClient::load(Arc::new(settings), profile).await
+    }
+
+    /// Validates the configuration and opens the building blocks (transport, store, lease),
+    /// for [`build`](Self::build) and for [`MailUpAccounts`](crate::MailUpAccounts).
+    pub(crate) fn into_settings(self) -> Result<(ClientSettings, String)> {
         let config = self.config.build()?;
         let trusted_origins = self
             .trusted_origins
@@ -278,40 +285,53 @@ impl MailUpClientBuilder {
             LeaseChoice::Default => default_lease,
             LeaseChoice::Custom(lease) => lease,
         };
+        let settings = ClientSettings {
+            config,
+            transport,
+            store,
+            lease,
+            clock: self.clock,
+            entropy: self.entropy,
+            hooks: self.hooks,
+            remember_client: self.remember_client,
+            max_refresh_attempts: self.max_refresh_attempts,
+            rejected_reload_wait: self.rejected_reload_wait,
+            rate_limit: self.rate_limit,
+            skew: self.skew,
+            trusted_origins,
+            token_timeout: self.token_timeout,
+            max_response_bytes: self.max_response_bytes,
+        };
+        Ok((settings, self.profile))
+    }
+}
+
+impl MailUpClient {
+    /// A client for `profile` over shared settings, with the profile's stored tokens loaded.
+    pub(crate) async fn load(settings: Arc<ClientSettings>, profile: String) -> Result<Self> {
+        mailup_auth_core::ports::validate_profile_name(&profile)?;
         let client = MailUpClient {
             inner: Arc::new(Inner {
-                profile: self.profile,
-                transport,
-                store,
-                lease,
-                clock: self.clock,
-                entropy: self.entropy,
+                profile,
                 shared: Mutex::new(Shared {
-                    session: Session::new(config),
+                    session: Session::new(settings.config.clone()),
                     version: None,
                     record: ProfileRecord::default(),
                     unsaved: None,
                 }),
+                settings,
                 cache: ArcSwapOption::empty(),
                 refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
-                hooks: self.hooks,
-                remember_client: self.remember_client,
-                max_refresh_attempts: self.max_refresh_attempts,
-                rejected_reload_wait: self.rejected_reload_wait,
-                rate_limit: self.rate_limit,
-                skew: self.skew,
-                trusted_origins,
-                token_timeout: self.token_timeout,
-                max_response_bytes: self.max_response_bytes,
+                scheduler: Mutex::new(Weak::new()),
             }),
         };
         client.sync_from_store().await?;
-        let now = client.inner.clock.now();
+        let now = client.inner.settings.clock.now();
         {
             let shared = client.shared();
             if let Some(tokens) = shared.session.tokens() {
                 let usable = shared.session.reauthorization_reason().is_none();
-                if usable && tokens.is_fresh(now, client.inner.skew) {
+                if usable && tokens.is_fresh(now, client.inner.settings.skew) {
                     client.publish_locked(&shared, &tokens.access_token.clone(), now);
                 }
             }

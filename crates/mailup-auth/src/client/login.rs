@@ -13,8 +13,8 @@ impl MailUpClient {
         &self,
         redirect_uri: Option<Url>,
     ) -> Result<AuthorizationStart> {
-        let state = self.inner.entropy.csrf_state();
-        let now = self.inner.clock.now();
+        let state = self.inner.settings.entropy.csrf_state();
+        let now = self.inner.settings.clock.now();
         let shared = self.shared();
         let (url, pending) =
             PendingAuthorization::start(shared.session.config(), now, state, redirect_uri)?;
@@ -31,10 +31,11 @@ impl MailUpClient {
         pending: &PendingAuthorization,
         callback: &str,
     ) -> Result<()> {
-        let now = self.inner.clock.now();
+        let now = self.inner.settings.clock.now();
         let code = pending.verify_callback(now, callback)?;
         let first_use = self
             .inner
+            .settings
             .store
             .consume_once(pending.state().secret(), pending.expires_at(), now)
             .await?;
@@ -44,7 +45,7 @@ impl MailUpClient {
         let redirect_uri = pending.redirect_uri().clone();
         self.locked(move |client| async move {
             let deadline = client.deadline();
-            let now = client.inner.clock.now();
+            let now = client.inner.settings.clock.now();
             client
                 .shared()
                 .session
@@ -105,7 +106,7 @@ impl MailUpClient {
         if let Some(error) = report.login_error {
             return Err(Error::Login(error));
         }
-        let now = self.inner.clock.now();
+        let now = self.inner.settings.clock.now();
         let shared = self.shared();
         // A login whose token is already due (a zero expires_in) still stored its tokens; the
         // next access_token() refreshes.
@@ -144,11 +145,11 @@ impl MailUpClient {
         let profile = &self.inner.profile;
         let mut last_conflict = None;
         for _ in 0..MAX_SAVE_ATTEMPTS {
-            let Some(stored) = self.inner.store.load(profile).await? else {
+            let Some(stored) = self.inner.settings.store.load(profile).await? else {
                 return Ok(None);
             };
             if stored.value.client.is_none() {
-                self.inner.store.delete(profile).await?;
+                self.inner.settings.store.delete(profile).await?;
                 return Ok(None);
             }
             let mut record = stored.value;
@@ -157,6 +158,7 @@ impl MailUpClient {
             record.reauthorization_required = None;
             match self
                 .inner
+                .settings
                 .store
                 .save(profile, &record, Some(stored.version))
                 .await
@@ -166,7 +168,7 @@ impl MailUpClient {
                 // A damaged record whose version cannot grow: forgetting the tokens means
                 // removing it (its client registration with it); the next login starts anew.
                 Err(StoreError::VersionExhausted { .. }) => {
-                    self.inner.store.delete(profile).await?;
+                    self.inner.settings.store.delete(profile).await?;
                     return Ok(None);
                 }
                 Err(error) => return Err(error.into()),

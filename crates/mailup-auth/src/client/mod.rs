@@ -167,25 +167,52 @@ struct Shared {
     unsaved: Option<Grant>,
 }
 
+/// What every client built from one builder (or one [`MailUpAccounts`](crate::MailUpAccounts))
+/// shares: the building blocks and the policy. Immutable once built.
+pub(crate) struct ClientSettings {
+    /// The validated configuration each session starts from.
+    pub(crate) config: ClientConfig,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) lease: Option<Arc<dyn RefreshLease>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) entropy: Arc<dyn Entropy>,
+    pub(crate) hooks: Vec<TokensHook>,
+    pub(crate) remember_client: bool,
+    pub(crate) max_refresh_attempts: u32,
+    pub(crate) rejected_reload_wait: Duration,
+    pub(crate) rate_limit: Option<RateLimitRetry>,
+    pub(crate) skew: Duration,
+    pub(crate) trusted_origins: Vec<url::Origin>,
+    pub(crate) token_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+}
+
+/// One profile's client: its session and what protects it.
 struct Inner {
     profile: String,
-    transport: Arc<dyn Transport>,
-    store: Arc<dyn TokenStore>,
-    lease: Option<Arc<dyn RefreshLease>>,
-    clock: Arc<dyn Clock>,
-    entropy: Arc<dyn Entropy>,
+    settings: Arc<ClientSettings>,
+    /// The session, its store version and record. A std mutex, never held across an await.
     shared: Mutex<Shared>,
+    /// The handed-out token, read without a lock.
     cache: ArcSwapOption<CachedToken>,
+    /// Serializes every token operation of this client (single flight).
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
-    hooks: Vec<TokensHook>,
-    remember_client: bool,
-    max_refresh_attempts: u32,
-    rejected_reload_wait: Duration,
-    rate_limit: Option<RateLimitRetry>,
-    skew: Duration,
-    trusted_origins: Vec<url::Origin>,
-    token_timeout: Duration,
-    max_response_bytes: usize,
+    /// The background scheduler this client reports its next due time to, if any.
+    scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let scheduler = self
+            .scheduler
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .upgrade();
+        if let Some(scheduler) = scheduler {
+            scheduler.unschedule(&self.profile);
+        }
+    }
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
@@ -224,6 +251,12 @@ impl MailUpClient {
 
     // ---- getters -------------------------------------------------------------------------
 
+    /// How many handles to this client exist (the registry of a `MailUpAccounts` evicts only a
+    /// client nobody else holds).
+    pub(crate) fn holders(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The profile name.
     pub fn profile(&self) -> &str {
         &self.inner.profile
@@ -236,7 +269,7 @@ impl MailUpClient {
 
     /// A snapshot of the session, without secrets.
     pub fn status(&self) -> SessionStatus {
-        let now = self.inner.clock.now();
+        let now = self.inner.settings.clock.now();
         let shared = self.shared();
         let tokens = shared.session.tokens();
         SessionStatus {
@@ -244,7 +277,7 @@ impl MailUpClient {
             client_id: shared.session.config().client_id().to_owned(),
             endpoints: shared.session.config().endpoints().clone(),
             state: shared.session.state(),
-            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.skew))
+            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.settings.skew))
                 && shared.session.reauthorization_reason().is_none(),
             expires_at: tokens.map(|t| t.expires_at),
             obtained_at: tokens.map(|t| t.obtained_at),
@@ -262,7 +295,7 @@ impl MailUpClient {
     /// The cached access token if it is fresh: no lock, no await. `None` means
     /// [`access_token`](Self::access_token) has work to do.
     pub fn cached_access_token(&self) -> Option<AccessToken> {
-        let now = self.inner.clock.now();
+        let now = self.inner.settings.clock.now();
         match &*self.inner.cache.load() {
             Some(cached) if now < cached.until => Some(cached.token.clone()),
             _ => None,
@@ -295,7 +328,7 @@ impl MailUpClient {
             grant,
             version,
         };
-        for hook in &self.inner.hooks {
+        for hook in &self.inner.settings.hooks {
             hook(&change);
         }
     }

@@ -5,7 +5,7 @@ use super::*;
 impl MailUpClient {
     /// Adopts the stored record when its version differs from ours. Returns whether it did.
     pub(super) async fn sync_from_store(&self) -> Result<bool> {
-        let loaded = self.inner.store.load(&self.inner.profile).await?;
+        let loaded = self.inner.settings.store.load(&self.inner.profile).await?;
         let changed = {
             let mut shared = self.shared();
             match loaded {

@@ -55,7 +55,7 @@ impl MailUpClient {
         self.locked(|client| async move {
             let deadline = client.deadline();
             client.sync_from_store().await?;
-            let now = client.inner.clock.now();
+            let now = client.inner.settings.clock.now();
             client.shared().session.handle_timeout(now);
             client.obtain_locked(deadline).await.map(drop)
         })
@@ -64,7 +64,7 @@ impl MailUpClient {
 
     /// When a token operation that starts now must be over.
     pub(super) fn deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.inner.token_timeout
+        tokio::time::Instant::now() + self.inner.settings.token_timeout
     }
 
     /// Runs `op` under the refresh lock, in a task of its own: a caller that gives up (a
@@ -97,8 +97,11 @@ impl MailUpClient {
                 // Holding the lock, no request of ours is in flight: any the session still
                 // counts as sent were lost (a panic, a runtime shut down mid-request).
                 client.shared().session.forget_unanswered_requests();
-                let result = op(client).await;
+                let result = op(client.clone()).await;
                 drop(guard);
+                // Whatever the operation did to the tokens, the background scheduler (if any)
+                // learns the next due time here, the one place every token operation ends.
+                client.report_due();
                 result
             }
             .in_current_span(),
@@ -156,7 +159,7 @@ impl MailUpClient {
             if let Some(grant) = unsaved {
                 self.persist_current(grant).await?;
             }
-            let now = self.inner.clock.now();
+            let now = self.inner.settings.clock.now();
             let access = {
                 // Decide and publish in one critical section, so a concurrent 401 on this
                 // token cannot slip in between and see it cached again.
@@ -183,7 +186,7 @@ impl MailUpClient {
                         stale_token_sets += 1;
                         if stale_token_sets > MAX_STALE_TOKEN_SETS {
                             return Err(Error::TokensNeverFresh {
-                                skew: self.inner.skew,
+                                skew: self.inner.settings.skew,
                             });
                         }
                     }
@@ -195,7 +198,8 @@ impl MailUpClient {
                 } => {
                     // Only transient failures are worth retrying within one call; an odd answer
                     // (a 404 page, a redirect) will not change in a second.
-                    if attempts >= self.inner.max_refresh_attempts || !error.is_transient() {
+                    if attempts >= self.inner.settings.max_refresh_attempts || !error.is_transient()
+                    {
                         return Err(Error::TokenEndpointUnavailable { error, attempts });
                     }
                     let wait = retry_at.duration_since(now);
@@ -261,6 +265,7 @@ impl MailUpClient {
         };
         match self
             .inner
+            .settings
             .store
             .save(&self.inner.profile, &record, expected)
             .await
@@ -286,7 +291,7 @@ impl MailUpClient {
                 );
                 return Ok(true);
             }
-            if waited >= self.inner.rejected_reload_wait {
+            if waited >= self.inner.settings.rejected_reload_wait {
                 return Ok(false);
             }
             tokio::time::sleep(step).await;
@@ -307,7 +312,7 @@ impl MailUpClient {
             TransportErrorKind::Timeout,
             format!(
                 "the token endpoint did not answer within {} s",
-                self.inner.token_timeout.as_secs_f32()
+                self.inner.settings.token_timeout.as_secs_f32()
             ),
         )
     }
@@ -320,7 +325,7 @@ impl MailUpClient {
         deadline: tokio::time::Instant,
         report: &mut DriveReport,
     ) -> Result<Option<LeaseGuard>> {
-        let Some(lease) = &self.inner.lease else {
+        let Some(lease) = &self.inner.settings.lease else {
             return Ok(None);
         };
         if !self.shared().session.is_refreshing() {
@@ -368,7 +373,11 @@ impl MailUpClient {
                     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                     tokio::time::timeout(
                         remaining,
-                        self.inner.transport.send(http).instrument(span.clone()),
+                        self.inner
+                            .settings
+                            .transport
+                            .send(http)
+                            .instrument(span.clone()),
                     )
                     .await
                     .unwrap_or_else(|_| Err(self.no_answer()))
@@ -380,7 +389,7 @@ impl MailUpClient {
                 }
                 Err(error) => tracing::warn!(parent: &span, %error, "token request failed"),
             }
-            let now = self.inner.clock.now();
+            let now = self.inner.settings.clock.now();
             self.shared().session.handle_token_response(now, id, result);
             self.process_events(&mut report).await?;
         }
@@ -442,13 +451,14 @@ impl MailUpClient {
                     _ => None,
                 };
                 record.reauthorization_required = None;
-                if self.inner.remember_client {
+                if self.inner.settings.remember_client {
                     record.client = Some(stored_client(shared.session.config()));
                 }
                 (record, shared.version)
             };
             match self
                 .inner
+                .settings
                 .store
                 .save(&self.inner.profile, &record, expected)
                 .await
@@ -478,7 +488,7 @@ impl MailUpClient {
                         continue;
                     }
                     // A new login is authoritative: take the new version and save again.
-                    let loaded = self.inner.store.load(&self.inner.profile).await?;
+                    let loaded = self.inner.settings.store.load(&self.inner.profile).await?;
                     let mut shared = self.shared();
                     shared.version = loaded.as_ref().map(|v| v.version);
                     if let Some(loaded) = loaded {
