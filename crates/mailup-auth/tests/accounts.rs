@@ -1,0 +1,422 @@
+//! `MailUpAccounts` and its scheduler against an in-process token server that enforces
+//! rotation (a refresh token works once), on a manual clock: one client per account, eviction
+//! without loss, due order and the concurrency bound, isolation of a revoked account, and a
+//! scheduler that survives store errors and panicking hooks.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use mailup_auth::core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Versioned};
+use mailup_auth::{
+    AccountState, ClientSecret, Clock, CsrfState, Entropy, HttpRequest, HttpResponse,
+    MailUpAccounts, MailUpClient, ManualClock, Password, Transport, TransportError, UnixTime,
+};
+
+const NOW: u64 = 1_800_000_000;
+
+/// A token server with rotation that remembers the order refreshes arrived in and how many
+/// ran at once. The refresh token names its account (`r-<account>-<n>`).
+#[derive(Default)]
+struct Server {
+    valid_refresh: Mutex<HashSet<String>>,
+    next: AtomicU64,
+    refreshes: AtomicU32,
+    arrivals: Mutex<Vec<String>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Server {
+    fn issue(&self, account: &str) -> HttpResponse {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let rt = format!("r-{account}-{n}");
+        self.valid_refresh.lock().unwrap().insert(rt.clone());
+        HttpResponse::new(
+            StatusCode::OK,
+            format!(
+                r#"{{"access_token":"a-{account}-{n}","expires_in":3600,"refresh_token":"{rt}"}}"#
+            ),
+        )
+    }
+
+    fn revoke_account(&self, account: &str) {
+        let prefix = format!("r-{account}-");
+        self.valid_refresh
+            .lock()
+            .unwrap()
+            .retain(|rt| !rt.starts_with(&prefix));
+    }
+}
+
+#[async_trait]
+impl Transport for Server {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if !request.url().path().ends_with("/Token") {
+            return Ok(HttpResponse::new(StatusCode::OK, r#"{"UID":"1"}"#));
+        }
+        let form: Vec<(String, String)> = form_urlencoded::parse(request.body())
+            .into_owned()
+            .collect();
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match get("grant_type").as_deref() {
+            // The username is the account name in these tests.
+            Some("password") => Ok(self.issue(&get("username").unwrap())),
+            Some("refresh_token") => {
+                let rt = get("refresh_token").unwrap();
+                let account = rt.split('-').nth(1).unwrap_or_default().to_owned();
+                self.arrivals.lock().unwrap().push(account.clone());
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                let delay = self.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                if self.valid_refresh.lock().unwrap().remove(&rt) {
+                    Ok(self.issue(&account))
+                } else {
+                    Ok(HttpResponse::new(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"invalid_grant"}"#,
+                    ))
+                }
+            }
+            _ => Ok(HttpResponse::new(StatusCode::BAD_REQUEST, "{}")),
+        }
+    }
+}
+
+/// A memory store that counts loads and can fail saves.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryTokenStore,
+    loads: AtomicU32,
+    fail_saves: AtomicBool,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(profile).await
+    }
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.save(profile, record, expected).await
+    }
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        self.inner.delete(profile).await
+    }
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.profiles().await
+    }
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_once(key, expires_at, now).await
+    }
+}
+
+/// No jitter, so due times are exact.
+#[derive(Debug)]
+struct NoJitter;
+
+impl Entropy for NoJitter {
+    fn csrf_state(&self) -> CsrfState {
+        CsrfState::new("state")
+    }
+    fn jitter(&self, _max: Duration) -> Duration {
+        Duration::ZERO
+    }
+}
+
+struct Setup {
+    server: Arc<Server>,
+    store: Arc<Counting>,
+    clock: Arc<ManualClock>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            server: Arc::new(Server::default()),
+            store: Arc::new(Counting::default()),
+            clock: Arc::new(ManualClock::new(UnixTime::from_secs(NOW))),
+        }
+    }
+
+    fn builder(&self) -> mailup_auth::MailUpClientBuilder {
+        MailUpClient::builder("client", ClientSecret::new("secret"))
+            .auth_base("http://127.0.0.1:9")
+            .transport(self.server.clone())
+            .store(self.store.clone())
+            .clock(self.clock.clone())
+            .entropy(Arc::new(NoJitter))
+    }
+
+    async fn accounts(
+        &self,
+        configure: impl FnOnce(mailup_auth::MailUpAccountsBuilder) -> mailup_auth::MailUpAccountsBuilder,
+    ) -> MailUpAccounts {
+        configure(MailUpAccounts::builder(self.builder()).background_refresh(false))
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+async fn connect(accounts: &MailUpAccounts, account: &str) {
+    accounts
+        .client(account)
+        .await
+        .unwrap()
+        .login_with_password(account, &Password::new("pw"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_for_one_account_load_one_client() {
+    let setup = Setup::new();
+    let accounts = setup.accounts(|b| b).await;
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move { accounts.client("acme").await.unwrap() })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for call in calls {
+        clients.push(call.await.unwrap());
+    }
+    assert_eq!(accounts.loaded_count(), 1);
+    assert_eq!(
+        setup.store.loads.load(Ordering::SeqCst),
+        1,
+        "one store load"
+    );
+    // They are one client: a login through one is seen by all.
+    clients[0]
+        .login_with_password("acme", &Password::new("pw"))
+        .await
+        .unwrap();
+    let token = clients[0].access_token().await.unwrap();
+    for client in &clients {
+        assert_eq!(
+            client.cached_access_token().unwrap().secret(),
+            token.secret()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_held_clients_and_loses_no_token() {
+    let setup = Setup::new();
+    let accounts = setup.accounts(|b| b.max_loaded(2)).await;
+    for account in ["a", "b", "c"] {
+        connect(&accounts, account).await;
+    }
+    // Loading `c` evicted the least recently used idle client (`a`).
+    assert_eq!(accounts.loaded_count(), 2);
+    assert!(accounts.loaded("a").is_none());
+    // A client a caller holds is never evicted, so no second client for it can appear.
+    let held = accounts.client("b").await.unwrap();
+    for account in ["d", "e", "f"] {
+        connect(&accounts, account).await;
+    }
+    assert!(accounts.loaded("b").is_some(), "held clients stay loaded");
+    drop(held);
+    // The evicted account reloads from the store with its tokens, and refreshes with the
+    // latest refresh token (rotation continues, nothing lost).
+    setup.clock.advance(Duration::from_secs(3600));
+    let a = accounts.client("a").await.unwrap();
+    a.access_token()
+        .await
+        .expect("refreshed with the stored token");
+    assert_eq!(setup.server.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        accounts.state("a").await.unwrap(),
+        AccountState::Connected {
+            expires_at: setup.clock.now().saturating_add(Duration::from_secs(3600)),
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_evicted_after_the_idle_timeout() {
+    let setup = Setup::new();
+    let accounts = setup
+        .accounts(|b| b.idle_timeout(Duration::from_millis(100)))
+        .await;
+    connect(&accounts, "a").await;
+    connect(&accounts, "b").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _b = accounts.client("b").await.unwrap();
+    assert!(accounts.loaded("a").is_none(), "idle `a` evicted");
+    assert!(accounts.loaded("b").is_some());
+    assert_eq!(accounts.evict_idle(), 0, "`b` is held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_refreshes_1000_accounts_in_due_order_within_the_bound() {
+    const ACCOUNTS: usize = 1000;
+    const BOUND: usize = 4;
+    let setup = Setup::new();
+    setup.server.delay_ms.store(1, Ordering::SeqCst);
+    let accounts = setup.accounts(|b| b.refresh_concurrency(BOUND)).await;
+    // One login per second: account k is due for refresh at NOW + k + 3540 s.
+    for k in 0..ACCOUNTS {
+        connect(&accounts, &format!("acct{k:04}")).await;
+        setup.clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(accounts.scheduler_stats().scheduled, ACCOUNTS);
+    // Nothing is due yet: nothing runs, nothing is read.
+    let loads = setup.store.loads.load(Ordering::SeqCst);
+    assert_eq!(accounts.run_due_refreshes().await, 0);
+    assert_eq!(setup.store.loads.load(Ordering::SeqCst), loads);
+
+    // Half of them come due.
+    setup.clock.set(UnixTime::from_secs(NOW + 3540 + 499));
+    assert_eq!(accounts.run_due_refreshes().await, 500);
+    assert_eq!(setup.server.refreshes.load(Ordering::SeqCst), 500);
+    // The rest.
+    setup.clock.set(UnixTime::from_secs(NOW + 3540 + 2000));
+    assert_eq!(accounts.run_due_refreshes().await, 500);
+    assert_eq!(
+        setup.server.refreshes.load(Ordering::SeqCst),
+        1000,
+        "no duplicates"
+    );
+
+    let arrivals = setup.server.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), ACCOUNTS);
+    assert_eq!(
+        arrivals.iter().collect::<HashSet<_>>().len(),
+        ACCOUNTS,
+        "each account refreshed once"
+    );
+    // Due order: jobs start in due order; with at most BOUND running at once, an account's
+    // request never arrives more than BOUND places away from its due rank.
+    for (position, account) in arrivals.iter().enumerate() {
+        let rank: usize = account.trim_start_matches("acct").parse().unwrap();
+        assert!(
+            rank.abs_diff(position) <= BOUND,
+            "account {rank} arrived at {position}"
+        );
+    }
+    assert!(setup.server.max_in_flight.load(Ordering::SeqCst) <= BOUND);
+    // Every account is scheduled again, an hour on.
+    assert_eq!(accounts.scheduler_stats().scheduled, ACCOUNTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_account_does_not_disturb_the_others() {
+    let setup = Setup::new();
+    let accounts = setup.accounts(|b| b).await;
+    for account in ["a", "b", "c"] {
+        connect(&accounts, account).await;
+    }
+    setup.server.revoke_account("b");
+    setup.clock.advance(Duration::from_secs(3600));
+    assert_eq!(accounts.run_due_refreshes().await, 3);
+    for account in ["a", "c"] {
+        accounts
+            .client(account)
+            .await
+            .unwrap()
+            .access_token()
+            .await
+            .expect("the others keep working");
+    }
+    let states = accounts.accounts().await.unwrap();
+    let b = states.iter().find(|s| s.profile == "b").unwrap();
+    assert!(
+        matches!(b.state, AccountState::NeedsReconnect { .. }),
+        "{states:?}"
+    );
+    assert!(states
+        .iter()
+        .filter(|s| s.profile != "b")
+        .all(|s| matches!(s.state, AccountState::Connected { .. })));
+    // `b` is not retried in a loop: nothing is scheduled for it.
+    assert_eq!(accounts.scheduler_stats().scheduled, 2);
+    assert!(accounts
+        .client("b")
+        .await
+        .unwrap()
+        .access_token()
+        .await
+        .unwrap_err()
+        .is_reauthorization_required());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_survives_a_store_error_and_a_panicking_hook() {
+    let setup = Setup::new();
+    let builder = setup.builder().on_tokens_changed(|change| {
+        if change.profile == "boom" && change.grant.is_some() && change.version > Some(1) {
+            panic!("hook bug");
+        }
+    });
+    let accounts = MailUpAccounts::builder(builder)
+        .background_refresh(false)
+        .build()
+        .await
+        .unwrap();
+    for account in ["boom", "ok"] {
+        connect(&accounts, account).await;
+    }
+    setup.clock.advance(Duration::from_secs(3600));
+    // A panicking hook on `boom`: its job fails, `ok` is refreshed, the scheduler goes on.
+    assert_eq!(accounts.run_due_refreshes().await, 2);
+    let stats = accounts.scheduler_stats();
+    assert_eq!(stats.failures, 1, "{stats:?}");
+    assert_eq!(stats.scheduled, 2, "both scheduled again");
+    // A store that cannot save: the job fails, nothing is lost, it is retried later.
+    setup.store.fail_saves.store(true, Ordering::SeqCst);
+    setup.clock.advance(Duration::from_secs(3600));
+    accounts.run_due_refreshes().await;
+    assert!(accounts.scheduler_stats().failures >= 2);
+    setup.store.fail_saves.store(false, Ordering::SeqCst);
+    setup.clock.advance(Duration::from_secs(120));
+    accounts.run_due_refreshes().await;
+    accounts
+        .client("ok")
+        .await
+        .unwrap()
+        .access_token()
+        .await
+        .expect("recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_refreshes_ahead_without_polling() {
+    let setup = Setup::new();
+    let accounts =
+        MailUpAccounts::builder(setup.builder().clock(Arc::new(mailup_auth::SystemClock)))
+            .build()
+            .await
+            .unwrap();
+    // Nothing loaded, nothing due: the task sleeps without waking.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(accounts.scheduler_stats().wakeups, 0);
+    connect(&accounts, "a").await;
+    assert_eq!(accounts.scheduler_stats().scheduled, 1);
+    assert_eq!(accounts.scheduler_stats().wakeups, 0);
+}
