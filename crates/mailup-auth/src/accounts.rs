@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use mailup_auth_core::ports::validate_profile_name;
@@ -91,7 +91,7 @@ struct Slot {
 
 struct AccountsInner {
     settings: Arc<ClientSettings>,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
     scheduler: Arc<Scheduler>,
     max_loaded: Option<usize>,
     idle_timeout: Option<Duration>,
@@ -229,7 +229,7 @@ impl MailUpAccountsBuilder {
             let task = self.background_refresh.then(|| scheduler.spawn());
             AccountsInner {
                 settings,
-                slots: Mutex::new(HashMap::new()),
+                slots: RwLock::new(HashMap::new()),
                 scheduler,
                 max_loaded: self.max_loaded,
                 idle_timeout: self.idle_timeout,
@@ -254,15 +254,27 @@ impl MailUpAccounts {
         }
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+    fn slots(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Slot>>> {
         // Each critical section is a few map operations: a poisoned map is still consistent.
         self.inner
             .slots
-            .lock()
+            .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn read_slots(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.inner
+            .slots
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Milliseconds since the accounts were built, for eviction; 0 when no eviction is
+    /// configured (the common lookup then reads no clock).
     fn elapsed_ms(&self) -> u64 {
+        if self.inner.max_loaded.is_none() && self.inner.idle_timeout.is_none() {
+            return 0;
+        }
         self.inner.started.elapsed().as_millis() as u64
     }
 
@@ -270,8 +282,15 @@ impl MailUpAccounts {
     /// load it once). Every caller for one account shares it, and with it single-flight
     /// refresh.
     pub async fn client(&self, profile: &str) -> Result<MailUpClient> {
-        validate_profile_name(profile)?;
+        // The common case: loaded already. A read lock, no allocation, no await.
         let now = self.elapsed_ms();
+        if let Some(client) = self.loaded_at(profile, now) {
+            if self.sweep_due(now) {
+                self.evict(Some(profile));
+            }
+            return Ok(client);
+        }
+        validate_profile_name(profile)?;
         let slot = self
             .slots()
             .entry(profile.to_owned())
@@ -304,14 +323,25 @@ impl MailUpAccounts {
 
     /// The loaded client of `profile`, if it is loaded (no store read).
     pub fn loaded(&self, profile: &str) -> Option<MailUpClient> {
-        self.slots()
+        self.read_slots()
             .get(profile)
             .and_then(|slot| slot.client.get().cloned())
     }
 
+    /// The loaded client, marked used at `now`.
+    fn loaded_at(&self, profile: &str, now: u64) -> Option<MailUpClient> {
+        let slots = self.read_slots();
+        let slot = slots.get(profile)?;
+        let client = slot.client.get()?.clone();
+        if now != 0 {
+            slot.last_used.store(now, Ordering::Relaxed);
+        }
+        Some(client)
+    }
+
     /// How many clients are loaded.
     pub fn loaded_count(&self) -> usize {
-        self.slots()
+        self.read_slots()
             .values()
             .filter(|slot| slot.client.initialized())
             .count()
