@@ -204,6 +204,11 @@ impl MailUpClientBuilder {
     }
 
     /// Uses this transport instead of the default reqwest one.
+    ///
+    /// Without it, each [`build`](Self::build) creates its own `reqwest::Client` (its own
+    /// connection pool). Standalone clients should share one: create it once
+    /// (`Arc::new(ReqwestTransport::new()?)`) and pass the same `Arc` to every builder.
+    /// [`MailUpAccounts`](crate::MailUpAccounts) does this for all its accounts by itself.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
