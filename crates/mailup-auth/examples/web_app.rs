@@ -82,13 +82,13 @@ pub async fn accounts(
 }
 
 /// The signed-in customer (a stand-in for your authentication), as a profile name.
-fn customer(headers: &HeaderMap) -> Result<String, Response> {
+fn customer(headers: &HeaderMap) -> Result<String, (StatusCode, &'static str)> {
     headers
         .get("x-user")
         .and_then(|v| v.to_str().ok())
         .filter(|user| !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric()))
         .map(|user| format!("customer-{user}"))
-        .ok_or_else(|| (StatusCode::UNAUTHORIZED, "sign in first").into_response())
+        .ok_or((StatusCode::UNAUTHORIZED, "sign in first"))
 }
 
 /// An error for the browser or API client: never a token (the library's errors hold none).
@@ -111,7 +111,7 @@ fn failure(error: &Error) -> Response {
 async fn connect(State(app): State<App>, headers: HeaderMap) -> Response {
     let profile = match customer(&headers) {
         Ok(profile) => profile,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     match app.accounts.begin_authorization(&profile).await {
         Ok(start) => {
@@ -133,7 +133,7 @@ async fn callback(
 ) -> Response {
     let profile = match customer(&headers) {
         Ok(profile) => profile,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     // Single use: taken out of the session whatever happens next.
     let Some(pending) = app.pending.lock().unwrap().remove(&profile) else {
@@ -149,7 +149,7 @@ async fn callback(
 async fn info(State(app): State<App>, headers: HeaderMap) -> Response {
     let profile = match customer(&headers) {
         Ok(profile) => profile,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let client = match app.accounts.client(&profile).await {
         Ok(client) => client,
