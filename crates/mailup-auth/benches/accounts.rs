@@ -225,13 +225,14 @@ fn lookup(c: &mut Criterion, f: &Fixture) {
         f.accounts.client(&target).await.unwrap();
     });
     // The floor: a plain map of clients behind a read lock, looked up and cloned.
-    let map: RwLock<HashMap<String, MailUpClient>> = RwLock::new(HashMap::new());
-    f.runtime.block_on(async {
-        let mut map = map.write().unwrap();
+    let clients: HashMap<String, MailUpClient> = f.runtime.block_on(async {
+        let mut clients = HashMap::new();
         for k in 0..f.n {
-            map.insert(profile(k), f.accounts.client(&profile(k)).await.unwrap());
+            clients.insert(profile(k), f.accounts.client(&profile(k)).await.unwrap());
         }
+        clients
     });
+    let map = RwLock::new(clients);
     group.bench_function("floor: RwLock<HashMap> lookup + clone", |b| {
         b.iter(|| black_box(map.read().unwrap().get(black_box(target.as_str())).cloned()))
     });
