@@ -40,13 +40,13 @@ use mailup_auth::{
 /// The application's state: the accounts, and the authorizations in progress per customer
 /// (in production: your server-side session store).
 #[derive(Clone)]
-pub struct App {
-    pub accounts: MailUpAccounts,
+pub(crate) struct App {
+    pub(crate) accounts: MailUpAccounts,
     pending: Arc<Mutex<HashMap<String, PendingAccountAuthorization>>>,
 }
 
 impl App {
-    pub fn new(accounts: MailUpAccounts) -> Self {
+    pub(crate) fn new(accounts: MailUpAccounts) -> Self {
         Self {
             accounts,
             pending: Arc::default(),
@@ -55,7 +55,7 @@ impl App {
 }
 
 /// The routes.
-pub fn router(app: App) -> Router {
+pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route("/mailup/connect", get(connect))
         .route("/mailup/callback", get(callback))
@@ -65,7 +65,7 @@ pub fn router(app: App) -> Router {
 }
 
 /// The accounts for a MailUp app registration, with the tokens in `store_dir`.
-pub async fn accounts(
+pub(crate) async fn accounts(
     client_id: &str,
     client_secret: &str,
     auth_base: Option<&str>,
