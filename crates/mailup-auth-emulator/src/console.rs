@@ -377,6 +377,18 @@ impl ConsoleAccount {
                 || (!mobile.is_empty() && r.mobile_number == mobile)
         });
         let index = match existing {
+            // The stored address keeps its spelling; the key matched without regard to case.
+            Some(index) if self.recipients[index].email.eq_ignore_ascii_case(email) => {
+                let recipient = &mut self.recipients[index];
+                apply(
+                    recipient,
+                    &RecipientInput {
+                        email: None,
+                        ..input.clone()
+                    },
+                );
+                return recipient.id;
+            }
             Some(index) => index,
             None => {
                 let id = next(&mut self.next_recipient_id);
