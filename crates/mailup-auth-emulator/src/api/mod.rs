@@ -3,6 +3,7 @@
 //! routes by concern: [`lists`] (lists and groups), [`recipients`], [`messages`], with the
 //! collection answers in [`paging`]. Every route reads and changes only the caller's account.
 
+pub(crate) mod filter;
 pub(crate) mod lists;
 pub(crate) mod messages;
 pub(crate) mod paging;
