@@ -15,6 +15,7 @@
 //! | `POST /_emulator/latency` | `{"token_ms":100,"api_ms":0}` | add latency (either key optional) |
 //! | `POST /_emulator/clock/advance` | `{"seconds":3600}` | move the emulator's time forward |
 //! | `POST /_emulator/rate-limit` | `{"requests":5,"window_secs":1}` or `null` | set or clear it |
+//! | `GET /_emulator/sent-emails` | | `{"sent":[{"username","send_id","message_id","list_id","subject","email","recipient_id"}]}` |
 //!
 //! Fault names: `status500`, `status503`, `html_error_page`, `malformed_body`,
 //! `drop_connection`, `not_found_html`, `invalid_request`. Errors are `400 {"error":"..."}`.
@@ -50,6 +51,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/latency", post(set_latency))
         .route("/clock/advance", post(advance_clock))
         .route("/rate-limit", post(set_rate_limit))
+        .route("/sent-emails", get(sent_emails))
+}
+
+async fn sent_emails(State(shared): State<AppState>) -> Response {
+    Json(json!({ "sent": controls::sent_emails(&shared) })).into_response()
 }
 
 fn bad(message: impl Into<String>) -> Response {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seed::{demo_lists, ListSeed, STANDARD_FIELDS};
 use crate::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 
 /// An application registered with the emulated authorization server.
@@ -140,9 +141,14 @@ pub struct User {
     pub(crate) is_trial: bool,
     #[serde(default)]
     pub(crate) version: Option<String>,
-    /// Names of the user's mailing lists; `None` means three demo lists.
+    /// The user's mailing lists (names, or tables with groups, recipients and messages);
+    /// `None` means the demo lists.
     #[serde(default)]
-    pub(crate) lists: Option<Vec<String>>,
+    pub(crate) lists: Option<Vec<ListSeed>>,
+    /// Descriptions of the personal data fields, `Id` 1, 2, ... in order; `None` means
+    /// MailUp's standard ones (`FirstName`, `LastName`, `Company`, ...).
+    #[serde(default)]
+    pub(crate) dynamic_fields: Option<Vec<String>>,
 }
 
 impl User {
@@ -159,6 +165,7 @@ impl User {
             is_trial: false,
             version: None,
             lists: None,
+            dynamic_fields: None,
         }
     }
 
@@ -204,9 +211,21 @@ impl User {
         self
     }
 
-    /// Adds a mailing list. The first call replaces the three demo lists.
-    pub fn list(mut self, name: impl Into<String>) -> Self {
-        self.lists.get_or_insert_with(Vec::new).push(name.into());
+    /// Adds a mailing list: a name, or a [`ListSeed`] with groups, recipients and messages.
+    /// The first call replaces the demo lists.
+    pub fn list(mut self, list: impl Into<ListSeed>) -> Self {
+        self.lists.get_or_insert_with(Vec::new).push(list.into());
+        self
+    }
+
+    /// Replaces the personal data fields (`Id` 1, 2, ... in this order) with these
+    /// descriptions; the default is MailUp's standard ones.
+    pub fn dynamic_fields<I, S>(mut self, descriptions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.dynamic_fields = Some(descriptions.into_iter().map(Into::into).collect());
         self
     }
 
@@ -251,15 +270,57 @@ impl User {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn list_names(&self) -> Vec<String> {
+        self.list_seeds().into_iter().map(|l| l.name).collect()
+    }
+
+    pub(crate) fn list_seeds(&self) -> Vec<ListSeed> {
         match &self.lists {
             Some(lists) => lists.clone(),
-            None => vec![
-                "Newsletter".to_owned(),
-                "Customers".to_owned(),
-                "Test list".to_owned(),
-            ],
+            None => demo_lists(),
         }
+    }
+
+    pub(crate) fn field_descriptions(&self) -> Vec<String> {
+        match &self.dynamic_fields {
+            Some(fields) => fields.clone(),
+            None => STANDARD_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    /// Checks that every seeded recipient names groups and fields that exist.
+    fn validate_seed(&self) -> Result<(), ConfigError> {
+        let fields = self.field_descriptions();
+        let who = &self.username;
+        for list in self.list_seeds() {
+            if list.name.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "user {who}: a list has an empty name"
+                )));
+            }
+            for recipient in &list.recipients {
+                if recipient.email.trim().is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "user {who}, list {:?}: a recipient has an empty email",
+                        list.name
+                    )));
+                }
+                if let Some(group) = recipient.groups.iter().find(|g| !list.groups.contains(g)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "user {who}, list {:?}: recipient {} is in group {group:?}, which the list does not have",
+                        list.name, recipient.email
+                    )));
+                }
+                if let Some(field) = recipient.fields.keys().find(|f| !fields.contains(f)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "user {who}: recipient {} sets field {field:?}, which is not in dynamic_fields",
+                        recipient.email
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -320,10 +381,19 @@ pub struct RateLimit {
 /// username = "m1234"
 /// password = "pw"
 /// company = "ACME"
-/// lists = ["Newsletter", "VIP"]
+/// dynamic_fields = ["FirstName", "LastName", "City"]   # default: MailUp's standard fields
+/// lists = [
+///     "VIP",                                              # a bare name: an empty list
+///     { name = "Newsletter", groups = ["Customers"], messages = ["Welcome"], recipients = [
+///         { email = "ann@example.com", name = "Ann", groups = ["Customers"], fields = { FirstName = "Ann" } },
+///         { email = "bob@example.com", status = "unsubscribed" },   # or "pending"
+///     ] },
+/// ]
 /// ```
 ///
-/// Missing `clients` or `users` fall back to the demo client and user.
+/// Missing `clients` or `users` fall back to the demo client and user; a user without `lists`
+/// gets the demo lists (list "Newsletter" with groups, recipients in every state and messages,
+/// then "Customers" and "Test list").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmulatorConfig {
@@ -425,6 +495,9 @@ impl EmulatorConfig {
         }
         if self.users.iter().any(|u| u.username.is_empty()) {
             return Err(ConfigError::Invalid("a user has an empty username".into()));
+        }
+        for user in &self.users {
+            user.validate_seed()?;
         }
         if let Some(limit) = self.rate_limit {
             if limit.requests == 0 || limit.window.is_zero() {

@@ -1,6 +1,7 @@
 //! The test controls shared by the library API and the admin HTTP API.
 
 use crate::config::RateLimit;
+use crate::console::SentEmail;
 use crate::state::{AppState, Fault};
 
 /// Makes every access token issued so far expired (not unknown): the API answers
@@ -25,4 +26,15 @@ pub(crate) fn set_rate_limit(shared: &AppState, limit: Option<RateLimit>) {
     let mut state = shared.lock();
     state.rate_limit = limit;
     state.rate_windows.clear();
+}
+
+/// Every recorded send of every account, oldest first (by account, then by send id).
+pub(crate) fn sent_emails(shared: &AppState) -> Vec<SentEmail> {
+    let state = shared.lock();
+    let mut accounts: Vec<_> = state.accounts.iter().collect();
+    accounts.sort_by(|a, b| a.0.cmp(b.0));
+    accounts
+        .into_iter()
+        .flat_map(|(_, account)| account.sent.iter().cloned())
+        .collect()
 }

@@ -8,16 +8,20 @@ mod api;
 pub mod browser;
 mod clock;
 mod config;
+mod console;
 mod controls;
 mod html;
 mod listener;
 mod logon;
+mod seed;
 mod server;
 mod state;
 mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, EmulatorConfig, RateLimit, RegisteredClient, User};
+pub use console::SentEmail;
+pub use seed::{ListSeed, RecipientSeed, RecipientStatus};
 pub use server::{Emulator, EmulatorBuilder, StartError};
 pub use state::{Counters, Fault};
 

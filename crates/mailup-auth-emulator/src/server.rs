@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{EmulatorConfig, RateLimit, RegisteredClient, User};
+use crate::console::SentEmail;
 use crate::listener::{ConnectionHandle, KillableListener};
 use crate::state::{AppState, Counters, Fault, Shared};
 use crate::{admin, api, controls, logon, token};
@@ -170,14 +171,66 @@ impl EmulatorBuilder {
 }
 
 fn router(shared: AppState) -> Router {
+    use api::{lists, messages, recipients};
     let api = Router::new()
         .route(
             "/Console/Authentication/Info",
             get(api::authentication_info),
         )
-        .route("/Console/User/Lists", get(api::user_lists))
-        .route("/Console/List", axum::routing::post(api::create_list))
-        .fallback(api::not_found);
+        .route("/Console/User/Lists", get(lists::user_lists))
+        .route("/Console/List", post(lists::create_list))
+        .route("/Console/List/{id}", get(lists::list_detail))
+        .route("/Console/List/{id}/Groups", get(lists::list_groups))
+        .route("/Console/List/{id}/Group", post(lists::create_group))
+        .route(
+            "/Console/List/{id}/Group/{id_group}",
+            put(lists::update_group).delete(lists::delete_group),
+        )
+        .route(
+            "/Console/Recipient/DynamicFields",
+            get(recipients::dynamic_fields),
+        )
+        .route("/Console/Recipient/Detail", put(recipients::update_detail))
+        .route(
+            "/Console/List/{id}/Recipients/{status}",
+            get(recipients::list_recipients),
+        )
+        .route(
+            "/Console/List/{id}/Recipient",
+            post(recipients::list_subscribe_one),
+        )
+        .route(
+            "/Console/List/{id}/Recipients",
+            post(recipients::list_import),
+        )
+        .route(
+            "/Console/List/{id}/Subscribe/{id_recipient}",
+            post(recipients::list_subscribe_existing),
+        )
+        .route(
+            "/Console/List/{id}/Unsubscribe/{id_recipient}",
+            delete(recipients::list_unsubscribe),
+        )
+        .route(
+            "/Console/Group/{id}/Recipients",
+            get(recipients::group_recipients).post(recipients::group_import),
+        )
+        .route(
+            "/Console/Group/{id}/Recipient",
+            post(recipients::group_subscribe_one),
+        )
+        .route(
+            "/Console/Group/{id}/Subscribe/{id_recipient}",
+            post(recipients::group_add_existing),
+        )
+        .route(
+            "/Console/Group/{id}/Unsubscribe/{id_recipient}",
+            delete(recipients::group_remove),
+        )
+        .route("/Console/List/{id}/Emails", get(messages::list_emails))
+        .route("/Console/Email/Send", post(messages::send_email))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed);
     let mut app = Router::new()
         .route(LOGON_PATH, get(logon::logon_page).post(logon::logon_submit))
         .route(
@@ -185,7 +238,8 @@ fn router(shared: AppState) -> Router {
             get(logon::consent_page).post(logon::consent_submit),
         )
         .route(TOKEN_PATH, get(token::token).post(token::token))
-        .nest(CONSOLE_API_PATH, api);
+        .nest(CONSOLE_API_PATH, api)
+        .fallback(api::outside_routes);
     if shared.admin_api {
         app = app.nest(ADMIN_PATH, admin::router());
     }
@@ -356,6 +410,11 @@ impl Emulator {
     /// the system clock; with a [`ManualClock`](crate::ManualClock), advancing it does the same.
     pub fn advance_clock(&self, by: Duration) {
         self.shared.advance_clock(by);
+    }
+
+    /// Every message "sent" through `POST /Console/Email/Send`, by every account, oldest first.
+    pub fn sent_emails(&self) -> Vec<SentEmail> {
+        controls::sent_emails(&self.shared)
     }
 
     /// Sets every counter back to zero.

@@ -1,5 +1,5 @@
-//! The emulator's mutable state: pending LogOn forms, codes, tokens, lists, injected faults and
-//! counters. One `Mutex<State>` guards everything that must change together; it is never held
+//! The emulator's mutable state: pending LogOn forms, codes, tokens, console accounts, injected
+//! faults and counters. One `Mutex<State>` guards everything that must change together; it is never held
 //! across an `.await`. Counters are atomics beside it.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::{EmulatorConfig, RateLimit, RegisteredClient, User};
+use crate::console::ConsoleAccount;
 
 /// How long a LogOn form (and then its consent form) stays usable.
 pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
@@ -179,21 +180,6 @@ pub(crate) struct RefreshGrant {
     pub(crate) username: String,
 }
 
-/// A mailing list as `GET /Console/User/Lists` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct MailingList {
-    pub(crate) business: bool,
-    pub(crate) company: String,
-    pub(crate) creation_date: String,
-    pub(crate) customer: bool,
-    pub(crate) description: String,
-    pub(crate) id_list: u64,
-    pub(crate) list_guid: String,
-    pub(crate) name: String,
-    pub(crate) owner: String,
-}
-
 /// What a successful grant hands out.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct IssuedTokens {
@@ -211,8 +197,8 @@ pub(crate) struct State {
     pub(crate) issued_refresh_tokens: Vec<String>,
     pub(crate) faults: VecDeque<(Fault, u32)>,
     pub(crate) rate_windows: HashMap<String, (SystemTime, u32)>,
-    pub(crate) lists: HashMap<String, Vec<MailingList>>,
-    pub(crate) next_list_id: u64,
+    /// Console data per account (username).
+    pub(crate) accounts: HashMap<String, ConsoleAccount>,
     pub(crate) token_latency: Duration,
     pub(crate) api_latency: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
@@ -244,37 +230,17 @@ pub(crate) fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// A random GUID-shaped string, as MailUp's `ListGuid`.
-fn random_guid() -> String {
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 impl Shared {
     pub(crate) fn new(config: &EmulatorConfig, clock: Arc<dyn Clock>) -> Self {
-        let mut state = State {
+        let state = State {
             rate_limit: config.rate_limit,
-            next_list_id: 1,
+            accounts: config
+                .users
+                .iter()
+                .map(|u| (u.username.clone(), ConsoleAccount::seeded(u)))
+                .collect(),
             ..State::default()
         };
-        for user in &config.users {
-            let company = user.account().company;
-            let lists = user
-                .list_names()
-                .into_iter()
-                .map(|name| state.new_list(user.username(), &company, name, String::new()))
-                .collect();
-            state.lists.insert(user.username.clone(), lists);
-        }
         Self {
             clients: config
                 .clients
@@ -338,28 +304,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl State {
-    pub(crate) fn new_list(
-        &mut self,
-        owner: &str,
-        company: &str,
-        name: String,
-        description: String,
-    ) -> MailingList {
-        let id = self.next_list_id;
-        self.next_list_id += 1;
-        MailingList {
-            business: false,
-            company: company.to_owned(),
-            creation_date: "2024-01-01 00:00:00Z".to_owned(),
-            customer: true,
-            description,
-            id_list: id,
-            list_guid: random_guid(),
-            name,
-            owner: owner.to_owned(),
-        }
-    }
-
     /// Issues a fresh access and refresh token pair.
     pub(crate) fn issue_tokens(
         &mut self,

@@ -105,8 +105,9 @@ async fn lists_are_paginated_like_mailup() {
     let items = body["Items"].as_array().unwrap();
     assert_eq!(items.len(), 20);
     assert_eq!(items[0]["Name"], "List 1");
-    assert!(items[0]["IdList"].is_u64());
-    assert!(items[0]["ListGuid"].is_string());
+    // MailUp's list summary spells these in camel case.
+    assert!(items[0]["idList"].is_u64());
+    assert!(items[0]["listGuid"].is_string());
     let (_, body) = api_get(
         &emu,
         "/Console/User/Lists?pageNumber=2&pageSize=20",
@@ -163,7 +164,8 @@ async fn post_creates_a_list() {
     assert_eq!(created["Business"], true);
     let (_, lists) = api_get(&emu, "/Console/User/Lists", Some(&access)).await;
     assert_eq!(lists["TotalElementsCount"], 1);
-    assert_eq!(lists["Items"][0]["IdList"], created["IdList"]);
+    // The created list's detail says `IdList`; the summary in User/Lists says `idList`.
+    assert_eq!(lists["Items"][0]["idList"], created["IdList"]);
     // Bad bodies are 400 with MailUp's error JSON; no token is 401.
     for body in ["", "{", "[]", "{\"Name\": 5}", "{\"Name\": \"  \"}"] {
         let response = http()

@@ -131,3 +131,47 @@ pub async fn api_get(emu: &Emulator, path: &str, token: Option<&str>) -> (u16, V
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
+
+/// Calls an API path (relative to the Console base) with any method and an optional JSON body;
+/// an empty answer reads as `Value::Null`.
+pub async fn api_call(
+    emu: &Emulator,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{}", emu.console_api_base(), path);
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = http().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    (status, value)
+}
+
+/// Tokens from the password grant for any user of the demo client.
+pub async fn user_tokens(emu: &Emulator, username: &str, password: &str) -> String {
+    let (status, body) = token_post(
+        emu,
+        &[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}

@@ -1,18 +1,24 @@
-//! A slice of MailUp's Console API under `/API/v1.1/Rest/ConsoleService.svc`: bearer-token
-//! checks with MailUp's error JSON, a per-token rate limit, `Authentication/Info`, the paginated
-//! `User/Lists` and one write endpoint, `POST /Console/List`.
+//! A stateful slice of MailUp's Console API under `/API/v1.1/Rest/ConsoleService.svc`: the
+//! bearer-token check with MailUp's error JSON and the per-token rate limit (here), and the
+//! routes by concern: [`lists`] (lists and groups), [`recipients`], [`messages`], with the
+//! collection answers in [`paging`]. Every route reads and changes only the caller's account.
 
-use std::collections::HashMap;
+pub(crate) mod filter;
+pub(crate) mod lists;
+pub(crate) mod messages;
+pub(crate) mod paging;
+pub(crate) mod recipients;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::state::{bump, AppState};
+use crate::console::ConsoleAccount;
+use crate::state::{bump, AppState, State as EmulatorState};
 
 /// MailUp's error body: `{"ErrorCode":"401","ErrorDescription":..,"ErrorName":..,"ErrorStack":null}`.
 #[derive(Debug, Serialize)]
@@ -49,8 +55,12 @@ impl MailUpError {
         )
     }
 
-    fn bad_request(description: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", description)
+    }
+
+    pub(crate) fn not_found(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", description)
     }
 }
 
@@ -79,7 +89,44 @@ impl IntoResponse for MailUpError {
 /// latency, checks the bearer token and the rate limit.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiCaller {
-    username: String,
+    pub(crate) username: String,
+}
+
+impl ApiCaller {
+    /// The caller's console account in the locked state.
+    pub(crate) fn account<'a>(
+        &self,
+        state: &'a mut EmulatorState,
+    ) -> Result<&'a mut ConsoleAccount, MailUpError> {
+        state
+            .accounts
+            .get_mut(&self.username)
+            .ok_or_else(|| MailUpError::unauthorized("Access token is not valid"))
+    }
+}
+
+/// A numeric id from the path; anything else is MailUp's 400.
+pub(crate) fn parse_id(what: &str, text: &str) -> Result<u64, MailUpError> {
+    text.trim().parse().map_err(|_| {
+        MailUpError::bad_request(format!("{what} must be a positive integer, not {text:?}"))
+    })
+}
+
+/// A JSON request body; a malformed one is MailUp's 400.
+pub(crate) fn parse_body<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, MailUpError> {
+    serde_json::from_slice(body).map_err(|error| {
+        MailUpError::bad_request(format!("the body is not a valid {what}: {error}"))
+    })
+}
+
+/// A JSON answer with status 200.
+pub(crate) fn ok_json<T: Serialize>(value: &T) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}
+
+/// An empty 200 answer, as MailUp's `DELETE` routes give.
+pub(crate) fn ok_empty() -> Response {
+    StatusCode::OK.into_response()
 }
 
 impl FromRequestParts<AppState> for ApiCaller {
@@ -160,138 +207,31 @@ pub(crate) async fn authentication_info(
     }
 }
 
-/// MailUp's paginated envelope.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Page<T> {
-    is_paginated: bool,
-    items: Vec<T>,
-    page_number: u64,
-    page_size: u64,
-    skipped: u64,
-    total_elements_count: u64,
-}
-
-fn query_number(
-    params: &HashMap<String, String>,
-    name: &str,
-    default: u64,
-) -> Result<u64, MailUpError> {
-    match params.get(name) {
-        None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|_| {
-            MailUpError::bad_request(format!("{name} must be a non-negative integer"))
-        }),
-    }
-}
-
-/// `GET /Console/User/Lists?pageNumber=0&pageSize=20`
-pub(crate) async fn user_lists(
-    State(shared): State<AppState>,
-    caller: ApiCaller,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let params: HashMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-    let page_number = match query_number(&params, "pageNumber", 0) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
-    let page_size = match query_number(&params, "pageSize", 20) {
-        Ok(n) if (1..=1000).contains(&n) => n,
-        Ok(_) => {
-            return MailUpError::bad_request("pageSize must be between 1 and 1000").into_response()
-        }
-        Err(e) => return e.into_response(),
-    };
-    let state = shared.lock();
-    let lists = state
-        .lists
-        .get(&caller.username)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let skipped = page_number.saturating_mul(page_size);
-    let start = usize::try_from(skipped)
-        .unwrap_or(usize::MAX)
-        .min(lists.len());
-    let end = start
-        .saturating_add(usize::try_from(page_size).unwrap_or(usize::MAX))
-        .min(lists.len());
-    Json(Page {
-        is_paginated: true,
-        items: lists[start..end].to_vec(),
-        page_number,
-        page_size,
-        skipped,
-        total_elements_count: lists.len() as u64,
-    })
-    .into_response()
-}
-
-/// The body of `POST /Console/List`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NewList {
-    name: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    business: Option<bool>,
-    #[serde(default)]
-    customer: Option<bool>,
-}
-
-/// `POST /Console/List` with a JSON body `{"Name": "...", "Description": "...", ...}`:
-/// creates a list for the caller and returns it as `User/Lists` shows it.
-pub(crate) async fn create_list(
-    State(shared): State<AppState>,
-    caller: ApiCaller,
-    body: Bytes,
-) -> Response {
-    let new: NewList = match serde_json::from_slice(&body) {
-        Ok(new) => new,
-        Err(error) => {
-            return MailUpError::bad_request(format!("the body is not a valid list: {error}"))
-                .into_response()
-        }
-    };
-    let Some(name) = new
-        .name
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-    else {
-        return MailUpError::bad_request("Name is required").into_response();
-    };
-    let company = shared
-        .users
-        .get(&caller.username)
-        .map(|u| u.account().company)
-        .unwrap_or_default();
-    let mut state = shared.lock();
-    let mut list = state.new_list(
-        &caller.username,
-        &company,
-        name,
-        new.description.unwrap_or_default(),
-    );
-    list.business = new.business.unwrap_or(false);
-    list.customer = new.customer.unwrap_or(true);
-    state
-        .lists
-        .entry(caller.username.clone())
-        .or_default()
-        .push(list.clone());
-    (StatusCode::OK, Json(list)).into_response()
-}
-
 /// Any other path under the API base: 404 in MailUp's shape, after the token check.
 pub(crate) async fn not_found(_caller: ApiCaller) -> Response {
+    MailUpError::not_found("The requested resource does not exist in the emulator").into_response()
+}
+
+/// A known path with a method it does not serve: 405 in MailUp's shape, after the token check.
+pub(crate) async fn method_not_allowed(_caller: ApiCaller) -> Response {
     MailUpError::new(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "The requested resource does not exist in the emulator",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The resource does not support this HTTP method",
     )
     .into_response()
+}
+
+/// The server's fallback: under `/API/` (other services, other versions) MailUp's 404 after
+/// the token check, like the Console API's own unknown paths; elsewhere an empty 404.
+pub(crate) async fn outside_routes(State(shared): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path != "/API" && !path.starts_with("/API/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    match ApiCaller::from_request_parts(&mut parts, &shared).await {
+        Ok(caller) => not_found(caller).await,
+        Err(rejection) => rejection,
+    }
 }
