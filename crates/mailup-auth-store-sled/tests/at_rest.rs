@@ -624,3 +624,35 @@ async fn kill_9_at_arbitrary_moments_of_logouts_leaves_a_readable_store() {
         assert_recovered(&path, &keepers, done + 1).await;
     }
 }
+
+/// With the `keyring` feature: the OS keychain holds the key, or, where no keychain service
+/// runs (a CI container), opening is a typed error, never a panic and never a store without
+/// encryption.
+#[cfg(feature = "keyring")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keychain_holds_the_key_or_its_absence_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let key = KeySource::Keychain {
+        service: "mailup-auth-store-sled-test".into(),
+        account: path.display().to_string(),
+    };
+    match open_with(&path, Some(&key)) {
+        Ok(store) => {
+            assert!(store.is_encrypted());
+            fill(&store, &["p".to_owned()], 1).await;
+            close(store).await;
+            let store = open_with(&path, Some(&key)).unwrap();
+            assert_intact(&store, &["p".to_owned()], 1).await;
+            close(store).await;
+        }
+        Err(StoreError::Key {
+            problem: problem @ KeyProblem::Unusable { .. },
+            ..
+        }) => {
+            eprintln!("no keychain here: {problem}");
+            assert!(problem.to_string().contains("keychain"), "{problem}");
+        }
+        Err(other) => panic!("{other:?}"),
+    }
+}
