@@ -432,7 +432,14 @@ impl SledTokenStore {
         database.copy_into(&fresh)?;
         restrict_files(&layout::generation_dir(store, next))?;
         crash_point("copied");
-        layout::write_pointer(store, next)?;
+        if let Err(error) = layout::write_pointer(store, next) {
+            // The rename may have happened with only the directory flush failing: then the
+            // new generation is the one on disk, and this process must use it too, or its
+            // next saves would go where the next open does not look.
+            if layout::read_pointer(store).ok().flatten() != Some(next) {
+                return Err(error);
+            }
+        }
         crash_point("switched");
         let old = std::mem::replace(&mut *database, fresh);
         let old_generation = old.generation;
