@@ -10,7 +10,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  local failure (the token store cannot be opened, read or written)
-  2  usage or configuration error
+  2  usage or configuration error (also: the token store's key is missing or wrong)
   3  re-authorization required: run `mailup-auth login` (also: not logged in, login refused)
   4  the API answered with an error (the MailUp ErrorCode and description are printed)
   5  network error, or the token endpoint / API is unavailable
@@ -25,7 +25,12 @@ Parallel use: the token store is opened only to load and to save (never during a
 or the browser wait), so several mailup-auth commands can run at once; each waits up to 10 s
 for the others.
 
-A corrupt profile record: `logout` removes it, `login` replaces it; other commands exit 1.";
+A corrupt profile record: `logout` removes it, `login` replaces it; other commands exit 1.
+
+Secrets on disk: `logout` wipes the profile's tokens from the token store's files (the store
+is rewritten without them); `logout --forget-client` wipes its client secret too. With
+--store-key (MAILUP_STORE_KEY) the records are encrypted; a store created with a key needs
+that key every time.";
 
 /// Log in to MailUp with OAuth 2.0, keep the tokens valid, call the API.
 #[derive(Debug, Parser)]
@@ -55,6 +60,21 @@ pub(crate) struct GlobalOptions {
     /// The token store directory [default: the platform data directory].
     #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR")]
     pub(crate) store: Option<PathBuf>,
+    /// Encrypt the token store with a key kept elsewhere: `file:PATH` (a key file, created
+    /// `0600` with a new store) or `keychain` (the OS keychain; builds with the `keyring`
+    /// feature). Off by default.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_STORE_KEY",
+        value_name = "file:PATH|keychain",
+        value_parser = store_key_value,
+        help = "Encrypt the token store (off by default): `file:PATH` keeps the key in a file \
+                (created 0600 with a new store; keep it outside the store directory), \
+                `keychain` in the OS keychain (builds with the `keyring` feature). A store \
+                created with a key needs it every time"
+    )]
+    pub(crate) store_key: Option<StoreKeyOption>,
     /// The client id of your MailUp app registration (remembered with the profile at login).
     #[arg(long, global = true, env = "MAILUP_CLIENT_ID", value_name = "ID")]
     pub(crate) client_id: Option<String>,
@@ -126,6 +146,25 @@ fn secret_value(value: &str) -> Result<Zeroizing<String>, std::convert::Infallib
     Ok(Zeroizing::new(value.to_owned()))
 }
 
+/// Where the token store's key is kept, as `--store-key` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreKeyOption {
+    /// `file:PATH`.
+    File(PathBuf),
+    /// `keychain`.
+    Keychain,
+}
+
+fn store_key_value(value: &str) -> Result<StoreKeyOption, String> {
+    if value == "keychain" {
+        return Ok(StoreKeyOption::Keychain);
+    }
+    match value.strip_prefix("file:") {
+        Some(path) if !path.is_empty() => Ok(StoreKeyOption::File(PathBuf::from(path))),
+        _ => Err("expected `file:PATH` or `keychain`".into()),
+    }
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -141,9 +180,9 @@ pub(crate) enum Command {
     Refresh,
     /// Send an authenticated API request and print the response body.
     Call(CallArgs),
-    /// Forget the profile's tokens (the client registration is kept); removes a corrupt
-    /// profile record.
-    Logout,
+    /// Forget the profile's tokens and wipe them from the token store's files (the client
+    /// registration is kept, unless --forget-client); removes a corrupt profile record.
+    Logout(LogoutArgs),
     /// Run the whole flow against a local MailUp emulator and report each step; leaves
     /// nothing behind.
     Demo,
@@ -168,6 +207,15 @@ pub(crate) struct LoginArgs {
     /// The MailUp username for --password.
     #[arg(long, env = "MAILUP_USERNAME", value_name = "NAME")]
     pub(crate) username: Option<String>,
+}
+
+/// Options of `logout`.
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// Remove the profile entirely: its client registration (client secret included) and
+    /// endpoints too, wiped from the store's files like the tokens.
+    #[arg(long)]
+    pub(crate) forget_client: bool,
 }
 
 /// Options of `status`.
@@ -224,6 +272,28 @@ mod tests {
             Cli::try_parse_from(["mailup-auth", "--client-secret", "s3cret", "status"]).unwrap();
         let secret: Option<Zeroizing<String>> = cli.global.client_secret;
         assert_eq!(secret.as_deref().map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn store_key_is_a_key_file_or_the_keychain() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["mailup-auth"];
+            argv.extend_from_slice(args);
+            argv.push("status");
+            Cli::try_parse_from(argv).map(|cli| cli.global.store_key)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(
+            parse(&["--store-key", "file:/k/store.key"]).unwrap(),
+            Some(StoreKeyOption::File("/k/store.key".into()))
+        );
+        assert_eq!(
+            parse(&["--store-key", "keychain"]).unwrap(),
+            Some(StoreKeyOption::Keychain)
+        );
+        for bad in ["file:", "/k/store.key", "vault"] {
+            assert!(parse(&["--store-key", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

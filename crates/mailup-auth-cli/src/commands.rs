@@ -14,7 +14,7 @@ use mailup_auth::{
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::cli::{CallArgs, Command, LoginArgs, StatusArgs};
+use crate::cli::{CallArgs, Command, LoginArgs, LogoutArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
 use crate::output::{note, say};
 use crate::profile::{store_failure, Context};
@@ -28,7 +28,7 @@ pub(crate) const LOGON_URL_PROMPT: &str = "Open this URL in your browser:";
 pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failure> {
     if let Some(corrupt) = &context.corrupt {
         // `login` and `logout` recover from a corrupt record; everything else needs it.
-        if !matches!(command, Command::Login(_) | Command::Logout) {
+        if !matches!(command, Command::Login(_) | Command::Logout(_)) {
             return Err(store_failure(corrupt.clone()));
         }
         context
@@ -40,7 +40,7 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
             "The stored record of profile `{}` could not be read ({corrupt}); it was removed.",
             context.global.profile
         );
-        if matches!(command, Command::Logout) {
+        if matches!(command, Command::Logout(_)) {
             say!(
                 "Logged out of profile `{}`: its record is gone; log in again to use it.",
                 context.global.profile
@@ -58,7 +58,7 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
         Command::Token => token(context).await,
         Command::Refresh => refresh(context).await,
         Command::Call(args) => call(context, &args).await,
-        Command::Logout => logout(context).await,
+        Command::Logout(args) => logout(context, &args).await,
         Command::Demo => Err(Failure::usage("`demo` does not use a profile")),
     }
 }
@@ -557,25 +557,33 @@ async fn call(context: &Context, args: &CallArgs) -> Result<(), Failure> {
 
 // ---- logout --------------------------------------------------------------------------------
 
-async fn logout(context: &Context) -> Result<(), Failure> {
+async fn logout(context: &Context, args: &LogoutArgs) -> Result<(), Failure> {
+    let profile = &context.global.profile;
+    // The store wipes what a logout removes from its files before it returns (it rewrites
+    // itself without them): the tokens, and with --forget-client the client secret too.
+    if args.forget_client {
+        // A tombstone keeps the version, so a refresh still running elsewhere cannot bring
+        // the record back.
+        context.store.delete(profile).await.map_err(store_failure)?;
+        say!(
+            "Logged out of profile `{profile}` and removed it: its tokens and client \
+             registration are wiped from the token store (MailUp has no revocation endpoint)."
+        );
+        return Ok(());
+    }
     if context.has_client() {
         context.client().await?.logout().await?;
     } else {
-        context
-            .store
-            .delete(&context.global.profile)
-            .await
-            .map_err(store_failure)?;
+        context.store.delete(profile).await.map_err(store_failure)?;
     }
     let kept = if context.has_client() {
-        "; the client registration is kept"
+        "; the client registration is kept (`logout --forget-client` removes it too)"
     } else {
         ""
     };
     say!(
-        "Logged out of profile `{}`: its tokens are forgotten (MailUp has no revocation \
-         endpoint{kept}).",
-        context.global.profile
+        "Logged out of profile `{profile}`: its tokens are wiped from the token store \
+         (MailUp has no revocation endpoint{kept})."
     );
     Ok(())
 }

@@ -4,21 +4,23 @@
 //! profile remembered at login (client id, secret, endpoints, redirect URI), so that after one
 //! `login` every other command needs only the profile name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailup_auth::core::config::parse_http_url;
+use mailup_auth::core::ports::KeyProblem;
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
     Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
     Url,
 };
 
-use crate::cli::GlobalOptions;
+use crate::cli::{GlobalOptions, StoreKeyOption};
 use crate::failure::Failure;
 use crate::store::OnDemandSledStore;
 use mailup_auth::SledRefreshLease;
+use mailup_auth_store_sled::KeySource;
 
 /// Everything a command needs: the options, the store and the profile's record.
 #[derive(Debug)]
@@ -47,7 +49,8 @@ impl Context {
                 Failure::usage("no home directory for the default token store: pass --store DIR")
             })?,
         };
-        let store = Arc::new(OnDemandSledStore::new(store_dir.clone()));
+        let key = key_source(&global, &store_dir)?;
+        let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
         // A corrupt record must not stop the commands that recover from it.
         let (record, corrupt) = match store.load(&global.profile).await {
             Ok(loaded) => (loaded.map(|versioned| versioned.value), None),
@@ -190,6 +193,30 @@ impl Context {
     }
 }
 
+/// Where the store's encryption key is kept, from `--store-key` / `MAILUP_STORE_KEY`.
+fn key_source(global: &GlobalOptions, store_dir: &Path) -> Result<Option<KeySource>, Failure> {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match &global.store_key {
+        None => Ok(None),
+        // Absolute, so the store's "created with the key file ..." names it wherever the
+        // command runs.
+        Some(StoreKeyOption::File(path)) => Ok(Some(KeySource::File(absolute(path)))),
+        #[cfg(feature = "keyring")]
+        Some(StoreKeyOption::Keychain) => Ok(Some(KeySource::Keychain {
+            service: "mailup-auth".into(),
+            account: absolute(store_dir).display().to_string(),
+        })),
+        #[cfg(not(feature = "keyring"))]
+        Some(StoreKeyOption::Keychain) => {
+            let _ = store_dir;
+            Err(Failure::usage(
+                "--store-key keychain: this mailup-auth was built without keychain support \
+                 (the `keyring` feature); use --store-key file:PATH",
+            ))
+        }
+    }
+}
+
 /// Compares the endpoints given in `global` with the `stored` ones, as parsed URLs (an auth
 /// base through the endpoints it lays out). Values that do not parse are left to the client
 /// builder, which reports them as configuration errors.
@@ -279,6 +306,21 @@ pub(crate) fn store_failure(error: StoreError) -> Failure {
              try again",
             crate::store::LOCK_WAIT.as_secs()
         )),
+        StoreError::Key { ref problem, .. } => {
+            let hint = match problem {
+                KeyProblem::Missing { .. } | KeyProblem::Wrong { .. } => {
+                    "; pass --store-key (or set MAILUP_STORE_KEY) with the key it was created with"
+                }
+                KeyProblem::NotEncrypted { .. } => {
+                    "; drop --store-key / MAILUP_STORE_KEY for this store"
+                }
+                KeyProblem::NotFound { .. } => {
+                    "; restore that key (a key is made only for a new store)"
+                }
+                _ => "",
+            };
+            Failure::usage(format!("{error}{hint}"))
+        }
         error => Failure::local(crate::failure::store_message(&error)),
     }
 }
@@ -319,7 +361,7 @@ mod tests {
             let context = Context {
                 global: global(&all),
                 store_dir: dir.path().to_owned(),
-                store: Arc::new(OnDemandSledStore::new(dir.path())),
+                store: Arc::new(OnDemandSledStore::new(dir.path(), None)),
                 record: None,
                 corrupt: None,
             };

@@ -1,4 +1,5 @@
-//! The CLI's token store: the sled database, opened for one operation at a time.
+//! The CLI's token store: the sled database, opened for one operation at a time (with its
+//! encryption key, when the user chose one).
 //!
 //! sled lets one process (and one handle per process) open a database. A CLI command that kept
 //! it open for its whole run would hold it during API calls, retries, token requests and the
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mailup_auth::core::ports::Versioned;
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore, UnixTime};
+use mailup_auth_store_sled::KeySource;
 
 /// How long one operation waits for other `mailup-auth` processes to let go of the database.
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -26,17 +28,20 @@ pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub(crate) struct OnDemandSledStore {
     dir: PathBuf,
+    /// Where the store's encryption key is kept; `None`: records in clear.
+    key: Option<KeySource>,
     lock_wait: Duration,
     /// sled refuses a second open in the same process: operations of this process take turns.
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl OnDemandSledStore {
-    /// A store in `dir` (created at the first operation), waiting up to [`LOCK_WAIT`] for
-    /// other processes.
-    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+    /// A store in `dir` (created at the first operation), encrypted with the key in `key`
+    /// when one is given, waiting up to [`LOCK_WAIT`] for other processes.
+    pub(crate) fn new(dir: impl Into<PathBuf>, key: Option<KeySource>) -> Self {
         Self {
             dir: dir.into(),
+            key,
             lock_wait: LOCK_WAIT,
             turn: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -50,12 +55,14 @@ impl OnDemandSledStore {
     {
         let _turn = self.turn.lock().await;
         let dir = self.dir.clone();
+        let key = self.key.clone();
         let lock_wait = self.lock_wait;
-        let store = tokio::task::spawn_blocking(move || open_waiting(&dir, lock_wait))
-            .await
-            .map_err(|e| {
-                StoreError::Io(format!("opening the token store did not complete: {e}"))
-            })??;
+        let store =
+            tokio::task::spawn_blocking(move || open_waiting(&dir, key.as_ref(), lock_wait))
+                .await
+                .map_err(|e| {
+                    StoreError::Io(format!("opening the token store did not complete: {e}"))
+                })??;
         // The operation gets a clone; ours is dropped last, off the async workers (sled joins
         // its flusher when the last handle goes), before the turn is given up.
         let result = operation(store.clone()).await;
@@ -65,11 +72,15 @@ impl OnDemandSledStore {
 }
 
 /// Opens the database, retrying while another process holds it, for at most `wait`.
-fn open_waiting(dir: &Path, wait: Duration) -> Result<SledTokenStore, StoreError> {
+fn open_waiting(
+    dir: &Path,
+    key: Option<&KeySource>,
+    wait: Duration,
+) -> Result<SledTokenStore, StoreError> {
     let started = Instant::now();
     let mut attempt: u32 = 0;
     loop {
-        match SledTokenStore::open(dir) {
+        match SledTokenStore::open_with(dir, key) {
             Err(StoreError::Locked { .. }) if started.elapsed() < wait => {
                 attempt = attempt.saturating_add(1);
                 std::thread::sleep(retry_delay(attempt));
@@ -133,7 +144,7 @@ mod tests {
     async fn the_database_is_closed_between_operations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let store = OnDemandSledStore::new(&path);
+        let store = OnDemandSledStore::new(&path, None);
         let shared: Arc<dyn TokenStore> = Arc::new(store.clone());
         assert_eq!(shared.load("p").await.unwrap(), None);
         assert_eq!(
@@ -146,7 +157,7 @@ mod tests {
         // Closed again: this process can open it directly (sled allows one open per process).
         let direct = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || open_waiting(&path, Duration::from_secs(5))
+            move || open_waiting(&path, None, Duration::from_secs(5))
         })
         .await
         .unwrap()
@@ -169,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         let held = SledTokenStore::open(&path).unwrap();
-        let mut store = OnDemandSledStore::new(&path);
+        let mut store = OnDemandSledStore::new(&path, None);
         store.lock_wait = Duration::from_millis(100);
         assert!(matches!(
             store.load("p").await,

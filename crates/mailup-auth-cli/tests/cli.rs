@@ -727,17 +727,21 @@ async fn status_answers_while_a_refresh_waits_for_the_token_endpoint() {
     let _ = refresh.kill().await;
 }
 
-/// Writes raw bytes as a profile's record, as disk damage or another program would.
+/// Writes raw bytes as a profile's record, as disk damage or another program would, into the
+/// sled database of the store's current generation (named by its pointer file `CURRENT`).
 fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
+    let generation = std::fs::read_to_string(Path::new(store).join("CURRENT"))
+        .expect("the store has a pointer file");
+    let database = Path::new(store).join(generation.trim());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let db = loop {
-        match sled::open(store) {
+        match sled::open(&database) {
             Ok(db) => break db,
             // A child process may still be letting go of the database.
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(error) => panic!("cannot open {store}: {error}"),
+            Err(error) => panic!("cannot open {}: {error}", database.display()),
         }
     };
     let tree = db.open_tree("profiles").unwrap();

@@ -138,6 +138,16 @@ pub enum StoreError {
         /// The profile.
         profile: String,
     },
+    /// The store's encryption key is missing, wrong or unusable, or a key was given for a
+    /// store that is not encrypted. Nothing was read or written; the message names what is
+    /// missing, never any key material.
+    #[error("token store at {path}: {problem}")]
+    Key {
+        /// The store's location.
+        path: String,
+        /// What is wrong.
+        problem: KeyProblem,
+    },
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
@@ -145,6 +155,49 @@ pub enum StoreError {
         profile: String,
         /// How long the lease was waited for.
         waited: Duration,
+    },
+}
+
+/// Why a store's encryption key cannot be used (see [`StoreError::Key`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The store is encrypted and no key was given. `expected` says where its key was kept
+    /// when it was created (e.g. "the key file /home/me/.config/app/store.key").
+    #[error("it is encrypted and no key was given (it was created with {expected})")]
+    Missing {
+        /// Where the store's key was kept when the store was created.
+        expected: String,
+    },
+    /// The key was found but it is not the one the store was encrypted with.
+    #[error("the key from {source_name} does not decrypt it (it was created with {expected})")]
+    Wrong {
+        /// Where the key given was read from.
+        source_name: String,
+        /// Where the store's key was kept when the store was created.
+        expected: String,
+    },
+    /// A key was given, but the store holds records in clear.
+    #[error("a key was given ({source_name}) but it is not encrypted; open it without a key")]
+    NotEncrypted {
+        /// Where the key given was read from.
+        source_name: String,
+    },
+    /// The key source has no key (a key file that does not exist, no keychain entry) and the
+    /// store is not new, so no key is created for it.
+    #[error("{source_name} holds no key")]
+    NotFound {
+        /// The key source.
+        source_name: String,
+    },
+    /// The key source cannot be used: unreadable, malformed, readable by other users, inside
+    /// the store directory, or the keychain failed.
+    #[error("{source_name} cannot be used: {message}")]
+    Unusable {
+        /// The key source.
+        source_name: String,
+        /// Why (never key material).
+        message: String,
     },
 }
 

@@ -4,24 +4,66 @@
 //!
 //! It keeps `mailup-auth` [`ProfileRecord`]s (tokens and the client they belong to) durably on
 //! disk, one record per profile, with the version-checked `save` the [`TokenStore`] port
-//! requires. It is not an encrypted vault: secrets are stored as plain strings and protected
-//! by file permissions only (see [Security](#security)). It is not shared between processes
-//! either: one process opens a database at a time, and a second one gets
-//! [`StoreError::Locked`]. Tests and short-lived programs that need no disk can use
-//! [`MemoryTokenStore`](mailup_auth_core::ports::MemoryTokenStore) from the core, which has the
-//! same version and compare-and-swap semantics.
+//! requires. Records are stored in clear and protected by file permissions, or, with
+//! [`SledTokenStore::open_encrypted`], sealed with a key kept elsewhere (see
+//! [Encryption](#encryption)). It is not shared between processes: one process opens a store
+//! at a time, and a second one gets [`StoreError::Locked`]. Tests and short-lived programs that
+//! need no disk can use [`MemoryTokenStore`](mailup_auth_core::ports::MemoryTokenStore) from the
+//! core, which has the same version and compare-and-swap semantics.
+//!
+//! ## Layout on disk
+//!
+//! ```text
+//! <store>/
+//!   lock             OS file lock held by the process that has the store open
+//!   CURRENT          pointer file: the current generation's name, e.g. `gen-3`
+//!   gen-3/           the sled database
+//!   refresh-locks/   the refresh lease's lock files
+//! ```
+//!
+//! A store written by 0.1.0 (sled's files directly in `<store>/`) is migrated when it is
+//! opened: its trees are copied into `gen-1`, the pointer is written, and the old files are
+//! overwritten and removed. Nobody has to log in again after an upgrade; a 0.1.0 program
+//! opening a migrated store would find it empty, so do not downgrade.
 //!
 //! ## Records on disk
 //!
-//! Each profile's value is a JSON envelope `{"format": 1, "version": N, "record": {...}}`.
-//! `format` lets later releases read records written by this one; a record with a `format`
-//! newer than this release understands is reported as [`StoreError::Corrupt`] (saying so)
-//! rather than misread. Optional fields missing from a record load as `None`.
+//! Each profile's value is a JSON envelope `{"format": 1, "version": N, "record": {...}}`, or
+//! in an encrypted store `{"format": 2, "version": N, "sealed": "..."}`. `format` lets later
+//! releases read records written by this one; a record with a `format` newer than this release
+//! understands is reported as [`StoreError::Corrupt`] (saying so) rather than misread. Optional
+//! fields missing from a record load as `None`.
 //!
 //! A deleted profile leaves a small tombstone `{"format": 1, "version": N, "deleted": true}`
-//! behind, so that versions never go back: the next save after a delete gets `N + 1`, and a
-//! writer still holding a version from before the delete cannot overwrite the new login's
-//! tokens by accident (the version it expects is gone for good).
+//! behind (no secret in it), so that versions never go back: the next save after a delete gets
+//! `N + 1`, and a writer still holding a version from before the delete cannot overwrite the
+//! new login's tokens by accident (the version it expects is gone for good).
+//!
+//! ## Removing secrets: compaction
+//!
+//! sled writes a log: a replaced or deleted value stays in its files until sled reuses the
+//! space. So whenever secrets are removed (a `delete` of a record, or a `save` that leaves a
+//! token or the client secret out where the stored record had one, as a logout does), the
+//! store is compacted before the call returns: the live records are copied into a fresh
+//! generation, flushed, the pointer is switched by an atomic rename, and the old generation's
+//! files are overwritten with zeros and removed. Refreshes (a save that replaces tokens) do not
+//! compact; the next compaction removes the old tokens with everything else.
+//!
+//! A crash (even `kill -9`) at any point leaves the old or the new generation current, with
+//! every record; whatever is left of the other one is wiped when the store is next opened,
+//! and so is a compaction that was due but did not finish (a marker in the store says so).
+//! [`SledTokenStore::compact`] compacts on demand.
+//!
+//! ## Encryption
+//!
+//! [`SledTokenStore::open_encrypted`] seals every record with XChaCha20-Poly1305 under a 256-bit
+//! key from a [`KeySource`]: a key file (mode `0600`, outside the store) or, with the `keyring`
+//! feature, the OS keychain. Each record gets a random nonce, and the profile name and the
+//! record's version are its associated data, so sealed records cannot be swapped between
+//! profiles. Profile names, versions and tombstones stay in clear. A new store creates its key
+//! in the source when there is none; the store then remembers that it is encrypted. Opening
+//! an encrypted store without a key, with another key, or a store holding records in clear
+//! with a key, is a [`StoreError::Key`] that names what is missing, never an empty store.
 //!
 //! ## Blocking
 //!
@@ -43,33 +85,46 @@
 //!
 //! ## Security
 //!
-//! On Unix, [`SledTokenStore::open`] makes the database directory `0700` and the files in it
+//! On Unix, [`SledTokenStore::open`] makes the store directory `0700` and the files in it
 //! `0600`. Files sled creates later inside the directory are protected by the directory's
-//! mode. sled writes a log: an overwritten or deleted record can stay in its files until sled
-//! reuses that space, so `delete` forgets tokens but does not securely erase them.
+//! mode. See `docs/security.md` in the repository for what is on disk, when, and how to remove
+//! it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
-    next_version, validate_profile_name, ProfileRecord, StoreError, TokenStore, Versioned,
+    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, TokenStore,
+    Versioned,
 };
 use mailup_auth_core::secret::ExposeSecrets;
 use mailup_auth_core::UnixTime;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+mod layout;
 mod lease;
+mod seal;
 
 pub use crate::lease::SledRefreshLease;
+pub use crate::seal::KeySource;
+use crate::seal::{EncryptionMarker, Sealer};
 
-/// The newest record format this release writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest record format this release writes and reads: 1 is a record in clear, 2 a sealed
+/// record (encrypted stores). Stores without encryption keep writing format 1.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format of a record in clear (and of every tombstone).
+const CLEAR_FORMAT: u32 = 1;
+/// The format of a sealed record.
+const SEALED_FORMAT: u32 = 2;
 
 /// The sled tree holding one envelope per profile.
 const PROFILES_TREE: &str = "profiles";
@@ -78,10 +133,21 @@ const PROFILES_TREE: &str = "profiles";
 /// expiry, big-endian milliseconds.
 const CONSUMED_TREE: &str = "consumed";
 
+/// The sled tree holding facts about the store itself.
+const META_TREE: &str = "meta";
+/// In [`META_TREE`]: the [`EncryptionMarker`] of an encrypted store (JSON).
+const META_ENCRYPTION: &[u8] = b"encryption";
+/// In [`META_TREE`]: secrets were removed and the compaction that wipes them has not finished.
+const META_SCRUB_PENDING: &[u8] = b"scrub-pending";
+
 /// How many times a save retries a compare-and-swap that lost to a writer which left the
 /// version it expected in place (a delete and re-create between its read and its swap).
 /// A writer that changed the version makes the save fail with a conflict at once.
 const MAX_SWAP_ATTEMPTS: usize = 16;
+
+/// The environment variable of the crash test hook (debug builds only): the process kills
+/// itself at the named point of a compaction or migration.
+const CRASH_ENV: &str = "MAILUP_AUTH_STORE_SLED_CRASH_AT";
 
 /// A durable [`TokenStore`] over a sled database in one directory.
 ///
@@ -93,12 +159,16 @@ pub struct SledTokenStore {
 }
 
 struct Inner {
-    db: sled::Db,
-    profiles: sled::Tree,
-    consumed: sled::Tree,
+    /// The open generation; replaced (under the write lock) by a compaction.
+    database: RwLock<Database>,
+    /// Present when the store is encrypted.
+    sealer: Option<Sealer>,
     path: PathBuf,
-    /// The canonical path under which this process registered the database as open.
+    /// The canonical path under which this process registered the store as open.
     registered: PathBuf,
+    /// The store lock; declared after `database`, so it is released after the database is
+    /// closed.
+    _lock: File,
 }
 
 impl Drop for Inner {
@@ -107,9 +177,65 @@ impl Drop for Inner {
     }
 }
 
-/// Databases this process opened: sled takes an exclusive file lock, so a second open of one
-/// that is still open here can only fail, and one released here may still be locked for a few
-/// milliseconds while sled's background threads let go of its files.
+/// One generation's open sled database and its trees.
+struct Database {
+    generation: u64,
+    db: sled::Db,
+    profiles: sled::Tree,
+    consumed: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Database {
+    /// Opens (creating it if needed) the database of `generation` in `store`.
+    fn open(store: &Path, generation: u64) -> Result<Self, StoreError> {
+        let dir = layout::generation_dir(store, generation);
+        create_private_dir(&dir)?;
+        Self::with_trees(open_sled(&dir)?, generation, &dir)
+    }
+
+    fn with_trees(db: sled::Db, generation: u64, dir: &Path) -> Result<Self, StoreError> {
+        let tree = |name: &str| db.open_tree(name).map_err(|error| open_error(dir, error));
+        Ok(Self {
+            generation,
+            profiles: tree(PROFILES_TREE)?,
+            consumed: tree(CONSUMED_TREE)?,
+            meta: tree(META_TREE)?,
+            db,
+        })
+    }
+
+    /// Copies every record, used state and store fact (but a pending scrub) into `to`, and
+    /// flushes it.
+    fn copy_into(&self, to: &Database) -> Result<(), StoreError> {
+        for (from, into) in [
+            (&self.profiles, &to.profiles),
+            (&self.consumed, &to.consumed),
+            (&self.meta, &to.meta),
+        ] {
+            for entry in from.iter() {
+                let (key, value) = entry.map_err(|error| io_error("read", error))?;
+                into.insert(key, value)
+                    .map_err(|error| io_error("write", error))?;
+            }
+        }
+        to.meta
+            .remove(META_SCRUB_PENDING)
+            .map_err(|error| io_error("write", error))?;
+        to.flush()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|error| io_error("flush", error))
+    }
+}
+
+/// Stores this process opened: one store can be open once at a time, and one released here
+/// may still be locked for a few milliseconds while sled's background threads let go of its
+/// files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Registration {
     Open,
@@ -125,8 +251,8 @@ fn opened_here() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Registratio
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How long `open` waits for sled to release a database this process closed itself.
-/// A database held by another process is reported at once.
+/// How long `open` waits for this process's own closed handles to let go of a store. A store
+/// held by another process is reported at once.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl fmt::Debug for SledTokenStore {
@@ -134,24 +260,49 @@ impl fmt::Debug for SledTokenStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SledTokenStore")
             .field("path", &self.inner.path)
+            .field("encrypted", &self.inner.sealer.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl SledTokenStore {
-    /// Opens (creating if needed) the database in the directory `path`.
+    /// Opens (creating if needed) the store in the directory `path`, records in clear.
     ///
     /// On Unix the directory is created with mode `0700` (an existing one is set to `0700`)
-    /// and the files in it are set to `0600`.
+    /// and the files in it are set to `0600`. A store in the layout of 0.1.0 is migrated, and
+    /// what an interrupted compaction left behind is wiped (see the crate docs).
     ///
-    /// One database can be open once at a time: share a store within a process by cloning it.
+    /// One store can be open once at a time: share a store within a process by cloning it.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Locked`] when another process has the database open, or this process
-    /// still has (this returns at once, it does not wait); [`StoreError::Io`] when the
-    /// directory cannot be created or the database cannot be read.
+    /// [`StoreError::Locked`] when another process has the store open, or this process
+    /// still has (this returns at once, it does not wait); [`StoreError::Key`] when the store
+    /// is encrypted; [`StoreError::Io`] when the directory cannot be created or the database
+    /// cannot be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating if needed) an encrypted store in `path`, with the key in `key`.
+    ///
+    /// A new store (no record yet) creates a random key in `key` when it holds none, and
+    /// remembers that it is encrypted. See [`open`](Self::open) for the rest.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Key`] when `key` holds no key and the store is not new
+    /// ([`KeyProblem::NotFound`]), holds another key ([`KeyProblem::Wrong`]), cannot be used
+    /// ([`KeyProblem::Unusable`]: unreadable, readable by other users, inside the store), or
+    /// the store holds records in clear ([`KeyProblem::NotEncrypted`]); the errors of
+    /// [`open`](Self::open) otherwise.
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &KeySource) -> Result<Self, StoreError> {
+        Self::open_with(path, Some(key))
+    }
+
+    /// [`open`](Self::open) when `key` is `None`, [`open_encrypted`](Self::open_encrypted)
+    /// otherwise: for programs where encryption is the user's choice.
+    pub fn open_with(path: impl AsRef<Path>, key: Option<&KeySource>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
         let registered = std::fs::canonicalize(&path).map_err(|error| dir_error(&path, &error))?;
@@ -168,7 +319,7 @@ impl SledTokenStore {
             opened.insert(registered.clone(), Registration::Open);
             previously
         };
-        match Self::open_registered(&path, registered.clone(), previously.is_some()) {
+        match Self::open_registered(&path, registered.clone(), previously.is_some(), key) {
             Ok(store) => Ok(store),
             Err(error) => {
                 let mut opened = opened_here();
@@ -185,46 +336,54 @@ impl SledTokenStore {
         path: &Path,
         registered: PathBuf,
         released_here: bool,
+        key: Option<&KeySource>,
     ) -> Result<Self, StoreError> {
         let started = Instant::now();
-        let db = loop {
-            match sled::Config::new().path(path).open() {
-                Ok(db) => break db,
-                Err(error) => {
-                    let error = open_error(path, error);
-                    let lingering = released_here
-                        && matches!(error, StoreError::Locked { .. })
-                        && started.elapsed() < RELEASE_WAIT;
-                    if !lingering {
-                        return Err(error);
-                    }
+        let lock = loop {
+            match layout::lock_store(path) {
+                Ok(lock) => break lock,
+                // Our own last handle may still be closing.
+                Err(StoreError::Locked { .. })
+                    if released_here && started.elapsed() < RELEASE_WAIT =>
+                {
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                Err(error) => return Err(error),
             }
         };
-        let profiles = db
-            .open_tree(PROFILES_TREE)
-            .map_err(|error| open_error(path, error))?;
-        let consumed = db
-            .open_tree(CONSUMED_TREE)
-            .map_err(|error| open_error(path, error))?;
-        // Make sure what sled just created exists on disk before permissions are fixed.
-        db.flush().map_err(|error| io_error("flush", error))?;
+        let database = open_current(path)?;
+        let sealer = check_encryption(path, &database, key)?;
         restrict_files(path)?;
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
-                db,
-                profiles,
-                consumed,
+                database: RwLock::new(database),
+                sealer,
                 path: path.to_path_buf(),
                 registered,
+                _lock: lock,
             }),
-        })
+        };
+        let pending = store
+            .read()
+            .meta
+            .contains_key(META_SCRUB_PENDING)
+            .map_err(|error| io_error("read", error))?;
+        if pending {
+            // The records are all there; only the wiping of removed ones is still due. If it
+            // fails again, the marker stays for the next open.
+            let _ = store.compact_blocking();
+        }
+        Ok(store)
     }
 
-    /// The database directory.
+    /// The store directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether records are sealed (the store was opened with a key).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.sealer.is_some()
     }
 
     /// The cross-process refresh lease for this store's profiles: an OS file lock per profile
@@ -233,9 +392,86 @@ impl SledTokenStore {
         SledRefreshLease::new(&self.inner.path)
     }
 
+    /// Compacts the store now: copies the live records into a fresh generation, switches to
+    /// it, and overwrites and removes the old one, so nothing removed earlier (replaced
+    /// tokens, deleted records) stays in the store's files. `save` and `delete` do this
+    /// themselves whenever they remove secrets.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] when the new generation cannot be written (the old one stays current
+    /// and complete), or the old one cannot be removed (the new one is current; what is left
+    /// is wiped at the next open).
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        self.run(Self::compact_blocking).await
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        // A compaction replaces the database in one assignment, so a poisoned lock still
+        // guards a consistent database.
+        self.inner
+            .database
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn compact_blocking(&self) -> Result<(), StoreError> {
+        let mut database = self
+            .inner
+            .database
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let store = &self.inner.path;
+        let next = database
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Io("the store's generation counter is exhausted".into()))?;
+        // Left by a compaction that died before its switch (normally wiped at open).
+        layout::scrub(&layout::generation_dir(store, next))?;
+        let fresh = Database::open(store, next)?;
+        database.copy_into(&fresh)?;
+        restrict_files(&layout::generation_dir(store, next))?;
+        crash_point("copied");
+        if let Err(error) = layout::write_pointer(store, next) {
+            // The rename may have happened with only the directory flush failing: then the
+            // new generation is the one on disk, and this process must use it too, or its
+            // next saves would go where the next open does not look.
+            if layout::read_pointer(store).ok().flatten() != Some(next) {
+                return Err(error);
+            }
+        }
+        crash_point("switched");
+        let old = std::mem::replace(&mut *database, fresh);
+        let old_generation = old.generation;
+        // sled joins its flusher when the last handle goes: nothing writes to the old files
+        // once this returns.
+        drop(old);
+        drop(database);
+        layout::scrub(&layout::generation_dir(store, old_generation)).map_err(|error| {
+            StoreError::Io(format!(
+                "the store was compacted but its old files could not all be removed ({error}); \
+                 they are removed the next time the store is opened"
+            ))
+        })
+    }
+
+    /// Records that secrets were removed and compacts; the marker makes the next open finish
+    /// the job if this compaction does not.
+    fn scrub_removed(&self) -> Result<(), StoreError> {
+        {
+            let database = self.read();
+            database
+                .meta
+                .insert(META_SCRUB_PENDING, &[][..])
+                .map_err(|error| io_error("write", error))?;
+            database.flush()?;
+        }
+        self.compact_blocking()
+    }
+
     fn load_blocking(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
         let Some(bytes) = self
-            .inner
+            .read()
             .profiles
             .get(profile.as_bytes())
             .map_err(|error| io_error("read", error))?
@@ -246,7 +482,7 @@ impl SledTokenStore {
         if head.deleted {
             return Ok(None);
         }
-        let record = decode_record(profile, &bytes)?;
+        let record = self.decode_record(profile, &head, &bytes)?;
         Ok(Some(Versioned {
             version: head.version,
             value: record,
@@ -260,36 +496,40 @@ impl SledTokenStore {
         expected: Option<u64>,
     ) -> Result<u64, StoreError> {
         for _ in 0..MAX_SWAP_ATTEMPTS {
-            let current = self
-                .inner
+            let database = self.read();
+            let current = database
                 .profiles
                 .get(profile.as_bytes())
                 .map_err(|error| io_error("read", error))?;
-            let (found, last_version) = match &current {
-                None => (None, 0),
+            let (found, last_version, removes_secrets) = match &current {
+                None => (None, 0, false),
                 Some(bytes) => {
                     let head = decode_head(profile, bytes)?;
                     let found = (!head.deleted).then_some(head.version);
-                    (found, head.version)
+                    let removes = !head.deleted
+                        && self
+                            .decode_record(profile, &head, bytes)
+                            .map_or(true, |previous| removes_secrets(&previous, record));
+                    (found, head.version, removes)
                 }
             };
             if found != expected {
                 return Err(conflict(profile, expected, found));
             }
             let version = next_version(profile, last_version)?;
-            let encoded = encode(&EnvelopeOut {
-                format: FORMAT_VERSION,
-                version,
-                record: Some(ExposeSecrets(record)),
-                deleted: false,
-            })?;
-            let swapped = self
-                .inner
+            let encoded = self.encode_record(profile, version, record)?;
+            let swapped = database
                 .profiles
                 .compare_and_swap(profile.as_bytes(), current, Some(encoded))
                 .map_err(|error| io_error("write", error))?;
             if swapped.is_ok() {
-                self.flush()?;
+                database.flush()?;
+                drop(database);
+                if removes_secrets {
+                    // The save is done and durable; a compaction that fails is finished at the
+                    // next open (the marker says so), so it does not fail the save.
+                    let _ = self.scrub_removed();
+                }
                 return Ok(version);
             }
         }
@@ -299,8 +539,8 @@ impl SledTokenStore {
 
     fn delete_blocking(&self, profile: &str) -> Result<(), StoreError> {
         for _ in 0..MAX_SWAP_ATTEMPTS {
-            let Some(current) = self
-                .inner
+            let database = self.read();
+            let Some(current) = database
                 .profiles
                 .get(profile.as_bytes())
                 .map_err(|error| io_error("read", error))?
@@ -313,22 +553,24 @@ impl SledTokenStore {
                 // follow it): the profile is removed entirely and starts again at 1.
                 Ok(head) if head.version == u64::MAX => None,
                 Ok(head) => Some(encode(&EnvelopeOut {
-                    format: FORMAT_VERSION,
+                    format: CLEAR_FORMAT,
                     version: head.version,
                     record: None,
+                    sealed: None,
                     deleted: true,
                 })?),
                 // Deleting is how a corrupt record is cleared; its version is unknown, so no
                 // tombstone can keep it.
                 Err(_) => None,
             };
-            let swapped = self
-                .inner
+            let swapped = database
                 .profiles
                 .compare_and_swap(profile.as_bytes(), Some(current), replacement)
                 .map_err(|error| io_error("write", error))?;
             if swapped.is_ok() {
-                return self.flush();
+                database.flush()?;
+                drop(database);
+                return self.scrub_removed();
             }
         }
         Err(StoreError::Io(format!(
@@ -339,7 +581,7 @@ impl SledTokenStore {
 
     fn profiles_blocking(&self) -> Result<Vec<String>, StoreError> {
         let mut names = Vec::new();
-        for entry in self.inner.profiles.iter() {
+        for entry in self.read().profiles.iter() {
             let (key, value) = entry.map_err(|error| io_error("read", error))?;
             let name = String::from_utf8_lossy(&key).into_owned();
             // A corrupt record is listed: it exists, and listing it lets the user delete it.
@@ -359,39 +601,99 @@ impl SledTokenStore {
         expires_at: UnixTime,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
+        let database = self.read();
         // Markers live ten minutes or so; sweeping the expired ones on each use keeps the tree
         // as small as the number of authorizations started in that window.
-        for entry in self.inner.consumed.iter() {
+        for entry in database.consumed.iter() {
             let (marker, until) = entry.map_err(|error| io_error("read", error))?;
             let expired = <[u8; 8]>::try_from(until.as_ref())
                 .map(|bytes| u64::from_be_bytes(bytes) < now.as_millis())
                 .unwrap_or(true);
             if expired {
-                self.inner
+                database
                     .consumed
                     .remove(marker)
                     .map_err(|error| io_error("write", error))?;
             }
         }
         let until = expires_at.as_millis().to_be_bytes();
-        let swapped = self
-            .inner
+        let swapped = database
             .consumed
             .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&until[..]))
             .map_err(|error| io_error("write", error))?;
         if swapped.is_err() {
             return Ok(false);
         }
-        self.flush()?;
+        database.flush()?;
         Ok(true)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|error| io_error("flush", error))
+    /// The envelope of `record` at `version`: in clear (format 1), or sealed (format 2).
+    fn encode_record(
+        &self,
+        profile: &str,
+        version: u64,
+        record: &ProfileRecord,
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(sealer) = &self.inner.sealer else {
+            return encode(&EnvelopeOut {
+                format: CLEAR_FORMAT,
+                version,
+                record: Some(ExposeSecrets(record)),
+                sealed: None,
+                deleted: false,
+            });
+        };
+        let plaintext = Zeroizing::new(
+            serde_json::to_vec(&ExposeSecrets(record))
+                .map_err(|_| StoreError::Io("cannot serialize the record".into()))?,
+        );
+        let sealed = sealer
+            .seal_record(profile, version, &plaintext)
+            .map_err(StoreError::Io)?;
+        encode(&EnvelopeOut {
+            format: SEALED_FORMAT,
+            version,
+            record: None,
+            sealed: Some(sealed),
+            deleted: false,
+        })
+    }
+
+    fn decode_record(
+        &self,
+        profile: &str,
+        head: &EnvelopeHead,
+        bytes: &[u8],
+    ) -> Result<ProfileRecord, StoreError> {
+        let corrupt_because = |message: &str| StoreError::Corrupt {
+            profile: profile.to_owned(),
+            message: message.to_owned(),
+        };
+        match (&self.inner.sealer, head.format) {
+            (None, CLEAR_FORMAT) => decode_clear_record(profile, bytes),
+            (Some(_), CLEAR_FORMAT) => Err(corrupt_because(
+                "it holds a record in clear, but the store is encrypted: this store did not \
+                 write it",
+            )),
+            (None, _) => Err(corrupt_because(
+                "it is encrypted, but the store was opened without a key",
+            )),
+            (Some(sealer), _) => {
+                let envelope: EnvelopeSealed = serde_json::from_slice(bytes)
+                    .map_err(|error| corrupt(profile, "envelope", &error))?;
+                let plaintext = sealer
+                    .open_record(profile, head.version, &envelope.sealed)
+                    .ok_or_else(|| {
+                        corrupt_because(
+                            "it cannot be decrypted: it is damaged, or it was moved from \
+                             another profile or version",
+                        )
+                    })?;
+                serde_json::from_slice(&plaintext)
+                    .map_err(|error| corrupt(profile, "record", &error))
+            }
+        }
     }
 
     /// Runs a blocking sled operation off the async workers when a tokio runtime is present.
@@ -413,6 +715,180 @@ impl SledTokenStore {
             Err(_) => operation(self),
         }
     }
+}
+
+/// Opens the current generation, migrating a 0.1.0 store and creating a new one as needed,
+/// and wipes leftovers of interrupted switches. The caller holds the store lock.
+fn open_current(store: &Path) -> Result<Database, StoreError> {
+    if let Some(generation) = layout::read_pointer(store)? {
+        layout::remove_leftovers(store, Some(generation), false)?;
+        let dir = layout::generation_dir(store, generation);
+        if !dir.join("conf").is_file() {
+            // Never an empty store in its place: the user would think they were logged out.
+            return Err(StoreError::Io(format!(
+                "{} names {}, which is missing: the store is damaged",
+                store.join("CURRENT").display(),
+                dir.display()
+            )));
+        }
+        return Database::open(store, generation);
+    }
+    // No pointer: partial generations are what a creation or migration that died left.
+    layout::remove_leftovers(store, None, true)?;
+    if !layout::has_legacy_database(store) {
+        let database = Database::open(store, 1)?;
+        database.flush()?;
+        layout::write_pointer(store, 1)?;
+        return Ok(database);
+    }
+    // The 0.1.0 layout: copy into generation 1, switch, wipe the old files.
+    let legacy_db = open_sled(store)?;
+    let legacy = Database::with_trees(legacy_db, 0, store)?;
+    let database = Database::open(store, 1)?;
+    legacy.copy_into(&database)?;
+    crash_point("migrated");
+    layout::write_pointer(store, 1)?;
+    drop(legacy);
+    // The records are safe in generation 1; old files that cannot be removed now are removed
+    // at the next open.
+    let _ = layout::remove_legacy_database(store);
+    Ok(database)
+}
+
+/// Checks the store's encryption against the key given, and returns the sealer to use.
+fn check_encryption(
+    store: &Path,
+    database: &Database,
+    key: Option<&KeySource>,
+) -> Result<Option<Sealer>, StoreError> {
+    let key_error = |problem: KeyProblem| StoreError::Key {
+        path: store.display().to_string(),
+        problem,
+    };
+    let marker = database
+        .meta
+        .get(META_ENCRYPTION)
+        .map_err(|error| io_error("read", error))?
+        .map(|bytes| {
+            serde_json::from_slice::<EncryptionMarker>(&bytes).map_err(|_| {
+                StoreError::Io(format!(
+                    "the encryption marker of the store at {} is damaged",
+                    store.display()
+                ))
+            })
+        })
+        .transpose()?;
+    match (marker, key) {
+        (None, None) => Ok(None),
+        (Some(marker), None) => Err(key_error(KeyProblem::Missing {
+            expected: marker.key_source,
+        })),
+        (Some(marker), Some(source)) => {
+            let key = source.load(store).map_err(key_error)?.ok_or_else(|| {
+                key_error(KeyProblem::NotFound {
+                    source_name: source.describe(),
+                })
+            })?;
+            let sealer = Sealer::new(&key);
+            if !sealer.fits(&marker) {
+                return Err(key_error(KeyProblem::Wrong {
+                    source_name: source.describe(),
+                    expected: marker.key_source,
+                }));
+            }
+            Ok(Some(sealer))
+        }
+        (None, Some(source)) => {
+            let holds_records = database.profiles.iter().any(|entry| {
+                entry.map_or(true, |(key, value)| {
+                    !decode_head(&String::from_utf8_lossy(&key), &value)
+                        .is_ok_and(|head| head.deleted)
+                })
+            });
+            if holds_records {
+                return Err(key_error(KeyProblem::NotEncrypted {
+                    source_name: source.describe(),
+                }));
+            }
+            // A new store: it becomes encrypted, with the source's key or a new one.
+            let key = match source.load(store).map_err(key_error)? {
+                Some(key) => key,
+                None => source.create(store).map_err(key_error)?,
+            };
+            let sealer = Sealer::new(&key);
+            let marker = sealer
+                .marker(source)
+                .map_err(|message| key_error(source.unusable(&message)))?;
+            let marker = serde_json::to_vec(&marker)
+                .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+            database
+                .meta
+                .insert(META_ENCRYPTION, marker)
+                .map_err(|error| io_error("write", error))?;
+            database.flush()?;
+            Ok(Some(sealer))
+        }
+    }
+}
+
+/// Whether `new` leaves out a secret that `previous` held (a token or the client secret): then
+/// the old value must be wiped from the store's files. A refresh replaces tokens and removes
+/// nothing.
+fn removes_secrets(previous: &ProfileRecord, new: &ProfileRecord) -> bool {
+    let slots = |record: &ProfileRecord| {
+        let tokens = record.tokens.as_ref();
+        [
+            tokens.is_some(),
+            tokens.is_some_and(|t| t.refresh_token.is_some()),
+            record
+                .client
+                .as_ref()
+                .is_some_and(|c| c.client_secret.is_some()),
+        ]
+    };
+    slots(previous)
+        .iter()
+        .zip(slots(new))
+        .any(|(had, has)| *had && !has)
+}
+
+/// Opens a sled database. With the store lock held, a database that is locked can only be
+/// one this process just closed (its background threads letting go), or one a 0.1.0 program
+/// holds: wait briefly either way.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(error) => {
+                let error = open_error(dir, error);
+                let lingering =
+                    matches!(error, StoreError::Locked { .. }) && started.elapsed() < RELEASE_WAIT;
+                if !lingering {
+                    return Err(error);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Test hook, debug builds only: with [`CRASH_ENV`] set to `point`, the process kills itself
+/// there with SIGKILL (no destructor, no flush), as a crash or `kill -9` would.
+#[cfg(debug_assertions)]
+fn crash_point(point: &str) {
+    if std::env::var_os(CRASH_ENV).is_some_and(|wanted| wanted == point) {
+        #[cfg(unix)]
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_point: &str) {
+    let _ = CRASH_ENV;
 }
 
 #[async_trait]
@@ -465,6 +941,8 @@ struct EnvelopeOut<'a> {
     version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<ExposeSecrets<'a, ProfileRecord>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
 }
@@ -482,6 +960,12 @@ struct EnvelopeHead {
 #[derive(Deserialize)]
 struct EnvelopeRecord {
     record: ProfileRecord,
+}
+
+/// The rest of a sealed envelope: base64 of nonce, ciphertext and tag.
+#[derive(Deserialize)]
+struct EnvelopeSealed {
+    sealed: String,
 }
 
 fn decode_head(profile: &str, bytes: &[u8]) -> Result<EnvelopeHead, StoreError> {
@@ -509,7 +993,7 @@ fn decode_head(profile: &str, bytes: &[u8]) -> Result<EnvelopeHead, StoreError> 
     Ok(head)
 }
 
-fn decode_record(profile: &str, bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+fn decode_clear_record(profile: &str, bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
     serde_json::from_slice::<EnvelopeRecord>(bytes)
         .map(|envelope| envelope.record)
         .map_err(|error| corrupt(profile, "record", &error))

@@ -28,9 +28,20 @@ fn record(n: u64) -> ProfileRecord {
     })
 }
 
+/// The directory of the sled database a store directory uses: the generation named by its
+/// pointer file `CURRENT`, or the store directory itself when there is no pointer (the 0.1.0
+/// layout, which `SledTokenStore::open` migrates).
+fn database_dir(store: &Path) -> std::path::PathBuf {
+    match std::fs::read_to_string(store.join("CURRENT")) {
+        Ok(name) => store.join(name.trim()),
+        Err(_) => store.to_path_buf(),
+    }
+}
+
 /// Opens the database with sled directly, as a different program would. sled may hold its lock
 /// for a few milliseconds after the last handle was dropped, hence the (bounded) retry.
-fn raw_db(path: &Path) -> sled::Db {
+fn raw_db(store: &Path) -> sled::Db {
+    let path = &database_dir(store);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match sled::open(path) {

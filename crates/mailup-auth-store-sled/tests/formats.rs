@@ -21,7 +21,18 @@ fn fixture_rows() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-fn raw_db(path: &Path) -> sled::Db {
+/// The directory of the sled database a store directory uses: the generation named by its
+/// pointer file `CURRENT`, or the store directory itself when there is no pointer (the 0.1.0
+/// layout, which `SledTokenStore::open` migrates).
+fn database_dir(store: &Path) -> std::path::PathBuf {
+    match std::fs::read_to_string(store.join("CURRENT")) {
+        Ok(name) => store.join(name.trim()),
+        Err(_) => store.to_path_buf(),
+    }
+}
+
+fn raw_db(store: &Path) -> sled::Db {
+    let path = &database_dir(store);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match sled::open(path) {
