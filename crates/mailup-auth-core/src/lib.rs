@@ -22,8 +22,8 @@ pub use crate::authorize::{
 pub use crate::config::{Backoff, ClientConfig, ClientConfigBuilder, ConfigError, Endpoints};
 pub use crate::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 pub use crate::ports::{
-    LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease, StoreError, StoredClient,
-    TokenStore, Transport, Versioned,
+    KeyProblem, LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease, StoreError,
+    StoredClient, TokenStore, Transport, Versioned,
 };
 pub use crate::requests::Grant;
 pub use crate::secret::{

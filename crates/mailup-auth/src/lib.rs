@@ -28,11 +28,11 @@ pub use crate::scheduler::SchedulerStats;
 pub use mailup_auth_core as core;
 pub use mailup_auth_core::{
     AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
-    LeaseGuard, MailUpError, MemoryTokenStore, Password, PendingAuthorization, ProfileRecord,
-    ReauthReason, RefreshLease, RefreshToken, SessionState, StoreError, StoredClient, TokenSet,
-    TokenStore, Transport, TransportError, UnixTime, Url,
+    KeyProblem, LeaseGuard, MailUpError, MemoryTokenStore, Password, PendingAuthorization,
+    ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState, StoreError,
+    StoredClient, TokenSet, TokenStore, Transport, TransportError, UnixTime, Url,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;
 #[cfg(feature = "sled")]
-pub use mailup_auth_store_sled::{SledRefreshLease, SledTokenStore};
+pub use mailup_auth_store_sled::{KeySource, SledRefreshLease, SledTokenStore};

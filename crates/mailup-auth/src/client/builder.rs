@@ -8,6 +8,8 @@ pub struct MailUpClientBuilder {
     profile: String,
     transport: Option<Arc<dyn Transport>>,
     store: StoreChoice,
+    #[cfg(feature = "sled")]
+    sled_key: Option<mailup_auth_store_sled::KeySource>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     hooks: Vec<TokensHook>,
@@ -51,6 +53,8 @@ impl MailUpClientBuilder {
             profile: "default".into(),
             transport: None,
             store: StoreChoice::Default,
+            #[cfg(feature = "sled")]
+            sled_key: None,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
             hooks: Vec::new(),
@@ -232,6 +236,18 @@ impl MailUpClientBuilder {
         self
     }
 
+    /// Encrypts the sled store's records at rest (XChaCha20-Poly1305) with the key from
+    /// `key`: a key file kept outside the store directory (protects copies, backups and synced
+    /// folders) or, with the sled crate's `keyring` feature, the OS keychain. A new store
+    /// creates the key; an existing one must be opened with its key, or `build` fails with
+    /// `StoreError::Key` naming what is missing. Applies to [`store_path`](Self::store_path)
+    /// and the default store; within one process, the first opener of a directory decides.
+    #[cfg(feature = "sled")]
+    pub fn sled_key(mut self, key: mailup_auth_store_sled::KeySource) -> Self {
+        self.sled_key = Some(key);
+        self
+    }
+
     /// Uses this clock (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -283,7 +299,13 @@ impl MailUpClientBuilder {
         let (store, default_lease): (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>) =
             match self.store {
                 StoreChoice::Custom(store) => (store, None),
+                #[cfg(feature = "sled")]
+                StoreChoice::Default => default_store(self.sled_key.as_ref())?,
+                #[cfg(feature = "sled")]
+                StoreChoice::Path(path) => open_sled(path, self.sled_key.as_ref())?,
+                #[cfg(not(feature = "sled"))]
                 StoreChoice::Default => default_store()?,
+                #[cfg(not(feature = "sled"))]
                 StoreChoice::Path(path) => open_sled(path)?,
             };
         let lease = match self.lease {
@@ -371,11 +393,13 @@ pub fn default_store_dir() -> Option<std::path::PathBuf> {
 type StoreAndLease = (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>);
 
 #[cfg(feature = "sled")]
-pub(super) fn default_store() -> Result<StoreAndLease> {
+pub(super) fn default_store(
+    key: Option<&mailup_auth_store_sled::KeySource>,
+) -> Result<StoreAndLease> {
     let dir = default_store_dir().ok_or(Error::Missing(
         "no home directory for the default token store",
     ))?;
-    open_sled(dir)
+    open_sled(dir, key)
 }
 
 #[cfg(not(feature = "sled"))]
@@ -389,7 +413,10 @@ pub(super) fn default_store() -> Result<StoreAndLease> {
 /// sled allows one opener per database, and several clients (one per profile, say) commonly
 /// use the same directory.
 #[cfg(feature = "sled")]
-pub(super) fn open_sled(path: std::path::PathBuf) -> Result<StoreAndLease> {
+pub(super) fn open_sled(
+    path: std::path::PathBuf,
+    encryption: Option<&mailup_auth_store_sled::KeySource>,
+) -> Result<StoreAndLease> {
     use std::collections::HashMap;
     use std::sync::OnceLock;
 
@@ -415,7 +442,7 @@ pub(super) fn open_sled(path: std::path::PathBuf) -> Result<StoreAndLease> {
     if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
         return Ok((store, Some(lease)));
     }
-    let store = Arc::new(SledTokenStore::open(&key)?);
+    let store = Arc::new(SledTokenStore::open_with(&key, encryption)?);
     open.insert(key, Arc::downgrade(&store));
     Ok((store, Some(lease)))
 }

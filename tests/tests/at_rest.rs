@@ -1,0 +1,68 @@
+//! The facade over an encrypted sled store: `MailUpClientBuilder::sled_key`.
+
+use mailup_auth::core::{KeyProblem, StoreError};
+use mailup_auth::{ClientSecret, Error, KeySource, MailUpClient, Password};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+
+fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tokens");
+    let key = dir.path().join("keys").join("store.key");
+    let builder = || {
+        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+            .auth_base(emulator.base_url().as_str())
+            .store_path(&store)
+    };
+    let access = {
+        let client = builder()
+            .sled_key(KeySource::File(key.clone()))
+            .build()
+            .await
+            .unwrap();
+        client
+            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+            .await
+            .unwrap();
+        client.access_token().await.unwrap().secret().to_owned()
+    };
+    // Closed: sled lets go of the directory a moment after the last handle.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!files_contain(&store, &access), "no token in clear on disk");
+    // Without the key: a typed error, never an empty store.
+    let error = builder().build().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Store(StoreError::Key {
+                problem: KeyProblem::Missing { .. },
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    // With it: the same tokens.
+    let client = builder()
+        .sled_key(KeySource::File(key))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.access_token().await.unwrap().secret(), access);
+}
