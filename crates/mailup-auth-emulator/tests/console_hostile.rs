@@ -1,0 +1,45 @@
+//! Hostile review 2: the Console API slice fed odd input (undecodable paths, huge bodies,
+//! recipients whose email and mobile number belong to two different recipients). Every error
+//! must come in MailUp's JSON shape, and the account's keys must stay unique.
+
+mod common;
+
+use common::*;
+use mailup_auth_emulator::Emulator;
+use serde_json::{json, Value};
+
+fn is_mailup_error(body: &Value, code: u16) -> bool {
+    body["ErrorCode"].as_str() == Some(code.to_string().as_str())
+        && body["ErrorDescription"].is_string()
+        && body["ErrorName"].is_string()
+        && body["ErrorStack"].is_null()
+}
+
+/// A path segment that is not UTF-8 once percent-decoded (`%FF`) is still an API error in
+/// MailUp's shape (a 400 or 404), not the web framework's plain-text rejection.
+#[tokio::test]
+async fn an_undecodable_path_segment_gets_a_mailup_error() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let (token, _) = password_tokens(&emu).await;
+    for path in [
+        "/Console/List/%FF",
+        "/Console/List/%FF/Groups",
+        "/Console/Group/1/Subscribe/%C3%28",
+    ] {
+        let url = format!("{}{}", emu.console_api_base(), path);
+        let method = if path.contains("Subscribe") { "POST" } else { "GET" };
+        let response = http()
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(
+            (status == 400 || status == 404) && is_mailup_error(&body, status),
+            "{method} {path}: {status} {text:?}"
+        );
+    }
+}
