@@ -43,3 +43,31 @@ async fn an_undecodable_path_segment_gets_a_mailup_error() {
         );
     }
 }
+
+/// A body larger than the framework's default limit (2 MiB) is refused in MailUp's shape.
+#[tokio::test]
+async fn an_oversized_body_gets_a_mailup_error() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let (token, _) = password_tokens(&emu).await;
+    let recipients: Vec<Value> = (0..40_000)
+        .map(|i| json!({"Email": format!("user{i}@example.com"), "Name": "x".repeat(40)}))
+        .collect();
+    let body = serde_json::to_vec(&recipients).unwrap();
+    assert!(body.len() > 2 * 1024 * 1024);
+    let url = format!("{}/Console/List/1/Recipients", emu.console_api_base());
+    let response = http()
+        .post(url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert!(
+        status >= 400 && is_mailup_error(&parsed, status),
+        "{status} {text:?}"
+    );
+}
