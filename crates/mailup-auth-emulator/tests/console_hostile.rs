@@ -71,3 +71,55 @@ async fn an_oversized_body_gets_a_mailup_error() {
         "{status} {text:?}"
     );
 }
+
+/// Email and mobile number are a recipient's keys in the account. Subscribing
+/// `{Email: B's address, MobileNumber: A's number}` must not leave two recipients with one
+/// email address (nor two with one number).
+#[tokio::test]
+async fn one_subscription_cannot_give_two_recipients_the_same_email() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let (token, _) = password_tokens(&emu).await;
+    let t = Some(token.as_str());
+    let (s, a) = api_call(
+        &emu,
+        "POST",
+        "/Console/List/2/Recipient",
+        t,
+        Some(json!({"Email": "a@example.com", "MobileNumber": "3331111111"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    let (s, b) = api_call(
+        &emu,
+        "POST",
+        "/Console/List/2/Recipient",
+        t,
+        Some(json!({"Email": "b@example.com", "MobileNumber": "3332222222"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_ne!(a, b);
+    let (s, answer) = api_call(
+        &emu,
+        "POST",
+        "/Console/List/2/Recipient",
+        t,
+        Some(json!({"Email": "b@example.com", "MobileNumber": "3331111111"})),
+    )
+    .await;
+    let (_, page) = api_get(
+        &emu,
+        "/Console/List/2/Recipients/Subscribed?pageSize=100",
+        t,
+    )
+    .await;
+    let items = page["Items"].as_array().unwrap();
+    let with_b = items
+        .iter()
+        .filter(|r| r["Email"].as_str().unwrap().eq_ignore_ascii_case("b@example.com"))
+        .count();
+    assert!(
+        with_b <= 1,
+        "two recipients now have b@example.com (answer {s} {answer}): {page}"
+    );
+}
