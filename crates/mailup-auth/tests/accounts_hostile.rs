@@ -1,0 +1,301 @@
+//! Hostile review 2: `MailUpAccounts` under misuse: removing an account a caller still holds,
+//! two instances sharing one store (two replicas of a web app), eviction churn after expiry,
+//! the scheduler task's life, `spawn_background_refresh` called twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use mailup_auth::core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Versioned};
+use mailup_auth::{
+    AccountState, ClientSecret, CsrfState, Entropy, HttpRequest, HttpResponse,
+    MailUpAccounts, MailUpClient, ManualClock, Password, Transport, TransportError, UnixTime,
+};
+
+const NOW: u64 = 1_800_000_000;
+
+/// A token server with rotation that remembers the order refreshes arrived in and how many
+/// ran at once. The refresh token names its account (`r-<account>-<n>`).
+#[derive(Default)]
+struct Server {
+    valid_refresh: Mutex<HashSet<String>>,
+    next: AtomicU64,
+    refreshes: AtomicU32,
+    arrivals: Mutex<Vec<String>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Server {
+    fn issue(&self, account: &str) -> HttpResponse {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let rt = format!("r-{account}-{n}");
+        self.valid_refresh.lock().unwrap().insert(rt.clone());
+        HttpResponse::new(
+            StatusCode::OK,
+            format!(
+                r#"{{"access_token":"a-{account}-{n}","expires_in":3600,"refresh_token":"{rt}"}}"#
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl Transport for Server {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if !request.url().path().ends_with("/Token") {
+            return Ok(HttpResponse::new(StatusCode::OK, r#"{"UID":"1"}"#));
+        }
+        let form: Vec<(String, String)> = form_urlencoded::parse(request.body())
+            .into_owned()
+            .collect();
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match get("grant_type").as_deref() {
+            // The username is the account name in these tests.
+            Some("password") => Ok(self.issue(&get("username").unwrap())),
+            Some("refresh_token") => {
+                let rt = get("refresh_token").unwrap();
+                let account = rt.split('-').nth(1).unwrap_or_default().to_owned();
+                self.arrivals.lock().unwrap().push(account.clone());
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                let delay = self.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                if self.valid_refresh.lock().unwrap().remove(&rt) {
+                    Ok(self.issue(&account))
+                } else {
+                    Ok(HttpResponse::new(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"invalid_grant"}"#,
+                    ))
+                }
+            }
+            _ => Ok(HttpResponse::new(StatusCode::BAD_REQUEST, "{}")),
+        }
+    }
+}
+
+/// A memory store that counts loads and can fail saves.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryTokenStore,
+    loads: AtomicU32,
+    fail_saves: AtomicBool,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(profile).await
+    }
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.save(profile, record, expected).await
+    }
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        self.inner.delete(profile).await
+    }
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.profiles().await
+    }
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_once(key, expires_at, now).await
+    }
+}
+
+/// No jitter, so due times are exact.
+#[derive(Debug)]
+struct NoJitter;
+
+impl Entropy for NoJitter {
+    fn csrf_state(&self) -> CsrfState {
+        CsrfState::new("state")
+    }
+    fn jitter(&self, _max: Duration) -> Duration {
+        Duration::ZERO
+    }
+}
+
+struct Setup {
+    server: Arc<Server>,
+    store: Arc<Counting>,
+    clock: Arc<ManualClock>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            server: Arc::new(Server::default()),
+            store: Arc::new(Counting::default()),
+            clock: Arc::new(ManualClock::new(UnixTime::from_secs(NOW))),
+        }
+    }
+
+    fn builder(&self) -> mailup_auth::MailUpClientBuilder {
+        MailUpClient::builder("client", ClientSecret::new("secret"))
+            .auth_base("http://127.0.0.1:9")
+            .transport(self.server.clone())
+            .store(self.store.clone())
+            .clock(self.clock.clone())
+            .entropy(Arc::new(NoJitter))
+    }
+
+    async fn accounts(
+        &self,
+        configure: impl FnOnce(mailup_auth::MailUpAccountsBuilder) -> mailup_auth::MailUpAccountsBuilder,
+    ) -> MailUpAccounts {
+        configure(MailUpAccounts::builder(self.builder()).background_refresh(false))
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+async fn connect(accounts: &MailUpAccounts, account: &str) {
+    accounts
+        .client(account)
+        .await
+        .unwrap()
+        .login_with_password(account, &Password::new("pw"))
+        .await
+        .unwrap();
+}
+
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// After expiry, with `max_loaded(1)` and many tasks churning through four accounts (each
+/// call loads, uses and drops a client, so clients are evicted and reloaded all the time),
+/// every account is refreshed exactly once and no refresh token is burnt twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_churn_after_expiry_causes_one_refresh_per_account() {
+    let setup = Setup::new();
+    setup.server.delay_ms.store(5, Ordering::SeqCst);
+    let accounts = setup.accounts(|b| b.max_loaded(1)).await;
+    let names = ["a", "b", "c", "d"];
+    for name in names {
+        connect(&accounts, name).await;
+    }
+    setup.clock.advance(Duration::from_secs(3600));
+    let tasks: Vec<_> = (0..40)
+        .map(|t| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                for round in 0..5 {
+                    let name = names[(t + round) % names.len()];
+                    let client = accounts.client(name).await.unwrap();
+                    client.access_token().await.unwrap();
+                    tokio::task::yield_now().await;
+                    drop(client);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("no hang")
+            .expect("no failure");
+    }
+    assert_eq!(setup.server.refreshes.load(Ordering::SeqCst), 4);
+}
+
+/// `MailUpAccounts::build` spawns its scheduler task inside `Arc::new_cyclic`, and the task's
+/// first act is to check that the accounts are alive (a `Weak` that cannot be upgraded until
+/// `new_cyclic` returns). Built from outside the runtime's workers (`block_on`, as
+/// `#[tokio::main]` does), the task can run at once on a worker, see "dead" and end: those
+/// accounts never refresh in the background.
+#[test]
+fn the_scheduler_task_survives_being_started_from_block_on() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let setup = Setup::new();
+        let base = alive_tasks();
+        let mut all = Vec::new();
+        for _ in 0..300 {
+            all.push(
+                MailUpAccounts::builder(setup.builder())
+                    .build()
+                    .await
+                    .unwrap(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            alive_tasks() - base,
+            all.len(),
+            "every MailUpAccounts has its scheduler task"
+        );
+        drop(all);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(alive_tasks(), base, "dropped accounts stop their task");
+    });
+}
+
+/// A standalone client: the background task ends when the client is dropped (the handle
+/// still held), and when the handle is dropped (the client still held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_background_refresh_ends_with_the_client_or_the_handle() {
+    let setup = Setup::new();
+    let base = alive_tasks();
+    let client = setup.builder().profile("solo").build().await.unwrap();
+    client
+        .login_with_password("solo", &Password::new("pw"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let base = base.max(alive_tasks());
+    let handle = client.spawn_background_refresh();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(alive_tasks(), base + 1);
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(alive_tasks(), base, "client dropped: the task ended");
+    drop(handle);
+
+    let client = setup.builder().profile("solo").build().await.unwrap();
+    let handle = client.spawn_background_refresh();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(alive_tasks(), base + 1);
+    drop(handle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(alive_tasks(), base, "handle dropped: the task ended");
+    // A client of MailUpAccounts: a no-op handle, no second task.
+    let accounts = setup.accounts(|b| b).await;
+    let from_accounts = accounts.client("solo").await.unwrap();
+    let before = alive_tasks();
+    let noop = from_accounts.spawn_background_refresh();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(alive_tasks(), before);
+    drop(noop);
+    drop(client);
+}
