@@ -189,6 +189,52 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
+/// `remove` drops the slot even while a request handler still holds the account's client; the
+/// customer reconnects, which loads a second client for the same profile. When the handler
+/// finally drops its (old) clone, the old client's `Drop` unschedules the profile, taking the
+/// *new* client's background refresh with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_account_a_caller_holds_leaves_two_clients_and_loses_the_schedule() {
+    let setup = Setup::new();
+    let accounts = setup.accounts(|b| b).await;
+    connect(&accounts, "a").await;
+    let held = accounts.client("a").await.unwrap(); // a request in progress
+    accounts.remove("a").await.unwrap();
+    connect(&accounts, "a").await; // the customer connects again
+    assert_eq!(accounts.scheduler_stats().scheduled, 1);
+    drop(held); // the old request ends
+    assert_eq!(
+        accounts.scheduler_stats().scheduled,
+        1,
+        "dropping the removed client's last clone unscheduled the reconnected account"
+    );
+    setup.clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        accounts.run_due_refreshes().await,
+        1,
+        "the reconnected account is refreshed ahead"
+    );
+}
+
+/// Same root: while the old clone is held, it and the reconnected client are two clients for
+/// one profile (the docs: "a caller's clone and a second client for the same account never
+/// coexist").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_remove_a_held_clone_and_the_new_client_coexist() {
+    let setup = Setup::new();
+    let accounts = setup.accounts(|b| b).await;
+    connect(&accounts, "a").await;
+    let held = accounts.client("a").await.unwrap();
+    accounts.remove("a").await.unwrap();
+    connect(&accounts, "a").await;
+    let current = accounts.client("a").await.unwrap();
+    assert!(current.cached_access_token().is_some());
+    assert!(
+        held.cached_access_token().is_some(),
+        "the held clone is a second client: it does not see the login made through the new one"
+    );
+}
+
 /// After expiry, with `max_loaded(1)` and many tasks churning through four accounts (each
 /// call loads, uses and drops a client, so clients are evicted and reloaded all the time),
 /// every account is refreshed exactly once and no refresh token is burnt twice.
