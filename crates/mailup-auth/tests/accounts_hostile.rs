@@ -235,6 +235,28 @@ async fn after_remove_a_held_clone_and_the_new_client_coexist() {
     );
 }
 
+/// Two `MailUpAccounts` over one store (two replicas of a web app, or a worker and the web
+/// process). `AccountState` is documented as "what an account's stored record says", but a
+/// loaded client answers from memory: after the other replica disconnects the account,
+/// this one still reports it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_reports_a_stale_connected_after_another_instance_logs_out() {
+    let setup = Setup::new();
+    let web = setup.accounts(|b| b).await;
+    let worker = setup.accounts(|b| b).await;
+    connect(&web, "a").await;
+    // The worker uses the account too (its client loads the stored tokens).
+    worker.client("a").await.unwrap().access_token().await.unwrap();
+    // The customer clicks "disconnect MailUp" in the web app.
+    web.logout("a").await.unwrap();
+    assert_eq!(web.state("a").await.unwrap(), AccountState::NotConnected);
+    assert_eq!(
+        worker.state("a").await.unwrap(),
+        AccountState::NotConnected,
+        "the store says not connected"
+    );
+}
+
 /// After expiry, with `max_loaded(1)` and many tasks churning through four accounts (each
 /// call loads, uses and drops a client, so clients are evicted and reloaded all the time),
 /// every account is refreshed exactly once and no refresh token is burnt twice.
