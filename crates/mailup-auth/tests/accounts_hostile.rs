@@ -367,3 +367,30 @@ async fn standalone_background_refresh_ends_with_the_client_or_the_handle() {
     drop(noop);
     drop(client);
 }
+
+/// Two parts of one program each ask a standalone client for a background refresh and keep
+/// their handle. The second call returns a handle that does nothing, so when the first owner
+/// drops its handle, nothing refreshes the client although the second handle is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_background_handle_keeps_the_refresh_going_when_the_first_is_dropped() {
+    let setup = Setup::new();
+    let client = setup.builder().profile("solo").build().await.unwrap();
+    client
+        .login_with_password("solo", &Password::new("pw"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let base = alive_tasks();
+    let first = client.spawn_background_refresh();
+    let second = client.spawn_background_refresh();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(alive_tasks(), base + 1);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        alive_tasks(),
+        base + 1,
+        "a background refresh is still running while `second` is held"
+    );
+    drop(second);
+}
