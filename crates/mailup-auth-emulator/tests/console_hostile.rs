@@ -123,3 +123,30 @@ async fn one_subscription_cannot_give_two_recipients_the_same_email() {
         "two recipients now have b@example.com (answer {s} {answer}): {page}"
     );
 }
+
+/// The README: "subscribing a known address (any case) updates that recipient". Only ASCII is
+/// case-folded: `Ünï@例え.jp` and `ünï@例え.JP` become two recipients.
+#[tokio::test]
+async fn a_known_non_ascii_address_in_another_case_is_the_same_recipient() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let (token, _) = password_tokens(&emu).await;
+    let t = Some(token.as_str());
+    let (s1, first) = api_call(
+        &emu,
+        "POST",
+        "/Console/List/2/Recipient",
+        t,
+        Some(json!({"Email": "Ünï@例え.jp"})),
+    )
+    .await;
+    let (s2, second) = api_call(
+        &emu,
+        "POST",
+        "/Console/List/2/Recipient",
+        t,
+        Some(json!({"Email": "ünï@例え.JP"})),
+    )
+    .await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(first, second, "one recipient, not two");
+}
