@@ -372,13 +372,20 @@ impl ConsoleAccount {
             .as_deref()
             .map(str::trim)
             .unwrap_or_default();
-        let existing = self.recipients.iter().position(|r| {
-            (!email.is_empty() && r.email.eq_ignore_ascii_case(email))
-                || (!mobile.is_empty() && r.mobile_number == mobile)
-        });
+        // The email is the key when there is one (a mobile number that belongs to another
+        // recipient must not merge two recipients); a mobile number only without an email.
+        let existing = if email.is_empty() {
+            self.recipients
+                .iter()
+                .position(|r| !mobile.is_empty() && r.mobile_number == mobile)
+        } else {
+            self.recipients
+                .iter()
+                .position(|r| same_email(&r.email, email))
+        };
         let index = match existing {
             // The stored address keeps its spelling; the key matched without regard to case.
-            Some(index) if self.recipients[index].email.eq_ignore_ascii_case(email) => {
+            Some(index) if !email.is_empty() => {
                 let recipient = &mut self.recipients[index];
                 apply(
                     recipient,
@@ -504,8 +511,13 @@ impl ConsoleAccount {
         let email = email.trim();
         self.recipients
             .iter()
-            .find(|r| r.email.eq_ignore_ascii_case(email))
+            .find(|r| same_email(&r.email, email))
     }
+}
+
+/// Email addresses compare without regard to case, in any script.
+fn same_email(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
 }
 
 fn apply(recipient: &mut Recipient, input: &RecipientInput) {

@@ -230,7 +230,10 @@ fn router(shared: AppState) -> Router {
         .route("/Console/List/{id}/Emails", get(messages::list_emails))
         .route("/Console/Email/Send", post(messages::send_email))
         .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed);
+        .method_not_allowed_fallback(api::method_not_allowed)
+        // Rejections raised before a handler runs (an undecodable path segment, a body over the
+        // size limit) come in MailUp's error shape too.
+        .layer(axum::middleware::map_response(api::in_mailup_shape));
     let mut app = Router::new()
         .route(LOGON_PATH, get(logon::logon_page).post(logon::logon_submit))
         .route(

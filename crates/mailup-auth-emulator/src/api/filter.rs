@@ -169,12 +169,18 @@ pub(crate) enum Expr {
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses open right now: bounded, so a hostile filter cannot exhaust the stack.
+    depth: usize,
 }
+
+/// The deepest nesting of parentheses a filter may use.
+const MAX_DEPTH: usize = 32;
 
 pub(crate) fn parse_filter(text: &str) -> Result<Expr, String> {
     let mut parser = Parser {
         tokens: tokenize(text)?,
         at: 0,
+        depth: 0,
     };
     let expr = parser.or()?;
     match parser.peek() {
@@ -229,8 +235,15 @@ impl Parser {
 
     fn term(&mut self) -> Result<Expr, String> {
         if self.peek() == Some(&Token::LParen) {
+            if self.depth >= MAX_DEPTH {
+                return Err(format!(
+                    "parentheses nested deeper than {MAX_DEPTH} levels are not supported"
+                ));
+            }
             self.at += 1;
+            self.depth += 1;
             let inner = self.or()?;
+            self.depth -= 1;
             self.expect(&Token::RParen)?;
             return Ok(inner);
         }

@@ -20,6 +20,40 @@ use serde::Serialize;
 use crate::console::ConsoleAccount;
 use crate::state::{bump, AppState, State as EmulatorState};
 
+/// Turns an error answer that is not JSON (axum's plain-text rejections: an undecodable path
+/// segment, a body over the size limit, a malformed JSON body) into MailUp's error shape with
+/// the same status; everything else passes unchanged.
+pub(crate) async fn in_mailup_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let description = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.trim().chars().take(300).collect()
+    };
+    let name = match status {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::UNPROCESSABLE_ENTITY => "BadRequest",
+        _ => "Error",
+    };
+    MailUpError::new(status, name, description).into_response()
+}
+
 /// MailUp's error body: `{"ErrorCode":"401","ErrorDescription":..,"ErrorName":..,"ErrorStack":null}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
