@@ -509,9 +509,7 @@ impl ConsoleAccount {
     /// The recipient with this email address (case-insensitive).
     pub(crate) fn recipient_by_email(&self, email: &str) -> Option<&Recipient> {
         let email = email.trim();
-        self.recipients
-            .iter()
-            .find(|r| same_email(&r.email, email))
+        self.recipients.iter().find(|r| same_email(&r.email, email))
     }
 }
 

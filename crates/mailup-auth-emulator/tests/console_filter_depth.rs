@@ -13,7 +13,10 @@ async fn deeply_nested_filter_parentheses_do_not_overflow_the_stack() {
     // A 4 KB query string: any HTTP server accepts it.
     let depth = 2_000;
     let filter = format!("{}Name==1{}", "(".repeat(depth), ")".repeat(depth));
-    let url = format!("{}/Console/User/Lists?filterby={filter}", emu.console_api_base());
+    let url = format!(
+        "{}/Console/User/Lists?filterby={filter}",
+        emu.console_api_base()
+    );
     let response = match http().get(url).bearer_auth(&token).send().await {
         Ok(response) => response,
         Err(error) => panic!("no answer: {}", error.without_url()),

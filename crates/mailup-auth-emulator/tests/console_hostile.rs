@@ -27,7 +27,11 @@ async fn an_undecodable_path_segment_gets_a_mailup_error() {
         "/Console/Group/1/Subscribe/%C3%28",
     ] {
         let url = format!("{}{}", emu.console_api_base(), path);
-        let method = if path.contains("Subscribe") { "POST" } else { "GET" };
+        let method = if path.contains("Subscribe") {
+            "POST"
+        } else {
+            "GET"
+        };
         let response = http()
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
             .bearer_auth(&token)
@@ -116,7 +120,12 @@ async fn one_subscription_cannot_give_two_recipients_the_same_email() {
     let items = page["Items"].as_array().unwrap();
     let with_b = items
         .iter()
-        .filter(|r| r["Email"].as_str().unwrap().eq_ignore_ascii_case("b@example.com"))
+        .filter(|r| {
+            r["Email"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("b@example.com")
+        })
         .count();
     assert!(
         with_b <= 1,

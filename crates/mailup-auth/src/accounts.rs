@@ -98,12 +98,16 @@ struct AccountsInner {
     started: tokio::time::Instant,
     /// When idle clients were last looked for (milliseconds since `started`).
     last_sweep: AtomicU64,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for AccountsInner {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = task {
             task.abort();
         }
     }
@@ -226,7 +230,6 @@ impl MailUpAccountsBuilder {
                 }),
                 Box::new(move || alive.strong_count() > 0),
             );
-            let task = self.background_refresh.then(|| scheduler.spawn());
             AccountsInner {
                 settings,
                 slots: RwLock::new(HashMap::new()),
@@ -235,9 +238,17 @@ impl MailUpAccountsBuilder {
                 idle_timeout: self.idle_timeout,
                 started: tokio::time::Instant::now(),
                 last_sweep: AtomicU64::new(0),
-                task,
+                task: std::sync::Mutex::new(None),
             }
         });
+        // Started once the accounts exist: the task ends when it finds them gone, and inside
+        // `new_cyclic` they are not there yet.
+        if self.background_refresh {
+            *inner
+                .task
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(inner.scheduler.spawn());
+        }
         Ok(MailUpAccounts { inner })
     }
 }
@@ -439,11 +450,20 @@ impl MailUpAccounts {
         self.client(profile).await?.logout().await
     }
 
-    /// Removes the account: its tokens and its stored record, and its loaded client.
+    /// Removes the account: its tokens and its stored record, and its loaded client unless a
+    /// caller still holds it (then that one client stays, logged out, so a reconnection goes
+    /// through it and no second client for the account ever appears).
     pub async fn remove(&self, profile: &str) -> Result<()> {
         self.logout(profile).await?;
         self.inner.settings.store.delete(profile).await?;
-        self.slots().remove(profile);
+        let mut slots = self.slots();
+        let unheld = slots.get(profile).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1
+                && slot.client.get().is_none_or(|client| client.holders() == 1)
+        });
+        if unheld {
+            slots.remove(profile);
+        }
         Ok(())
     }
 
@@ -463,27 +483,19 @@ impl MailUpAccounts {
         Ok(summaries)
     }
 
-    /// One account's state: from its loaded client if there is one, else from its stored
-    /// record.
+    /// One account's state, from its stored record (the truth shared by every instance over
+    /// the store); a loaded client that knows more (a rejection not recorded in the store, such
+    /// as rejected client credentials) makes it `NeedsReconnect`.
     pub async fn state(&self, profile: &str) -> Result<AccountState> {
         let now = self.inner.settings.clock.now();
-        if let Some(client) = self.loaded(profile) {
-            let status = client.status();
-            return Ok(match (status.reauthorization_reason, status.expires_at) {
-                (Some(reason), _) if status.expires_at.is_some() => {
-                    AccountState::NeedsReconnect { reason }
-                }
-                (_, None) => AccountState::NotConnected,
-                (None, Some(expires_at)) if !status.has_refresh_token && expires_at <= now => {
-                    AccountState::NeedsReconnect {
-                        reason: "the access token expired and there is no refresh token".into(),
-                    }
-                }
-                (_, Some(expires_at)) => AccountState::Connected { expires_at },
-            });
-        }
         let record = self.inner.settings.store.load(profile).await?;
-        Ok(state_of(record.map(|r| r.value), now))
+        let stored = state_of(record.map(|r| r.value), now);
+        if let (AccountState::Connected { .. }, Some(client)) = (&stored, self.loaded(profile)) {
+            if let Some(reason) = client.status().reauthorization_reason {
+                return Ok(AccountState::NeedsReconnect { reason });
+            }
+        }
+        Ok(stored)
     }
 
     /// Refreshes now every loaded account whose background refresh is due, in due order, with

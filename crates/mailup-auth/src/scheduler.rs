@@ -98,24 +98,26 @@ impl Scheduler {
 
     /// Sets (or clears, with `None`) a profile's next due time.
     pub(crate) fn schedule(&self, profile: &str, due: Option<UnixTime>) {
-        let earliest_before = {
+        let (before, after) = {
             let mut queue = self.queue();
-            let earliest_before = queue.by_due.keys().next().map(|(at, _)| *at);
             if queue.running.contains(profile) {
                 return;
             }
+            let before = queue.by_due.keys().next().map(|(at, _)| *at);
             if let Some(old) = queue.by_profile.remove(profile) {
                 queue.by_due.remove(&old);
             }
-            let Some(due) = due else { return };
-            let seq = queue.next_seq;
-            queue.next_seq += 1;
-            queue.by_due.insert((due, seq), profile.to_owned());
-            queue.by_profile.insert(profile.to_owned(), (due, seq));
-            earliest_before
+            if let Some(due) = due {
+                let seq = queue.next_seq;
+                queue.next_seq += 1;
+                queue.by_due.insert((due, seq), profile.to_owned());
+                queue.by_profile.insert(profile.to_owned(), (due, seq));
+            }
+            (before, queue.by_due.keys().next().map(|(at, _)| *at))
         };
-        // Only an earlier first entry changes how long the task should sleep.
-        if earliest_before.is_none_or(|earliest| due.is_some_and(|due| due < earliest)) {
+        // The task sleeps until the earliest entry: tell it only when that changed (earlier,
+        // later or gone), so it never wakes for nothing.
+        if before != after {
             self.wake.notify_one();
         }
     }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use http::StatusCode;
 use mailup_auth::core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Versioned};
 use mailup_auth::{
-    AccountState, ClientSecret, CsrfState, Entropy, HttpRequest, HttpResponse,
-    MailUpAccounts, MailUpClient, ManualClock, Password, Transport, TransportError, UnixTime,
+    AccountState, ClientSecret, CsrfState, Entropy, HttpRequest, HttpResponse, MailUpAccounts,
+    MailUpClient, ManualClock, Password, Transport, TransportError, UnixTime,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -182,7 +182,6 @@ async fn connect(accounts: &MailUpAccounts, account: &str) {
         .unwrap();
 }
 
-
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -246,7 +245,13 @@ async fn state_reports_a_stale_connected_after_another_instance_logs_out() {
     let worker = setup.accounts(|b| b).await;
     connect(&web, "a").await;
     // The worker uses the account too (its client loads the stored tokens).
-    worker.client("a").await.unwrap().access_token().await.unwrap();
+    worker
+        .client("a")
+        .await
+        .unwrap()
+        .access_token()
+        .await
+        .unwrap();
     // The customer clicks "disconnect MailUp" in the web app.
     web.logout("a").await.unwrap();
     assert_eq!(web.state("a").await.unwrap(), AccountState::NotConnected);

@@ -15,11 +15,20 @@ impl MailUpClient {
     /// client obtained from a `MailUpAccounts` is already refreshed by the accounts' scheduler
     /// (then this returns a handle that does nothing).
     pub fn spawn_background_refresh(&self) -> BackgroundRefresh {
-        if self.scheduler().is_some() {
+        let mut standalone = self
+            .inner
+            .standalone
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Another handle is alive: share its task (it runs while any handle does).
+        if let Some(running) = standalone.upgrade() {
             return BackgroundRefresh {
-                handle: None,
-                _scheduler: None,
+                _running: Some(running),
             };
+        }
+        // Attached to a `MailUpAccounts` scheduler: that one refreshes this client already.
+        if self.scheduler().is_some() {
+            return BackgroundRefresh { _running: None };
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let alive = weak.clone();
@@ -30,10 +39,13 @@ impl MailUpClient {
             Box::new(move || alive.strong_count() > 0),
         );
         self.attach(&scheduler);
-        let handle = scheduler.spawn();
+        let running = Arc::new(RunningTask {
+            handle: scheduler.spawn(),
+            _scheduler: scheduler,
+        });
+        *standalone = Arc::downgrade(&running);
         BackgroundRefresh {
-            handle: Some(handle),
-            _scheduler: Some(scheduler),
+            _running: Some(running),
         }
     }
 
@@ -125,23 +137,29 @@ impl MailUpClient {
     }
 }
 
-/// The handle of [`MailUpClient::spawn_background_refresh`]; dropping it stops the task.
+/// The handle of [`MailUpClient::spawn_background_refresh`]; the task runs while any handle
+/// of the client does, and stops when the last is dropped.
 #[derive(Debug)]
 pub struct BackgroundRefresh {
-    handle: Option<tokio::task::JoinHandle<()>>,
-    /// The scheduler lives as long as the handle; the client only holds a weak reference.
-    _scheduler: Option<Arc<Scheduler>>,
+    _running: Option<Arc<RunningTask>>,
 }
 
 impl BackgroundRefresh {
-    /// Stops the task.
+    /// Gives up this handle (the task stops when no other handle is left).
     pub fn stop(self) {}
 }
 
-impl Drop for BackgroundRefresh {
+/// A standalone client's background task and its scheduler, shared by its handles.
+#[derive(Debug)]
+pub(super) struct RunningTask {
+    handle: tokio::task::JoinHandle<()>,
+    /// The scheduler lives as long as the task's handles; the client only holds a weak
+    /// reference.
+    _scheduler: Arc<Scheduler>,
+}
+
+impl Drop for RunningTask {
     fn drop(&mut self) {
-        if let Some(handle) = &self.handle {
-            handle.abort();
-        }
+        self.handle.abort();
     }
 }

@@ -350,6 +350,7 @@ impl MailUpClient {
                 cache: ArcSwapOption::empty(),
                 refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
                 scheduler: Mutex::new(Weak::new()),
+                standalone: Mutex::new(Weak::new()),
             }),
         };
         client.sync_from_store().await?;

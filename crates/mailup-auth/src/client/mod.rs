@@ -200,6 +200,8 @@ struct Inner {
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
+    /// The task of `spawn_background_refresh`, while any of its handles is alive.
+    standalone: Mutex<Weak<background::RunningTask>>,
 }
 
 impl Drop for Inner {
