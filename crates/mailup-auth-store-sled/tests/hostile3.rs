@@ -1,0 +1,108 @@
+//! Hostile review 3 of secrets at rest: each test here is a defect found by attacking the
+//! store's files as a careless user or an attacker with access to them would.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mailup_auth_core::ports::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
+use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::time::UnixTime;
+use mailup_auth_core::token::TokenSet;
+use mailup_auth_store_sled::{KeySource, SledTokenStore};
+
+fn tokens(profile: &str, n: u32) -> TokenSet {
+    TokenSet {
+        access_token: AccessToken::new(format!("access-{profile}-{n}-4f1c")),
+        refresh_token: Some(RefreshToken::new(format!("refresh-{profile}-{n}-9b2e"))),
+        expires_at: UnixTime::from_secs(1_700_003_600),
+        obtained_at: UnixTime::from_secs(1_700_000_000),
+        token_type: Some("bearer".into()),
+        scope: None,
+    }
+}
+
+fn record(profile: &str, n: u32) -> ProfileRecord {
+    ProfileRecord {
+        tokens: Some(tokens(profile, n)),
+        client: Some(StoredClient {
+            client_id: format!("client-{profile}"),
+            client_secret: Some(ClientSecret::new(format!("client-secret-{profile}-77aa"))),
+            ..StoredClient::default()
+        }),
+        ..ProfileRecord::default()
+    }
+}
+
+fn open_with(path: &Path, key: Option<&KeySource>) -> Result<SledTokenStore, StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledTokenStore::open_with(path, key) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn close(store: SledTokenStore) {
+    tokio::task::spawn_blocking(move || drop(store))
+        .await
+        .unwrap();
+}
+
+async fn fill(store: &SledTokenStore, profile: &str, rotations: u32) {
+    let mut expected = store.load(profile).await.unwrap().map(|v| v.version);
+    for n in 1..=rotations {
+        expected = Some(
+            store
+                .save(profile, &record(profile, n), expected)
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+fn generation(store: &Path) -> String {
+    std::fs::read_to_string(store.join("CURRENT"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// A store with profiles `a` and `b`, closed; returns its directory.
+async fn store_with_two_profiles(dir: &Path) -> PathBuf {
+    let path = dir.join("store");
+    let store = open_with(&path, None).unwrap();
+    fill(&store, "a", 2).await;
+    fill(&store, "b", 1).await;
+    close(store).await;
+    path
+}
+
+// ---- crash safety / damaged pointer -------------------------------------------------------
+
+/// `CURRENT` naming a generation that is not there (a damaged pointer, a bad restore, a
+/// hand edit) is rightly an error, but before reporting it `open` wipes every other
+/// generation, the real data included: putting the pointer back finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pointer_to_a_missing_generation_does_not_wipe_the_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_with_two_profiles(dir.path()).await;
+    let real = generation(&path);
+    std::fs::write(path.join("CURRENT"), "gen-9\n").unwrap();
+
+    let damaged = open_with(&path, None);
+    assert!(damaged.is_err(), "a pointer to nothing is an error");
+    drop(damaged);
+
+    assert!(
+        path.join(&real).join("conf").is_file(),
+        "the generation holding every profile ({real}) was wiped by an open that failed"
+    );
+    std::fs::write(path.join("CURRENT"), format!("{real}\n")).unwrap();
+    let store = open_with(&path, None).expect("the store opens once its pointer is restored");
+    assert_eq!(store.load("a").await.unwrap().unwrap().value, record("a", 2));
+    assert_eq!(store.load("b").await.unwrap().unwrap().value, record("b", 1));
+    close(store).await;
+}
