@@ -106,3 +106,34 @@ async fn a_pointer_to_a_missing_generation_does_not_wipe_the_real_one() {
     assert_eq!(store.load("b").await.unwrap().unwrap().value, record("b", 1));
     close(store).await;
 }
+
+/// A store whose `CURRENT` is gone (removed by a careless user or a cleanup script, not
+/// restored from a backup) opens as a new, empty store, and the generation holding every
+/// profile is wiped on the way. "Never an empty store in its place" (docs/security.md): no
+/// crash leaves a generation with records and no pointer (a new store writes its pointer
+/// before its first record; a compaction switches an existing pointer), so this is damage,
+/// and it must be an error (or the generation must be adopted), never a silent logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_pointer_was_removed_is_not_opened_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_with_two_profiles(dir.path()).await;
+    let real = generation(&path);
+    std::fs::remove_file(path.join("CURRENT")).unwrap();
+
+    match open_with(&path, None) {
+        Ok(store) => {
+            let profiles = store.profiles().await.unwrap();
+            close(store).await;
+            assert_eq!(
+                profiles,
+                ["a", "b"],
+                "the store opened empty: {real}, which held every profile, was wiped and a \
+                 new empty store created in its place"
+            );
+        }
+        Err(_) => assert!(
+            path.join(&real).join("conf").is_file(),
+            "the failed open wiped {real}"
+        ),
+    }
+}
