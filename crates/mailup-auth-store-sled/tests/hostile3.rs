@@ -137,3 +137,41 @@ async fn a_store_whose_pointer_was_removed_is_not_opened_empty() {
         ),
     }
 }
+
+// ---- key file placement -------------------------------------------------------------------
+
+fn key_problem(result: Result<SledTokenStore, StoreError>) -> KeyProblem {
+    match result {
+        Err(StoreError::Key { problem, .. }) => problem,
+        Err(other) => panic!("expected a key error, got {other:?}"),
+        Ok(_) => panic!("expected a key error, the store opened"),
+    }
+}
+
+/// "The key file must be outside the store directory (refused otherwise)". A key path that
+/// reaches into the store through `..` (or a relative path, or any path whose directory does
+/// not exist yet, which is the usual case for a new key) is not resolved, is not recognised as
+/// inside, and the key is created inside the store: copying the store directory copies its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_file_inside_the_store_reached_through_dotdot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let sneaky = dir
+        .path()
+        .join("elsewhere")
+        .join("..")
+        .join("store")
+        .join("keys")
+        .join("store.key");
+    let key = KeySource::File(sneaky);
+    let result = open_with(&path, Some(&key));
+    let created_inside = path.join("keys").join("store.key").exists();
+    if let Ok(store) = result {
+        close(store).await;
+        panic!("the store opened; key file created inside the store: {created_inside}");
+    }
+    let problem = key_problem(result);
+    assert!(matches!(problem, KeyProblem::Unusable { .. }), "{problem}");
+    assert!(!created_inside, "the key was written into the store directory");
+}
