@@ -175,3 +175,31 @@ async fn a_new_key_file_inside_the_store_reached_through_dotdot_is_refused() {
     assert!(matches!(problem, KeyProblem::Unusable { .. }), "{problem}");
     assert!(!created_inside, "the key was written into the store directory");
 }
+
+/// A key file that is a symlink to a file inside the store is followed, and the "inside the
+/// store" rule is checked on the link's own path only: the key lives with the records (a copy
+/// or a backup of the store directory carries its key) and is accepted.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_symlinked_into_the_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let key_path = dir.path().join("keys").join("store.key");
+    let key = KeySource::File(key_path.clone());
+    let store = open_with(&path, Some(&key)).unwrap();
+    fill(&store, "a", 1).await;
+    close(store).await;
+
+    // The key moved into the store, a symlink left where it was.
+    let inside = path.join("store.key");
+    std::fs::rename(&key_path, &inside).unwrap();
+    std::os::unix::fs::symlink(&inside, &key_path).unwrap();
+
+    let result = open_with(&path, Some(&key));
+    if let Ok(store) = result {
+        close(store).await;
+        panic!("a key kept inside the store (through a symlink) was accepted");
+    }
+    let problem = key_problem(result);
+    assert!(problem.to_string().contains("inside the store"), "{problem}");
+}
