@@ -203,3 +203,137 @@ async fn a_key_file_symlinked_into_the_store_is_refused() {
     let problem = key_problem(result);
     assert!(problem.to_string().contains("inside the store"), "{problem}");
 }
+
+// ---- kill -9 between a logout's save and its wipe -----------------------------------------
+
+const CHILD_STORE: &str = "MAILUP_AUTH_STORE_SLED_HOSTILE3_STORE";
+const CHILD_PROFILE: &str = "MAILUP_AUTH_STORE_SLED_HOSTILE3_PROFILE";
+
+/// Every token string `profile` was given in rounds `1..=rounds`, but round `live`'s.
+fn issued_but(profile: &str, rounds: u32, live: Option<u32>) -> Vec<String> {
+    (1..=rounds)
+        .filter(|n| Some(*n) != live)
+        .flat_map(|n| {
+            let t = tokens(profile, n);
+            [
+                t.access_token.secret().to_owned(),
+                t.refresh_token.unwrap().secret().to_owned(),
+            ]
+        })
+        .collect()
+}
+
+fn files_containing(dir: &Path, needles: &[String]) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                // std's substring search is optimized even in a debug build.
+                let text = String::from_utf8_lossy(&bytes);
+                for needle in needles {
+                    if text.contains(needle.as_str()) {
+                        found.push((needle.clone(), entry.path()));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Child process: logs the profile in and out (a save with tokens, then one without, as the
+/// facade's `logout()` does) until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper run as a child process by other tests"]
+async fn hostile3_child() {
+    let (Ok(path), Ok(profile)) = (std::env::var(CHILD_STORE), std::env::var(CHILD_PROFILE))
+    else {
+        return;
+    };
+    let store = SledTokenStore::open(&path).unwrap();
+    println!("OPENED");
+    for n in 1..=40u32 {
+        let expected = store.load(&profile).await.unwrap().map(|v| v.version);
+        let version = store
+            .save(&profile, &record(&profile, n), expected)
+            .await
+            .unwrap();
+        let mut out = record(&profile, n);
+        out.tokens = None;
+        store.save(&profile, &out, Some(version)).await.unwrap();
+        println!("ROUND {n}");
+    }
+}
+
+/// "A kill -9 at any point leaves the old or the new generation current with every live
+/// profile; leftovers and an unfinished wipe (a marker records it) are finished at the next
+/// open." The marker is written only after the logout's save is flushed: a kill between the
+/// two (the logout's record durable, the marker not) leaves the logged-out tokens in sled's
+/// log with nothing to say they must go, and the next open does not wipe them. After the
+/// reopen the profile shows no tokens, yet its tokens are in the store's files until some
+/// later, unrelated compaction. (Kills at random moments, bounded to 150 kills or 25 s; it
+/// typically hits the window within 30 kills.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_between_a_logouts_save_and_its_wipe_leaves_the_tokens_on_disk() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let started = Instant::now();
+    let mut leaks = Vec::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0;
+    while kills < 150 && started.elapsed() < Duration::from_secs(25) && leaks.is_empty() {
+        kills += 1;
+        let profile = format!("victim{kills}");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "hostile3_child", "--nocapture", "--ignored"])
+            .env(CHILD_STORE, &path)
+            .env(CHILD_PROFILE, &profile)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.trim() == "ROUND 1"));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % 30_000));
+        let _ = child.kill();
+        child.wait().unwrap();
+        drop(lines);
+
+        let store = open_with(&path, None).unwrap();
+        let live = store
+            .load(&profile)
+            .await
+            .unwrap()
+            .and_then(|v| v.value.tokens)
+            .map(|t| {
+                let secret = t.access_token.secret().to_owned();
+                (1..=40).find(|n| tokens(&profile, *n).access_token.secret() == secret).unwrap()
+            });
+        close(store).await;
+        let found = files_containing(&path, &issued_but(&profile, 40, live));
+        if !found.is_empty() {
+            leaks.push((kills, live, found));
+        }
+    }
+    assert_eq!(
+        leaks,
+        [],
+        "after {kills} kills: removed tokens still on disk after the reopen (kill, live round, \
+         what and where)"
+    );
+}
