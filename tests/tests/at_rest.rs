@@ -66,3 +66,64 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
         .unwrap();
     assert_eq!(client.access_token().await.unwrap().secret(), access);
 }
+
+/// Hostile review 3. Within one process the builder hands out the store already open for a
+/// directory, whatever key the new client asked for: a client built with `sled_key` on a
+/// directory another client opened in clear gets the clear store (its tokens are then written
+/// in clear although it asked for encryption), and a client built with a *wrong* key on an
+/// encrypted directory opens it and reads its tokens. Out of process both are
+/// `StoreError::Key` (`NotEncrypted`, `Wrong`); "the first opener decides" (the `sled_key`
+/// doc) turns a key check into nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_process() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let builder = |store: &std::path::Path| {
+        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+            .auth_base(emulator.base_url().as_str())
+            .store_path(store)
+    };
+    let mut accepted = Vec::new();
+
+    // A clear store, open in this process; then a client that asks for encryption.
+    let clear = dir.path().join("clear");
+    let first = builder(&clear).build().await.unwrap();
+    first
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    let keyed = builder(&clear)
+        .sled_key(KeySource::File(dir.path().join("clear.key")))
+        .build()
+        .await;
+    if keyed.is_ok() {
+        accepted.push("a key for a store holding records in clear");
+    }
+
+    // An encrypted store, open in this process; then a client with another store's key.
+    let sealed = dir.path().join("sealed");
+    let owner = builder(&sealed)
+        .sled_key(KeySource::File(dir.path().join("sealed.key")))
+        .build()
+        .await
+        .unwrap();
+    owner
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    let other_key = KeySource::File(dir.path().join("other.key"));
+    drop(
+        builder(&dir.path().join("other"))
+            .sled_key(other_key.clone())
+            .build()
+            .await
+            .unwrap(),
+    );
+    if let Ok(intruder) = builder(&sealed).sled_key(other_key).build().await {
+        if intruder.access_token().await.is_ok() {
+            accepted.push("another store's key, which then reads the tokens");
+        }
+    }
+    drop((first, owner));
+    assert_eq!(accepted, Vec::<&str>::new(), "key checks skipped in-process");
+}

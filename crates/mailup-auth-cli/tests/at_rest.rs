@@ -308,3 +308,55 @@ async fn an_encrypted_store_holds_no_secret_in_clear_and_needs_its_key() {
     setup.run_ok("default", &["logout"], &env).await;
     assert_eq!(scan(&setup.store(), &secrets), []);
 }
+
+/// Hostile review 3. A careless user puts the key itself in `MAILUP_STORE_KEY` (or
+/// `--store-key`), not `file:PATH`: the value is refused (exit 2, good), but the refusal quotes
+/// it back on stderr, and `--help` prints the variable's value (`[env: MAILUP_STORE_KEY=...]`,
+/// where `MAILUP_CLIENT_SECRET` is hidden): key material in messages, in terminal scrollback
+/// and CI logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_key_value_that_is_key_material_is_never_echoed() {
+    let home = TempDir::new().unwrap();
+    let key_text = "mailup-auth-store-key-v1:q83vEjRmaWxlc2VjcmV0a2V5bWF0ZXJpYWwxMjM0NTY=";
+    let material = "q83vEjRmaWxlc2VjcmV0a2V5bWF0ZXJpYWwxMjM0NTY";
+    let command = |args: &[&str], env: bool| {
+        let mut command = Command::new(BIN);
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("MAILUP_") {
+                command.env_remove(&var);
+            }
+        }
+        command
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .arg("--store")
+            .arg(home.path().join("store"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if env {
+            command.env("MAILUP_STORE_KEY", key_text);
+        }
+        command
+    };
+    let mut leaks = Vec::new();
+    for (what, args, env) in [
+        ("MAILUP_STORE_KEY, status", &["status"][..], true),
+        ("--store-key, status", &["--store-key", key_text, "status"][..], false),
+        ("MAILUP_STORE_KEY, --help", &["--help"][..], true),
+    ] {
+        let out = run(&mut command(args, env)).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if what.ends_with("status") {
+            assert_eq!(out.status.code(), Some(2), "{what}: {text}");
+        }
+        if text.contains(material) {
+            leaks.push(what);
+        }
+    }
+    assert_eq!(leaks, Vec::<&str>::new(), "key material printed");
+}
