@@ -125,5 +125,9 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
         }
     }
     drop((first, owner));
-    assert_eq!(accepted, Vec::<&str>::new(), "key checks skipped in-process");
+    assert_eq!(
+        accepted,
+        Vec::<&str>::new(),
+        "key checks skipped in-process"
+    );
 }

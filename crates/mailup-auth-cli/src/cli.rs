@@ -67,14 +67,17 @@ pub(crate) struct GlobalOptions {
         long,
         global = true,
         env = "MAILUP_STORE_KEY",
+        hide_env_values = true,
         value_name = "file:PATH|keychain",
-        value_parser = store_key_value,
+        // Checked later (`store_key()`), so that a value that is key material pasted by
+        // mistake is never echoed in clap's error.
+        value_parser = secret_value,
         help = "Encrypt the token store (off by default): `file:PATH` keeps the key in a file \
                 (created 0600 with a new store; keep it outside the store directory), \
                 `keychain` in the OS keychain (builds with the `keyring` feature). A store \
                 created with a key needs it every time"
     )]
-    pub(crate) store_key: Option<StoreKeyOption>,
+    pub(crate) store_key: Option<Zeroizing<String>>,
     /// The client id of your MailUp app registration (remembered with the profile at login).
     #[arg(long, global = true, env = "MAILUP_CLIENT_ID", value_name = "ID")]
     pub(crate) client_id: Option<String>,
@@ -155,13 +158,24 @@ pub(crate) enum StoreKeyOption {
     Keychain,
 }
 
-fn store_key_value(value: &str) -> Result<StoreKeyOption, String> {
-    if value == "keychain" {
-        return Ok(StoreKeyOption::Keychain);
-    }
-    match value.strip_prefix("file:") {
-        Some(path) if !path.is_empty() => Ok(StoreKeyOption::File(PathBuf::from(path))),
-        _ => Err("expected `file:PATH` or `keychain`".into()),
+impl GlobalOptions {
+    /// `--store-key` / `MAILUP_STORE_KEY`, parsed. A value that is neither form is a usage
+    /// error that does not repeat it (it may be the key itself, pasted by mistake).
+    pub(crate) fn store_key(&self) -> Result<Option<StoreKeyOption>, String> {
+        let Some(value) = self.store_key.as_deref() else {
+            return Ok(None);
+        };
+        if value.as_str() == "keychain" {
+            return Ok(Some(StoreKeyOption::Keychain));
+        }
+        match value.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(Some(StoreKeyOption::File(PathBuf::from(path)))),
+            _ => Err(
+                "--store-key (MAILUP_STORE_KEY) must be `file:PATH` or `keychain`; the \
+                      value given is not shown (it may be key material)"
+                    .into(),
+            ),
+        }
     }
 }
 
@@ -280,7 +294,9 @@ mod tests {
             let mut argv = vec!["mailup-auth"];
             argv.extend_from_slice(args);
             argv.push("status");
-            Cli::try_parse_from(argv).map(|cli| cli.global.store_key)
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|cli| cli.global.store_key())
         };
         assert_eq!(parse(&[]).unwrap(), None);
         assert_eq!(
@@ -291,8 +307,14 @@ mod tests {
             parse(&["--store-key", "keychain"]).unwrap(),
             Some(StoreKeyOption::Keychain)
         );
-        for bad in ["file:", "/k/store.key", "vault"] {
-            assert!(parse(&["--store-key", bad]).is_err(), "{bad}");
+        for bad in [
+            "file:",
+            "/k/store.key",
+            "vault",
+            "c2VjcmV0LWtleS1tYXRlcmlhbA==",
+        ] {
+            let error = parse(&["--store-key", bad]).unwrap_err();
+            assert!(!error.contains(bad), "{error}");
         }
     }
 

@@ -196,11 +196,11 @@ impl Context {
 /// Where the store's encryption key is kept, from `--store-key` / `MAILUP_STORE_KEY`.
 fn key_source(global: &GlobalOptions, store_dir: &Path) -> Result<Option<KeySource>, Failure> {
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match &global.store_key {
+    match global.store_key().map_err(Failure::usage)? {
         None => Ok(None),
         // Absolute, so the store's "created with the key file ..." names it wherever the
         // command runs.
-        Some(StoreKeyOption::File(path)) => Ok(Some(KeySource::File(absolute(path)))),
+        Some(StoreKeyOption::File(path)) => Ok(Some(KeySource::File(absolute(&path)))),
         #[cfg(feature = "keyring")]
         Some(StoreKeyOption::Keychain) => Ok(Some(KeySource::Keychain {
             service: "mailup-auth".into(),

@@ -342,7 +342,11 @@ async fn a_store_key_value_that_is_key_material_is_never_echoed() {
     let mut leaks = Vec::new();
     for (what, args, env) in [
         ("MAILUP_STORE_KEY, status", &["status"][..], true),
-        ("--store-key, status", &["--store-key", key_text, "status"][..], false),
+        (
+            "--store-key, status",
+            &["--store-key", key_text, "status"][..],
+            false,
+        ),
         ("MAILUP_STORE_KEY, --help", &["--help"][..], true),
     ] {
         let out = run(&mut command(args, env)).await;

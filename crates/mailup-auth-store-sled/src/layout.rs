@@ -103,6 +103,19 @@ pub(crate) fn write_pointer(store: &Path, generation: u64) -> Result<(), StoreEr
     sync_dir(store)
 }
 
+/// The generation directories present in `store`, in order.
+pub(crate) fn generations(store: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(store).map_err(|e| io_error(store, &e))? {
+        let entry = entry.map_err(|e| io_error(store, &e))?;
+        if let Some(generation) = entry.file_name().to_str().and_then(parse_generation) {
+            found.push(generation);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
 /// Whether `store` holds a database in the 0.1.0 layout (sled's files directly in it).
 pub(crate) fn has_legacy_database(store: &Path) -> bool {
     store.join("conf").is_file() || store.join("db").is_file()

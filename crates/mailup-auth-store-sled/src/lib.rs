@@ -386,6 +386,14 @@ impl SledTokenStore {
         self.inner.sealer.is_some()
     }
 
+    /// Checks `key` against this open store as [`open_with`](Self::open_with) would, for a
+    /// program that shares one open store among several users that each name a key:
+    /// [`StoreError::Key`] when it does not fit (a key for a plain store, none or another one
+    /// for an encrypted store).
+    pub fn check_key(&self, key: Option<&KeySource>) -> Result<(), StoreError> {
+        check_encryption(&self.inner.path, &self.read(), key).map(drop)
+    }
+
     /// The cross-process refresh lease for this store's profiles: an OS file lock per profile
     /// in the store directory (see [`SledRefreshLease`]).
     pub fn refresh_lease(&self) -> SledRefreshLease {
@@ -518,6 +526,14 @@ impl SledTokenStore {
             }
             let version = next_version(profile, last_version)?;
             let encoded = self.encode_record(profile, version, record)?;
+            if removes_secrets {
+                // Flushed with the record: a kill between the save and its wipe leaves the
+                // marker, and the next open finishes the wipe.
+                database
+                    .meta
+                    .insert(META_SCRUB_PENDING, &[][..])
+                    .map_err(|error| io_error("write", error))?;
+            }
             let swapped = database
                 .profiles
                 .compare_and_swap(profile.as_bytes(), current, Some(encoded))
@@ -563,6 +579,11 @@ impl SledTokenStore {
                 // tombstone can keep it.
                 Err(_) => None,
             };
+            // Flushed with the delete: a kill before the wipe leaves the marker.
+            database
+                .meta
+                .insert(META_SCRUB_PENDING, &[][..])
+                .map_err(|error| io_error("write", error))?;
             let swapped = database
                 .profiles
                 .compare_and_swap(profile.as_bytes(), Some(current), replacement)
@@ -721,17 +742,42 @@ impl SledTokenStore {
 /// and wipes leftovers of interrupted switches. The caller holds the store lock.
 fn open_current(store: &Path) -> Result<Database, StoreError> {
     if let Some(generation) = layout::read_pointer(store)? {
-        layout::remove_leftovers(store, Some(generation), false)?;
         let dir = layout::generation_dir(store, generation);
         if !dir.join("conf").is_file() {
-            // Never an empty store in its place: the user would think they were logged out.
+            // Never an empty store in its place (the user would think they were logged out),
+            // and nothing removed: putting the right pointer back recovers everything.
             return Err(StoreError::Io(format!(
-                "{} names {}, which is missing: the store is damaged",
+                "{} names {}, which is missing: the store is damaged (nothing was removed; \
+                 the generations present are {:?})",
                 store.join("CURRENT").display(),
-                dir.display()
+                dir.display(),
+                layout::generations(store)?
             )));
         }
+        layout::remove_leftovers(store, Some(generation), false)?;
         return Database::open(store, generation);
+    }
+    if !layout::has_legacy_database(store) {
+        // No pointer and no 0.1.0 files: a generation can only be the remains of a creation
+        // that died before its pointer, and those hold no record. One that holds records means
+        // the pointer was lost: refuse, rather than open an empty store in its place.
+        let mut with_records = Vec::new();
+        for generation in layout::generations(store)? {
+            let database = Database::open(store, generation)?;
+            if !database.profiles.is_empty() {
+                with_records.push(generation);
+            }
+        }
+        if !with_records.is_empty() {
+            return Err(StoreError::Io(format!(
+                "the store at {} has lost its pointer file (CURRENT) but generations {:?} hold \
+                 records: nothing was removed; write `gen-N` (the newest complete generation) \
+                 into {} to recover",
+                store.display(),
+                with_records,
+                store.join("CURRENT").display()
+            )));
+        }
     }
     // No pointer: partial generations are what a creation or migration that died left.
     layout::remove_leftovers(store, None, true)?;

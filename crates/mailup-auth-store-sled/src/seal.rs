@@ -144,20 +144,12 @@ impl KeySource {
             .ok_or_else(|| self.unusable("it does not hold a store key"))
     }
 
-    /// A key kept with the records protects nothing.
+    /// A key kept with the records protects nothing. The path is resolved as the OS would
+    /// (`..`, relative paths, symlinks, including a key file that is a link into the store)
+    /// before it is compared with the store directory.
     fn refuse_inside(&self, path: &Path, store: &Path) -> Result<(), KeyProblem> {
-        let absolute = |p: &Path| {
-            std::path::absolute(p)
-                .ok()
-                .and_then(|p| {
-                    // The file may not exist yet: resolve its directory.
-                    let parent = p.parent()?.canonicalize().ok()?;
-                    Some(parent.join(p.file_name()?))
-                })
-                .unwrap_or_else(|| p.to_path_buf())
-        };
-        let store = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
-        if absolute(path).starts_with(&store) {
+        let store = resolved(store);
+        if resolved(path).starts_with(&store) {
             return Err(self.unusable(
                 "it is inside the store directory; keep the key somewhere else (a key stored \
                  with the records protects nothing)",
@@ -182,6 +174,36 @@ fn keychain_entry(
 ) -> Result<keyring::Entry, KeyProblem> {
     keyring::Entry::new(service, account)
         .map_err(|error| source.unusable(&format!("the keychain failed: {error}")))
+}
+
+/// `path` as the OS resolves it: absolute, symlinks of its existing part followed (the file
+/// itself included), `.` and `..` of the part that does not exist yet applied.
+fn resolved(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // The longest prefix that exists, canonicalized; the rest appended component by component.
+    let components: Vec<Component<'_>> = absolute.components().collect();
+    let mut split = components.len();
+    let mut base = None;
+    while split > 0 {
+        let prefix: std::path::PathBuf = components[..split].iter().collect();
+        if let Ok(canonical) = prefix.canonicalize() {
+            base = Some(canonical);
+            break;
+        }
+        split -= 1;
+    }
+    let mut out = base.unwrap_or_default();
+    for component in &components[split..] {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Creates `path` with `text`, never replacing an existing file: `0600` on Unix, its missing

@@ -241,7 +241,8 @@ impl MailUpClientBuilder {
     /// folders) or, with the sled crate's `keyring` feature, the OS keychain. A new store
     /// creates the key; an existing one must be opened with its key, or `build` fails with
     /// `StoreError::Key` naming what is missing. Applies to [`store_path`](Self::store_path)
-    /// and the default store; within one process, the first opener of a directory decides.
+    /// and the default store; clients in one process that share a directory share its open
+    /// store, and each one's key is checked against it.
     #[cfg(feature = "sled")]
     pub fn sled_key(mut self, key: mailup_auth_store_sled::KeySource) -> Self {
         self.sled_key = Some(key);
@@ -441,6 +442,9 @@ pub(super) fn open_sled(
     let lease: Arc<dyn RefreshLease> =
         Arc::new(mailup_auth_store_sled::SledRefreshLease::new(&key));
     if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
+        // Shared, but only with the key it was opened with: a client that asks for
+        // encryption must not get a plain store, nor a wrong key an encrypted one.
+        store.check_key(encryption)?;
         return Ok((store, Some(lease)));
     }
     let store = Arc::new(SledTokenStore::open_with(&key, encryption)?);
