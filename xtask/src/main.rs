@@ -24,6 +24,8 @@ commands:
   release   bump the shared version, move the changelog, package every publishable crate
             in dependency order (see `cargo xtask release --help`)
   bench     cargo bench --workspace [ARGS...]
+  fuzz      the stable fuzz loop: replay fuzz/corpus, then N seeded mutants per target
+            (see `cargo xtask fuzz --help`; `cargo +nightly fuzz` runs the real fuzzer)
   help      print this message (also -h, --help)
 
 Run `cargo xtask <COMMAND> --help` for a command's options.";
@@ -47,6 +49,21 @@ options:
   --allow-dirty      skip the clean-tree check
   --date YYYY-MM-DD  date for the changelog heading (default: today, UTC)
   -h, --help         print this message";
+
+const FUZZ_USAGE: &str = "\
+usage: cargo xtask fuzz [--count N] [--seed S] [--target NAME] [--release]
+
+Runs the stable fuzz loop of crates/mailup-auth-fuzz-bodies (tests/stable.rs): each target
+replays its committed corpus (fuzz/corpus/<target>/), then runs N inputs made by seeded random
+mutation, and prints its executions. On the stable toolchain, without coverage feedback; for
+coverage-guided runs use `cargo +nightly fuzz run <target>` (see fuzz/README.md).
+
+options:
+  --count N      mutants per target (default 50000, as in `cargo test`)
+  --seed S       the PRNG seed (default fixed; a failure prints the input to commit)
+  --target NAME  one of token_answer, api_answer, urls, stored_record, session_ops
+  --release      build optimized (slower to build, about ten times faster to run)
+  -h, --help     print this message";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -111,10 +128,74 @@ fn run(args: &[String]) -> Result<()> {
                 Err(Error::new(format!("cargo bench failed ({status})")))
             }
         }
+        "fuzz" if wants_help(rest) => {
+            println!("{FUZZ_USAGE}");
+            Ok(())
+        }
+        "fuzz" => fuzz(rest),
         other => {
             eprintln!("{USAGE}");
             Err(Error::new(format!("unknown command `{other}`")))
         }
+    }
+}
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut command = cargo();
+    command.args(["test", "-p", "mailup-auth-fuzz-bodies", "--test", "stable"]);
+    let mut filter = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| Error::new(format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--count" => {
+                let count = value("--count")?;
+                count
+                    .parse::<u64>()
+                    .map_err(|_| Error::new(format!("--count takes a number, not `{count}`")))?;
+                command.env("MAILUP_FUZZ_COUNT", count);
+            }
+            "--seed" => {
+                let seed = value("--seed")?;
+                seed.parse::<u64>()
+                    .map_err(|_| Error::new(format!("--seed takes a number, not `{seed}`")))?;
+                command.env("MAILUP_FUZZ_SEED", seed);
+            }
+            "--target" => filter = Some(value("--target")?),
+            "--release" => {
+                command.arg("--release");
+            }
+            other => {
+                return Err(Error::new(format!(
+                    "unknown option `{other}` (see `cargo xtask fuzz --help`)"
+                )))
+            }
+        }
+    }
+    command.args(["--", "--nocapture", "--test-threads", "2"]);
+    if let Some(target) = filter {
+        let test = match target.as_str() {
+            "token_answer" => "token_answers",
+            "api_answer" => "api_answers",
+            "urls" => "urls_keep",
+            "stored_record" => "stored_records_keep",
+            "session_ops" => "session_operation",
+            other => return Err(Error::new(format!("unknown fuzz target `{other}`"))),
+        };
+        command.arg(test);
+    }
+    let status = command
+        .current_dir(workspace_root()?)
+        .status()
+        .map_err(|e| Error::new(format!("cannot run cargo test: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!("the fuzz loop failed ({status})")))
     }
 }
 

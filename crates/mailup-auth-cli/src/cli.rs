@@ -141,6 +141,17 @@ pub(crate) struct GlobalOptions {
         default_value_t = 60
     )]
     pub(crate) refresh_skew: u64,
+    /// The longest one HTTP request, and one token operation with its retries, may take, in
+    /// seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_HTTP_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub(crate) http_timeout: u64,
 }
 
 /// Keeps a secret option's value in memory that is wiped when it is dropped (clap's own copy

@@ -138,6 +138,16 @@ impl Context {
             })
             .max_refresh_attempts(3)
             .refresh_skew(Duration::from_secs(global.refresh_skew));
+        if global.http_timeout != 30 {
+            let timeout = Duration::from_secs(global.http_timeout);
+            let transport = mailup_auth::ReqwestTransport::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| Failure::new(2, format!("cannot build the HTTP client: {e}")))?;
+            builder = builder
+                .transport(Arc::new(transport))
+                .token_operation_timeout(timeout);
+        }
         if let Some(base) = &global.auth_base {
             builder = builder.auth_base(base.clone());
         }

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::http::{HttpRequest, HttpResponse};
 use crate::secret::AccessToken;
+use crate::time::UnixTime;
 use crate::token::{parse_json_object, truncate};
 
 /// MailUp's error fields, as found in an API error body (all optional: proxies send HTML).
@@ -103,8 +104,19 @@ impl ApiError {
     }
 }
 
-/// Classifies an API response: `Ok(())` for 2xx, a typed error otherwise.
+/// Classifies an API response: `Ok(())` for 2xx, a typed error otherwise. `Retry-After` is
+/// read in delta-seconds only; [`classify_api_response_at`] reads HTTP dates too.
 pub fn classify_api_response(response: &HttpResponse) -> Result<(), ApiError> {
+    classify(response, retry_after(response))
+}
+
+/// Classifies an API response received at `now`: like [`classify_api_response`], and a
+/// `Retry-After` HTTP date is turned into the wait from `now` (see [`retry_after_at`]).
+pub fn classify_api_response_at(response: &HttpResponse, now: UnixTime) -> Result<(), ApiError> {
+    classify(response, retry_after_at(response, now))
+}
+
+fn classify(response: &HttpResponse, retry_after: Option<Duration>) -> Result<(), ApiError> {
     let status = response.status;
     if status.is_success() {
         return Ok(());
@@ -113,27 +125,40 @@ pub fn classify_api_response(response: &HttpResponse) -> Result<(), ApiError> {
     Err(match status.as_u16() {
         401 => ApiError::Unauthorized(error),
         403 => ApiError::Forbidden(error),
-        429 => ApiError::RateLimited {
-            retry_after: retry_after(response),
-            error,
-        },
+        429 => ApiError::RateLimited { retry_after, error },
         400..=499 => ApiError::Client(error),
         500..=599 => ApiError::Server(error),
         _ => ApiError::Unexpected(error),
     })
 }
 
-/// `Retry-After` in delta-seconds (HTTP dates are not supported and read as absent).
+/// `Retry-After` in delta-seconds (an HTTP date needs the time: see [`retry_after_at`]; here
+/// it reads as absent, as does anything else that is not a number of seconds).
 pub fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    response
-        .headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
+    retry_after_value(response)?
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+/// `Retry-After` as the wait from `now`: delta-seconds, or an HTTP date (RFC 9110's
+/// IMF-fixdate, and the obsolete RFC 850 and asctime forms). A date in the past means no wait
+/// (zero). Anything else (garbage, a negative number, an empty value) reads as absent. The
+/// value is not capped: the caller decides how long it is willing to wait.
+pub fn retry_after_at(response: &HttpResponse, now: UnixTime) -> Option<Duration> {
+    let value = retry_after_value(response)?;
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now.to_system_time())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn retry_after_value(response: &HttpResponse) -> Option<&str> {
+    Some(response.headers.get(RETRY_AFTER)?.to_str().ok()?.trim())
 }
 
 /// What to do after an API response.
@@ -164,9 +189,20 @@ impl ApiCall {
         self.retried
     }
 
-    /// Handles a response of this call.
+    /// Handles a response of this call (`Retry-After` in delta-seconds only; prefer
+    /// [`handle_response_at`](Self::handle_response_at)).
     pub fn handle_response(&mut self, response: &HttpResponse) -> ApiStep {
-        match classify_api_response(response) {
+        self.step(classify_api_response(response))
+    }
+
+    /// Handles a response of this call received at `now` (a `Retry-After` HTTP date becomes
+    /// the wait from `now`).
+    pub fn handle_response_at(&mut self, response: &HttpResponse, now: UnixTime) -> ApiStep {
+        self.step(classify_api_response_at(response, now))
+    }
+
+    fn step(&mut self, classified: Result<(), ApiError>) -> ApiStep {
+        match classified {
             Ok(()) => ApiStep::Done,
             Err(ApiError::Unauthorized(_)) if !self.retried => {
                 self.retried = true;
@@ -303,6 +339,48 @@ mod tests {
             classify_api_response(&dated),
             Err(ApiError::RateLimited {
                 retry_after: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn retry_after_dates_are_read_against_now() {
+        let now = UnixTime::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        let limited = |value: &'static str| {
+            response(429, "").with_header(RETRY_AFTER, HeaderValue::from_static(value))
+        };
+        let wait = |value| retry_after_at(&limited(value), now);
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:28:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait("Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            wait("Wed Oct 21 07:28:02 2015"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(wait("Tue, 20 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait("99999999999"),
+            Some(Duration::from_secs(99_999_999_999))
+        );
+        assert_eq!(wait("soon-ish"), None);
+        assert_eq!(wait("-5"), None);
+        assert_eq!(wait(""), None);
+        assert!(matches!(
+            classify_api_response_at(&limited("Wed, 21 Oct 2015 07:28:05 GMT"), now),
+            Err(ApiError::RateLimited { retry_after: Some(d), .. }) if d == Duration::from_secs(5)
+        ));
+        let mut call = ApiCall::new();
+        assert!(matches!(
+            call.handle_response_at(&limited("Wed, 21 Oct 2015 07:28:05 GMT"), now),
+            ApiStep::Fail(ApiError::RateLimited {
+                retry_after: Some(_),
                 ..
             })
         ));

@@ -10,15 +10,24 @@
 //! | `POST /_emulator/refresh-tokens/revoke` | `{"refresh_token":"..."}` | revoke one; `{"revoked":bool}` |
 //! | `POST /_emulator/refresh-tokens/revoke-all` | | revoke all |
 //! | `GET /_emulator/refresh-tokens` | | `{"issued":[..],"live":[..]}` |
-//! | `POST /_emulator/faults` | `{"fault":"status503","count":2}` | fail the next token requests |
-//! | `DELETE /_emulator/faults` | | clear pending faults |
+//! | `POST /_emulator/faults` | `{"fault":"status503","count":2,"target":"token"}` | fail the next token requests (`"target":"api"`: the next API requests; default `token`) |
+//! | `GET /_emulator/faults` | | `{"faults":[..]}`: every fault name of the catalogue |
+//! | `DELETE /_emulator/faults` | | clear pending faults (both targets) |
 //! | `POST /_emulator/latency` | `{"token_ms":100,"api_ms":0}` | add latency (either key optional) |
 //! | `POST /_emulator/clock/advance` | `{"seconds":3600}` | move the emulator's time forward |
 //! | `POST /_emulator/rate-limit` | `{"requests":5,"window_secs":1}` or `null` | set or clear it |
 //! | `GET /_emulator/sent-emails` | | `{"sent":[{"username","send_id","message_id","list_id","subject","email","recipient_id"}]}` |
 //!
-//! Fault names: `status500`, `status503`, `html_error_page`, `malformed_body`,
-//! `drop_connection`, `not_found_html`, `invalid_request`. Errors are `400 {"error":"..."}`.
+//! Fault names are the `snake_case` forms of [`Fault`](crate::Fault)'s variants: `status500`,
+//! `status503`, `html_error_page`, `malformed_body`, `drop_connection`, `not_found_html`,
+//! `invalid_request`, `html200`, `truncated_json`, `redirect302`, `redirect307`,
+//! `expires_in_negative`, `expires_in_huge`, `expires_in_float`, `expires_in_string`,
+//! `expires_in_garbage`, `expires_in_zero`, `missing_access_token`, `non_string_token`,
+//! `non_utf8_body`, `token_with_cr_lf`, `missing_refresh_token`, `error_with200`, `empty401`,
+//! `html403`, `too_many_requests_seconds`, `too_many_requests_date`,
+//! `too_many_requests_garbage`, `too_many_requests_huge`, `body_dropped_midway`,
+//! `garbage_status_line`, `huge_header`, `slow_body`, `headers_never_come`, `chunked_gigabyte`.
+//! Errors are `400 {"error":"..."}`.
 
 use std::time::Duration;
 
@@ -47,7 +56,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/refresh-tokens/revoke-all",
             post(revoke_all_refresh_tokens),
         )
-        .route("/faults", post(add_faults).delete(clear_faults))
+        .route(
+            "/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
         .route("/latency", post(set_latency))
         .route("/clock/advance", post(advance_clock))
         .route("/rate-limit", post(set_rate_limit))
@@ -129,6 +141,22 @@ struct FaultBody {
     fault: Fault,
     #[serde(default = "one")]
     count: u32,
+    #[serde(default)]
+    target: FaultTarget,
+}
+
+/// Which requests a fault posted to the admin API applies to.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum FaultTarget {
+    #[default]
+    Token,
+    Api,
+}
+
+async fn list_faults() -> Response {
+    let names: Vec<String> = Fault::ALL.iter().map(|f| f.name()).collect();
+    Json(json!({ "faults": names })).into_response()
 }
 
 fn one() -> u32 {
@@ -138,7 +166,14 @@ fn one() -> u32 {
 async fn add_faults(State(shared): State<AppState>, body: Bytes) -> Response {
     match parse::<FaultBody>(&body) {
         Ok(body) => {
-            controls::fail_next_token_requests(&shared, body.count, body.fault);
+            match body.target {
+                FaultTarget::Token => {
+                    controls::fail_next_token_requests(&shared, body.count, body.fault)
+                }
+                FaultTarget::Api => {
+                    controls::fail_next_api_requests(&shared, body.count, body.fault)
+                }
+            }
             ok()
         }
         Err(message) => bad(message),
@@ -146,7 +181,10 @@ async fn add_faults(State(shared): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn clear_faults(State(shared): State<AppState>) -> Response {
-    shared.lock().faults.clear();
+    let mut state = shared.lock();
+    state.faults.clear();
+    state.api_faults.clear();
+    drop(state);
     ok()
 }
 

@@ -22,6 +22,12 @@ pub(crate) fn fail_next_token_requests(shared: &AppState, count: u32, fault: Fau
     }
 }
 
+pub(crate) fn fail_next_api_requests(shared: &AppState, count: u32, fault: Fault) {
+    if count > 0 {
+        shared.lock().api_faults.push_back((fault, count));
+    }
+}
+
 pub(crate) fn set_rate_limit(shared: &AppState, limit: Option<RateLimit>) {
     let mut state = shared.lock();
     state.rate_limit = limit;

@@ -10,6 +10,7 @@ mod clock;
 mod config;
 mod console;
 mod controls;
+mod faults;
 mod html;
 mod listener;
 mod logon;

@@ -5,12 +5,14 @@
 //! Each accepted stream shares an `Arc<AtomicBool>` with the [`ConnectionHandle`] that axum
 //! hands to handlers as `ConnectInfo`. Once a handler sets it, every read and write on the
 //! stream fails, hyper abandons the connection and the socket is closed with nothing written.
+//! A handler can also replace the response with raw bytes (not HTTP), written in its place
+//! before the connection is failed the same way.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub(crate) struct ConnectionHandle {
     pub(crate) remote: SocketAddr,
     killed: Arc<AtomicBool>,
+    replacement: Arc<Mutex<Vec<u8>>>,
 }
 
 impl ConnectionHandle {
@@ -31,6 +34,16 @@ impl ConnectionHandle {
     pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
     }
+
+    /// Sends `bytes` instead of the pending response, then fails the connection: for answers
+    /// that are not HTTP at all.
+    pub(crate) fn replace_output(&self, bytes: Vec<u8>) {
+        *lock(&self.replacement) = bytes;
+    }
+}
+
+fn lock(bytes: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    bytes.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Connected<IncomingStream<'_, KillableListener>> for ConnectionHandle {
@@ -60,12 +73,18 @@ impl Listener for KillableListener {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
                     let killed = Arc::new(AtomicBool::new(false));
+                    let replacement = Arc::new(Mutex::new(Vec::new()));
                     return (
                         KillableStream {
                             inner: stream,
                             killed: killed.clone(),
+                            replacement: replacement.clone(),
                         },
-                        ConnectionHandle { remote, killed },
+                        ConnectionHandle {
+                            remote,
+                            killed,
+                            replacement,
+                        },
                     );
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -81,6 +100,7 @@ impl Listener for KillableListener {
         Ok(ConnectionHandle {
             remote: self.inner.local_addr()?,
             killed: Arc::new(AtomicBool::new(false)),
+            replacement: Arc::new(Mutex::new(Vec::new())),
         })
     }
 }
@@ -89,6 +109,7 @@ impl Listener for KillableListener {
 pub(crate) struct KillableStream {
     inner: TcpStream,
     killed: Arc<AtomicBool>,
+    replacement: Arc<Mutex<Vec<u8>>>,
 }
 
 impl KillableStream {
@@ -101,6 +122,32 @@ impl KillableStream {
         } else {
             Ok(())
         }
+    }
+
+    /// Writes the replacement output, if any, instead of what hyper writes (`len` bytes, which
+    /// are reported written); once it is all out the connection is killed.
+    fn poll_replacement(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let mut replacement = lock(&self.replacement);
+        if replacement.is_empty() {
+            return None;
+        }
+        while !replacement.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &replacement) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => {
+                    replacement.drain(..n);
+                }
+                Poll::Ready(Err(error)) => return Some(Poll::Ready(Err(error))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        replacement.clear();
+        self.killed.store(true, Ordering::SeqCst);
+        Some(Poll::Ready(Ok(len)))
     }
 }
 
@@ -121,6 +168,9 @@ impl AsyncWrite for KillableStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(poll) = self.poll_replacement(cx, buf.len()) {
+            return poll;
+        }
         self.check()?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -130,6 +180,10 @@ impl AsyncWrite for KillableStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if let Some(poll) = self.poll_replacement(cx, len) {
+            return poll;
+        }
         self.check()?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

@@ -386,9 +386,18 @@ impl Emulator {
         controls::fail_next_token_requests(&self.shared, n, fault);
     }
 
-    /// Drops the faults not yet used.
+    /// Answers the next `n` requests under the Console API base with `fault` instead of
+    /// serving them (the access token is not even looked at). Faults that only make sense on
+    /// the token endpoint ([`Fault::processes_the_grant`]) serve the request normally.
+    pub fn fail_next_api_requests(&self, n: u32, fault: Fault) {
+        controls::fail_next_api_requests(&self.shared, n, fault);
+    }
+
+    /// Drops the faults not yet used (token endpoint and API).
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        let mut state = self.shared.lock();
+        state.faults.clear();
+        state.api_faults.clear();
     }
 
     /// Delays every token-endpoint response by `latency` (zero to stop).
@@ -430,6 +439,9 @@ impl Emulator {
     /// Stops accepting connections, lets requests in flight finish (at most 5 s, then they
     /// are cut) and returns once the server task has ended.
     pub async fn shutdown(mut self) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -457,6 +469,9 @@ impl std::fmt::Debug for Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -19,12 +19,24 @@ use crate::console::ConsoleAccount;
 /// How long a LogOn form (and then its consent form) stays usable.
 pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
 
-/// A failure to inject into upcoming token-endpoint requests.
+/// A bad answer to inject into upcoming token-endpoint or API requests: the emulator's
+/// catalogue of what real servers, proxies and networks do wrong, so that a client (this
+/// project's or anyone's) can be tested against each.
+///
+/// Unless said otherwise, a fault answers *instead of* the request: nothing is processed, no
+/// token is issued or rotated, and the same fault works on the token endpoint and on the API.
+/// The `ExpiresIn*` and [`MissingRefreshToken`](Self::MissingRefreshToken) faults process the
+/// token request and then mangle the answer (the tokens in it are real); on the API they are
+/// no fault (the request is served normally).
+///
+/// The admin API and the CLI's `--fault` names are the `snake_case` forms of the variant names
+/// (`status500`, `html200`, `redirect302`, `expires_in_negative`, `chunked_gigabyte`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Fault {
-    /// `500 Internal Server Error` with an RFC 6749 `server_error` JSON body.
+    /// `500 Internal Server Error` with a JSON body (RFC 6749 `server_error` on the token
+    /// endpoint, MailUp's `ErrorCode` shape on the API).
     Status500,
     /// `503 Service Unavailable` with `Retry-After: 1` and a plain-text body.
     Status503,
@@ -39,6 +51,141 @@ pub enum Fault {
     /// `400 Bad Request` with an RFC 6749 `invalid_request` body: a refusal that says nothing
     /// about the grant.
     InvalidRequest,
+    /// `200 OK` with an HTML page (a captive portal, a login wall).
+    Html200,
+    /// `200 OK` with JSON cut in the middle of a value (`{"access_token":"abc","expires_in":36`).
+    TruncatedJson,
+    /// `302 Found` to another place (redirects must not be followed with credentials).
+    Redirect302,
+    /// `307 Temporary Redirect` to another place (a 307 would repeat the POST body).
+    Redirect307,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": -3600`.
+    ExpiresInNegative,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": 18446744073709551615000`.
+    ExpiresInHuge,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": 3599.75`.
+    ExpiresInFloat,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": "3600"`.
+    ExpiresInString,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": "soon"`.
+    ExpiresInGarbage,
+    /// Token endpoint: the grant is processed; the answer says `"expires_in": 0`.
+    ExpiresInZero,
+    /// `200 OK` with `refresh_token` and `expires_in` but no `access_token` (nothing issued).
+    MissingAccessToken,
+    /// `200 OK` whose `access_token` is a number and `refresh_token` an array (nothing issued).
+    NonStringToken,
+    /// `200 OK`, `application/json`, with bytes that are not UTF-8 inside the token.
+    NonUtf8Body,
+    /// `200 OK` whose `access_token` holds `\r\n` and a header line (nothing issued): a
+    /// client that put it in a header as is would inject that header.
+    TokenWithCrLf,
+    /// Token endpoint: the grant is processed but the answer has no `refresh_token`, and the
+    /// refresh token is not rotated (a refresh keeps the one it was sent with alive; a login
+    /// issues none).
+    MissingRefreshToken,
+    /// `200 OK` with an RFC 6749 error body, `{"error":"invalid_grant",..}` (nothing issued).
+    ErrorWith200,
+    /// `401 Unauthorized` with an empty body and no `WWW-Authenticate`.
+    Empty401,
+    /// `403 Forbidden` with an HTML page (a web application firewall).
+    Html403,
+    /// `429 Too Many Requests` with `Retry-After: 2` (seconds).
+    TooManyRequestsSeconds,
+    /// `429 Too Many Requests` with `Retry-After` as an HTTP date two seconds ahead.
+    TooManyRequestsDate,
+    /// `429 Too Many Requests` with `Retry-After: soon-ish`.
+    TooManyRequestsGarbage,
+    /// `429 Too Many Requests` with `Retry-After: 99999999999` (three thousand years).
+    TooManyRequestsHuge,
+    /// `200 OK` announcing a 4096-byte body, of which 64 bytes are sent before the connection
+    /// is closed.
+    BodyDroppedMidway,
+    /// Not HTTP at all: `SSH-2.0-OpenSSH_9.6\r\n` (a garbage status line), then the
+    /// connection is closed.
+    GarbageStatusLine,
+    /// `200 OK` with a 2 MiB header line (and a valid-looking body).
+    HugeHeader,
+    /// `200 OK` at once, then a body of one space every 250 ms that never ends (for ten
+    /// minutes, or until the client goes away).
+    SlowBody,
+    /// The request is read and then nothing is sent, for ten minutes or until the client goes
+    /// away.
+    HeadersNeverCome,
+    /// `200 OK`, `Transfer-Encoding: chunked`, a JSON-looking body of 1 GiB, produced as it is
+    /// read (the emulator never holds it).
+    ChunkedGigabyte,
+}
+
+impl Fault {
+    /// Every fault, in declaration order: the catalogue, for table-driven tests.
+    pub const ALL: &'static [Fault] = &[
+        Fault::Status500,
+        Fault::Status503,
+        Fault::HtmlErrorPage,
+        Fault::MalformedBody,
+        Fault::DropConnection,
+        Fault::NotFoundHtml,
+        Fault::InvalidRequest,
+        Fault::Html200,
+        Fault::TruncatedJson,
+        Fault::Redirect302,
+        Fault::Redirect307,
+        Fault::ExpiresInNegative,
+        Fault::ExpiresInHuge,
+        Fault::ExpiresInFloat,
+        Fault::ExpiresInString,
+        Fault::ExpiresInGarbage,
+        Fault::ExpiresInZero,
+        Fault::MissingAccessToken,
+        Fault::NonStringToken,
+        Fault::NonUtf8Body,
+        Fault::TokenWithCrLf,
+        Fault::MissingRefreshToken,
+        Fault::ErrorWith200,
+        Fault::Empty401,
+        Fault::Html403,
+        Fault::TooManyRequestsSeconds,
+        Fault::TooManyRequestsDate,
+        Fault::TooManyRequestsGarbage,
+        Fault::TooManyRequestsHuge,
+        Fault::BodyDroppedMidway,
+        Fault::GarbageStatusLine,
+        Fault::HugeHeader,
+        Fault::SlowBody,
+        Fault::HeadersNeverCome,
+        Fault::ChunkedGigabyte,
+    ];
+
+    /// The name used by the admin API (`snake_case`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Whether the token endpoint processes the request before mangling its answer (the
+    /// `ExpiresIn*` faults and [`MissingRefreshToken`](Self::MissingRefreshToken)); such
+    /// faults do nothing on the API.
+    pub fn processes_the_grant(self) -> bool {
+        matches!(
+            self,
+            Fault::ExpiresInNegative
+                | Fault::ExpiresInHuge
+                | Fault::ExpiresInFloat
+                | Fault::ExpiresInString
+                | Fault::ExpiresInGarbage
+                | Fault::ExpiresInZero
+                | Fault::MissingRefreshToken
+        )
+    }
+
+    /// Whether the answer never completes on its own: the client's timeout ends it
+    /// ([`SlowBody`](Self::SlowBody), [`HeadersNeverCome`](Self::HeadersNeverCome)).
+    pub fn hangs(self) -> bool {
+        matches!(self, Fault::SlowBody | Fault::HeadersNeverCome)
+    }
 }
 
 /// A snapshot of the emulator's counters. Counters only grow, except through
@@ -66,6 +213,8 @@ pub struct Counters {
     pub api_unauthorized: u64,
     /// API requests answered 429.
     pub rate_limited: u64,
+    /// API requests answered with an injected [`Fault`].
+    pub api_faults: u64,
     /// Authorization codes issued (consent allowed).
     pub codes_issued: u64,
     /// LogOn pages served after a valid LogOn request.
@@ -88,6 +237,7 @@ pub(crate) struct CounterCells {
     pub(crate) api_calls: AtomicU64,
     pub(crate) api_unauthorized: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) api_faults: AtomicU64,
     pub(crate) codes_issued: AtomicU64,
     pub(crate) logon_pages: AtomicU64,
     pub(crate) logon_failures: AtomicU64,
@@ -112,6 +262,7 @@ impl CounterCells {
             api_calls: get(&self.api_calls),
             api_unauthorized: get(&self.api_unauthorized),
             rate_limited: get(&self.rate_limited),
+            api_faults: get(&self.api_faults),
             codes_issued: get(&self.codes_issued),
             logon_pages: get(&self.logon_pages),
             logon_failures: get(&self.logon_failures),
@@ -131,6 +282,7 @@ impl CounterCells {
             &self.api_calls,
             &self.api_unauthorized,
             &self.rate_limited,
+            &self.api_faults,
             &self.codes_issued,
             &self.logon_pages,
             &self.logon_failures,
@@ -196,6 +348,7 @@ pub(crate) struct State {
     pub(crate) refresh_tokens: HashMap<String, RefreshGrant>,
     pub(crate) issued_refresh_tokens: Vec<String>,
     pub(crate) faults: VecDeque<(Fault, u32)>,
+    pub(crate) api_faults: VecDeque<(Fault, u32)>,
     pub(crate) rate_windows: HashMap<String, (SystemTime, u32)>,
     /// Console data per account (username).
     pub(crate) accounts: HashMap<String, ConsoleAccount>,
@@ -218,6 +371,8 @@ pub(crate) struct Shared {
     /// Added to the clock by `advance_clock`; an atomic so reading the time never takes the
     /// state lock (handlers read the time, then lock).
     clock_offset_nanos: AtomicU64,
+    /// Set when the emulator stops, so that never-ending faults end too.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -258,6 +413,7 @@ impl Shared {
             clock,
             counters: CounterCells::default(),
             clock_offset_nanos: AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
         }
     }
@@ -355,14 +511,41 @@ impl State {
             .retain(|_, pending| pending.created + PENDING_LIFETIME > now);
     }
 
-    /// Takes the next injected fault, if any.
+    /// Takes the next injected token-endpoint fault, if any.
     pub(crate) fn take_fault(&mut self) -> Option<Fault> {
-        let (fault, remaining) = self.faults.front_mut()?;
-        let fault = *fault;
-        *remaining -= 1;
-        if *remaining == 0 {
-            self.faults.pop_front();
+        take_from(&mut self.faults)
+    }
+
+    /// Takes the next injected API fault, if any.
+    pub(crate) fn take_api_fault(&mut self) -> Option<Fault> {
+        take_from(&mut self.api_faults)
+    }
+}
+
+fn take_from(queue: &mut VecDeque<(Fault, u32)>) -> Option<Fault> {
+    let (fault, remaining) = queue.front_mut()?;
+    let fault = *fault;
+    *remaining -= 1;
+    if *remaining == 0 {
+        queue.pop_front();
+    }
+    Some(fault)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fault;
+
+    #[test]
+    fn every_fault_has_a_distinct_name_that_reads_back() {
+        let mut names = std::collections::HashSet::new();
+        for fault in Fault::ALL {
+            let name = fault.name();
+            assert!(!name.is_empty(), "{fault:?}");
+            assert!(names.insert(name.clone()), "{name} twice");
+            let back: Fault = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(back, *fault);
         }
-        Some(fault)
+        assert_eq!(Fault::ALL.len(), 35);
     }
 }

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Serialize;
 
+use crate::faults::{self, Target};
 use crate::listener::ConnectionHandle;
 use crate::state::{bump, AppState, Fault, IssuedTokens};
 
@@ -76,16 +77,43 @@ pub(crate) async fn token(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(fault) = fault {
-        bump(&shared.counters.token_faults);
-        return fault_response(fault, &connection);
-    }
+    let mangle = match fault {
+        Some(fault) if fault.processes_the_grant() => {
+            bump(&shared.counters.token_faults);
+            Some(fault)
+        }
+        Some(fault) => {
+            bump(&shared.counters.token_faults);
+            if fault == Fault::HeadersNeverCome {
+                faults::hang(&shared).await;
+            }
+            return faults::fault_response(fault, Target::Token, &shared, &connection);
+        }
+        None => None,
+    };
     match handle(&shared, &method, query.as_deref(), &headers, &body) {
         Ok(tokens) => {
             bump(&shared.counters.access_tokens_issued);
-            let mut response = axum::Json(tokens).into_response();
-            no_store(response.headers_mut());
-            response
+            match mangle {
+                Some(fault) => {
+                    if fault == Fault::MissingRefreshToken {
+                        keep_the_old_refresh_token(
+                            &shared,
+                            &tokens,
+                            &method,
+                            query.as_deref(),
+                            &body,
+                        );
+                    }
+                    let value = serde_json::to_value(&tokens).unwrap_or_default();
+                    faults::mangled_token_answer(fault, &value)
+                }
+                None => {
+                    let mut response = axum::Json(tokens).into_response();
+                    no_store(response.headers_mut());
+                    response
+                }
+            }
         }
         Err(error) => {
             bump(&shared.counters.token_errors);
@@ -95,58 +123,29 @@ pub(crate) async fn token(
     }
 }
 
-fn fault_response(fault: Fault, connection: &ConnectionHandle) -> Response {
-    match fault {
-        Fault::Status500 => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({
-                "error": "server_error",
-                "error_description": "injected fault: internal server error",
-            })),
-        )
-            .into_response(),
-        Fault::Status503 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "Service Unavailable (injected fault)",
-        )
-            .into_response(),
-        Fault::HtmlErrorPage => (
-            StatusCode::BAD_GATEWAY,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
-<body><h1>502 Bad Gateway</h1><p>The proxy server received an invalid response \
-from an upstream server (injected fault).</p></body></html>",
-        )
-            .into_response(),
-        Fault::MalformedBody => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{\"access_token\":\"truncated",
-        )
-            .into_response(),
-        Fault::NotFoundHtml => (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            "<!DOCTYPE html><html><head><title>404 Not Found</title></head>\
-<body><h1>Not Found</h1><p>The requested URL was not found on this server \
-(injected fault).</p></body></html>",
-        )
-            .into_response(),
-        Fault::InvalidRequest => (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({
-                "error": "invalid_request",
-                "error_description": "injected fault: invalid request",
-            })),
-        )
-            .into_response(),
-        Fault::DropConnection => {
-            tracing::debug!(remote = %connection.remote, "dropping the connection (injected fault)");
-            connection.kill();
-            // Never written: the killed stream fails the write and hyper closes the socket.
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+/// For [`Fault::MissingRefreshToken`]: the answer carries no refresh token, so the one just
+/// issued is withdrawn, and a refresh keeps the refresh token it was sent with alive (a
+/// server that does not rotate).
+fn keep_the_old_refresh_token(
+    shared: &AppState,
+    tokens: &IssuedTokens,
+    method: &Method,
+    query: Option<&str>,
+    body: &[u8],
+) {
+    let old = parameters(method, query, body)
+        .ok()
+        .filter(|params| params.get("grant_type").map(String::as_str) == Some("refresh_token"))
+        .and_then(|params| params.get("refresh_token").cloned());
+    let mut state = shared.lock();
+    let Some(grant) = state.refresh_tokens.remove(&tokens.refresh_token) else {
+        return;
+    };
+    state
+        .issued_refresh_tokens
+        .retain(|issued| *issued != tokens.refresh_token);
+    if let Some(old) = old {
+        state.refresh_tokens.insert(old, grant);
     }
 }
 

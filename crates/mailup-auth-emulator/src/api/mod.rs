@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::console::ConsoleAccount;
-use crate::state::{bump, AppState, State as EmulatorState};
+use crate::listener::ConnectionHandle;
+use crate::state::{bump, AppState, Fault, State as EmulatorState};
 
 /// Turns an error answer that is not JSON (axum's plain-text rejections: an undecodable path
 /// segment, a body over the size limit, a malformed JSON body) into MailUp's error shape with
@@ -168,9 +169,30 @@ impl FromRequestParts<AppState> for ApiCaller {
 
     async fn from_request_parts(parts: &mut Parts, shared: &AppState) -> Result<Self, Response> {
         bump(&shared.counters.api_calls);
-        let latency = shared.lock().api_latency;
+        let (latency, fault) = {
+            let mut state = shared.lock();
+            (state.api_latency, state.take_api_fault())
+        };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
+        }
+        if let Some(fault) = fault.filter(|f| !f.processes_the_grant()) {
+            bump(&shared.counters.api_faults);
+            if fault == Fault::HeadersNeverCome {
+                crate::faults::hang(shared).await;
+            }
+            let connection = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<ConnectionHandle>>()
+                .map(|info| info.0.clone());
+            if let Some(connection) = connection {
+                return Err(crate::faults::fault_response(
+                    fault,
+                    crate::faults::Target::Api,
+                    shared,
+                    &connection,
+                ));
+            }
         }
         let result = authorize(parts, shared);
         if let Err(error) = &result {
