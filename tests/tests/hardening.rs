@@ -392,3 +392,19 @@ async fn api_answers_over_the_configured_limit_are_refused() {
     password_login(&roomy).await;
     let _: serde_json::Value = roomy.get("Console/Authentication/Info").await.unwrap();
 }
+
+/// `Retry-After` as an HTTP date (reliability suite): the facade reads it against its clock,
+/// so an opt-in bounded wait waits for it instead of treating it as absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_http_date_is_read_by_the_facade() {
+    let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
+    let client = builder(&emulator).memory_store().build().await.unwrap();
+    password_login(&client).await;
+    emulator.fail_next_api_requests(1, Fault::TooManyRequestsDate);
+    let error = client
+        .get::<serde_json::Value>("Console/Authentication/Info")
+        .await
+        .unwrap_err();
+    let wait = error.retry_after().expect("the date is read as a wait");
+    assert!(wait <= Duration::from_secs(3), "{wait:?}");
+}

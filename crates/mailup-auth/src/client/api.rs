@@ -28,7 +28,8 @@ impl MailUpClient {
                 .send(with_bearer(request.clone(), &token))
                 .await?;
             tracing::debug!(status = response.status.as_u16(), "API answered");
-            match call.handle_response(&response) {
+            let now = self.inner.settings.clock.now();
+            match call.handle_response_at(&response, now) {
                 ApiStep::Done => return Ok(response),
                 ApiStep::RefreshAndRetry => {
                     tracing::info!(
