@@ -148,6 +148,37 @@ pub enum StoreError {
         /// What is wrong.
         problem: KeyProblem,
     },
+    /// The store's server cannot be used: it refused or dropped the connection, TLS or
+    /// authentication failed. Nothing was written. Transient: retry later; tokens already in
+    /// memory stay usable until they expire. The message never holds a password or a record.
+    #[error("token store at {store} is unavailable: {message}")]
+    Unavailable {
+        /// The store's location (without credentials).
+        store: String,
+        /// What failed.
+        message: String,
+    },
+    /// The store's server did not answer in time. Transient; a save that timed out may or
+    /// may not have happened (a reload tells: its version either advanced or not).
+    #[error("token store at {store} did not answer within {} ms", .after.as_millis())]
+    Timeout {
+        /// The store's location (without credentials).
+        store: String,
+        /// How long the answer was waited for.
+        after: Duration,
+    },
+    /// The store's location would send secrets unencrypted: a plain `redis://` URL to a host
+    /// that is not a loopback address. Use `rediss://`, or opt in explicitly (for Redis,
+    /// `allow_insecure_redis()`). Nothing was sent.
+    #[error(
+        "token store at {store}: plain connections to a host that is not a loopback address \
+         would carry refresh tokens and client secrets unencrypted; use TLS (rediss://) or opt \
+         in explicitly"
+    )]
+    Insecure {
+        /// The store's location (without credentials).
+        store: String,
+    },
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
@@ -156,6 +187,20 @@ pub enum StoreError {
         /// How long the lease was waited for.
         waited: Duration,
     },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed without anyone changing anything: the store
+    /// was unreachable or slow, or another process held the refresh lease.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Timeout { .. }
+                | Self::LeaseTimeout { .. }
+                | Self::Locked { .. }
+        )
+    }
 }
 
 /// Why a store's encryption key cannot be used (see [`StoreError::Key`]).
