@@ -176,6 +176,39 @@ impl RedisStoreBuilder {
     /// it does not answer in time. Once connected, a lost connection is re-established by
     /// itself on the next command.
     pub async fn connect(self) -> Result<RedisTokenStore, StoreError> {
+        let (client, config, location) = self.prepare()?;
+        let timeout = self.operation_timeout * 2;
+        let connect = client.get_connection_manager_with_config(config);
+        let connection = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(map_error(&location, self.operation_timeout, &error)),
+            Err(_) => {
+                return Err(StoreError::Timeout {
+                    store: location,
+                    after: timeout,
+                })
+            }
+        };
+        let store = self.finish(client, connection, location);
+        let _: String = store.run(&redis::cmd("PING")).await?;
+        Ok(store)
+    }
+
+    /// Checks the URL and returns the store without connecting: the connection is made by
+    /// the first command (so an unreachable server shows there, as
+    /// [`StoreError::Unavailable`]). Must be called inside a tokio runtime. For programs that
+    /// must start while Redis is down (and the facade's `store_url`).
+    pub fn open_lazy(self) -> Result<RedisTokenStore, StoreError> {
+        let (client, config, location) = self.prepare()?;
+        let connection = client
+            .get_connection_manager_lazy(config)
+            .map_err(|error| map_error(&location, self.operation_timeout, &error))?;
+        Ok(self.finish(client, connection, location))
+    }
+
+    fn prepare(
+        &self,
+    ) -> Result<(redis::Client, redis::aio::ConnectionManagerConfig, String), StoreError> {
         let location = redacted_location(&self.url);
         check_url(&self.url, &location, self.allow_insecure)?;
         let client =
@@ -189,19 +222,16 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.operation_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let operation_timeout = self.operation_timeout;
-        let connect = client.get_connection_manager_with_config(config);
-        let connection = match tokio::time::timeout(operation_timeout * 2, connect).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(map_error(&location, operation_timeout, &error)),
-            Err(_) => {
-                return Err(StoreError::Timeout {
-                    store: location,
-                    after: operation_timeout * 2,
-                })
-            }
-        };
-        let store = RedisTokenStore {
+        Ok((client, config, location))
+    }
+
+    fn finish(
+        self,
+        client: redis::Client,
+        connection: ConnectionManager,
+        location: String,
+    ) -> RedisTokenStore {
+        RedisTokenStore {
             inner: Arc::new(Inner {
                 client,
                 connection,
@@ -209,16 +239,14 @@ impl RedisStoreBuilder {
                     prefix: self.prefix,
                 },
                 location,
-                operation_timeout,
+                operation_timeout: self.operation_timeout,
                 lease_ttl: self.lease_ttl,
                 max_lease_hold: self.max_lease_hold,
                 save: Script::new(SAVE_SCRIPT),
                 delete: Script::new(DELETE_SCRIPT),
                 consume: Script::new(CONSUME_SCRIPT),
             }),
-        };
-        let _: String = store.run(&redis::cmd("PING")).await?;
-        Ok(store)
+        }
     }
 }
 
@@ -461,6 +489,15 @@ impl TokenStore for RedisTokenStore {
             .map_err(|error| self.error(&error))?;
         Ok(won == 1)
     }
+}
+
+/// Whether `location` names a Redis server (`redis://`, `rediss://`, `redis+unix://`) rather
+/// than, say, a directory: how the CLI's `--store` and the facade's `store_url` tell them apart.
+pub fn is_redis_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
 }
 
 /// Refuses plain `redis://` to a host that is not a loopback address, unless allowed: the
