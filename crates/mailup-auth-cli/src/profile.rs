@@ -405,8 +405,9 @@ mod tests {
             all.extend_from_slice(args);
             let context = Context {
                 global: global(&all),
-                store_dir: dir.path().to_owned(),
+                store_location: dir.path().display().to_string(),
                 store: Arc::new(OnDemandSledStore::new(dir.path(), None)),
+                lease: Arc::new(SledRefreshLease::new(dir.path())),
                 record: None,
                 corrupt: None,
             };

@@ -305,17 +305,47 @@ pub trait RefreshLease: Send + Sync {
     async fn acquire(&self, profile: &str, wait: Duration) -> Result<LeaseGuard, StoreError>;
 }
 
-/// A held [`RefreshLease`]; dropping it releases the lease.
+/// A held [`RefreshLease`]. [`release`](Self::release) gives it back and waits until that is
+/// done; dropping it releases it as well as `Drop` can (a lease whose release is a network
+/// round trip then lets it go in the background, or lets it lapse).
 #[must_use = "the lease is released when the guard is dropped"]
 pub struct LeaseGuard {
     _held: Box<dyn Send + Sync>,
+    release: Option<ReleaseFn>,
 }
+
+type ReleaseFn = Box<
+    dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 impl LeaseGuard {
     /// A guard that releases the lease when `held` is dropped (a lock file, a connection, ...).
     pub fn new(held: impl Send + Sync + 'static) -> Self {
         Self {
             _held: Box::new(held),
+            release: None,
+        }
+    }
+
+    /// A guard whose release is asynchronous: [`release`](Self::release) runs `release` and
+    /// awaits it, then drops `held`. Whoever drops the guard without calling it leaves the
+    /// lease to `held`'s `Drop`.
+    pub fn with_release<F, Fut>(held: impl Send + Sync + 'static, release: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            _held: Box::new(held),
+            release: Some(Box::new(move || Box::pin(release()))),
+        }
+    }
+
+    /// Releases the lease and waits until it is released, so that a process that exits right
+    /// after does not leave the others waiting for the lease to lapse.
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release().await;
         }
     }
 }

@@ -196,12 +196,10 @@ impl RefreshLease for RedisRefreshLease {
             events.mark_unchanged();
             if self.try_take(&key, &owner).await? {
                 tracing::debug!(profile, "refresh lease taken");
-                return Ok(LeaseGuard::new(HeldLease::start(
-                    Arc::clone(&self.inner),
-                    key,
-                    owner,
-                    profile.to_owned(),
-                )));
+                let held =
+                    HeldLease::start(Arc::clone(&self.inner), key, owner, profile.to_owned());
+                let release = held.release_handle();
+                return Ok(LeaseGuard::with_release(held, move || release.run()));
             }
             let waited = started.elapsed();
             if waited >= wait {
@@ -218,11 +216,53 @@ impl RefreshLease for RedisRefreshLease {
 
 /// A held lease: renews it while alive, releases it when dropped.
 struct HeldLease {
-    inner: Arc<LeaseInner>,
-    key: String,
-    owner: String,
-    profile: String,
+    release: ReleaseHandle,
     renewal: JoinHandle<()>,
+}
+
+/// What releasing a lease takes; shared by the guard's explicit release and its `Drop`.
+#[derive(Clone)]
+struct ReleaseHandle {
+    inner: Arc<LeaseInner>,
+    key: Arc<str>,
+    owner: Arc<str>,
+    profile: Arc<str>,
+    renewal: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReleaseHandle {
+    /// Stops the renewal and deletes the lease if it is still ours (once).
+    async fn run(self) {
+        if let Some(renewal) = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            renewal.abort();
+        }
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let inner = &self.inner;
+        let mut connection = inner.connection.clone();
+        let released: Result<i64, _> = inner
+            .release
+            .key(&*self.key)
+            .key(inner.keys.events())
+            .arg(&*self.owner)
+            .arg(&*self.profile)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = released {
+            let error = map_error(&inner.location, inner.operation_timeout, &error);
+            tracing::warn!(%error, "refresh lease not released; it lapses after its TTL");
+        }
+    }
 }
 
 impl HeldLease {
@@ -265,41 +305,38 @@ impl HeldLease {
             })
         };
         Self {
-            inner,
-            key,
-            owner,
-            profile,
+            release: ReleaseHandle {
+                inner,
+                key: key.into(),
+                owner: owner.into(),
+                profile: profile.into(),
+                renewal: Arc::new(Mutex::new(Some(renewal.abort_handle()))),
+                released: Arc::default(),
+            },
             renewal,
         }
+    }
+
+    fn release_handle(&self) -> ReleaseHandle {
+        self.release.clone()
     }
 }
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
         self.renewal.abort();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to release it on: it lapses after its TTL.
+        if self
+            .release
+            .released
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return;
-        };
-        let inner = Arc::clone(&self.inner);
-        let key = std::mem::take(&mut self.key);
-        let owner = std::mem::take(&mut self.owner);
-        let profile = std::mem::take(&mut self.profile);
-        runtime.spawn(async move {
-            let mut connection = inner.connection.clone();
-            let released: Result<i64, _> = inner
-                .release
-                .key(&key)
-                .key(inner.keys.events())
-                .arg(&owner)
-                .arg(&profile)
-                .invoke_async(&mut connection)
-                .await;
-            if let Err(error) = released {
-                let error = map_error(&inner.location, inner.operation_timeout, &error);
-                tracing::warn!(%error, "refresh lease not released; it lapses after its TTL");
-            }
-        });
+        }
+        // Dropped without `LeaseGuard::release`: release in the background if a runtime is
+        // there to do it; otherwise the lease lapses after its TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.release.clone().run());
+        }
     }
 }
 

@@ -370,7 +370,7 @@ impl MailUpClient {
         // Held until the refresh's answer is saved (the loop's end).
         // A lease we cannot have is, for us, a refresh that did not come back: the tokens are
         // kept (and served while valid), and nothing is sent.
-        let (_lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
+        let (lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
             Ok(lease) => (lease, None),
             Err(Error::Store(error)) if error.is_transient() => {
                 tracing::warn!(%error, "refresh lease not taken; no refresh sent");
@@ -414,6 +414,11 @@ impl MailUpClient {
             let now = self.inner.settings.clock.now();
             self.shared().session.handle_token_response(now, id, result);
             self.process_events(&mut report).await?;
+        }
+        if let Some(lease) = lease {
+            // Given back before the caller goes on (or the process exits): the others wait
+            // for it.
+            lease.release().await;
         }
         Ok((report, lease_refused))
     }
