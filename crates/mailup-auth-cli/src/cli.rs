@@ -57,8 +57,10 @@ pub(crate) struct GlobalOptions {
         value_name = "NAME"
     )]
     pub(crate) profile: String,
-    /// The token store directory [default: the platform data directory].
-    #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR")]
+    /// The token store: a directory [default: the platform data directory], or a Redis URL
+    /// (`redis://host:port/db`, loopback only; `rediss://user:password@host:port/db` for
+    /// TLS) shared by every process and host that uses it.
+    #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR|URL")]
     pub(crate) store: Option<PathBuf>,
     /// Encrypt the token store with a key kept elsewhere: `file:PATH` (a key file, created
     /// `0600` with a new store) or `keychain` (the OS keychain; builds with the `keyring`

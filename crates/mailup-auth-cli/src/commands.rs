@@ -7,7 +7,6 @@ use std::io::{Read as _, Write as _};
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::core::http_types::Method;
-use mailup_auth::TokenStore as _;
 use mailup_auth::{
     Error, LoopbackRedirect, MailUpClient, Password, SessionState, SessionStatus, UnixTime, Url,
 };
@@ -238,7 +237,7 @@ fn print_logged_in(context: &Context, client: &MailUpClient) {
     say!(
         "Logged in: profile `{}`{expiry}. Tokens stored in {}.",
         status.profile,
-        context.store_dir.display()
+        context.store_location
     );
 }
 
@@ -279,7 +278,7 @@ fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     let Some(status) = status else {
         return json!({
             "profile": context.global.profile,
-            "store": context.store_dir.display().to_string(),
+            "store": context.store_location.clone(),
             "client_id": null,
             "endpoints": null,
             "redirect_uri": null,
@@ -310,7 +309,7 @@ fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     });
     json!({
         "profile": status.profile,
-        "store": context.store_dir.display().to_string(),
+        "store": context.store_location.clone(),
         "client_id": status.client_id,
         "endpoints": {
             "logon_url": status.endpoints.logon.as_str(),
@@ -337,7 +336,7 @@ fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
 fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> String {
     let mut lines = vec![
         format!("profile:        {}", context.global.profile),
-        format!("store:          {}", context.store_dir.display()),
+        format!("store:          {}", context.store_location),
     ];
     let Some(status) = status else {
         lines.push(

@@ -4,7 +4,7 @@
 //! profile remembered at login (client id, secret, endpoints, redirect URI), so that after one
 //! `login` every other command needs only the profile name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use mailup_auth::core::config::parse_http_url;
 use mailup_auth::core::ports::KeyProblem;
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
-    Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord, TokenStore,
-    Url,
+    Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord,
+    RedisTokenStore, RefreshLease, TokenStore, Url,
 };
 
 use crate::cli::{GlobalOptions, StoreKeyOption};
@@ -23,15 +23,18 @@ use mailup_auth::SledRefreshLease;
 use mailup_auth_store_sled::KeySource;
 
 /// Everything a command needs: the options, the store and the profile's record.
-#[derive(Debug)]
 pub(crate) struct Context {
     /// The global options as given.
     pub(crate) global: GlobalOptions,
-    /// The store directory.
-    pub(crate) store_dir: PathBuf,
-    /// The token store. It opens the database for each operation only, so this process never
-    /// holds it during an API call, a token request or the browser wait.
-    pub(crate) store: Arc<OnDemandSledStore>,
+    /// Where the store is, for messages: a directory, or a Redis URL without its password.
+    pub(crate) store_location: String,
+    /// The token store. A sled store is opened for each operation only, so this process never
+    /// holds it during an API call, a token request or the browser wait; a Redis store is
+    /// shared by every process and host that uses the same server.
+    pub(crate) store: Arc<dyn TokenStore>,
+    /// The refresh lease that goes with the store: a lock file per profile beside a sled
+    /// store, the Redis lease for a Redis store. One refresh per expiry across processes.
+    lease: Arc<dyn RefreshLease>,
     /// The profile's record when the command started, if any.
     pub(crate) record: Option<ProfileRecord>,
     /// Why the profile's record could not be read, when it is corrupt (then `record` is
@@ -39,18 +42,58 @@ pub(crate) struct Context {
     pub(crate) corrupt: Option<StoreError>,
 }
 
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("global", &self.global)
+            .field("store_location", &self.store_location)
+            .field("record", &self.record)
+            .field("corrupt", &self.corrupt)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Context {
     /// Loads the profile's record (waiting briefly while other `mailup-auth` processes use the
     /// store).
     pub(crate) async fn open(global: GlobalOptions) -> Result<Self, Failure> {
-        let store_dir = match &global.store {
-            Some(dir) => dir.clone(),
-            None => mailup_auth::default_store_dir().ok_or_else(|| {
-                Failure::usage("no home directory for the default token store: pass --store DIR")
-            })?,
-        };
-        let key = key_source(&global, &store_dir)?;
-        let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
+        let redis_url = global
+            .store
+            .as_deref()
+            .and_then(Path::to_str)
+            .filter(|location| mailup_auth_store_redis::is_redis_url(location))
+            .map(str::to_owned);
+        let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
+            match redis_url {
+                Some(url) => {
+                    if global.store_key.is_some() {
+                        return Err(Failure::usage(
+                            "--store-key / MAILUP_STORE_KEY: encryption at rest is not \
+                             available for a Redis store yet; protect the Redis server instead",
+                        ));
+                    }
+                    let store = RedisTokenStore::connect(url).await.map_err(store_failure)?;
+                    let lease = Arc::new(store.refresh_lease());
+                    let location = store.location().to_owned();
+                    (Arc::new(store), lease, location)
+                }
+                None => {
+                    let store_dir = match &global.store {
+                        Some(dir) => dir.clone(),
+                        None => mailup_auth::default_store_dir().ok_or_else(|| {
+                            Failure::usage(
+                                "no home directory for the default token store: pass --store DIR",
+                            )
+                        })?,
+                    };
+                    let key = key_source(&global, &store_dir)?;
+                    // The store is not held between operations, so parallel commands
+                    // coordinate their refreshes through a lock file per profile.
+                    let lease = Arc::new(SledRefreshLease::new(&store_dir));
+                    let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
+                    (store, lease, store_dir.display().to_string())
+                }
+            };
         // A corrupt record must not stop the commands that recover from it.
         let (record, corrupt) = match store.load(&global.profile).await {
             Ok(loaded) => (loaded.map(|versioned| versioned.value), None),
@@ -59,8 +102,9 @@ impl Context {
         };
         Ok(Self {
             global,
-            store_dir,
+            store_location,
             store,
+            lease,
             record,
             corrupt,
         })
@@ -126,10 +170,9 @@ impl Context {
         let mut builder = MailUpClient::builder(client_id, client_secret)
             .profile(global.profile.clone())
             .store(self.store.clone())
-            // The store is not held between operations, so parallel commands coordinate
-            // their refreshes through a lock file per profile: one refresh per expiry, the
-            // others wait and use the saved tokens.
-            .refresh_lease(Some(Arc::new(SledRefreshLease::new(&self.store_dir))))
+            // One refresh per expiry across processes: the others wait and use the saved
+            // tokens.
+            .refresh_lease(Some(self.lease.clone()))
             .remember_client(remember)
             // A person is waiting: fail over to "unavailable" within a few seconds.
             .backoff(Backoff {
@@ -310,7 +353,9 @@ fn same_endpoint(what: &str, given: &Url, stored: &Url) -> bool {
 /// A store failure as the CLI reports it.
 pub(crate) fn store_failure(error: StoreError) -> Failure {
     match error {
-        StoreError::InvalidProfile(_) => Failure::usage(error.to_string()),
+        StoreError::InvalidProfile(_) | StoreError::Insecure { .. } => {
+            Failure::usage(error.to_string())
+        }
         StoreError::Locked { path, .. } => Failure::local(format!(
             "the token store at {path} stayed in use by other mailup-auth commands for {} s; \
              try again",
@@ -370,8 +415,9 @@ mod tests {
             all.extend_from_slice(args);
             let context = Context {
                 global: global(&all),
-                store_dir: dir.path().to_owned(),
+                store_location: dir.path().display().to_string(),
                 store: Arc::new(OnDemandSledStore::new(dir.path(), None)),
+                lease: Arc::new(SledRefreshLease::new(dir.path())),
                 record: None,
                 corrupt: None,
             };

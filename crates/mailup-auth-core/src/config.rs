@@ -397,12 +397,20 @@ impl ClientConfigBuilder {
     }
 }
 
-/// Whether a URL's host is a loopback address: 127.0.0.0/8, `::1` or `localhost`.
+/// Whether a URL's host is a loopback address: 127.0.0.0/8, `::1` or `localhost`, for any
+/// scheme.
 pub fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        // URLs of schemes the URL standard does not know (`redis://`) keep an IPv4 address as
+        // an opaque host name.
+        Some(url::Host::Domain(domain)) => {
+            domain.eq_ignore_ascii_case("localhost")
+                || domain
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
         None => false,
     }
 }

@@ -148,6 +148,37 @@ pub enum StoreError {
         /// What is wrong.
         problem: KeyProblem,
     },
+    /// The store's server cannot be used: it refused or dropped the connection, TLS or
+    /// authentication failed. Nothing was written. Transient: retry later; tokens already in
+    /// memory stay usable until they expire. The message never holds a password or a record.
+    #[error("token store at {store} is unavailable: {message}")]
+    Unavailable {
+        /// The store's location (without credentials).
+        store: String,
+        /// What failed.
+        message: String,
+    },
+    /// The store's server did not answer in time. Transient; a save that timed out may or
+    /// may not have happened (a reload tells: its version either advanced or not).
+    #[error("token store at {store} did not answer within {} ms", .after.as_millis())]
+    Timeout {
+        /// The store's location (without credentials).
+        store: String,
+        /// How long the answer was waited for.
+        after: Duration,
+    },
+    /// The store's location would send secrets unencrypted: a plain `redis://` URL to a host
+    /// that is not a loopback address. Use `rediss://`, or opt in explicitly (for Redis,
+    /// `allow_insecure_redis()`). Nothing was sent.
+    #[error(
+        "token store at {store}: plain connections to a host that is not a loopback address \
+         would carry refresh tokens and client secrets unencrypted; use TLS (rediss://) or opt \
+         in explicitly"
+    )]
+    Insecure {
+        /// The store's location (without credentials).
+        store: String,
+    },
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
@@ -156,6 +187,20 @@ pub enum StoreError {
         /// How long the lease was waited for.
         waited: Duration,
     },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed without anyone changing anything: the store
+    /// was unreachable or slow, or another process held the refresh lease.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Timeout { .. }
+                | Self::LeaseTimeout { .. }
+                | Self::Locked { .. }
+        )
+    }
 }
 
 /// Why a store's encryption key cannot be used (see [`StoreError::Key`]).
@@ -260,17 +305,47 @@ pub trait RefreshLease: Send + Sync {
     async fn acquire(&self, profile: &str, wait: Duration) -> Result<LeaseGuard, StoreError>;
 }
 
-/// A held [`RefreshLease`]; dropping it releases the lease.
+/// A held [`RefreshLease`]. [`release`](Self::release) gives it back and waits until that is
+/// done; dropping it releases it as well as `Drop` can (a lease whose release is a network
+/// round trip then lets it go in the background, or lets it lapse).
 #[must_use = "the lease is released when the guard is dropped"]
 pub struct LeaseGuard {
     _held: Box<dyn Send + Sync>,
+    release: Option<ReleaseFn>,
 }
+
+type ReleaseFn = Box<
+    dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 impl LeaseGuard {
     /// A guard that releases the lease when `held` is dropped (a lock file, a connection, ...).
     pub fn new(held: impl Send + Sync + 'static) -> Self {
         Self {
             _held: Box::new(held),
+            release: None,
+        }
+    }
+
+    /// A guard whose release is asynchronous: [`release`](Self::release) runs `release` and
+    /// awaits it, then drops `held`. Whoever drops the guard without calling it leaves the
+    /// lease to `held`'s `Drop`.
+    pub fn with_release<F, Fut>(held: impl Send + Sync + 'static, release: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            _held: Box::new(held),
+            release: Some(Box::new(move || Box::pin(release()))),
+        }
+    }
+
+    /// Releases the lease and waits until it is released, so that a process that exits right
+    /// after does not leave the others waiting for the lease to lapse.
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release().await;
         }
     }
 }

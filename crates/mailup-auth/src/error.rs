@@ -88,6 +88,8 @@ impl Error {
             Self::TokenEndpointUnavailable { .. } | Self::Transport(_) => true,
             Self::Api(ApiError::Server(_) | ApiError::RateLimited { .. }) => true,
             Self::Login(e) => e.is_transient(),
+            // The store unreachable or slow, or another process holding the refresh lease.
+            Self::Store(e) => e.is_transient(),
             _ => false,
         }
     }

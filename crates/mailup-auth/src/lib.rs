@@ -34,5 +34,7 @@ pub use mailup_auth_core::{
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;
+#[cfg(feature = "redis")]
+pub use mailup_auth_store_redis::{RedisRefreshLease, RedisTokenStore};
 #[cfg(feature = "sled")]
 pub use mailup_auth_store_sled::{KeySource, SledRefreshLease, SledTokenStore};

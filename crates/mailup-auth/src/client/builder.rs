@@ -22,6 +22,7 @@ pub struct MailUpClientBuilder {
     lease: LeaseChoice,
     token_timeout: Duration,
     max_response_bytes: usize,
+    allow_insecure_redis: bool,
 }
 
 enum LeaseChoice {
@@ -34,6 +35,9 @@ enum StoreChoice {
     Default,
     #[cfg_attr(not(feature = "sled"), allow(dead_code))]
     Path(std::path::PathBuf),
+    /// A `redis://`, `rediss://` or `redis+unix://` URL.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis(String),
     Custom(Arc<dyn TokenStore>),
 }
 
@@ -67,6 +71,7 @@ impl MailUpClientBuilder {
             lease: LeaseChoice::Default,
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
             max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
+            allow_insecure_redis: false,
         }
     }
 
@@ -236,6 +241,41 @@ impl MailUpClientBuilder {
         self
     }
 
+    /// The store at `location`: a `redis://`, `rediss://` or `redis+unix://` URL selects the
+    /// Redis store (feature `redis`) with its distributed refresh lease, so processes on any
+    /// number of hosts share the profile and send one refresh per expiry; anything else is a
+    /// sled directory, as with [`store_path`](Self::store_path).
+    ///
+    /// Plain `redis://` is accepted for loopback hosts only (refresh tokens travel to Redis):
+    /// use `rediss://`, or [`allow_insecure_redis`](Self::allow_insecure_redis). The URL's user
+    /// and password are sent with `AUTH` and never appear in errors or logs. The connection
+    /// is made on first use; an unreachable server is then a transient
+    /// [`StoreError::Unavailable`] (a still-valid access token keeps being served). For a key
+    /// prefix or other timeouts, open a `RedisTokenStore` yourself and pass it with
+    /// [`store`](Self::store) and its `refresh_lease()` with
+    /// [`refresh_lease`](Self::refresh_lease).
+    pub fn store_url(mut self, location: impl Into<String>) -> Self {
+        let location = location.into();
+        self.store = if is_redis_url(&location) {
+            StoreChoice::Redis(location)
+        } else {
+            StoreChoice::Path(location.into())
+        };
+        self
+    }
+
+    /// Accepts a plain `redis://` URL in [`store_url`](Self::store_url) to a host that is not
+    /// a loopback address.
+    ///
+    /// **Insecure**: refresh tokens, access tokens and (with
+    /// [`remember_client`](Self::remember_client)) the client secret then cross the network
+    /// unencrypted. Without it such a URL is [`StoreError::Insecure`] at
+    /// [`build`](Self::build), before any I/O.
+    pub fn allow_insecure_redis(mut self) -> Self {
+        self.allow_insecure_redis = true;
+        self
+    }
+
     /// Encrypts the sled store's records at rest (XChaCha20-Poly1305) with the key from
     /// `key`: a key file kept outside the store directory (protects copies, backups and synced
     /// folders) or, with the sled crate's `keyring` feature, the OS keychain. A new store
@@ -308,6 +348,7 @@ impl MailUpClientBuilder {
                 StoreChoice::Default => default_store()?,
                 #[cfg(not(feature = "sled"))]
                 StoreChoice::Path(path) => open_sled(path)?,
+                StoreChoice::Redis(url) => open_redis(&url, self.allow_insecure_redis)?,
             };
         let lease = match self.lease {
             LeaseChoice::Default => default_lease,
@@ -455,4 +496,31 @@ pub(super) fn open_sled(
 #[cfg(not(feature = "sled"))]
 pub(super) fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
     Err(Error::Missing("no sled store: enable the `sled` feature"))
+}
+
+/// Whether a store location names a Redis server rather than a sled directory.
+pub(crate) fn is_redis_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
+}
+
+/// The Redis store at `url` and its distributed refresh lease. Connects on first use.
+#[cfg(feature = "redis")]
+pub(super) fn open_redis(url: &str, allow_insecure: bool) -> Result<StoreAndLease> {
+    let mut builder = mailup_auth_store_redis::RedisTokenStore::builder(url);
+    if allow_insecure {
+        builder = builder.allow_insecure_redis();
+    }
+    let store = builder.open_lazy()?;
+    let lease: Arc<dyn RefreshLease> = Arc::new(store.refresh_lease());
+    Ok((Arc::new(store), Some(lease)))
+}
+
+#[cfg(not(feature = "redis"))]
+pub(super) fn open_redis(_url: &str, _allow_insecure: bool) -> Result<StoreAndLease> {
+    Err(Error::Missing(
+        "a redis:// store needs the `redis` feature of mailup-auth",
+    ))
 }

@@ -27,7 +27,7 @@ impl MailUpClient {
             self.locked_with(guard, |client| async move {
                 let deadline = client.deadline();
                 // Another instance may have rotated the tokens: use theirs, don't burn ours.
-                client.sync_from_store().await?;
+                client.sync_before_refresh().await?;
                 client.obtain_locked(deadline).await
             })
             .await
@@ -54,7 +54,7 @@ impl MailUpClient {
     pub async fn refresh_if_due(&self) -> Result<()> {
         self.locked(|client| async move {
             let deadline = client.deadline();
-            client.sync_from_store().await?;
+            client.sync_before_refresh().await?;
             let now = client.inner.settings.clock.now();
             client.shared().session.handle_timeout(now);
             client.obtain_locked(deadline).await.map(drop)
@@ -129,7 +129,11 @@ impl MailUpClient {
                 reason.unwrap_or(ReauthReason::NoRefreshToken),
             ));
         }
-        let report = self.drive(deadline).await?;
+        let (report, lease_error) = self.drive_with_lease(deadline).await?;
+        if let Some(error) = lease_error {
+            // Nothing was sent: the lease could not be taken.
+            return Err(Error::Store(error));
+        }
         if let Some(error) = report.refresh_error {
             // Not a rejection: the old tokens are kept and still served while valid.
             return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
@@ -154,6 +158,9 @@ impl MailUpClient {
     ) -> Result<AccessToken> {
         let mut reloaded_after_rejection = false;
         let mut stale_token_sets = 0;
+        // Why the last refresh was not sent, when the lease could not be taken: reported
+        // instead of a token-endpoint failure, since the endpoint was never asked.
+        let mut lease_error: Option<StoreError> = None;
         loop {
             let unsaved = self.shared().unsaved;
             if let Some(grant) = unsaved {
@@ -176,7 +183,8 @@ impl MailUpClient {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(self.out_of_time(1));
                     }
-                    let report = self.drive(deadline).await?;
+                    let (report, refused) = self.drive_with_lease(deadline).await?;
+                    lease_error = refused.or(lease_error);
                     if report.sent == 0 && !report.adopted {
                         // Every token request is driven under the refresh lock, in a task
                         // that runs to completion; nothing else can be holding one.
@@ -198,6 +206,11 @@ impl MailUpClient {
                 } => {
                     // Only transient failures are worth retrying within one call; an odd answer
                     // (a 404 page, a redirect) will not change in a second.
+                    if let Some(refused) = lease_error.take() {
+                        // No refresh is sent without the lease: waiting for the backoff here
+                        // would only hold the caller.
+                        return Err(Error::Store(refused));
+                    }
                     if attempts >= self.inner.settings.max_refresh_attempts || !error.is_transient()
                     {
                         return Err(Error::TokenEndpointUnavailable { error, attempts });
@@ -344,13 +357,25 @@ impl MailUpClient {
     /// Each answer is awaited until `deadline` at most; one that does not come in time is a
     /// timeout (the tokens are kept).
     pub(super) async fn drive(&self, deadline: tokio::time::Instant) -> Result<DriveReport> {
+        Ok(self.drive_with_lease(deadline).await?.0)
+    }
+
+    /// [`drive`](Self::drive), also saying why a refresh was not sent when the lease could not
+    /// be taken (another holder kept it past our time, or the lease's store is unreachable).
+    pub(super) async fn drive_with_lease(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(DriveReport, Option<StoreError>)> {
         let mut report = DriveReport::default();
         // Held until the refresh's answer is saved (the loop's end).
-        // Another holder that keeps the lease past our time is, for us, a refresh that did not
-        // come back: the tokens are kept (and served while valid), and nothing is sent.
-        let (_lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
+        // A lease we cannot have is, for us, a refresh that did not come back: the tokens are
+        // kept (and served while valid), and nothing is sent.
+        let (lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
             Ok(lease) => (lease, None),
-            Err(Error::Store(StoreError::LeaseTimeout { waited, .. })) => (None, Some(waited)),
+            Err(Error::Store(error)) if error.is_transient() => {
+                tracing::warn!(%error, "refresh lease not taken; no refresh sent");
+                (None, Some(error))
+            }
             Err(error) => return Err(error),
         };
         loop {
@@ -360,13 +385,10 @@ impl MailUpClient {
             report.sent += 1;
             let span =
                 tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
-            let result = match (grant, lease_refused) {
-                (Grant::RefreshToken, Some(waited)) => Err(TransportError::new(
+            let result = match (grant, &lease_refused) {
+                (Grant::RefreshToken, Some(refused)) => Err(TransportError::new(
                     TransportErrorKind::Timeout,
-                    format!(
-                        "another process kept the refresh lock for {} s; no refresh was sent",
-                        waited.as_secs()
-                    ),
+                    format!("no refresh was sent: {refused}"),
                 )),
                 _ => {
                     tracing::debug!(parent: &span, url = %http.url(), "sending token request");
@@ -393,7 +415,26 @@ impl MailUpClient {
             self.shared().session.handle_token_response(now, id, result);
             self.process_events(&mut report).await?;
         }
-        Ok(report)
+        if let Some(lease) = lease {
+            // Given back before the caller goes on (or the process exits): the others wait
+            // for it.
+            lease.release().await;
+        }
+        Ok((report, lease_refused))
+    }
+
+    /// Adopts what another instance saved before a refresh. A store that cannot be reached
+    /// right now is not an error here: the refresh then cannot take its lease either and is
+    /// not sent, and a still-valid token keeps being served.
+    pub(super) async fn sync_before_refresh(&self) -> Result<()> {
+        match self.sync_from_store().await {
+            Ok(_) => Ok(()),
+            Err(Error::Store(error)) if error.is_transient() => {
+                tracing::warn!(%error, "token store unreachable; using the tokens in memory");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     pub(super) async fn process_events(&self, report: &mut DriveReport) -> Result<()> {

@@ -1,0 +1,113 @@
+//! `--store redis://...` / `MAILUP_STORE=redis://...`: CLI processes with nothing in common but
+//! a Redis URL share the profile and coordinate their refreshes through the Redis lease. A
+//! real `redis-server` is started by the test (skipped without it, failed under `CI`).
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+use mailup_auth_store_redis::RedisServer;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+
+/// The binary on its own "host": a fresh HOME, a clean environment, the store given by URL.
+fn command(home: &std::path::Path, store: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home)
+        .env("NO_COLOR", "1")
+        .env("MAILUP_STORE", store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(command: &mut Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the command finished in time")
+        .expect("the command ran")
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_processes_on_two_hosts_share_a_redis_store_without_lockouts() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let emulator = Emulator::builder().start().await.unwrap();
+    let (host_a, host_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = run(command(host_a.path(), &server.url())
+        .args(["login", "--password", "--username", DEFAULT_USERNAME])
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD)
+        .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
+        .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+        .env("MAILUP_AUTH_BASE", emulator.base_url().as_str()))
+    .await;
+    assert_success(&out);
+    // The other host knows nothing but the URL: the profile (client, endpoints) comes from Redis.
+    let out = run(command(host_b.path(), &server.url()).arg("token")).await;
+    assert_success(&out);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(emulator.is_access_token_live(&token));
+
+    // Forced refreshes from both hosts at once: each one sent rotates the refresh token, so
+    // any two sent with the same one would lock a process out. The lease serializes them.
+    let before = emulator.counters();
+    let runs: Vec<_> = (0..6)
+        .map(|i| {
+            let home = if i % 2 == 0 {
+                host_a.path()
+            } else {
+                host_b.path()
+            };
+            let mut command = command(home, &server.url());
+            command.arg("refresh");
+            tokio::spawn(async move { run(&mut command).await })
+        })
+        .collect();
+    for run in runs {
+        assert_success(&run.await.unwrap());
+    }
+    let after = emulator.counters();
+    // A command that waited for the lease adopts what the holder saved instead of sending.
+    let sent = after.token_refresh_token - before.token_refresh_token;
+    assert!((1..=6).contains(&sent), "{sent}");
+    assert_eq!(
+        after.token_errors, before.token_errors,
+        "a refresh was rejected"
+    );
+    let out = run(command(host_b.path(), &server.url()).arg("token")).await;
+    assert_success(&out);
+    assert!(emulator.is_access_token_live(String::from_utf8_lossy(&out.stdout).trim()));
+}
+
+#[tokio::test]
+async fn a_plain_redis_url_to_a_remote_host_is_a_usage_error_before_any_io() {
+    let home = tempfile::tempdir().unwrap();
+    // 192.0.2.1 (TEST-NET-1) is never contacted.
+    let out = run(command(home.path(), "redis://:pw-secret@192.0.2.1:6379/0").arg("status")).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rediss://"), "{err}");
+    assert!(!err.contains("pw-secret"), "{err}");
+}

@@ -1,0 +1,355 @@
+//! The distributed refresh lease: one holder per profile across every process and host that
+//! uses the same Redis server and key prefix.
+//!
+//! Taking it is `SET <prefix>lease:<profile> <owner> NX PX <ttl>`, with a random owner id per
+//! acquisition. While the guard lives, a task renews the TTL every third of it with an
+//! owner-checked script, so a live holder keeps it and a killed one loses it within one TTL.
+//! Dropping the guard releases it with an owner-checked delete (a holder whose lease already
+//! lapsed and was taken over never deletes its successor's) and publishes on the events
+//! channel. Waiters sleep on that channel (one subscription per lease object, shared by all
+//! its waiters) with a bounded poll as fallback, so they retry as soon as the holder saves or
+//! lets go.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use mailup_auth_core::ports::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
+use rand::RngCore as _;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{map_error, Keys};
+
+/// The lease's TTL unless the builder sets another: how long a killed holder blocks the
+/// others at most. A live holder renews it every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How long a live holder keeps renewing its lease, at most. The facade bounds each token
+/// operation (30 s by default), so a holder still there after this is stuck: its lease lapses
+/// and another process may take over.
+pub const DEFAULT_MAX_LEASE_HOLD: Duration = Duration::from_secs(60);
+
+/// How often a waiter tries again when no notification comes (a lost subscription, a holder
+/// that died without releasing).
+const POLL: Duration = Duration::from_millis(250);
+
+/// Deletes the lease if it is still ours, and tells the waiters.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Extends the lease's TTL if it is still ours.
+const EXTEND_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// A [`RefreshLease`] in Redis. Get one from
+/// [`RedisTokenStore::refresh_lease`](crate::RedisTokenStore::refresh_lease); clones share
+/// one subscription for waiters.
+#[derive(Clone)]
+pub struct RedisRefreshLease {
+    inner: Arc<LeaseInner>,
+}
+
+struct LeaseInner {
+    client: redis::Client,
+    connection: ConnectionManager,
+    keys: Keys,
+    location: String,
+    operation_timeout: Duration,
+    ttl: Duration,
+    max_hold: Duration,
+    release: Script,
+    extend: Script,
+    /// Counts notifications on the events channel; waiters wait for it to change.
+    events: Arc<watch::Sender<u64>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for LeaseInner {
+    fn drop(&mut self) {
+        let listener = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = listener.take() {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisRefreshLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRefreshLease")
+            .field("location", &self.inner.location)
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRefreshLease {
+    pub(crate) fn new(
+        client: redis::Client,
+        connection: ConnectionManager,
+        keys: Keys,
+        location: String,
+        operation_timeout: Duration,
+        ttl: Duration,
+        max_hold: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(LeaseInner {
+                client,
+                connection,
+                keys,
+                location,
+                operation_timeout,
+                ttl,
+                max_hold,
+                release: Script::new(RELEASE_SCRIPT),
+                extend: Script::new(EXTEND_SCRIPT),
+                events: Arc::new(watch::channel(0).0),
+                listener: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The lease's TTL (see [`RedisStoreBuilder::lease_ttl`](crate::RedisStoreBuilder::lease_ttl)).
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// Starts the subscription that wakes waiters, unless it is running.
+    fn ensure_listener(&self) {
+        let mut listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if listener.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let client = self.inner.client.clone();
+        let channel = self.inner.keys.events();
+        let events = Arc::clone(&self.inner.events);
+        let timeout = self.inner.operation_timeout;
+        *listener = Some(tokio::spawn(async move {
+            let subscribed = tokio::time::timeout(timeout, async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            })
+            .await;
+            let Ok(Ok(pubsub)) = subscribed else {
+                // Waiters poll meanwhile; the next acquisition tries again.
+                return;
+            };
+            let mut messages = pubsub.into_on_message();
+            while messages.next().await.is_some() {
+                events.send_modify(|count| *count = count.wrapping_add(1));
+            }
+        }));
+    }
+
+    async fn try_take(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(self.inner.ttl))
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| {
+                map_error(&self.inner.location, self.inner.operation_timeout, &error)
+            })?;
+        Ok(taken.is_some())
+    }
+}
+
+#[async_trait]
+impl RefreshLease for RedisRefreshLease {
+    /// Takes the lease, or waits for it up to `wait`. A Redis that cannot be reached is
+    /// [`StoreError::Unavailable`] / [`StoreError::Timeout`] at once, not a wait: the caller
+    /// then sends no refresh and keeps serving a still-valid token.
+    async fn acquire(&self, profile: &str, wait: Duration) -> Result<LeaseGuard, StoreError> {
+        validate_profile_name(profile)?;
+        self.ensure_listener();
+        let key = self.inner.keys.lease(profile);
+        let owner = owner_id();
+        let started = tokio::time::Instant::now();
+        let mut events = self.inner.events.subscribe();
+        loop {
+            events.mark_unchanged();
+            if self.try_take(&key, &owner).await? {
+                tracing::debug!(profile, "refresh lease taken");
+                let held =
+                    HeldLease::start(Arc::clone(&self.inner), key, owner, profile.to_owned());
+                let release = held.release_handle();
+                return Ok(LeaseGuard::with_release(held, move || release.run()));
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(StoreError::LeaseTimeout {
+                    profile: profile.to_owned(),
+                    waited,
+                });
+            }
+            self.ensure_listener();
+            let _ = tokio::time::timeout(POLL.min(wait - waited), events.changed()).await;
+        }
+    }
+}
+
+/// A held lease: renews it while alive, releases it when dropped.
+struct HeldLease {
+    release: ReleaseHandle,
+    renewal: JoinHandle<()>,
+}
+
+/// What releasing a lease takes; shared by the guard's explicit release and its `Drop`.
+#[derive(Clone)]
+struct ReleaseHandle {
+    inner: Arc<LeaseInner>,
+    key: Arc<str>,
+    owner: Arc<str>,
+    profile: Arc<str>,
+    renewal: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReleaseHandle {
+    /// Stops the renewal and deletes the lease if it is still ours (once).
+    async fn run(self) {
+        if let Some(renewal) = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            renewal.abort();
+        }
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let inner = &self.inner;
+        let mut connection = inner.connection.clone();
+        let released: Result<i64, _> = inner
+            .release
+            .key(&*self.key)
+            .key(inner.keys.events())
+            .arg(&*self.owner)
+            .arg(&*self.profile)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = released {
+            let error = map_error(&inner.location, inner.operation_timeout, &error);
+            tracing::warn!(%error, "refresh lease not released; it lapses after its TTL");
+        }
+    }
+}
+
+impl HeldLease {
+    fn start(inner: Arc<LeaseInner>, key: String, owner: String, profile: String) -> Self {
+        let renewal = {
+            let inner = Arc::clone(&inner);
+            let key = key.clone();
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                let period = inner.ttl / 3;
+                let until = tokio::time::Instant::now() + inner.max_hold;
+                loop {
+                    tokio::time::sleep(period).await;
+                    if tokio::time::Instant::now() >= until {
+                        tracing::warn!(
+                            "refresh lease held longer than its maximum; no longer renewed"
+                        );
+                        return;
+                    }
+                    let mut connection = inner.connection.clone();
+                    let renewed: Result<i64, _> = inner
+                        .extend
+                        .key(&key)
+                        .arg(&owner)
+                        .arg(millis(inner.ttl))
+                        .invoke_async(&mut connection)
+                        .await;
+                    match renewed {
+                        Ok(1) => {}
+                        Ok(_) => {
+                            tracing::warn!("refresh lease lost (it expired before renewal)");
+                            return;
+                        }
+                        Err(error) => {
+                            let error = map_error(&inner.location, inner.operation_timeout, &error);
+                            tracing::warn!(%error, "refresh lease not renewed");
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            release: ReleaseHandle {
+                inner,
+                key: key.into(),
+                owner: owner.into(),
+                profile: profile.into(),
+                renewal: Arc::new(Mutex::new(Some(renewal.abort_handle()))),
+                released: Arc::default(),
+            },
+            renewal,
+        }
+    }
+
+    fn release_handle(&self) -> ReleaseHandle {
+        self.release.clone()
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if self
+            .release
+            .released
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        // Dropped without `LeaseGuard::release`: release in the background if a runtime is
+        // there to do it; otherwise the lease lapses after its TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.release.clone().run());
+        }
+    }
+}
+
+/// A fresh owner id: the process id (for people reading Redis) and 128 random bits.
+fn owner_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{random}", std::process::id())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}

@@ -1,0 +1,595 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## What this crate is for, and what it is not for
+//!
+//! It lets several processes, on one host or many, share one MailUp session per profile: the
+//! [`RedisTokenStore`] keeps the records (versioned, compare-and-swap) and the
+//! [`RedisRefreshLease`] makes sure exactly one of them sends each refresh. It is not a cache
+//! in front of another store (Redis *is* the store: run it with persistence, AOF or RDB, if a
+//! restart of Redis must not log everyone out), and it does not support Redis Cluster (a
+//! record, its profile set and its lease must live on one node).
+//!
+//! ## Keys
+//!
+//! With the default prefix `mailup-auth:` (see [`RedisStoreBuilder::key_prefix`]):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `mailup-auth:record:<profile>` | hash | `v` version, `d` `1` for a tombstone, `e` the JSON envelope |
+//! | `mailup-auth:profiles` | set | the live profile names |
+//! | `mailup-auth:lease:<profile>` | string | the refresh lease's owner id, with a TTL |
+//! | `mailup-auth:used:<key>` | string | a consumed one-time key (its expiry, ms), with a TTL |
+//! | `mailup-auth:events` | channel | a profile name, published on every save, delete and lease release |
+//!
+//! The envelope is the sled store's: `{"format": 1, "version": N, "record": {...}}`, and a
+//! deleted profile keeps a tombstone `{"format": 1, "version": N, "deleted": true}` so that
+//! versions never restart. Saves and deletes are Lua scripts: the version check, the write,
+//! the profile set and the notification happen atomically.
+//!
+//! ## Security
+//!
+//! Records hold refresh tokens and, with `remember_client`, client secrets. A plain `redis://`
+//! URL is accepted only for a loopback host (`127.0.0.0/8`, `::1`, `localhost`) or a Unix
+//! socket; any other host needs `rediss://` (TLS, rustls with the system's roots) unless
+//! [`RedisStoreBuilder::allow_insecure_redis`] says otherwise. A user name and password in the
+//! URL are sent with `AUTH`. Error messages and logs name the server as
+//! `scheme://host:port/db`, never with the password, and never quote a record.
+//! Records are stored in clear: encryption at rest (the sled store's `KeySource`) is not
+//! applied to Redis records yet; protect the Redis server and its persistence files.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mailup_auth_core::ports::{
+    next_version, validate_profile_name, ProfileRecord, StoreError, TokenStore, Versioned,
+};
+use mailup_auth_core::UnixTime;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+mod envelope;
+mod lease;
+#[cfg(feature = "test-server")]
+mod test_server;
+
+pub use crate::lease::{RedisRefreshLease, DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASE_HOLD};
+#[cfg(feature = "test-server")]
+#[doc(hidden)]
+pub use crate::test_server::RedisServer;
+
+/// The key prefix used unless [`RedisStoreBuilder::key_prefix`] sets another.
+pub const DEFAULT_KEY_PREFIX: &str = "mailup-auth:";
+
+/// How long one Redis command may take (connecting included) unless
+/// [`RedisStoreBuilder::operation_timeout`] says otherwise.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times a save retries a compare-and-swap that lost to a writer which left the
+/// version it expected in place (a delete between its read and its script).
+const MAX_SWAP_ATTEMPTS: usize = 16;
+
+/// Saves `ARGV[3..]` over `KEYS[1]` if its version and tombstone flag are still what the
+/// caller read (`ARGV[1]`, `''` for no key; `ARGV[2]`), keeps the profile set and notifies.
+/// Returns `{1}` or `{0, version, deleted}` as found.
+const SAVE_SCRIPT: &str = r"
+local cur = redis.call('HMGET', KEYS[1], 'v', 'd')
+local v = cur[1] or ''
+local d = cur[2] or '0'
+if v ~= ARGV[1] or d ~= ARGV[2] then return {0, v, d} end
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', '0', 'e', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[5])
+return {1, ARGV[3], '0'}
+";
+
+/// Turns a live record into a tombstone that keeps its version (versions never restart).
+const DELETE_SCRIPT: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'v', 'd')
+if not cur[1] or cur[2] == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'd', '1', 'e', '{"format":1,"version":' .. cur[1] .. ',"deleted":true}')
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1
+"#;
+
+/// Marks a one-time key used until `ARGV[1]` (ms) unless a marker that has not expired by the
+/// caller's `ARGV[2]` (ms) is there; Redis drops it after `ARGV[3]` ms. The caller's clock
+/// decides, as for the other stores; the TTL only reclaims the memory.
+const CONSUME_SCRIPT: &str = r"
+local until_ms = redis.call('GET', KEYS[1])
+if until_ms and tonumber(until_ms) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+";
+
+/// Configures and connects a [`RedisTokenStore`].
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    allow_insecure: bool,
+    operation_timeout: Duration,
+    lease_ttl: Duration,
+    max_lease_hold: Duration,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redacted_location(&self.url))
+            .field("prefix", &self.prefix)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Every key (and the notification channel) starts with this (default
+    /// [`DEFAULT_KEY_PREFIX`]): several applications, or several MailUp client
+    /// registrations, can share one Redis database without seeing each other's profiles.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Accepts a plain `redis://` URL to a host that is not a loopback address.
+    ///
+    /// **Insecure**: refresh tokens, access tokens and (with `remember_client`) client secrets
+    /// then cross the network unencrypted. Without it such a URL is [`StoreError::Insecure`]
+    /// at [`connect`](Self::connect), before any connection is made.
+    pub fn allow_insecure_redis(mut self) -> Self {
+        self.allow_insecure = true;
+        self
+    }
+
+    /// How long one command (connecting included) may take before it is a
+    /// [`StoreError::Timeout`] (default [`DEFAULT_OPERATION_TIMEOUT`]).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The TTL of the refresh lease (default [`DEFAULT_LEASE_TTL`]). A holder renews it every
+    /// third of it while it lives, so this is how long a killed holder blocks the others.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// The longest a live holder keeps renewing its lease (default
+    /// [`DEFAULT_MAX_LEASE_HOLD`]): a holder stuck longer than that lets it lapse.
+    pub fn max_lease_hold(mut self, hold: Duration) -> Self {
+        self.max_lease_hold = hold;
+        self
+    }
+
+    /// Checks the URL, connects and checks that the server answers.
+    ///
+    /// [`StoreError::Insecure`] for plain `redis://` to a remote host (see
+    /// [`allow_insecure_redis`](Self::allow_insecure_redis)); [`StoreError::Unavailable`] when
+    /// the server cannot be reached or refuses the credentials; [`StoreError::Timeout`] when
+    /// it does not answer in time. Once connected, a lost connection is re-established by
+    /// itself on the next command.
+    pub async fn connect(self) -> Result<RedisTokenStore, StoreError> {
+        let (client, config, location) = self.prepare()?;
+        let timeout = self.operation_timeout * 2;
+        let connect = client.get_connection_manager_with_config(config);
+        let connection = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(map_error(&location, self.operation_timeout, &error)),
+            Err(_) => {
+                return Err(StoreError::Timeout {
+                    store: location,
+                    after: timeout,
+                })
+            }
+        };
+        let store = self.finish(client, connection, location);
+        let _: String = store.run(&redis::cmd("PING")).await?;
+        Ok(store)
+    }
+
+    /// Checks the URL and returns the store without connecting: the connection is made by
+    /// the first command (so an unreachable server shows there, as
+    /// [`StoreError::Unavailable`]). Must be called inside a tokio runtime. For programs that
+    /// must start while Redis is down (and the facade's `store_url`).
+    pub fn open_lazy(self) -> Result<RedisTokenStore, StoreError> {
+        let (client, config, location) = self.prepare()?;
+        let connection = client
+            .get_connection_manager_lazy(config)
+            .map_err(|error| map_error(&location, self.operation_timeout, &error))?;
+        Ok(self.finish(client, connection, location))
+    }
+
+    fn prepare(
+        &self,
+    ) -> Result<(redis::Client, redis::aio::ConnectionManagerConfig, String), StoreError> {
+        let location = redacted_location(&self.url);
+        check_url(&self.url, &location, self.allow_insecure)?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|_| StoreError::Unavailable {
+                store: location.clone(),
+                message: "the URL is not a valid Redis URL (redis://, rediss://, redis+unix://)"
+                    .into(),
+            })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.operation_timeout))
+            .set_response_timeout(Some(self.operation_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        Ok((client, config, location))
+    }
+
+    fn finish(
+        self,
+        client: redis::Client,
+        connection: ConnectionManager,
+        location: String,
+    ) -> RedisTokenStore {
+        RedisTokenStore {
+            inner: Arc::new(Inner {
+                client,
+                connection,
+                keys: Keys {
+                    prefix: self.prefix,
+                },
+                location,
+                operation_timeout: self.operation_timeout,
+                lease_ttl: self.lease_ttl,
+                max_lease_hold: self.max_lease_hold,
+                save: Script::new(SAVE_SCRIPT),
+                delete: Script::new(DELETE_SCRIPT),
+                consume: Script::new(CONSUME_SCRIPT),
+            }),
+        }
+    }
+}
+
+/// A [`TokenStore`] in Redis, shared by every process (and host) that connects to the same
+/// server with the same key prefix.
+///
+/// Cloning is cheap: clones share one multiplexed connection, re-established by itself when
+/// it breaks. Each command is bounded by the operation timeout; a `save` returns once Redis
+/// has applied it (how durable that is depends on the server's persistence settings).
+#[derive(Clone)]
+pub struct RedisTokenStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    connection: ConnectionManager,
+    keys: Keys,
+    location: String,
+    operation_timeout: Duration,
+    lease_ttl: Duration,
+    max_lease_hold: Duration,
+    save: Script,
+    delete: Script,
+    consume: Script,
+}
+
+/// Key names under one prefix. The kind comes before the profile, so no profile name (which
+/// may contain `:`) can reach another kind's keys.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn record(&self, profile: &str) -> String {
+        format!("{}record:{profile}", self.prefix)
+    }
+    fn profiles(&self) -> String {
+        format!("{}profiles", self.prefix)
+    }
+    fn used(&self, key: &str) -> String {
+        format!("{}used:{key}", self.prefix)
+    }
+    pub(crate) fn lease(&self, profile: &str) -> String {
+        format!("{}lease:{profile}", self.prefix)
+    }
+    pub(crate) fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+}
+
+impl std::fmt::Debug for RedisTokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTokenStore")
+            .field("location", &self.inner.location)
+            .field("prefix", &self.inner.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTokenStore {
+    /// A builder for the server at `url`: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://...` for TLS, or `redis+unix:///path/to/socket`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            allow_insecure: false,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            max_lease_hold: DEFAULT_MAX_LEASE_HOLD,
+        }
+    }
+
+    /// Connects to `url` with the defaults (see [`builder`](Self::builder)).
+    pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// The refresh lease that goes with this store: same server, same prefix, same
+    /// connection. Pass it to the facade's `refresh_lease` (its `store_url` does this itself).
+    pub fn refresh_lease(&self) -> RedisRefreshLease {
+        RedisRefreshLease::new(
+            self.inner.client.clone(),
+            self.inner.connection.clone(),
+            self.inner.keys.clone(),
+            self.inner.location.clone(),
+            self.inner.operation_timeout,
+            self.inner.lease_ttl,
+            self.inner.max_lease_hold,
+        )
+    }
+
+    /// Where the store is, for messages: `redis://host:port/db` without credentials.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        cmd.query_async(&mut connection)
+            .await
+            .map_err(|error| self.error(&error))
+    }
+
+    fn error(&self, error: &redis::RedisError) -> StoreError {
+        map_error(&self.inner.location, self.inner.operation_timeout, error)
+    }
+
+    /// The stored version and tombstone flag, exactly as the save script compares them.
+    async fn head(&self, key: &str) -> Result<(Option<String>, String), StoreError> {
+        let (version, deleted): (Option<String>, Option<String>) = self
+            .run(redis::cmd("HMGET").arg(key).arg("v").arg("d"))
+            .await?;
+        Ok((version, deleted.unwrap_or_else(|| "0".into())))
+    }
+}
+
+fn parse_version(profile: &str, text: &str) -> Result<u64, StoreError> {
+    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        envelope::corrupt_because(profile, "the stored version is not a number".into())
+    })
+}
+
+#[async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        validate_profile_name(profile)?;
+        let key = self.inner.keys.record(profile);
+        let (version, deleted, bytes): (Option<String>, Option<String>, Option<Vec<u8>>) = self
+            .run(redis::cmd("HMGET").arg(&key).arg("v").arg("d").arg("e"))
+            .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        if deleted.as_deref() == Some("1") {
+            return Ok(None);
+        }
+        let version = parse_version(profile, &version)?;
+        let bytes = bytes
+            .ok_or_else(|| envelope::corrupt_because(profile, "the envelope is missing".into()))?;
+        Ok(envelope::decode(profile, version, &bytes)?.map(|value| Versioned { version, value }))
+    }
+
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        validate_profile_name(profile)?;
+        let key = self.inner.keys.record(profile);
+        let (mut version, mut deleted) = self.head(&key).await?;
+        for _ in 0..MAX_SWAP_ATTEMPTS {
+            let current = version
+                .as_deref()
+                .map(|v| parse_version(profile, v))
+                .transpose()?;
+            let found = current.filter(|_| deleted != "1");
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    profile: profile.to_owned(),
+                    expected,
+                    found,
+                });
+            }
+            let new_version = next_version(profile, current.unwrap_or(0))?;
+            let envelope = envelope::encode(new_version, record)?;
+            let mut connection = self.inner.connection.clone();
+            let (won, stored_version, stored_deleted): (i64, String, String) = self
+                .inner
+                .save
+                .key(&key)
+                .key(self.inner.keys.profiles())
+                .key(self.inner.keys.events())
+                .arg(version.as_deref().unwrap_or(""))
+                .arg(&deleted)
+                .arg(new_version.to_string())
+                .arg(envelope)
+                .arg(profile)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| self.error(&error))?;
+            if won == 1 {
+                return Ok(new_version);
+            }
+            version = Some(stored_version).filter(|v| !v.is_empty());
+            deleted = stored_deleted;
+        }
+        Err(StoreError::Io(format!(
+            "profile `{profile}` kept changing concurrently"
+        )))
+    }
+
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        validate_profile_name(profile)?;
+        let mut connection = self.inner.connection.clone();
+        let _: i64 = self
+            .inner
+            .delete
+            .key(self.inner.keys.record(profile))
+            .key(self.inner.keys.profiles())
+            .key(self.inner.keys.events())
+            .arg(profile)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.error(&error))?;
+        Ok(())
+    }
+
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self
+            .run(redis::cmd("SMEMBERS").arg(self.inner.keys.profiles()))
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let ttl = expires_at
+            .as_millis()
+            .saturating_sub(now.as_millis())
+            .max(1);
+        let mut connection = self.inner.connection.clone();
+        let won: i64 = self
+            .inner
+            .consume
+            .key(self.inner.keys.used(key))
+            .arg(expires_at.as_millis().to_string())
+            .arg(now.as_millis().to_string())
+            .arg(ttl.to_string())
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.error(&error))?;
+        Ok(won == 1)
+    }
+}
+
+/// Whether `location` names a Redis server (`redis://`, `rediss://`, `redis+unix://`) rather
+/// than, say, a directory: how the CLI's `--store` and the facade's `store_url` tell them apart.
+pub fn is_redis_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
+}
+
+/// Refuses plain `redis://` to a host that is not a loopback address, unless allowed: the
+/// same rule as for MailUp's endpoints.
+fn check_url(url: &str, location: &str, allow_insecure: bool) -> Result<(), StoreError> {
+    let invalid = || StoreError::Unavailable {
+        store: location.to_owned(),
+        message: "the URL is not a valid Redis URL (redis://, rediss://, redis+unix://)".into(),
+    };
+    let parsed = url::Url::parse(url).map_err(|_| invalid())?;
+    match parsed.scheme() {
+        "rediss" | "redis+unix" | "unix" => Ok(()),
+        "redis" if allow_insecure || mailup_auth_core::config::is_loopback_host(&parsed) => Ok(()),
+        "redis" => Err(StoreError::Insecure {
+            store: location.to_owned(),
+        }),
+        _ => Err(invalid()),
+    }
+}
+
+/// `scheme://host:port/db` for messages: never the user name or password.
+pub(crate) fn redacted_location(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or("");
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}{}", parsed.scheme(), parsed.path())
+        }
+        Err(_) => "an unparsable Redis URL".into(),
+    }
+}
+
+/// A typed, secret-free error for a failed Redis command.
+pub(crate) fn map_error(
+    location: &str,
+    timeout: Duration,
+    error: &redis::RedisError,
+) -> StoreError {
+    if error.is_timeout() {
+        return StoreError::Timeout {
+            store: location.to_owned(),
+            after: timeout,
+        };
+    }
+    let message = match error.kind() {
+        redis::ErrorKind::AuthenticationFailed => {
+            "authentication failed (check the user and password in the URL)".to_owned()
+        }
+        _ if error.is_connection_refusal() => "connection refused".to_owned(),
+        _ if error.is_connection_dropped() => "the connection was lost".to_owned(),
+        redis::ErrorKind::Io => "cannot reach the server".to_owned(),
+        redis::ErrorKind::Server(_) => format!(
+            "the server refused the command ({})",
+            error.code().unwrap_or("error")
+        ),
+        kind => format!("{kind:?}"),
+    };
+    StoreError::Unavailable {
+        store: location.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_redis_is_for_loopback_only_unless_asked_for() {
+        for ok in [
+            "redis://127.0.0.1:6379/0",
+            "redis://localhost",
+            "redis://[::1]:7000",
+            "rediss://cache.example.com:6380/2",
+            "redis+unix:///run/redis.sock",
+        ] {
+            check_url(ok, "x", false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let error = check_url("redis://10.0.0.5:6379", "x", false).unwrap_err();
+        assert!(matches!(error, StoreError::Insecure { .. }), "{error:?}");
+        check_url("redis://10.0.0.5:6379", "x", true).unwrap();
+        assert!(matches!(
+            check_url("http://127.0.0.1", "x", false),
+            Err(StoreError::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn locations_never_carry_the_password() {
+        let location = redacted_location("rediss://user:hunter2@cache.example.com:6380/3");
+        assert_eq!(location, "rediss://cache.example.com:6380/3");
+        let builder = RedisTokenStore::builder("redis://:hunter2@127.0.0.1/0");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+}

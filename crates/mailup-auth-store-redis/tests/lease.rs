@@ -1,0 +1,177 @@
+//! The Redis refresh lease on a real `redis-server`: one holder at a time, renewal while held,
+//! takeover after a dead holder's TTL, owner-checked release, typed errors when Redis is gone.
+
+use std::time::{Duration, Instant};
+
+use mailup_auth_core::ports::{RefreshLease, StoreError};
+use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+
+async fn store(server: &RedisServer, ttl: Duration) -> RedisTokenStore {
+    RedisTokenStore::builder(server.url())
+        .lease_ttl(ttl)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_holder_at_a_time_and_a_waiter_gets_it_on_release() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Two "processes": two connections, two lease objects.
+    let a = store(&server, Duration::from_secs(10))
+        .await
+        .refresh_lease();
+    let b = store(&server, Duration::from_secs(10))
+        .await
+        .refresh_lease();
+    let held = a.acquire("p", Duration::from_secs(1)).await.unwrap();
+    let error = b
+        .acquire("p", Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::LeaseTimeout { .. }),
+        "{error:?}"
+    );
+    // Another profile is independent.
+    let _q = b.acquire("q", Duration::ZERO).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        let guard = b.acquire("p", Duration::from_secs(5)).await;
+        (guard.map(drop), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    let (got, waited) = waiter.await.unwrap();
+    got.unwrap();
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_keeps_its_lease_past_the_ttl() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, Duration::from_millis(300))
+        .await
+        .refresh_lease();
+    let b = store(&server, Duration::from_millis(300))
+        .await
+        .refresh_lease();
+    let _held = a.acquire("p", Duration::from_secs(1)).await.unwrap();
+    // Three TTLs later it is still held: renewed every third of the TTL.
+    let error = b
+        .acquire("p", Duration::from_millis(900))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::LeaseTimeout { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_lease_lapses_and_its_late_release_spares_the_successor() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ttl = Duration::from_millis(400);
+    let a_store = store(&server, ttl).await;
+    let a = a_store.refresh_lease();
+    let b = store(&server, ttl).await.refresh_lease();
+    let held = a.acquire("p", Duration::from_secs(1)).await.unwrap();
+    // As if A had died and its lease had lapsed: the key is gone, A does not know.
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("mailup-auth:lease:p")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let successor = b.acquire("p", Duration::from_secs(5)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A's late release must not delete B's lease (owner-checked).
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let owner: Option<String> = redis::cmd("GET")
+        .arg("mailup-auth:lease:p")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(
+        owner.is_some(),
+        "the successor's lease was deleted by the old holder"
+    );
+    drop(successor);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_gone_is_a_typed_error_at_once_and_it_recovers() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisTokenStore::builder(server.url())
+        .operation_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let lease = store.refresh_lease();
+    server.stop();
+    let started = Instant::now();
+    let error = lease
+        .acquire("p", Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let error = mailup_auth_core::ports::TokenStore::load(&store, "p")
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(!error.to_string().contains("password"));
+    server.restart();
+    // The connection manager reconnects by itself (a command may fail once more first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match lease.acquire("p", Duration::from_secs(1)).await {
+            Ok(_guard) => break,
+            Err(error) if Instant::now() < deadline => {
+                assert!(error.is_transient(), "{error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no recovery after restart: {error}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_and_a_remote_plain_url_are_typed_errors() {
+    // Nothing listens on port 1 of the loopback address.
+    let error = RedisTokenStore::connect("redis://:pw-secret@127.0.0.1:1/0")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(!error.to_string().contains("pw-secret"), "{error}");
+    // 192.0.2.1 (TEST-NET-1) is never contacted: refused before any I/O.
+    let error = RedisTokenStore::connect("redis://192.0.2.1:6379")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Insecure { .. }), "{error:?}");
+}

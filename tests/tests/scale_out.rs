@@ -1,0 +1,294 @@
+//! Scale-out through Redis (issue 12), end to end: worker OS processes
+//! (`src/bin/scale_out_worker.rs`) that share nothing but a Redis URL, the emulator over
+//! loopback, and a real `redis-server` started by each test (skipped without the binary,
+//! failed under `CI`).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailup_auth::{Backoff, ClientSecret, Error, MailUpClient, Password, StoreError};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+use mailup_auth_store_redis::RedisServer;
+
+/// One worker process and its pipes.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    /// Starts a worker in a directory of its own (its "host": no file is shared with the
+    /// others), and waits for `ready`.
+    fn start(redis: &str, emulator: &Emulator, tasks: usize, home: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scale_out_worker"))
+            .args([
+                redis,
+                emulator.base_url().as_str(),
+                DEFAULT_CLIENT_ID,
+                DEFAULT_CLIENT_SECRET,
+                &tasks.to_string(),
+            ])
+            .current_dir(home)
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut worker = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(worker.read_line(), "ready");
+        worker
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
+    /// Reads up to the `done` line: (calls served, calls failed, distinct tokens, errors).
+    fn round_result(&mut self) -> (usize, usize, Vec<String>, Vec<String>) {
+        let mut errors = Vec::new();
+        loop {
+            let line = self.read_line();
+            if let Some(error) = line.strip_prefix("error ") {
+                errors.push(error.to_owned());
+                continue;
+            }
+            let mut parts = line
+                .strip_prefix("done ")
+                .unwrap_or_else(|| panic!("unexpected worker output: {line:?}"))
+                .split(' ');
+            let ok = parts.next().unwrap().parse().unwrap();
+            let failed = parts.next().unwrap().parse().unwrap();
+            let tokens = parts.filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            return (ok, failed, tokens, errors);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Logs the default profile in through the emulator's password grant, saving to Redis.
+async fn log_in(redis: &str, emulator: &Emulator) {
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .store_url(redis)
+        .build()
+        .await
+        .unwrap();
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+}
+
+const LIFETIME: Duration = Duration::from_secs(2);
+const EXPIRIES: u64 = 5;
+
+/// Four worker processes × 250 tasks, in two groups of two ("hosts": each process has its own
+/// directory and memory, nothing is shared but the Redis URL). Each round starts after the
+/// token expired: exactly one token request per expiry, no failed call, no lockout, and every
+/// token served is one the server considers live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_two_hosts_send_one_refresh_per_expiry() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let emulator = Emulator::builder()
+        .access_token_lifetime(LIFETIME)
+        .start()
+        .await
+        .unwrap();
+    log_in(&server.url(), &emulator).await;
+    let hosts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut workers: Vec<Worker> = (0..4)
+        .map(|i| Worker::start(&server.url(), &emulator, 250, hosts[i % 2].path()))
+        .collect();
+    for round in 1..=EXPIRIES {
+        tokio::time::sleep(LIFETIME + Duration::from_millis(200)).await;
+        let before = emulator.counters();
+        for worker in &mut workers {
+            worker.send("go");
+        }
+        let mut served = 0;
+        for worker in &mut workers {
+            let (ok, failed, tokens, errors) = worker.round_result();
+            assert_eq!(failed, 0, "round {round}: {errors:?}");
+            for token in &tokens {
+                assert!(
+                    emulator.is_access_token_live(token),
+                    "round {round}: dead token"
+                );
+            }
+            served += ok;
+        }
+        assert_eq!(served, 1000);
+        let after = emulator.counters();
+        assert_eq!(
+            after.token_requests - before.token_requests,
+            1,
+            "round {round}: one token request per expiry across all processes"
+        );
+        assert_eq!(
+            after.token_errors, before.token_errors,
+            "round {round}: lockout"
+        );
+    }
+}
+
+/// The process holding the lease is killed (SIGKILL) while the emulator holds its refresh:
+/// another process takes over once the lease's TTL lapses (the default, 10 s), refreshes with
+/// the stored refresh token, and nobody has to log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_is_replaced_after_the_lease_ttl_without_a_new_login() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let emulator = Emulator::builder()
+        .access_token_lifetime(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    log_in(&server.url(), &emulator).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut holder = Worker::start(&server.url(), &emulator, 1, home.path());
+    let mut successor = Worker::start(&server.url(), &emulator, 1, home.path());
+    emulator.set_token_latency(Duration::from_secs(3600));
+    let before = emulator.counters().token_requests;
+    holder.send("refresh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emulator.counters().token_requests == before {
+        assert!(
+            Instant::now() < deadline,
+            "the holder's refresh never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.child.kill().unwrap();
+    holder.child.wait().unwrap();
+    let killed_at = Instant::now();
+    emulator.set_token_latency(Duration::ZERO);
+    successor.send("refresh");
+    let answer = successor.read_line();
+    let takeover = killed_at.elapsed();
+    eprintln!("takeover after SIGKILL of the lease holder: {takeover:?}");
+    assert_eq!(answer, "refreshed", "the successor could not refresh");
+    assert!(takeover < Duration::from_secs(60), "{takeover:?}");
+    // It waited for the lease (it did not send the refresh token while the holder had it).
+    assert!(takeover >= Duration::from_secs(5), "{takeover:?}");
+    successor.send("go");
+    let (ok, failed, tokens, errors) = successor.round_result();
+    assert_eq!((ok, failed), (1, 0), "{errors:?}");
+    assert!(emulator.is_access_token_live(&tokens[0]));
+    assert_eq!(
+        emulator.counters().token_errors,
+        0,
+        "no refresh was rejected"
+    );
+}
+
+/// Redis stops mid-run: a still-valid token keeps being served (inside the refresh margin
+/// too) and no refresh is sent without the lease; once the token expired, calls fail with a
+/// typed, transient store error; when Redis is back, the same client refreshes and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_serves_valid_tokens_fails_typed_and_recovers() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    // Due at 7 s (the skew), handed out until 9 s (expiry minus 5 s of safety).
+    let lifetime = Duration::from_secs(14);
+    let skew = Duration::from_secs(7);
+    let emulator = Emulator::builder()
+        .access_token_lifetime(lifetime)
+        .start()
+        .await
+        .unwrap();
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .store_url(server.url())
+        .refresh_skew(skew)
+        .backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        })
+        .build()
+        .await
+        .unwrap();
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    let logged_in_at = Instant::now();
+    let token = client.access_token().await.unwrap();
+    server.shutdown_saving();
+    let before = emulator.counters();
+    // Inside the refresh margin: due, still valid.
+    tokio::time::sleep(
+        (logged_in_at + skew + Duration::from_millis(500))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(client.access_token().await.unwrap(), token);
+    }
+    assert_eq!(
+        emulator.counters().token_requests,
+        before.token_requests,
+        "a refresh was sent without the lease"
+    );
+    // Expired: a typed, transient error (not a login, not the token endpoint).
+    tokio::time::sleep(
+        (logged_in_at + lifetime + Duration::from_millis(200))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let error = client.access_token().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Store(StoreError::Unavailable { .. } | StoreError::Timeout { .. })
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    assert_eq!(emulator.counters().token_requests, before.token_requests);
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fresh = loop {
+        match client.access_token().await {
+            Ok(fresh) => break fresh,
+            Err(error) if Instant::now() < deadline && error.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no recovery after Redis came back: {error:?}"),
+        }
+    };
+    assert_ne!(fresh, token);
+    assert!(emulator.is_access_token_live(fresh.secret()));
+    assert_eq!(
+        emulator.counters().token_requests,
+        before.token_requests + 1
+    );
+}
