@@ -1,0 +1,191 @@
+//! What the `MailUpAccounts` tests share: an in-process token server that enforces rotation,
+//! a counting memory store, a jitter-free entropy source and a setup on a manual clock.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use mailup_auth::core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Versioned};
+use mailup_auth::{
+    ClientSecret, CsrfState, Entropy, HttpRequest, HttpResponse, MailUpAccounts, MailUpClient,
+    ManualClock, Password, Transport, TransportError, UnixTime,
+};
+
+pub(crate) const NOW: u64 = 1_800_000_000;
+
+/// A token server with rotation that remembers the order refreshes arrived in and how many
+/// ran at once. The refresh token names its account (`r-<account>-<n>`).
+#[derive(Default)]
+pub(crate) struct Server {
+    pub(crate) valid_refresh: Mutex<HashSet<String>>,
+    pub(crate) next: AtomicU64,
+    pub(crate) refreshes: AtomicU32,
+    pub(crate) arrivals: Mutex<Vec<String>>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) max_in_flight: AtomicUsize,
+    pub(crate) delay_ms: AtomicU64,
+}
+
+impl Server {
+    pub(crate) fn issue(&self, account: &str) -> HttpResponse {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let rt = format!("r-{account}-{n}");
+        self.valid_refresh.lock().unwrap().insert(rt.clone());
+        HttpResponse::new(
+            StatusCode::OK,
+            format!(
+                r#"{{"access_token":"a-{account}-{n}","expires_in":3600,"refresh_token":"{rt}"}}"#
+            ),
+        )
+    }
+
+    pub(crate) fn revoke_account(&self, account: &str) {
+        let prefix = format!("r-{account}-");
+        self.valid_refresh
+            .lock()
+            .unwrap()
+            .retain(|rt| !rt.starts_with(&prefix));
+    }
+}
+
+#[async_trait]
+impl Transport for Server {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if !request.url().path().ends_with("/Token") {
+            return Ok(HttpResponse::new(StatusCode::OK, r#"{"UID":"1"}"#));
+        }
+        let form: Vec<(String, String)> = form_urlencoded::parse(request.body())
+            .into_owned()
+            .collect();
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match get("grant_type").as_deref() {
+            // The username is the account name in these tests.
+            Some("password") => Ok(self.issue(&get("username").unwrap())),
+            Some("refresh_token") => {
+                let rt = get("refresh_token").unwrap();
+                let account = rt.split('-').nth(1).unwrap_or_default().to_owned();
+                self.arrivals.lock().unwrap().push(account.clone());
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                let delay = self.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                if self.valid_refresh.lock().unwrap().remove(&rt) {
+                    Ok(self.issue(&account))
+                } else {
+                    Ok(HttpResponse::new(
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"invalid_grant"}"#,
+                    ))
+                }
+            }
+            _ => Ok(HttpResponse::new(StatusCode::BAD_REQUEST, "{}")),
+        }
+    }
+}
+
+/// A memory store that counts loads and can fail saves.
+#[derive(Default)]
+pub(crate) struct Counting {
+    pub(crate) inner: MemoryTokenStore,
+    pub(crate) loads: AtomicU32,
+    pub(crate) fail_saves: AtomicBool,
+}
+
+#[async_trait]
+impl TokenStore for Counting {
+    async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(profile).await
+    }
+    async fn save(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Err(StoreError::Io("disk full".into()));
+        }
+        self.inner.save(profile, record, expected).await
+    }
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        self.inner.delete(profile).await
+    }
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.profiles().await
+    }
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_once(key, expires_at, now).await
+    }
+}
+
+/// No jitter, so due times are exact.
+#[derive(Debug)]
+pub(crate) struct NoJitter;
+
+impl Entropy for NoJitter {
+    fn csrf_state(&self) -> CsrfState {
+        CsrfState::new("state")
+    }
+    fn jitter(&self, _max: Duration) -> Duration {
+        Duration::ZERO
+    }
+}
+
+pub(crate) struct Setup {
+    pub(crate) server: Arc<Server>,
+    pub(crate) store: Arc<Counting>,
+    pub(crate) clock: Arc<ManualClock>,
+}
+
+impl Setup {
+    pub(crate) fn new() -> Self {
+        Self {
+            server: Arc::new(Server::default()),
+            store: Arc::new(Counting::default()),
+            clock: Arc::new(ManualClock::new(UnixTime::from_secs(NOW))),
+        }
+    }
+
+    pub(crate) fn builder(&self) -> mailup_auth::MailUpClientBuilder {
+        MailUpClient::builder("client", ClientSecret::new("secret"))
+            .auth_base("http://127.0.0.1:9")
+            .transport(self.server.clone())
+            .store(self.store.clone())
+            .clock(self.clock.clone())
+            .entropy(Arc::new(NoJitter))
+    }
+
+    pub(crate) async fn accounts(
+        &self,
+        configure: impl FnOnce(mailup_auth::MailUpAccountsBuilder) -> mailup_auth::MailUpAccountsBuilder,
+    ) -> MailUpAccounts {
+        configure(MailUpAccounts::builder(self.builder()).background_refresh(false))
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+pub(crate) async fn connect(accounts: &MailUpAccounts, account: &str) {
+    accounts
+        .client(account)
+        .await
+        .unwrap()
+        .login_with_password(account, &Password::new("pw"))
+        .await
+        .unwrap();
+}
