@@ -289,7 +289,7 @@ impl Harness {
                 self.session.handle_timeout(self.now);
             }
             Action::AskToken => {
-                let answer = self.session.access_token(now);
+                let answer = self.session.access_token_or_refresh(now);
                 match &answer {
                     TokenAccess::Ready(token) => {
                         let tokens = self.session.tokens().expect("ready implies tokens");
@@ -492,10 +492,10 @@ impl Harness {
                 }
             }
             Action::ForceRefresh => {
-                self.session.refresh_now();
+                let _ = self.session.refresh_now();
             }
             Action::AskThenRestore => {
-                let _ = self.session.access_token(now);
+                let _ = self.session.access_token_or_refresh(now);
                 self.apply(Action::Restore);
                 return;
             }
@@ -530,7 +530,7 @@ impl Harness {
                 self.expected_refresh = None;
                 assert_eq!(self.session.state(), SessionState::NoTokens);
                 assert!(matches!(
-                    self.session.access_token(now),
+                    self.session.access_token_or_refresh(now),
                     TokenAccess::ReauthorizationRequired(ReauthReason::LoggedOut)
                 ));
             }
@@ -610,7 +610,7 @@ fn a_day_of_proactive_refreshes_on_a_simulated_clock() {
     // One refresh every 3540 s (3600 - 60 s skew).
     assert_eq!(refreshes, 25);
     assert!(matches!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(_)
     ));
 }
@@ -630,14 +630,14 @@ fn a_still_valid_token_is_served_while_the_refresh_fails() {
     harness.apply(Action::Advance(3600 - 57));
     // Inside the margin: a refresh starts and the caller waits for it.
     assert_eq!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Pending
     );
     harness.outstanding.extend(harness.session.poll_request());
     harness.apply(Action::Respond(Reply::ServerError(503)));
     // It failed: the current token is served, until the retry.
     assert_eq!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(token.clone())
     );
     let until = harness.session.hand_out_until(harness.now).unwrap();
@@ -645,21 +645,21 @@ fn a_still_valid_token_is_served_while_the_refresh_fails() {
     // An odd answer (a proxy's 404 page) is no different: tokens kept, no re-login.
     harness.now = until;
     assert_eq!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Pending
     );
     harness.outstanding.extend(harness.session.poll_request());
     harness.apply(Action::Respond(Reply::Odd(2)));
     assert_eq!(harness.session.reauthorization_reason(), None);
     assert_eq!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(token.clone())
     );
     // Five seconds before expiry it is no longer handed out.
     let expires_at = harness.session.tokens().unwrap().expires_at;
     harness.now = expires_at.saturating_sub(Duration::from_secs(5));
     assert!(!matches!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(_)
     ));
 }
@@ -676,7 +676,7 @@ fn short_lived_tokens_are_fresh_on_arrival() {
     }));
     let obtained = harness.now;
     assert!(matches!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(_)
     ));
     assert_eq!(
@@ -734,7 +734,7 @@ fn transient_failures_back_off_exponentially_and_keep_tokens() {
     assert_eq!(harness.session.tokens().cloned(), tokens);
     // Expired: the failing refreshes never made it hand the dead token out.
     assert!(matches!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::BackingOff { .. } | TokenAccess::Pending
     ));
     harness.outstanding.extend(harness.session.poll_request());
@@ -744,7 +744,7 @@ fn transient_failures_back_off_exponentially_and_keep_tokens() {
         expires: ExpiresIn::Missing,
     }));
     assert!(matches!(
-        harness.session.access_token(harness.now),
+        harness.session.access_token_or_refresh(harness.now),
         TokenAccess::Ready(_)
     ));
     // Missing expires_in: the default 3600 s.
