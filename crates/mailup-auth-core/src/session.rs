@@ -142,7 +142,11 @@ pub enum Event {
     ReauthorizationRequired(ReauthReason),
 }
 
-/// The session's state, as a getter reports it.
+/// Where a session stands, as [`Session::state`] reports it for status displays. A login in
+/// progress is reported before the state of the tokens held.
+///
+/// Exhaustive: a status page that names each state must learn of a new one at compile time,
+/// not show it as "unknown".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SessionState {
     /// No tokens and nothing in progress.
@@ -159,7 +163,10 @@ pub enum SessionState {
     ReauthorizationRequired,
 }
 
-/// The answer to "give me an access token".
+/// The answer of [`Session::access_token_or_refresh`].
+///
+/// Exhaustive on purpose: every driver matches it to decide whether to hand out a token, wait
+/// or fail, and a new answer must break that `match` at compile time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenAccess {
     /// A fresh token.
