@@ -10,7 +10,7 @@
 //! implement `Serialize`: `serde_json::to_string(&access_token)` in user code is a compile
 //! error, and so is serializing a [`TokenSet`](crate::TokenSet) or a
 //! [`ProfileRecord`](crate::ProfileRecord) that holds them. A token store writes records
-//! through the one named path that exposes the secrets, [`ExposeSecrets`]:
+//! through the one named path that exposes the secrets, `ExposeSecrets` (feature `serde`):
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {

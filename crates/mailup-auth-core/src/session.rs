@@ -57,17 +57,18 @@ impl TokenRequest {
         self.id
     }
 
-    /// The grant this request uses.
+    /// The grant this request uses (what its answer will change: a login or a refresh).
     pub fn grant(&self) -> Grant {
         self.grant
     }
 
-    /// The HTTP request.
+    /// The HTTP request to send as is (a `POST` whose form body holds the client secret and
+    /// the code, refresh token or password: never log it).
     pub fn request(&self) -> &HttpRequest {
         &self.request
     }
 
-    /// Splits into the id and the HTTP request.
+    /// Splits into the id, the grant and the HTTP request.
     pub fn into_parts(self) -> (RequestId, Grant, HttpRequest) {
         (self.id, self.grant, self.request)
     }
@@ -115,23 +116,24 @@ impl std::fmt::Display for ReauthReason {
 pub enum Event {
     /// New tokens: persist them now, before handing the access token to anyone.
     TokensChanged {
-        /// The new token set.
+        /// The token set now current (the refresh token kept from before when the answer had
+        /// none).
         tokens: TokenSet,
-        /// How they were obtained.
+        /// The grant whose answer brought them: a login, or a refresh.
         grant: Grant,
     },
     /// A code exchange or password grant failed; the previous state is unchanged.
     AuthorizationFailed {
-        /// Which grant.
+        /// The grant that failed (code exchange or password).
         grant: Grant,
-        /// Why.
+        /// The token endpoint's refusal or the transport failure; it never holds a secret.
         error: TokenError,
     },
     /// A refresh failed without a rejection (a transient failure or an odd answer); tokens are
     /// kept (and the access token served while usable) and the refresh is retried at
     /// `retry_at`.
     RefreshFailed {
-        /// Why.
+        /// The latest failure (never a rejection: those end in `ReauthorizationRequired`).
         error: TokenError,
         /// Consecutive transient failures so far.
         attempts: u32,
@@ -155,7 +157,8 @@ pub enum SessionState {
     AwaitingCallback,
     /// A code exchange (or password grant) is in flight.
     ExchangingCode,
-    /// Tokens are held.
+    /// Tokens are held, no refresh is in flight and none was rejected (the access token may
+    /// still be expired or backing off: ask `access_token_or_refresh`).
     Authorized,
     /// A refresh is in flight.
     Refreshing,
@@ -169,7 +172,7 @@ pub enum SessionState {
 /// or fail, and a new answer must break that `match` at compile time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenAccess {
-    /// A fresh token.
+    /// A token to use now: fresh, or still usable while its refresh is failing or impossible.
     Ready(AccessToken),
     /// A token request is queued or in flight: send it (poll it), then ask again after its
     /// response.
@@ -178,9 +181,9 @@ pub enum TokenAccess {
     BackingOff {
         /// When the next attempt is due (ask again then, or call `handle_timeout`).
         retry_at: UnixTime,
-        /// Consecutive failures so far.
+        /// Consecutive failed refreshes (transient or odd answers) so far.
         attempts: u32,
-        /// The last failure.
+        /// The latest of those failures.
         error: TokenError,
     },
     /// The user must authorize again.
@@ -328,7 +331,8 @@ impl Credentials {
 }
 
 impl Session {
-    /// A session without tokens.
+    /// A session without tokens (re-authorization required, reason
+    /// [`ReauthReason::NoTokens`]); log in or [`restore_tokens`](Self::restore_tokens).
     pub fn new(config: ClientConfig) -> Self {
         Self {
             config,
