@@ -80,7 +80,7 @@ mod test_server;
 pub use crate::lease::{RedisRefreshLease, DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASE_HOLD};
 #[cfg(feature = "test-server")]
 #[doc(hidden)]
-pub use crate::test_server::RedisServer;
+pub use crate::test_server::{PrivatePki, RedisServer};
 /// Where an encrypted store's key is kept (from `mailup-auth-seal`, the same type as the sled
 /// store's).
 pub use mailup_auth_seal::KeySource;
@@ -239,6 +239,12 @@ impl RedisStoreBuilder {
     pub fn max_lease_hold(mut self, hold: Duration) -> Self {
         self.max_lease_hold = hold;
         self
+    }
+
+    /// Where the store is, for messages: `scheme://host:port/db`, without the user or
+    /// password (what [`RedisTokenStore::location`] will say).
+    pub fn location(&self) -> String {
+        redacted_location(&self.url)
     }
 
     /// Checks the URL, connects and checks that the server answers.

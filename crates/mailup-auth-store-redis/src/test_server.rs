@@ -21,6 +21,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// Whether the port is a TLS port (and there is no plain one).
     tls: bool,
+    /// Files the arguments name, when the server owns them (its certificates).
+    files: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -60,6 +62,27 @@ impl RedisServer {
         Self::start_inner(args, true)
     }
 
+    /// A TLS-only server ([`start_tls`](Self::start_tls)) whose certificate (for
+    /// `127.0.0.1`) a private CA made for it signed, and that CA's certificate (PEM), to give
+    /// to `tls_root_certificate` / `--store-ca`.
+    pub fn start_tls_with_private_ca() -> Option<(Self, String)> {
+        let pki = PrivatePki::new();
+        let dir = tempfile::tempdir().expect("a temporary directory for the certificates");
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("a certificate file");
+            path
+        };
+        let mut server = Self::start_tls(
+            &write("server.crt", &pki.server_certificate),
+            &write("server.key", &pki.server_key),
+            &write("ca.crt", &pki.ca_certificate),
+        )?;
+        // Kept for a restart, which reads them again.
+        server.files = Some(dir);
+        Some((server, pki.ca_certificate))
+    }
+
     fn start_inner(args: Vec<String>, tls: bool) -> Option<Self> {
         if !binary_available() {
             let message = format!(
@@ -82,6 +105,7 @@ impl RedisServer {
                     dir,
                     args,
                     tls,
+                    files: None,
                 });
             }
             if tls && !tls_built_in(dir.path()) {
@@ -153,6 +177,48 @@ impl RedisServer {
 
 /// Where the server's output goes, in its directory (read to tell why it did not start).
 const OUTPUT_FILE: &str = "redis-server.out";
+
+/// A private CA and a server certificate for `127.0.0.1` it signed, made now (PEM).
+#[derive(Debug)]
+pub struct PrivatePki {
+    /// The CA's certificate.
+    pub ca_certificate: String,
+    /// The server's certificate.
+    pub server_certificate: String,
+    /// The server's private key.
+    pub server_key: String,
+}
+
+impl PrivatePki {
+    /// A new CA and server certificate.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mailup-auth test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("a CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("a server key");
+        let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("server params")
+            .signed_by(&server_key, &issuer)
+            .expect("a server certificate");
+        Self {
+            ca_certificate: ca.pem(),
+            server_certificate: server.pem(),
+            server_key: server_key.serialize_pem(),
+        }
+    }
+}
+
+impl Default for PrivatePki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Spawns `redis-server` on `port` and waits (bounded) for it to answer PING (a server that
 /// wants a password answers `-NOAUTH`, which will do), or for a TLS one to accept connections.

@@ -2,7 +2,7 @@
 //! URL is sent, a wrong or missing one is a typed error that never shows it, and `rediss://`
 //! to a server whose certificate a private CA signed works once that CA is trusted
 //! (`tls_root_certificate`), and is a typed error when it is not. The CA and the server
-//! certificate are made at test time (rcgen). Skipped without `redis-server`, failed under
+//! certificate are made at test time (rcgen, in `RedisServer::start_tls_with_private_ca`). Skipped without `redis-server`, failed under
 //! `CI`; the TLS tests are also skipped (saying so) by a `redis-server` built without TLS.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use mailup_auth_core::ports::{ProfileRecord, RefreshLease, StoreError, TokenStor
 use mailup_auth_core::secret::{AccessToken, RefreshToken};
 use mailup_auth_core::time::UnixTime;
 use mailup_auth_core::token::TokenSet;
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::{PrivatePki, RedisServer, RedisTokenStore};
 
 const PASSWORD: &str = "default-pw-5d1c9a";
 const ALICE_PASSWORD: &str = "alice-pw-93e0b7";
@@ -116,61 +116,15 @@ async fn the_password_in_the_url_is_sent_and_never_shown() {
     assert!(!format!("{error:?}").contains(WRONG));
 }
 
-/// A private CA and a server certificate for 127.0.0.1 it signed, as PEM.
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn private_pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mailup-auth test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    Pki {
-        ca: ca.pem(),
-        cert: server.pem(),
-        key: server_key.serialize_pem(),
-    }
-}
-
-/// A TLS-only server with a certificate from a private CA, or `None` (skipped).
-fn tls_server(dir: &std::path::Path) -> Option<(RedisServer, Pki)> {
-    let pki = private_pki();
-    let write = |name: &str, pem: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let server = RedisServer::start_tls(
-        &write("server.crt", &pki.cert),
-        &write("server.key", &pki.key),
-        &write("ca.crt", &pki.ca),
-    )?;
-    Some((server, pki))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_saves_loads_and_leases() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((server, pki)) = tls_server(dir.path()) else {
+    let Some((server, ca)) = RedisServer::start_tls_with_private_ca() else {
         return;
     };
     let url = server.url();
     assert!(url.starts_with("rediss://"), "{url}");
     let store = RedisTokenStore::builder(&url)
-        .tls_root_certificate(pki.ca.clone())
+        .tls_root_certificate(ca.clone())
         .connect()
         .await
         .unwrap();
@@ -179,7 +133,7 @@ async fn rediss_with_a_private_ca_saves_loads_and_leases() {
     let guard = lease.acquire("p", Duration::from_secs(1)).await.unwrap();
     // One holder at a time, over TLS too: a second store waits and gets it on release.
     let other = RedisTokenStore::builder(&url)
-        .tls_root_certificate(pki.ca.clone())
+        .tls_root_certificate(ca)
         .connect()
         .await
         .unwrap()
@@ -199,8 +153,7 @@ async fn rediss_with_a_private_ca_saves_loads_and_leases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_to_an_untrusted_certificate_is_a_typed_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((server, _pki)) = tls_server(dir.path()) else {
+    let Some((server, _ca)) = RedisServer::start_tls_with_private_ca() else {
         return;
     };
     let url = server.url();
@@ -209,7 +162,7 @@ async fn rediss_to_an_untrusted_certificate_is_a_typed_error() {
     assert!(message.contains("TLS failed"), "{message}");
     let message = unavailable(
         RedisTokenStore::builder(&url)
-            .tls_root_certificate(private_pki().ca)
+            .tls_root_certificate(PrivatePki::new().ca_certificate)
             .connect()
             .await,
         &[],
@@ -226,7 +179,7 @@ async fn rediss_to_an_untrusted_certificate_is_a_typed_error() {
     assert!(message.contains("PEM"), "{message}");
     let message = unavailable(
         RedisTokenStore::builder("redis://127.0.0.1:1/0")
-            .tls_root_certificate(private_pki().ca)
+            .tls_root_certificate(PrivatePki::new().ca_certificate)
             .connect()
             .await,
         &[],

@@ -831,11 +831,14 @@ fn check_encryption(
             expected: marker.key_source,
         })),
         (Some(marker), Some(source)) => {
-            let key = source.load(Some(store)).map_err(key_error)?.ok_or_else(|| {
-                key_error(KeyProblem::NotFound {
-                    source_name: source.describe(),
-                })
-            })?;
+            let key = source
+                .load(Some(store))
+                .map_err(key_error)?
+                .ok_or_else(|| {
+                    key_error(KeyProblem::NotFound {
+                        source_name: source.describe(),
+                    })
+                })?;
             let sealer = Sealer::new(&key);
             if !sealer.fits(&marker) {
                 return Err(key_error(KeyProblem::Wrong {
