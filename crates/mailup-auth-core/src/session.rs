@@ -148,8 +148,10 @@ pub enum Event {
 /// progress is reported before the state of the tokens held.
 ///
 /// Exhaustive: a status page that names each state must learn of a new one at compile time,
-/// not show it as "unknown".
+/// not show it as "unknown". With the `serde` feature it serializes as its name
+/// (`"Authorized"`), for a status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum SessionState {
     /// No tokens and nothing in progress.
     NoTokens,

@@ -26,11 +26,21 @@ pub use crate::scheduler::SchedulerStats;
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;
+// Every type that appears in the facade's public signatures or in `Error`'s variants, so an
+// application names them from `mailup_auth` alone.
+/// The `async_trait` attribute, to implement [`Transport`] or [`TokenStore`] without adding
+/// the crate yourself.
+pub use async_trait::async_trait;
+/// The `http` crate this library's request and response types are built on (the same version).
+pub use http;
+pub use mailup_auth_core::api::ApiPathError;
 pub use mailup_auth_core::{
-    AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
-    KeyProblem, LeaseGuard, MailUpError, MemoryTokenStore, Password, PendingAuthorization,
-    ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState, StoreError,
-    StoredClient, TokenSet, TokenStore, Transport, TransportError, UnixTime, Url,
+    AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
+    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
+    HttpResponse, KeyProblem, LeaseGuard, MailUpError, MemoryTokenStore, Password,
+    PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
+    StoreError, StoredClient, TokenError, TokenSet, TokenStore, Transport, TransportError,
+    TransportErrorKind, UnixTime, Url,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;

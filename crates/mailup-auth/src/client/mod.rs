@@ -104,7 +104,21 @@ impl Default for LoopbackLogin {
 }
 
 /// A snapshot of a profile's state, without secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It serializes (serde) with these field names, so an application can serve it as a status
+/// endpoint as it is; its `Debug` shows URLs as strings. Neither holds a token or the client
+/// secret: only whether tokens are held and when they expire. Times serialize as
+/// [`UnixTime`] does: milliseconds since the UNIX epoch.
+///
+/// ```
+/// # async fn status_endpoint(client: mailup_auth::MailUpClient) -> serde_json::Result<String> {
+/// let json = serde_json::to_string(&client.status())?;
+/// // {"profile":"default","client_id":"...","endpoints":{"logon":"https://...",...},
+/// //  "state":"Authorized","has_fresh_token":true,"expires_at":1700003600000,...}
+/// # Ok(json)
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SessionStatus {
     /// The profile.
