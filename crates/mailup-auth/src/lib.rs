@@ -7,7 +7,11 @@ mod client;
 pub mod clock;
 mod error;
 pub mod loopback;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod scheduler;
+#[cfg(feature = "tower")]
+mod tower;
 
 pub use crate::accounts::{
     AccountAuthorization, AccountState, AccountSummary, MailUpAccounts, MailUpAccountsBuilder,
@@ -22,7 +26,11 @@ pub use crate::client::{
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+#[cfg(feature = "reqwest-middleware")]
+pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
+#[cfg(feature = "tower")]
+pub use crate::tower::{MailUpLayer, MailUpService, MailUpServiceError, MailUpServiceFuture};
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;

@@ -11,6 +11,8 @@
 
 mod api;
 mod background;
+#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
+pub(crate) mod bearer;
 mod builder;
 mod login;
 mod store_sync;
