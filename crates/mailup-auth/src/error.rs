@@ -68,6 +68,10 @@ pub enum Error {
     /// A response body could not be decoded into the requested type.
     #[error("cannot decode the API response: {0}")]
     Decode(String),
+    /// A paginated collection did not page as MailUp does (another page than asked came
+    /// back), or went on past [`Pages::max_pages`](crate::Pages::max_pages).
+    #[error("pagination: {0}")]
+    Pagination(String),
     /// The loopback redirect listener failed.
     #[error("loopback redirect: {0}")]
     Loopback(#[from] LoopbackError),

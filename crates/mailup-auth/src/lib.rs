@@ -20,8 +20,9 @@ pub use crate::accounts::{
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
 pub use crate::client::{
-    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder,
-    RateLimitRetry, SessionStatus, TokenChange, TokensHook, DEFAULT_TOKEN_OPERATION_TIMEOUT,
+    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder, Page,
+    Pages, RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
+    DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};

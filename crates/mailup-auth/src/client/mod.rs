@@ -15,6 +15,7 @@ mod background;
 pub(crate) mod bearer;
 mod builder;
 mod login;
+mod services;
 mod store_sync;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub use self::background::BackgroundRefresh;
 #[cfg(feature = "sled")]
 pub use self::builder::default_store_dir;
 pub use self::builder::MailUpClientBuilder;
+pub use self::services::{Page, Pages, Service, ServiceClient, DEFAULT_MAX_PAGES};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
