@@ -210,6 +210,32 @@ pub enum RefreshNotStarted {
 
 /// The OAuth session state machine. See the [module docs](self) for its guarantees.
 ///
+/// ```
+/// use http::StatusCode;
+/// use mailup_auth_core::{ClientConfig, ClientSecret, Event, HttpResponse, Password, Session,
+///     TokenAccess, UnixTime};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder("id", ClientSecret::new("secret")).build()?;
+/// let mut session = Session::new(config);
+/// let now = UnixTime::from_secs(1_700_000_000);
+/// // A command queues a request...
+/// session.login_with_password("m1234", &Password::new("pw"));
+/// // ...the driver sends it with any HTTP client and feeds the answer back...
+/// let request = session.poll_request().expect("the password grant");
+/// let answer = HttpResponse::new(
+///     StatusCode::OK,
+///     r#"{"access_token":"at","expires_in":3600,"refresh_token":"rt"}"#,
+/// );
+/// session.handle_token_response(now, request.id(), Ok(answer));
+/// // ...persists the tokens when told to, then hands the access token out.
+/// assert!(matches!(session.poll_event(), Some(Event::TokensChanged { .. })));
+/// assert!(matches!(session.access_token_or_refresh(now), TokenAccess::Ready(_)));
+/// assert!(session.poll_timeout().is_some()); // the proactive refresh
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Call order
 ///
 /// Methods fall in four groups, as in quinn-proto's `Connection`: `&self` getters; inputs

@@ -236,6 +236,32 @@ impl Drop for Inner {
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
+///
+/// ```no_run
+/// use mailup_auth::{ClientSecret, LoopbackLogin, MailUpClient};
+///
+/// # async fn run() -> mailup_auth::Result<()> {
+/// // The secret from the environment (never a command-line flag, never a URL).
+/// let secret = std::env::var("MAILUP_CLIENT_SECRET").unwrap_or_default();
+/// let client = MailUpClient::builder("my-client-id", ClientSecret::new(secret))
+///     .profile("shop") // tokens stored under this name (sled, in the platform data dir)
+///     .build()
+///     .await?;
+/// if !client.status().has_refresh_token {
+///     // CLI / desktop: a browser login through a 127.0.0.1 redirect.
+///     client
+///         .login_with_loopback(LoopbackLogin::default(), |url| println!("Open {url}"))
+///         .await?;
+/// }
+/// // Tokens are refreshed as needed (once for all concurrent callers); a 401 gets one
+/// // refresh and one retry.
+/// let info: serde_json::Value = client.get("Console/Authentication/Info").await?;
+/// println!("{}", info["Username"]);
+/// let count: u64 = client.statistics().get("Message/12/Count/Recipients").await?;
+/// # let _ = count;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct MailUpClient {
     inner: Arc<Inner>,
