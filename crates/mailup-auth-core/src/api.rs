@@ -217,9 +217,17 @@ impl ApiCall {
 }
 
 /// Adds `Authorization: Bearer <token>` (marked sensitive) to a request.
-///
-/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop.
 pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
+    request.with_header(AUTHORIZATION, bearer_header(token))
+}
+
+/// The `Authorization` header value `Bearer <token>`, marked sensitive (so `http`'s `Debug`
+/// and well-behaved clients' logs hide it), for any HTTP client's request type.
+///
+/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop. A
+/// token that is not a valid header value (never stored: see
+/// [`is_header_safe_token`](crate::is_header_safe_token)) gives `Bearer invalid`.
+pub fn bearer_header(token: &AccessToken) -> HeaderValue {
     let secret = token.secret();
     let mut bearer = Zeroizing::new(String::with_capacity("Bearer ".len() + secret.len()));
     bearer.push_str("Bearer ");
@@ -227,7 +235,7 @@ pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
     let mut value = HeaderValue::from_str(&bearer)
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     value.set_sensitive(true);
-    request.with_header(AUTHORIZATION, value)
+    value
 }
 
 /// A path that cannot be turned into an API URL; built only by [`api_url`]. The text says what

@@ -77,7 +77,12 @@ pub enum ConfigError {
 }
 
 /// The three URLs the flow talks to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Debug` shows each URL as its string (not `Url`'s internals). With the `serde` feature it
+/// serializes as `{"logon": "...", "token": "...", "api_base": "..."}`, for a status page: no
+/// URL here holds a secret.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Endpoints {
     /// The LogOn (authorization) page the user's browser is sent to.
     pub logon: Url,
@@ -103,6 +108,16 @@ impl Endpoints {
             token: parse_http_url("token url", &format!("{base}{TOKEN_PATH}"))?,
             api_base: parse_http_url("api base", &format!("{base}{CONSOLE_API_PATH}"))?,
         })
+    }
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("logon", &self.logon.as_str())
+            .field("token", &self.token.as_str())
+            .field("api_base", &self.api_base.as_str())
+            .finish()
     }
 }
 

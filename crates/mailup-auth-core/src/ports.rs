@@ -28,6 +28,26 @@ use crate::token::TokenSet;
 /// [`TransportErrorKind::ResponseTooLarge`](crate::http::TransportErrorKind::ResponseTooLarge).
 /// The body they return is wiped on drop ([`HttpResponse::body`]); keep intermediate copies of
 /// it, and of the request body, to a minimum.
+///
+/// An adapter for another client (here a canned answer; see `examples/ureq_blocking.rs` for a
+/// real one):
+///
+/// ```
+/// use async_trait::async_trait;
+/// use mailup_auth_core::{HttpRequest, HttpResponse, Transport, TransportError};
+///
+/// struct Canned;
+///
+/// #[async_trait]
+/// impl Transport for Canned {
+///     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+///         // A real adapter: send `request.into_http()`, stop reading the body past
+///         // `request.response_limit()`, and return 4xx/5xx as responses like this one.
+///         let _ = request.response_limit();
+///         Ok(HttpResponse::new(http::StatusCode::UNAUTHORIZED, r#"{"ErrorCode":"401"}"#))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Sends one request and returns the whole response (at most `response_limit()` body bytes).
@@ -260,6 +280,46 @@ pub fn next_version(profile: &str, current: u64) -> Result<u64, StoreError> {
 ///
 /// `save` must be durable (flushed) before it returns `Ok`. It succeeds only when the stored
 /// version equals `expected` (`None`: no record exists yet) and returns the new version.
+///
+/// A store wrapping another one (here the memory store) to count saves; a real one writes
+/// somewhere durable and flushes before `save` returns. Check yours with the conformance
+/// scenarios of `mailup-auth-store-conformance`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use async_trait::async_trait;
+/// use mailup_auth_core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, UnixTime,
+///     Versioned};
+///
+/// #[derive(Default)]
+/// struct Counted {
+///     inner: MemoryTokenStore,
+///     saves: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl TokenStore for Counted {
+///     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+///         self.inner.load(profile).await
+///     }
+///     async fn save(&self, profile: &str, record: &ProfileRecord, expected: Option<u64>)
+///         -> Result<u64, StoreError> {
+///         let version = self.inner.save(profile, record, expected).await?; // compare-and-swap
+///         self.saves.fetch_add(1, Ordering::Relaxed);
+///         Ok(version)
+///     }
+///     async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+///         self.inner.delete(profile).await
+///     }
+///     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+///         self.inner.profiles().await
+///     }
+///     async fn consume_once(&self, key: &str, expires_at: UnixTime, now: UnixTime)
+///         -> Result<bool, StoreError> {
+///         self.inner.consume_once(key, expires_at, now).await
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Loads a profile's record, if any.

@@ -148,8 +148,10 @@ pub enum Event {
 /// progress is reported before the state of the tokens held.
 ///
 /// Exhaustive: a status page that names each state must learn of a new one at compile time,
-/// not show it as "unknown".
+/// not show it as "unknown". With the `serde` feature it serializes as its name
+/// (`"Authorized"`), for a status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum SessionState {
     /// No tokens and nothing in progress.
     NoTokens,
@@ -207,6 +209,32 @@ pub enum RefreshNotStarted {
 }
 
 /// The OAuth session state machine. See the [module docs](self) for its guarantees.
+///
+/// ```
+/// use http::StatusCode;
+/// use mailup_auth_core::{ClientConfig, ClientSecret, Event, HttpResponse, Password, Session,
+///     TokenAccess, UnixTime};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder("id", ClientSecret::new("secret")).build()?;
+/// let mut session = Session::new(config);
+/// let now = UnixTime::from_secs(1_700_000_000);
+/// // A command queues a request...
+/// session.login_with_password("m1234", &Password::new("pw"));
+/// // ...the driver sends it with any HTTP client and feeds the answer back...
+/// let request = session.poll_request().expect("the password grant");
+/// let answer = HttpResponse::new(
+///     StatusCode::OK,
+///     r#"{"access_token":"at","expires_in":3600,"refresh_token":"rt"}"#,
+/// );
+/// session.handle_token_response(now, request.id(), Ok(answer));
+/// // ...persists the tokens when told to, then hands the access token out.
+/// assert!(matches!(session.poll_event(), Some(Event::TokensChanged { .. })));
+/// assert!(matches!(session.access_token_or_refresh(now), TokenAccess::Ready(_)));
+/// assert!(session.poll_timeout().is_some()); // the proactive refresh
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Call order
 ///

@@ -3,6 +3,29 @@
 use super::*;
 
 /// Builds a [`MailUpClient`]. Every default is replaceable.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mailup_auth::{ClientSecret, MailUpClient, RateLimitRetry};
+///
+/// # async fn run() -> mailup_auth::Result<()> {
+/// let client = MailUpClient::builder("my-client-id", ClientSecret::new("from-a-vault"))
+///     .profile("customer-42")
+///     .redirect_uri("https://app.example.com/mailup/callback") // web apps
+///     .store_path("/var/lib/my-app/mailup") // or .store_url("redis://..."), .memory_store()
+///     .refresh_skew(Duration::from_secs(120)) // refresh two minutes before expiry
+///     .rate_limit_retry(RateLimitRetry {
+///         max_retries: 2,
+///         max_wait: Duration::from_secs(5),
+///     })
+///     // Tests and demos: the emulator or another server laid out like MailUp.
+///     // .auth_base("http://127.0.0.1:8080")
+///     .build()
+///     .await?;
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
 pub struct MailUpClientBuilder {
     config: ClientConfigBuilder,
     profile: String,
