@@ -939,11 +939,13 @@ impl TokenStore for RedisTokenStore {
     }
 }
 
-/// Whether `location` names a Redis server (`redis://`, `rediss://`, `redis+unix://`) rather
-/// than, say, a directory: how the CLI's `--store` and the facade's `store_url` tell them apart.
+/// Whether `location` names a Redis server (`redis://`, `rediss://`, `redis+unix://`, and
+/// `unix://`, which the Redis client takes for a socket too) rather than, say, a directory:
+/// how the CLI's `--store` and the facade's `store_url` tell them apart. (`unix:///run/r.sock`
+/// used to become a sled directory named `unix:` in the working directory.)
 pub fn is_redis_url(location: &str) -> bool {
     let lower = location.trim_start().to_ascii_lowercase();
-    ["redis://", "rediss://", "redis+unix://"]
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()
         .any(|scheme| lower.starts_with(scheme))
 }
@@ -1082,6 +1084,7 @@ mod tests {
             "redis://[::1]:7000",
             "rediss://cache.example.com:6380/2",
             "redis+unix:///run/redis.sock",
+            "unix:///run/redis.sock",
         ] {
             check_url(ok, "x", false).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
@@ -1092,6 +1095,21 @@ mod tests {
             check_url("http://127.0.0.1", "x", false),
             Err(StoreError::Unavailable { .. })
         ));
+    }
+
+    #[test]
+    fn every_url_the_redis_client_takes_is_a_redis_location() {
+        for url in [
+            "redis://127.0.0.1",
+            "REDISS://host",
+            " redis+unix:///run/r.sock",
+            "unix:///run/r.sock",
+        ] {
+            assert!(is_redis_url(url), "{url}");
+        }
+        for path in ["/var/lib/mailup", "redis", "unix", "./redis:"] {
+            assert!(!is_redis_url(path), "{path}");
+        }
     }
 
     #[test]
