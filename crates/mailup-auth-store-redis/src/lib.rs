@@ -55,7 +55,8 @@
 //! in clear opened with a key [`KeyProblem::NotEncrypted`] (nothing is migrated: delete the
 //! profiles or keep using it without a key), and a key source without its key
 //! [`KeyProblem::NotFound`]. [`connect`](RedisStoreBuilder::connect) checks the key at once;
-//! [`open_lazy`](RedisStoreBuilder::open_lazy) at the first command.
+//! [`open_lazy`](RedisStoreBuilder::open_lazy) at the first command. A marker deleted while
+//! the records are sealed is put back by the first process whose key opens them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -583,19 +584,25 @@ impl RedisTokenStore {
                 })),
             };
         };
+        // Sealed records found in a store without its marker (deleted by hand, or lost): the
+        // marker is put back once one of them opens with this key.
+        let mut unmarked_sealed = Vec::new();
         if marker.is_none() {
             // Refuse before a key is created for a store that cannot take it.
             let records: u64 = self
                 .run(redis::cmd("SCARD").arg(self.inner.keys.profiles()))
                 .await?;
             if records > 0 {
-                return Err(key_error(KeyProblem::NotEncrypted {
-                    source_name: source.describe(),
-                }));
+                unmarked_sealed = self.sealed_records_sample().await?;
+                if unmarked_sealed.is_empty() {
+                    return Err(key_error(KeyProblem::NotEncrypted {
+                        source_name: source.describe(),
+                    }));
+                }
             }
         }
         let loading = source.clone();
-        let creating = marker.is_none();
+        let creating = marker.is_none() && unmarked_sealed.is_empty();
         // Key files and keychains are blocking I/O.
         let key = tokio::task::spawn_blocking(move || match loading.load(None)? {
             Some(key) => Ok(Some(key)),
@@ -611,8 +618,42 @@ impl RedisTokenStore {
             })
         })?;
         let sealer = Sealer::new(&key);
+        if !unmarked_sealed.is_empty()
+            && !unmarked_sealed.iter().any(|(profile, version, bytes)| {
+                envelope::decode_with(profile, *version, bytes, Some(&sealer)).is_ok()
+            })
+        {
+            return Err(key_error(KeyProblem::Wrong {
+                source_name: source.describe(),
+                expected: "another key (the store's encryption marker is missing, and none of \
+                           its sealed records opens with this one)"
+                    .into(),
+            }));
+        }
         let marker = match marker {
             Some(marker) => marker,
+            None if !unmarked_sealed.is_empty() => {
+                let new = sealer
+                    .marker(&source)
+                    .map_err(|message| key_error(source.unusable(&message)))?;
+                let text = serde_json::to_string(&new)
+                    .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+                let set: Option<String> = self
+                    .run(redis::cmd("SET").arg(&marker_key).arg(text).arg("NX"))
+                    .await?;
+                if set.is_some() {
+                    tracing::warn!(
+                        store = %self.inner.location,
+                        "the store's encryption marker was missing but its records are sealed \
+                         with this key; marker restored"
+                    );
+                    new
+                } else {
+                    self.marker(&marker_key).await?.ok_or_else(|| {
+                        StoreError::Io("the store's encryption marker kept changing".into())
+                    })?
+                }
+            }
             None => {
                 let new = sealer
                     .marker(&source)
@@ -648,6 +689,43 @@ impl RedisTokenStore {
             }));
         }
         Ok(Some(Arc::new(sealer)))
+    }
+
+    /// Up to 16 live records of a store without an encryption marker, if they are all sealed
+    /// (profile, version, envelope); empty when one of them is in clear or none is sealed.
+    async fn sealed_records_sample(&self) -> Result<Vec<(String, u64, Vec<u8>)>, StoreError> {
+        let profiles: Vec<String> = self
+            .run(
+                redis::cmd("SRANDMEMBER")
+                    .arg(self.inner.keys.profiles())
+                    .arg(16),
+            )
+            .await?;
+        let mut sealed = Vec::new();
+        for profile in profiles {
+            let mut connection = self.inner.connection.clone();
+            let (found, version, deleted, bytes): LoadReply = self
+                .inner
+                .load
+                .key(self.inner.keys.record(&profile))
+                .arg(MAX_RECORD_BYTES)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| self.error(&error))?;
+            let (Some(version), Some(bytes)) = (version, bytes) else {
+                continue;
+            };
+            let version = version.parse::<u64>().unwrap_or(0);
+            if found != 1 || deleted.as_deref() == Some("1") || version == 0 {
+                continue;
+            }
+            match envelope::format(&bytes) {
+                Some(envelope::CLEAR_FORMAT) => return Ok(Vec::new()),
+                Some(_) => sealed.push((profile, version, bytes)),
+                None => {}
+            }
+        }
+        Ok(sealed)
     }
 
     /// The store's encryption marker, if it is encrypted.
@@ -770,6 +848,10 @@ impl RedisTokenStore {
     }
 }
 
+/// What the load script answers: an outcome, then the version, tombstone flag and envelope
+/// (or a detail when the outcome is not `1`).
+type LoadReply = (i64, Option<String>, Option<String>, Option<Vec<u8>>);
+
 /// How one try of a save ended, when it did not fail.
 enum SaveTry {
     /// The record is stored at this version.
@@ -803,12 +885,7 @@ impl TokenStore for RedisTokenStore {
         validate_profile_name(profile)?;
         let key = self.inner.keys.record(profile);
         let mut connection = self.inner.connection.clone();
-        let (found, version, deleted, bytes): (
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<Vec<u8>>,
-        ) = self
+        let (found, version, deleted, bytes): LoadReply = self
             .inner
             .load
             .key(&key)
