@@ -62,7 +62,15 @@ pub(crate) struct GlobalOptions {
     /// The token store: a directory [default: the platform data directory], or a Redis URL
     /// (`redis://host:port/db`, loopback only; `rediss://user:password@host:port/db` for
     /// TLS, with --store-ca for a private CA) shared by every process and host that uses it.
-    #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR|URL")]
+    // `hide_env_values`: a Redis URL in MAILUP_STORE may hold a password, which `--help`
+    // would otherwise print.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_STORE",
+        value_name = "DIR|URL",
+        hide_env_values = true
+    )]
     pub(crate) store: Option<PathBuf>,
     /// Encrypt the token store with a key kept elsewhere: `file:PATH` (a key file, created
     /// `0600` with a new store) or `keychain` (the OS keychain; builds with the `keyring`

@@ -101,6 +101,37 @@ async fn cli_processes_on_two_hosts_share_a_redis_store_without_lockouts() {
     assert!(emulator.is_access_token_live(String::from_utf8_lossy(&out.stdout).trim()));
 }
 
+/// `--help` shows the environment's values for options that have none secret; MAILUP_STORE
+/// may hold a Redis URL with a password, which it printed (`[env: MAILUP_STORE=redis://:pw@..]`).
+#[tokio::test]
+async fn help_never_shows_the_redis_password_from_the_environment() {
+    let home = tempfile::tempdir().unwrap();
+    for flag in ["--help", "-h"] {
+        let out = run(command(home.path(), "redis://:pw-secret@127.0.0.1:6379/0").arg(flag)).await;
+        assert_success(&out);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("MAILUP_STORE"), "{help}");
+        assert!(!help.contains("pw-secret"), "{help}");
+    }
+}
+
+/// `unix:///path` (a socket URL the Redis client accepts) is a Redis store, not a sled
+/// directory named `unix:` created in the working directory.
+#[tokio::test]
+async fn a_unix_socket_url_is_a_redis_store_not_a_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let socket = home.path().join("no-redis.sock");
+    let url = format!("unix://{}", socket.display());
+    let out = run(command(home.path(), &url)
+        .arg("status")
+        .current_dir(home.path()))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unavailable"), "{err}");
+    assert!(!home.path().join("unix:").exists());
+}
+
 #[tokio::test]
 async fn a_plain_redis_url_to_a_remote_host_is_a_usage_error_before_any_io() {
     let home = tempfile::tempdir().unwrap();

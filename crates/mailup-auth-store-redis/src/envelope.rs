@@ -88,6 +88,13 @@ pub(crate) fn encode_with(
     serde_json::to_vec(&envelope).map_err(serialize_error)
 }
 
+/// The format of a stored envelope (`None`: not an envelope).
+pub(crate) fn format(bytes: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<EnvelopeHead>(bytes)
+        .ok()
+        .map(|head| head.format)
+}
+
 /// Reads a stored envelope whose version field in Redis is `stored_version`, as a store
 /// without a key does: `None` for a tombstone. For the fuzz targets too; its signature stays.
 #[cfg_attr(not(test), allow(dead_code))]

@@ -317,3 +317,50 @@ async fn a_sealed_record_moved_to_another_profile_does_not_open() {
     assert!(!format!("{error:?}").contains(REFRESH));
     assert_eq!(store.load("alice").await.unwrap().unwrap().value, record(1));
 }
+
+/// The encryption marker deleted (by hand, a partial restore) while the records are sealed: a
+/// process with the key used to be told the store "is not encrypted; open it without a key",
+/// advice that reads every record as corrupt and lets `logout` remove them. Now the marker is
+/// put back once a record opens with the key; another key is `Wrong`, and a new key is never
+/// created for such a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_marker_is_restored_by_a_process_with_the_key() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeySource::File(dir.path().join("redis.key"));
+    let store = connect(&server, Some(&key)).await.unwrap();
+    let version = store.save("alice", &record(1), None).await.unwrap();
+    let mut connection = raw(&server).await;
+    let delete_marker = || redis::cmd("DEL").arg("mailup-auth:encryption").clone();
+    let _: i64 = delete_marker().query_async(&mut connection).await.unwrap();
+
+    let other = KeySource::File(dir.path().join("other.key"));
+    let problem = key_problem(connect(&server, Some(&other)).await);
+    assert!(matches!(problem, KeyProblem::NotFound { .. }), "{problem}");
+    assert!(!dir.path().join("other.key").exists(), "no key created");
+    other.create(None).unwrap();
+    let problem = key_problem(connect(&server, Some(&other)).await);
+    assert!(matches!(problem, KeyProblem::Wrong { .. }), "{problem}");
+
+    let reopened = connect(&server, Some(&key)).await.unwrap();
+    let loaded = reopened.load("alice").await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value), (version, record(1)));
+    let problem = key_problem(connect(&server, None).await);
+    assert!(
+        matches!(problem, KeyProblem::Missing { .. }),
+        "marker back: {problem}"
+    );
+
+    // A process that was already connected saves through the missing marker too.
+    let _: i64 = delete_marker().query_async(&mut connection).await.unwrap();
+    store
+        .save("alice", &record(2), Some(version))
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.load("alice").await.unwrap().unwrap().value,
+        record(2)
+    );
+}

@@ -547,10 +547,11 @@ pub(super) fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
     Err(Error::Missing("no sled store: enable the `sled` feature"))
 }
 
-/// Whether a store location names a Redis server rather than a sled directory.
+/// Whether a store location names a Redis server rather than a sled directory (the same
+/// schemes as `mailup_auth_store_redis::is_redis_url`, which needs the `redis` feature).
 pub(crate) fn is_redis_url(location: &str) -> bool {
     let lower = location.trim_start().to_ascii_lowercase();
-    ["redis://", "rediss://", "redis+unix://"]
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()
         .any(|scheme| lower.starts_with(scheme))
 }
