@@ -247,7 +247,10 @@ impl Context {
 }
 
 /// Where the store's encryption key is kept, from `--store-key` / `MAILUP_STORE_KEY`.
-fn key_source(global: &GlobalOptions, store_dir: &Path) -> Result<Option<KeySource>, Failure> {
+pub(crate) fn key_source(
+    global: &GlobalOptions,
+    store_dir: &Path,
+) -> Result<Option<KeySource>, Failure> {
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match global.store_key().map_err(Failure::usage)? {
         None => Ok(None),
