@@ -54,6 +54,18 @@
 //! and so is a compaction that was due but did not finish (a marker in the store says so).
 //! [`SledTokenStore::compact`] compacts on demand.
 //!
+//! ## Damaged stores
+//!
+//! sled refuses a database whose files are damaged (bit flips, a truncated file) as a whole:
+//! opening one is [`StoreError::Damaged`], and nothing is changed. sled also takes a record
+//! message whose checksum fails for the torn end of its log and, opening it, silently drops
+//! that message and every one written after it; so `open` reads the log first and refuses such
+//! a store the same way. [`SledTokenStore::salvage`] then rebuilds the store from the records
+//! that can still be read and verified (CRC32 of sled's messages, the envelope decoded in
+//! full, sealed records authenticated), moving the damaged directory aside; the CLI runs it
+//! as `mailup-auth recover`. A log cut short at its end (by a crash, or a truncation) opens
+//! with what precedes the cut, as sled designs it.
+//!
 //! ## Encryption
 //!
 //! [`SledTokenStore::open_encrypted`] seals every record with XChaCha20-Poly1305 under a 256-bit
