@@ -407,17 +407,6 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
     Some(value)
 }
 
-/// The decision for one profile.
-enum Outcome {
-    Recovered {
-        version: u64,
-        record: ProfileRecord,
-        newer_unverified: bool,
-    },
-    Deleted,
-    Lost(LostReason),
-}
-
 /// What the scan says each profile is, with `sealer` to open sealed records.
 pub(crate) struct Plan {
     pub(crate) recovered: Vec<(String, u64, ProfileRecord, bool)>,
@@ -549,28 +538,20 @@ pub(crate) fn plan(scan: &Scan, sealer: Option<&Sealer>) -> Plan {
         lost: Vec::new(),
     };
     for (name, seen) in profiles {
-        let outcome = match seen.best {
-            Some((version, Some(record))) => Outcome::Recovered {
-                version,
-                record,
-                newer_unverified: seen.highest_claimed > version,
-            },
-            Some((_, None)) => Outcome::Deleted,
-            None if seen.unreadable => Outcome::Lost(LostReason::Unreadable),
-            None => Outcome::Lost(LostReason::Damaged),
-        };
-        match outcome {
-            Outcome::Recovered {
-                version,
-                record,
-                newer_unverified,
-            } => plan
-                .recovered
-                .push((name, version, record, newer_unverified)),
-            Outcome::Deleted => plan.deleted.push(name),
-            Outcome::Lost(reason) => plan.lost.push(LostProfile {
+        match seen.best {
+            Some((version, Some(record))) => {
+                let newer_unverified = seen.highest_claimed > version;
+                plan.recovered
+                    .push((name, version, record, newer_unverified));
+            }
+            Some((_, None)) => plan.deleted.push(name),
+            None => plan.lost.push(LostProfile {
                 profile: name,
-                reason,
+                reason: if seen.unreadable {
+                    LostReason::Unreadable
+                } else {
+                    LostReason::Damaged
+                },
             }),
         }
     }
