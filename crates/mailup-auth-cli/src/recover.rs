@@ -34,7 +34,12 @@ pub(crate) async fn run(global: &GlobalOptions) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    let key = key_source(global, &dir)?;
+    // The keychain entry is named after the absolute directory, as the other commands do.
+    let account = std::path::absolute(&dir)
+        .unwrap_or_else(|_| dir.clone())
+        .display()
+        .to_string();
+    let key = key_source(global, account)?;
     let outcome = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || match SledTokenStore::open_with(&dir, key.as_ref()) {

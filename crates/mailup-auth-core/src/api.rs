@@ -162,6 +162,9 @@ fn retry_after_value(response: &HttpResponse) -> Option<&str> {
 }
 
 /// What to do after an API response.
+///
+/// Exhaustive on purpose: a driver must handle every step (a new one must break its `match`
+/// at compile time rather than fall into a wildcard that cannot know what to do).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiStep {
     /// The call succeeded.
@@ -227,9 +230,11 @@ pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
     request.with_header(AUTHORIZATION, value)
 }
 
-/// A path that cannot be turned into an API URL.
+/// A path that cannot be turned into an API URL; built only by [`api_url`]. The text says what
+/// is wrong with the path (it never holds a token: API paths carry none).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid API path or URL: {0}")]
+#[non_exhaustive]
 pub struct ApiPathError(pub String);
 
 /// Resolves an API path against the API base: a full `http(s)://` URL is used as is; any

@@ -41,7 +41,7 @@ pub enum ConfigError {
     /// A URL does not parse.
     #[error("{field} is not a valid URL: {reason}")]
     InvalidUrl {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// Why it does not parse.
         reason: String,
@@ -49,7 +49,7 @@ pub enum ConfigError {
     /// A URL is not an absolute `http` or `https` URL with a host.
     #[error("{field} must be an absolute http(s) URL with a host")]
     NotHttpUrl {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
     },
     /// A plain `http` URL for a host that is not a loopback address: secrets (the client
@@ -61,7 +61,7 @@ pub enum ConfigError {
          localhost)"
     )]
     InsecureHttp {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// The host the URL names.
         host: String,
@@ -69,7 +69,7 @@ pub enum ConfigError {
     /// A setting is out of range.
     #[error("{field}: {reason}")]
     OutOfRange {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// What is wrong with it.
         reason: &'static str,
@@ -178,7 +178,7 @@ impl ClientConfig {
         }
     }
 
-    /// The client id.
+    /// The client id from MailUp's developer portal (public: it appears in LogOn URLs).
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
@@ -193,7 +193,7 @@ impl ClientConfig {
         self.redirect_uri.as_ref()
     }
 
-    /// The endpoints.
+    /// The LogOn, token and API URLs in use (MailUp's production ones unless overridden).
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }

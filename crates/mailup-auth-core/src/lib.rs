@@ -31,7 +31,8 @@ pub use crate::secret::{
     AccessToken, AuthorizationCode, ClientSecret, CsrfState, Password, RefreshToken,
 };
 pub use crate::session::{
-    Event, ReauthReason, RequestId, Session, SessionState, TokenAccess, TokenRequest,
+    Event, ReauthReason, RefreshNotStarted, RequestId, Session, SessionState, TokenAccess,
+    TokenRequest,
 };
 pub use crate::time::UnixTime;
 pub use crate::token::{

@@ -85,7 +85,7 @@ impl ProfileRecord {
 pub struct Versioned<T> {
     /// Starts at 1 with the first save and grows by one with every save.
     pub version: u64,
-    /// The record.
+    /// The record as saved under that version.
     pub value: T,
 }
 
@@ -98,7 +98,7 @@ pub enum StoreError {
         "profile `{profile}` changed concurrently (expected version {expected:?}, found {found:?})"
     )]
     Conflict {
-        /// The profile.
+        /// The profile whose record changed.
         profile: String,
         /// The version the save expected (`None` = expected no record).
         expected: Option<u64>,
@@ -108,7 +108,7 @@ pub enum StoreError {
     /// The store is held by another process.
     #[error("token store at {path} is in use ({message})")]
     Locked {
-        /// The store's location.
+        /// The store's location (a directory).
         path: String,
         /// Details from the storage engine.
         message: String,
@@ -116,7 +116,7 @@ pub enum StoreError {
     /// A stored record cannot be read.
     #[error("stored record for profile `{profile}` is corrupt: {message}")]
     Corrupt {
-        /// The profile.
+        /// The profile whose record cannot be read.
         profile: String,
         /// What is wrong (never the record's content).
         message: String,
@@ -146,7 +146,7 @@ pub enum StoreError {
          profile and log in again"
     )]
     VersionExhausted {
-        /// The profile.
+        /// The profile whose version counter is exhausted.
         profile: String,
     },
     /// The store's encryption key is missing, wrong or unusable, or a key was given for a
@@ -154,9 +154,9 @@ pub enum StoreError {
     /// missing, never any key material.
     #[error("token store at {path}: {problem}")]
     Key {
-        /// The store's location.
+        /// The store's location (a directory).
         path: String,
-        /// What is wrong.
+        /// Which key problem (missing, wrong, unusable, or given for a plain store).
         problem: KeyProblem,
     },
     /// The store's server cannot be used: it refused or dropped the connection, TLS or
@@ -166,7 +166,7 @@ pub enum StoreError {
     Unavailable {
         /// The store's location (without credentials).
         store: String,
-        /// What failed.
+        /// What failed (connection refused, TLS, authentication), without credentials.
         message: String,
     },
     /// The store's server did not answer in time. Transient; a save that timed out may or
@@ -193,7 +193,7 @@ pub enum StoreError {
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
-        /// The profile.
+        /// The profile whose refresh lease was held too long.
         profile: String,
         /// How long the lease was waited for.
         waited: Duration,
@@ -243,14 +243,14 @@ pub enum KeyProblem {
     /// store is not new, so no key is created for it.
     #[error("{source_name} holds no key")]
     NotFound {
-        /// The key source.
+        /// The key source that was looked in (a file path or a keychain entry's name).
         source_name: String,
     },
     /// The key source cannot be used: unreadable, malformed, readable by other users, inside
     /// the store directory, or the keychain failed.
     #[error("{source_name} cannot be used: {message}")]
     Unusable {
-        /// The key source.
+        /// The key source that cannot be used (a file path or a keychain entry's name).
         source_name: String,
         /// Why (never key material).
         message: String,

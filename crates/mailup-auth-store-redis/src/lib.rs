@@ -20,22 +20,42 @@
 //! | `mailup-auth:lease:<profile>` | string | the refresh lease's owner id, with a TTL |
 //! | `mailup-auth:used:<key>` | string | a consumed one-time key (its expiry, ms), with a TTL |
 //! | `mailup-auth:events` | channel | a profile name, published on every save, delete and lease release |
+//! | `mailup-auth:encryption` | string | an encrypted store's marker (JSON: scheme, where its key was kept, a check value) |
 //!
-//! The envelope is the sled store's: `{"format": 1, "version": N, "record": {...}}`, and a
-//! deleted profile keeps a tombstone `{"format": 1, "version": N, "deleted": true}` so that
-//! versions never restart. Saves and deletes are Lua scripts: the version check, the write,
-//! the profile set and the notification happen atomically.
+//! The envelope is the sled store's: `{"format": 1, "version": N, "record": {...}}` in clear,
+//! `{"format": 2, "version": N, "sealed": "..."}` with an encryption key, and a deleted
+//! profile keeps a tombstone `{"format": 1, "version": N, "deleted": true}` so that versions
+//! never restart. Saves and deletes are Lua scripts: the version check, the encryption check,
+//! the write, the profile set and the notification happen atomically.
 //!
 //! ## Security
 //!
 //! Records hold refresh tokens and, with `remember_client`, client secrets. A plain `redis://`
 //! URL is accepted only for a loopback host (`127.0.0.0/8`, `::1`, `localhost`) or a Unix
-//! socket; any other host needs `rediss://` (TLS, rustls with the system's roots) unless
+//! socket; any other host needs `rediss://` (TLS, rustls; the system's roots, or the CA given
+//! to [`RedisStoreBuilder::tls_root_certificate`] for a private Redis) unless
 //! [`RedisStoreBuilder::allow_insecure_redis`] says otherwise. A user name and password in the
-//! URL are sent with `AUTH`. Error messages and logs name the server as
-//! `scheme://host:port/db`, never with the password, and never quote a record.
-//! Records are stored in clear: encryption at rest (the sled store's `KeySource`) is not
-//! applied to Redis records yet; protect the Redis server and its persistence files.
+//! URL (`redis://user:password@host:port/db`; the password alone as `redis://:password@...`)
+//! are sent with `AUTH`. A wrong or missing password is [`StoreError::Unavailable`] with the
+//! message "authentication failed (...)", as is a server certificate that is not trusted
+//! ("TLS failed (...)"). Error messages, `Debug` and logs name the server as
+//! `scheme://host:port/db` ([`RedisTokenStore::location`]), never with the user or password,
+//! and never quote a record.
+//!
+//! ## Encryption at rest
+//!
+//! With [`RedisStoreBuilder::encryption_key`], records are sealed as in the sled store
+//! (XChaCha20-Poly1305, `mailup-auth-seal`; the profile name and version are associated data):
+//! whoever reads Redis, its persistence files or its backups without the key sees profile
+//! names and versions, not tokens or client secrets. Every process that shares the store
+//! needs the same key (copy the key file to each host; a key is created only for a new
+//! store). The store remembers that it is encrypted (`<prefix>encryption`), and as with sled:
+//! a store that is encrypted opened without a key is [`StoreError::Key`]
+//! ([`KeyProblem::Missing`]), with another key [`KeyProblem::Wrong`], a store holding records
+//! in clear opened with a key [`KeyProblem::NotEncrypted`] (nothing is migrated: delete the
+//! profiles or keep using it without a key), and a key source without its key
+//! [`KeyProblem::NotFound`]. [`connect`](RedisStoreBuilder::connect) checks the key at once;
+//! [`open_lazy`](RedisStoreBuilder::open_lazy) at the first command.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,9 +64,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
-    next_version, validate_profile_name, ProfileRecord, StoreError, TokenStore, Versioned,
+    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, TokenStore,
+    Versioned,
 };
 use mailup_auth_core::UnixTime;
+use mailup_auth_seal::{EncryptionMarker, Sealer};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -60,7 +82,10 @@ mod test_server;
 pub use crate::lease::{RedisRefreshLease, DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASE_HOLD};
 #[cfg(feature = "test-server")]
 #[doc(hidden)]
-pub use crate::test_server::RedisServer;
+pub use crate::test_server::{PrivatePki, RedisServer};
+/// Where an encrypted store's key is kept (from `mailup-auth-seal`, the same type as the sled
+/// store's).
+pub use mailup_auth_seal::KeySource;
 
 /// The key prefix used unless [`RedisStoreBuilder::key_prefix`] sets another.
 pub const DEFAULT_KEY_PREFIX: &str = "mailup-auth:";
@@ -75,8 +100,12 @@ const MAX_SWAP_ATTEMPTS: usize = 16;
 
 /// Saves `ARGV[3..]` over `KEYS[1]` if its version and tombstone flag are still what the
 /// caller read (`ARGV[1]`, `''` for no key; `ARGV[2]`), keeps the profile set and notifies.
-/// Returns `{1}` or `{0, version, deleted}` as found.
+/// Returns `{1}` or `{0, version, deleted}` as found, or `{-1, '', ''}` when the store's
+/// encryption (the marker `KEYS[4]` exists or not) is not what the writer believes (`ARGV[6]`,
+/// `1` for a sealed record): a record in clear never lands in an encrypted store, nor the
+/// reverse, whatever another process did since this one checked.
 const SAVE_SCRIPT: &str = r"
+if tostring(redis.call('EXISTS', KEYS[4])) ~= ARGV[6] then return {-1, '', ''} end
 local cur = redis.call('HMGET', KEYS[1], 'v', 'd')
 local v = cur[1] or ''
 local d = cur[2] or '0'
@@ -107,6 +136,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 ";
 
+/// Makes a store encrypted unless it holds records (`KEYS[2]`, the profile set, is not
+/// empty: `-1`): sets the marker `KEYS[1]` to `ARGV[1]` if there is none (`1`), or leaves the
+/// one another process set first (`0`).
+const MARK_ENCRYPTED_SCRIPT: &str = r"
+if redis.call('SCARD', KEYS[2]) > 0 then return -1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
+return 0
+";
+
 /// Configures and connects a [`RedisTokenStore`].
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
@@ -116,6 +154,8 @@ pub struct RedisStoreBuilder {
     operation_timeout: Duration,
     lease_ttl: Duration,
     max_lease_hold: Duration,
+    root_certificate: Option<Vec<u8>>,
+    key: Option<KeySource>,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -126,6 +166,11 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("allow_insecure", &self.allow_insecure)
             .field("operation_timeout", &self.operation_timeout)
             .field("lease_ttl", &self.lease_ttl)
+            .field("tls_root_certificate", &self.root_certificate.is_some())
+            .field(
+                "encryption_key",
+                &self.key.as_ref().map(KeySource::describe),
+            )
             .finish()
     }
 }
@@ -146,6 +191,34 @@ impl RedisStoreBuilder {
     /// at [`connect`](Self::connect), before any connection is made.
     pub fn allow_insecure_redis(mut self) -> Self {
         self.allow_insecure = true;
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` (PEM, one or more `CERTIFICATE` blocks) for a
+    /// `rediss://` server, **instead of** the system's roots: the usual deployment of a private
+    /// Redis, whose certificate a private CA signed. The server's name (or IP address) in the
+    /// URL must still match its certificate.
+    ///
+    /// A PEM that holds no certificate, or a plain `redis://` URL, is
+    /// [`StoreError::Unavailable`] at [`connect`](Self::connect) (nothing is sent).
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Seals every record at rest with the key from `key` (see the crate docs, "Encryption at
+    /// rest"): the same [`KeySource`] as the sled store's. A key file is created (`0600`) only
+    /// for a new store, one that has no profile yet; every process sharing the store needs the
+    /// same key.
+    pub fn encryption_key(mut self, key: KeySource) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// [`encryption_key`](Self::encryption_key) when `key` is `Some`: for programs where
+    /// encryption is the user's choice.
+    pub fn encryption_key_opt(mut self, key: Option<KeySource>) -> Self {
+        self.key = key;
         self
     }
 
@@ -170,13 +243,21 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Where the store is, for messages: `scheme://host:port/db`, without the user or
+    /// password (what [`RedisTokenStore::location`] will say).
+    pub fn location(&self) -> String {
+        redacted_location(&self.url)
+    }
+
     /// Checks the URL, connects and checks that the server answers.
     ///
     /// [`StoreError::Insecure`] for plain `redis://` to a remote host (see
     /// [`allow_insecure_redis`](Self::allow_insecure_redis)); [`StoreError::Unavailable`] when
-    /// the server cannot be reached or refuses the credentials; [`StoreError::Timeout`] when
-    /// it does not answer in time. Once connected, a lost connection is re-established by
-    /// itself on the next command.
+    /// the server cannot be reached, refuses the credentials ("authentication failed") or its
+    /// TLS certificate is not trusted ("TLS failed"); [`StoreError::Timeout`] when it does not
+    /// answer in time; [`StoreError::Key`] when the encryption key does not fit the store
+    /// (see [`encryption_key`](Self::encryption_key)). Once connected, a lost connection is
+    /// re-established by itself on the next command.
     pub async fn connect(self) -> Result<RedisTokenStore, StoreError> {
         let (client, config, location) = self.prepare()?;
         let timeout = self.operation_timeout * 2;
@@ -193,6 +274,7 @@ impl RedisStoreBuilder {
         };
         let store = self.finish(client, connection, location);
         let _: String = store.run(&redis::cmd("PING")).await?;
+        store.sealer().await?;
         Ok(store)
     }
 
@@ -212,13 +294,44 @@ impl RedisStoreBuilder {
         &self,
     ) -> Result<(redis::Client, redis::aio::ConnectionManagerConfig, String), StoreError> {
         let location = redacted_location(&self.url);
-        check_url(&self.url, &location, self.allow_insecure)?;
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|_| StoreError::Unavailable {
-                store: location.clone(),
-                message: "the URL is not a valid Redis URL (redis://, rediss://, redis+unix://)"
-                    .into(),
-            })?;
+        let tls = check_url(&self.url, &location, self.allow_insecure)?;
+        let unavailable = |message: &str| StoreError::Unavailable {
+            store: location.clone(),
+            message: message.to_owned(),
+        };
+        let client = match &self.root_certificate {
+            None => redis::Client::open(self.url.as_str()),
+            Some(_) if !tls => {
+                return Err(unavailable(
+                    "a TLS root certificate was given for a URL without TLS; use rediss://",
+                ))
+            }
+            Some(pem) => {
+                if !pem
+                    .windows(b"-----BEGIN CERTIFICATE-----".len())
+                    .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+                {
+                    return Err(unavailable(
+                        "the TLS root certificate holds no PEM certificate \
+                         (-----BEGIN CERTIFICATE-----)",
+                    ));
+                }
+                redis::Client::build_with_tls(
+                    self.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    },
+                )
+            }
+        }
+        .map_err(|error| {
+            if error.kind() == redis::ErrorKind::InvalidClientConfig {
+                unavailable("the URL is not a valid Redis URL (redis://, rediss://, redis+unix://)")
+            } else {
+                unavailable("the TLS root certificate cannot be read (it must be PEM)")
+            }
+        })?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.operation_timeout))
             .set_response_timeout(Some(self.operation_timeout))
@@ -244,6 +357,8 @@ impl RedisStoreBuilder {
                 operation_timeout: self.operation_timeout,
                 lease_ttl: self.lease_ttl,
                 max_lease_hold: self.max_lease_hold,
+                key: self.key,
+                sealer: tokio::sync::Mutex::new(None),
                 save: Script::new(SAVE_SCRIPT),
                 delete: Script::new(DELETE_SCRIPT),
                 consume: Script::new(CONSUME_SCRIPT),
@@ -271,6 +386,12 @@ struct Inner {
     operation_timeout: Duration,
     lease_ttl: Duration,
     max_lease_hold: Duration,
+    /// The encryption key's source, if the store is encrypted (or is to be).
+    key: Option<KeySource>,
+    /// The outcome of the encryption check once it passed: the sealer, or `None` for a store
+    /// in clear. Checked at the first command (at `connect` for a connected store), and again
+    /// when a save finds the store's encryption changed.
+    sealer: tokio::sync::Mutex<Option<Option<Arc<Sealer>>>>,
     save: Script,
     delete: Script,
     consume: Script,
@@ -299,6 +420,9 @@ impl Keys {
     pub(crate) fn events(&self) -> String {
         format!("{}events", self.prefix)
     }
+    fn encryption(&self) -> String {
+        format!("{}encryption", self.prefix)
+    }
 }
 
 impl std::fmt::Debug for RedisTokenStore {
@@ -306,6 +430,7 @@ impl std::fmt::Debug for RedisTokenStore {
         f.debug_struct("RedisTokenStore")
             .field("location", &self.inner.location)
             .field("prefix", &self.inner.keys.prefix)
+            .field("encrypted", &self.inner.key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -321,6 +446,8 @@ impl RedisTokenStore {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             lease_ttl: DEFAULT_LEASE_TTL,
             max_lease_hold: DEFAULT_MAX_LEASE_HOLD,
+            root_certificate: None,
+            key: None,
         }
     }
 
@@ -346,6 +473,124 @@ impl RedisTokenStore {
     /// Where the store is, for messages: `redis://host:port/db` without credentials.
     pub fn location(&self) -> &str {
         &self.inner.location
+    }
+
+    /// Whether records are sealed (the store was given an encryption key).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.key.is_some()
+    }
+
+    /// The sealer to use (`None`: records in clear), after checking the key against the
+    /// store's marker once (see the crate docs, "Encryption at rest").
+    async fn sealer(&self) -> Result<Option<Arc<Sealer>>, StoreError> {
+        let mut checked = self.inner.sealer.lock().await;
+        if let Some(sealer) = &*checked {
+            return Ok(sealer.clone());
+        }
+        let sealer = self.check_encryption().await?;
+        *checked = Some(sealer.clone());
+        Ok(sealer)
+    }
+
+    /// Forgets the outcome of the encryption check, so the next command checks again.
+    async fn recheck_encryption(&self) {
+        *self.inner.sealer.lock().await = None;
+    }
+
+    async fn check_encryption(&self) -> Result<Option<Arc<Sealer>>, StoreError> {
+        let key_error = |problem: KeyProblem| StoreError::Key {
+            path: self.inner.location.clone(),
+            problem,
+        };
+        let marker_key = self.inner.keys.encryption();
+        let marker = self.marker(&marker_key).await?;
+        let Some(source) = self.inner.key.clone() else {
+            return match marker {
+                None => Ok(None),
+                Some(marker) => Err(key_error(KeyProblem::Missing {
+                    expected: marker.key_source,
+                })),
+            };
+        };
+        if marker.is_none() {
+            // Refuse before a key is created for a store that cannot take it.
+            let records: u64 = self
+                .run(redis::cmd("SCARD").arg(self.inner.keys.profiles()))
+                .await?;
+            if records > 0 {
+                return Err(key_error(KeyProblem::NotEncrypted {
+                    source_name: source.describe(),
+                }));
+            }
+        }
+        let loading = source.clone();
+        let creating = marker.is_none();
+        // Key files and keychains are blocking I/O.
+        let key = tokio::task::spawn_blocking(move || match loading.load(None)? {
+            Some(key) => Ok(Some(key)),
+            None if creating => loading.create(None).map(Some),
+            None => Ok(None),
+        })
+        .await
+        .map_err(|_| StoreError::Io("the key loading task did not complete".into()))?
+        .map_err(key_error)?
+        .ok_or_else(|| {
+            key_error(KeyProblem::NotFound {
+                source_name: source.describe(),
+            })
+        })?;
+        let sealer = Sealer::new(&key);
+        let marker = match marker {
+            Some(marker) => marker,
+            None => {
+                let new = sealer
+                    .marker(&source)
+                    .map_err(|message| key_error(source.unusable(&message)))?;
+                let text = serde_json::to_string(&new)
+                    .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+                let mut connection = self.inner.connection.clone();
+                let outcome: i64 = Script::new(MARK_ENCRYPTED_SCRIPT)
+                    .key(&marker_key)
+                    .key(self.inner.keys.profiles())
+                    .arg(text)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|error| self.error(&error))?;
+                match outcome {
+                    1 => new,
+                    -1 => {
+                        return Err(key_error(KeyProblem::NotEncrypted {
+                            source_name: source.describe(),
+                        }))
+                    }
+                    // Another process made it encrypted first: its key must be ours.
+                    _ => self.marker(&marker_key).await?.ok_or_else(|| {
+                        StoreError::Io("the store's encryption marker kept changing".into())
+                    })?,
+                }
+            }
+        };
+        if !sealer.fits(&marker) {
+            return Err(key_error(KeyProblem::Wrong {
+                source_name: source.describe(),
+                expected: marker.key_source,
+            }));
+        }
+        Ok(Some(Arc::new(sealer)))
+    }
+
+    /// The store's encryption marker, if it is encrypted.
+    async fn marker(&self, marker_key: &str) -> Result<Option<EncryptionMarker>, StoreError> {
+        let text: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(marker_key)).await?;
+        text.map(|text| {
+            serde_json::from_slice::<EncryptionMarker>(&text).map_err(|_| {
+                StoreError::Io(format!(
+                    "the encryption marker of the store at {} ({marker_key}) is damaged",
+                    self.inner.location
+                ))
+            })
+        })
+        .transpose()
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -391,7 +636,11 @@ impl TokenStore for RedisTokenStore {
         let version = parse_version(profile, &version)?;
         let bytes = bytes
             .ok_or_else(|| envelope::corrupt_because(profile, "the envelope is missing".into()))?;
-        Ok(envelope::decode(profile, version, &bytes)?.map(|value| Versioned { version, value }))
+        let sealer = self.sealer().await?;
+        Ok(
+            envelope::decode_with(profile, version, &bytes, sealer.as_deref())?
+                .map(|value| Versioned { version, value }),
+        )
     }
 
     async fn save(
@@ -417,7 +666,8 @@ impl TokenStore for RedisTokenStore {
                 });
             }
             let new_version = next_version(profile, current.unwrap_or(0))?;
-            let envelope = envelope::encode(new_version, record)?;
+            let sealer = self.sealer().await?;
+            let envelope = envelope::encode_with(profile, new_version, record, sealer.as_deref())?;
             let mut connection = self.inner.connection.clone();
             let (won, stored_version, stored_deleted): (i64, String, String) = self
                 .inner
@@ -425,16 +675,24 @@ impl TokenStore for RedisTokenStore {
                 .key(&key)
                 .key(self.inner.keys.profiles())
                 .key(self.inner.keys.events())
+                .key(self.inner.keys.encryption())
                 .arg(version.as_deref().unwrap_or(""))
                 .arg(&deleted)
                 .arg(new_version.to_string())
                 .arg(envelope)
                 .arg(profile)
+                .arg(if sealer.is_some() { "1" } else { "0" })
                 .invoke_async(&mut connection)
                 .await
                 .map_err(|error| self.error(&error))?;
             if won == 1 {
                 return Ok(new_version);
+            }
+            if won == -1 {
+                // Another process made the store encrypted, or its marker is gone (an emptied
+                // server): check again, which fails with the key error or restores the marker.
+                self.recheck_encryption().await;
+                continue;
             }
             version = Some(stored_version).filter(|v| !v.is_empty());
             deleted = stored_deleted;
@@ -503,16 +761,19 @@ pub fn is_redis_url(location: &str) -> bool {
 }
 
 /// Refuses plain `redis://` to a host that is not a loopback address, unless allowed: the
-/// same rule as for MailUp's endpoints.
-fn check_url(url: &str, location: &str, allow_insecure: bool) -> Result<(), StoreError> {
+/// same rule as for MailUp's endpoints. `Ok(true)` for a TLS URL.
+fn check_url(url: &str, location: &str, allow_insecure: bool) -> Result<bool, StoreError> {
     let invalid = || StoreError::Unavailable {
         store: location.to_owned(),
         message: "the URL is not a valid Redis URL (redis://, rediss://, redis+unix://)".into(),
     };
     let parsed = url::Url::parse(url).map_err(|_| invalid())?;
     match parsed.scheme() {
-        "rediss" | "redis+unix" | "unix" => Ok(()),
-        "redis" if allow_insecure || mailup_auth_core::config::is_loopback_host(&parsed) => Ok(()),
+        "rediss" => Ok(true),
+        "redis+unix" | "unix" => Ok(false),
+        "redis" if allow_insecure || mailup_auth_core::config::is_loopback_host(&parsed) => {
+            Ok(false)
+        }
         "redis" => Err(StoreError::Insecure {
             store: location.to_owned(),
         }),
@@ -532,6 +793,28 @@ pub(crate) fn redacted_location(url: &str) -> String {
     }
 }
 
+const AUTHENTICATION_FAILED: &str =
+    "authentication failed (check the user and password in the URL)";
+
+/// Whether a connection failed in the TLS handshake. rustls' errors carry no secret, but are
+/// only recognised here, never quoted.
+fn is_tls_failure(error: &redis::RedisError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut depth = 0;
+    while let Some(current) = source {
+        if current.is::<rustls::Error>() {
+            return true;
+        }
+        source = current.source();
+        depth += 1;
+        if depth > 8 {
+            break;
+        }
+    }
+    let text = error.to_string();
+    text.contains("InvalidCertificate") || text.contains("invalid peer certificate")
+}
+
 /// A typed, secret-free error for a failed Redis command.
 pub(crate) fn map_error(
     location: &str,
@@ -545,9 +828,16 @@ pub(crate) fn map_error(
         };
     }
     let message = match error.kind() {
-        redis::ErrorKind::AuthenticationFailed => {
-            "authentication failed (check the user and password in the URL)".to_owned()
+        redis::ErrorKind::AuthenticationFailed => AUTHENTICATION_FAILED.to_owned(),
+        // A server that wants a password and got none answers NOAUTH; an ACL user whose
+        // password is wrong, WRONGPASS.
+        _ if matches!(error.code(), Some("NOAUTH" | "WRONGPASS")) => {
+            AUTHENTICATION_FAILED.to_owned()
         }
+        _ if is_tls_failure(error) => "TLS failed: the server's certificate is not trusted or \
+             does not name this host (for a private CA, give its certificate: \
+             tls_root_certificate, MailUpClientBuilder::redis_root_certificate, --store-ca)"
+            .to_owned(),
         _ if error.is_connection_refusal() => "connection refused".to_owned(),
         _ if error.is_connection_dropped() => "the connection was lost".to_owned(),
         redis::ErrorKind::Io => "cannot reach the server".to_owned(),

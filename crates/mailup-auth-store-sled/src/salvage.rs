@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use mailup_auth_core::ports::{validate_profile_name, KeyProblem, ProfileRecord, StoreError};
 
-use crate::seal::{EncryptionMarker, Sealer};
+use mailup_auth_seal::{EncryptionMarker, Sealer};
+
 use crate::{decode_clear_record, decode_head, KeySource, CLEAR_FORMAT, SEALED_FORMAT};
 
 /// The most bytes of a file held in memory at once.
@@ -224,6 +225,12 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(io_error(path, &error)),
     };
+    // What is left to read, as far as the file system knows: the buffer never grows past it
+    // (a small log costs a small buffer), and a file that grows meanwhile is read to its end.
+    let mut left = file
+        .metadata()
+        .map_err(|error| io_error(path, &error))?
+        .len();
     let mut buffer: Vec<u8> = Vec::new();
     let mut at = 0usize;
     let mut eof = false;
@@ -232,7 +239,9 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
             buffer.drain(..at);
             at = 0;
             let budget = MAX_SCAN.saturating_sub(scan.scanned);
-            let want = (WINDOW - buffer.len()).min(usize::try_from(budget).unwrap_or(usize::MAX));
+            let want = (WINDOW - buffer.len())
+                .min(usize::try_from(budget).unwrap_or(usize::MAX))
+                .min(usize::try_from(left.max(1)).unwrap_or(usize::MAX));
             if want == 0 {
                 scan.truncated = true;
                 eof = true;
@@ -243,6 +252,7 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
                     .map_err(|error| io_error(path, &error))?;
                 buffer.truncate(start + read);
                 scan.scanned += read as u64;
+                left = left.saturating_sub(read as u64);
                 if read < want {
                     eof = true;
                 }
@@ -252,6 +262,13 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
             return Ok(());
         }
         let rest = &buffer[at..];
+        // sled leaves the unwritten part of a segment zeroed: a run of zeros holds no message
+        // start whose kind byte lies inside it, so it is skipped a word at a time.
+        let zeros = zero_prefix(rest);
+        if zeros > 4 {
+            at += zeros - 4;
+            continue;
+        }
         match message_at(rest) {
             Some((header_len, body_len, kind)) if rest.len() >= header_len + body_len => {
                 let body = &rest[header_len..header_len + body_len];
@@ -274,6 +291,20 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
         }
         at += 1;
     }
+}
+
+/// How many bytes at the start of `bytes` are zero, counted in 16-byte words (a shorter
+/// count than the true one is fine).
+fn zero_prefix(bytes: &[u8]) -> usize {
+    let mut zeros = 0;
+    for word in bytes.chunks_exact(16) {
+        let word: [u8; 16] = word.try_into().unwrap_or([1; 16]);
+        if u128::from_ne_bytes(word) != 0 {
+            break;
+        }
+        zeros += 16;
+    }
+    zeros
 }
 
 fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
@@ -448,11 +479,14 @@ pub(crate) fn check_key(
         }
         return Ok(None);
     };
-    let loaded = source.load(store).map_err(key_error)?.ok_or_else(|| {
-        key_error(KeyProblem::NotFound {
-            source_name: source.describe(),
-        })
-    })?;
+    let loaded = source
+        .load(Some(store))
+        .map_err(key_error)?
+        .ok_or_else(|| {
+            key_error(KeyProblem::NotFound {
+                source_name: source.describe(),
+            })
+        })?;
     let sealer = Sealer::new(&loaded);
     if let Some(marker) = markers.first() {
         if !markers.iter().any(|marker| sealer.fits(marker)) {
@@ -672,5 +706,36 @@ mod tests {
         scan_file(&path, &mut scan).unwrap();
         assert!(scan.found.is_empty());
         assert_eq!(scan.scanned, garbage.len() as u64);
+    }
+
+    #[test]
+    fn runs_of_zeros_are_skipped_but_a_message_after_them_is_read() {
+        // A message right after a run of zeros (as in a sled segment) is still found.
+        let mut body = vec![0u8];
+        body.extend_from_slice(&[5]);
+        body.extend_from_slice(b"alpha");
+        let value = br#"{"format":1,"version":1,"deleted":true}"#;
+        body.push(value.len() as u8);
+        body.extend_from_slice(value);
+        let mut header = vec![0, 0, 0, 0, INLINE_LINK, body.len() as u8, 1, 1];
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&body);
+        hasher.update(&header[4..]);
+        let crc = (hasher.finalize() ^ 0xFFFF_FFFF).to_le_bytes();
+        header[..4].copy_from_slice(&crc);
+        for leading in [0usize, 3, 16, 17, 100, 4096] {
+            let mut file = vec![0u8; leading];
+            file.extend_from_slice(&header);
+            file.extend_from_slice(&body);
+            file.extend_from_slice(&[0u8; 1000]);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            std::fs::write(&path, &file).unwrap();
+            let mut scan = Scan::default();
+            scan_file(&path, &mut scan).unwrap();
+            assert_eq!(scan.found.len(), 1, "after {leading} zeros");
+            assert!(scan.found[0].intact);
+            assert_eq!(scan.found[0].key, b"alpha");
+        }
     }
 }

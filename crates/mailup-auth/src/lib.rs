@@ -34,6 +34,8 @@ pub use mailup_auth_core::{
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;
+#[cfg(all(feature = "redis", not(feature = "sled")))]
+pub use mailup_auth_store_redis::KeySource;
 #[cfg(feature = "redis")]
 pub use mailup_auth_store_redis::{RedisRefreshLease, RedisTokenStore};
 #[cfg(feature = "sled")]
