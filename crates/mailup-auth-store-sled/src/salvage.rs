@@ -488,12 +488,42 @@ pub(crate) fn check_key(
             })
         })?;
     let sealer = Sealer::new(&loaded);
-    if let Some(marker) = markers.first() {
+    let wrong = || {
+        key_error(KeyProblem::Wrong {
+            source_name: source.describe(),
+            expected: markers.first().map_or_else(
+                || "the key the store was created with".to_owned(),
+                |marker| marker.key_source.clone(),
+            ),
+        })
+    };
+    // Without an intact marker, the sealed records tell: a key that opens none of the intact
+    // ones is not this store's (a new store sealed with it would lock the user out).
+    let intact_sealed: Vec<&Found> = scan
+        .found
+        .iter()
+        .filter(|found| {
+            found.intact
+                && found.value.starts_with(ENVELOPE_PREFIX)
+                && decode_head("", &found.value)
+                    .is_ok_and(|head| head.format == SEALED_FORMAT && !head.deleted)
+        })
+        .collect();
+    if markers.is_empty()
+        && !intact_sealed.is_empty()
+        && !intact_sealed.iter().any(|found| {
+            std::str::from_utf8(&found.key).is_ok_and(|name| {
+                decode_head(name, &found.value).is_ok_and(|head| {
+                    open_sealed(name, head.version, &found.value, &sealer).is_some()
+                })
+            })
+        })
+    {
+        return Err(wrong());
+    }
+    if !markers.is_empty() {
         if !markers.iter().any(|marker| sealer.fits(marker)) {
-            return Err(key_error(KeyProblem::Wrong {
-                source_name: source.describe(),
-                expected: marker.key_source.clone(),
-            }));
+            return Err(wrong());
         }
     } else if !sealed_seen
         && scan

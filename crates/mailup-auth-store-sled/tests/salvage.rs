@@ -361,6 +361,30 @@ fn an_encrypted_store_needs_its_key_and_recovers_only_records_that_authenticate(
     );
     assert!(path.join("CURRENT").is_file(), "nothing was moved");
 
+    // With the encryption marker damaged too, the sealed records still tell a wrong key.
+    let db_copy = current_db(&path_copy);
+    let mut bytes = std::fs::read(&db_copy).unwrap();
+    let mut damaged = 0;
+    while let Some(at) = find(&bytes, b"xchacha20poly1305") {
+        bytes[at] = b'X';
+        damaged += 1;
+    }
+    assert!(damaged > 0, "the marker is in the log");
+    std::fs::write(&db_copy, &bytes).unwrap();
+    let wrong = salvage(&path_copy, Some(&other));
+    assert!(
+        matches!(
+            wrong,
+            Err(StoreError::Key {
+                problem: KeyProblem::Wrong { .. },
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    let report = salvage(&path_copy, Some(&key)).unwrap();
+    check_recovered(&path_copy, Some(&key), &report, &saved);
+
     let report = salvage(&path, Some(&key)).unwrap();
     check_recovered(&path, Some(&key), &report, &saved);
     assert!(!report.recovered.is_empty());
