@@ -61,7 +61,8 @@ coverage-guided runs use `cargo +nightly fuzz run <target>` (see fuzz/README.md)
 options:
   --count N      mutants per target (default 50000, as in `cargo test`)
   --seed S       the PRNG seed (default fixed; a failure prints the input to commit)
-  --target NAME  one of token_answer, api_answer, urls, stored_record, session_ops
+  --target NAME  one of token_answer, api_answer, urls, stored_record, redis_record,
+                 session_ops
   --release      build optimized (slower to build, about ten times faster to run)
   -h, --help     print this message";
 
@@ -183,6 +184,7 @@ fn fuzz(args: &[String]) -> Result<()> {
             "api_answer" => "api_answers",
             "urls" => "urls_keep",
             "stored_record" => "stored_records_keep",
+            "redis_record" => "redis_records_keep",
             "session_ops" => "session_operation",
             other => return Err(Error::new(format!("unknown fuzz target `{other}`"))),
         };

@@ -26,6 +26,9 @@ or the browser wait), so several mailup-auth commands can run at once; each wait
 for the others.
 
 A corrupt profile record: `logout` removes it, `login` replaces it; other commands exit 1.
+A damaged token store (its files cannot be read as a whole): every command exits 1 and
+names `mailup-auth recover`, which rebuilds the store from the records that can still be
+read and verified, keeping the damaged one aside.
 
 Secrets on disk: `logout` wipes the profile's tokens from the token store's files (the store
 is rewritten without them); `logout --forget-client` wipes its client secret too. With
@@ -224,6 +227,12 @@ pub(crate) enum Command {
     /// Forget the profile's tokens and wipe them from the token store's files (the client
     /// registration is kept, unless --forget-client); removes a corrupt profile record.
     Logout(LogoutArgs),
+    /// Rebuild a damaged token store (one that cannot be opened: bit flips, a truncated
+    /// file) from the records that can still be read and verified; the damaged directory is
+    /// moved aside to `<store>.corrupt-<time>`, never deleted. Lists the profiles recovered
+    /// and lost; exits 3 when a profile was lost (log in to it again). Does nothing to a store
+    /// that opens.
+    Recover,
     /// Run the whole flow against a local MailUp emulator and report each step; leaves
     /// nothing behind.
     Demo,

@@ -59,6 +59,7 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
         Command::Call(args) => call(context, &args).await,
         Command::Logout(args) => logout(context, &args).await,
         Command::Demo => Err(Failure::usage("`demo` does not use a profile")),
+        Command::Recover => Err(Failure::usage("`recover` does not use a profile")),
     }
 }
 

@@ -110,6 +110,11 @@ pub(crate) fn store_message(error: &StoreError) -> String {
              log in again",
             shell_word(profile)
         ),
+        StoreError::Damaged { path, .. } => format!(
+            "the token store at {path} is damaged (its files cannot be read as a whole; nothing \
+             was changed): run `mailup-auth recover` with the same --store / --store-key to \
+             rebuild it from the records that can still be read"
+        ),
         error => format!("token store: {error}"),
     }
 }
@@ -253,6 +258,21 @@ mod tests {
             failure
                 .message()
                 .contains("run `mailup-auth logout --profile 'my work'` to remove it"),
+            "{}",
+            failure.message()
+        );
+    }
+
+    #[test]
+    fn a_damaged_store_names_the_recover_command() {
+        let damaged = Error::Store(StoreError::Damaged {
+            path: "/s".into(),
+            message: "sled cannot read its files".into(),
+        });
+        assert_eq!(exit_code(&damaged), 1);
+        let failure = Failure::from(damaged);
+        assert!(
+            failure.message().contains("run `mailup-auth recover`"),
             "{}",
             failure.message()
         );

@@ -14,6 +14,7 @@ mod demo;
 mod failure;
 mod output;
 mod profile;
+mod recover;
 mod store;
 mod terminal;
 mod timefmt;
@@ -83,6 +84,7 @@ fn log_format(
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Demo => demo::run().await,
+        Command::Recover => recover::run(&cli.global).await,
         command => {
             let context = profile::Context::open(cli.global).await?;
             commands::run(&context, command).await

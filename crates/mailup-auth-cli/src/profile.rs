@@ -278,7 +278,7 @@ fn store_ca(global: &GlobalOptions) -> Result<Option<Vec<u8>>, Failure> {
 /// Where the store's encryption key is kept, from `--store-key` / `MAILUP_STORE_KEY`.
 /// `keychain_account` names the store in the keychain: its absolute directory, or a Redis
 /// store's location (without credentials).
-fn key_source(
+pub(crate) fn key_source(
     global: &GlobalOptions,
     keychain_account: String,
 ) -> Result<Option<KeySource>, Failure> {

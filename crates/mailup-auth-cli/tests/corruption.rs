@@ -2,8 +2,8 @@
 //! `mailup-auth` command over it gives a clear one-line error or the right data, never a panic
 //! and never another profile's or made-up tokens. Logging in again is tried on every refused
 //! profile and counted (it works only where the store itself still opens: sled refuses a
-//! damaged database as a whole, so today a damaged file takes every profile down; see
-//! docs/reliability.md). Seeded: `MAILUP_CORRUPT_TRIALS` (default 12) and
+//! damaged database as a whole; `mailup-auth recover` brings back the other profiles, see
+//! tests/recover.rs and docs/reliability.md). Seeded: `MAILUP_CORRUPT_TRIALS` (default 12) and
 //! `MAILUP_CORRUPT_SEED`.
 
 use std::path::{Path, PathBuf};

@@ -141,6 +141,17 @@ pub enum StoreError {
         /// What is wrong (never the record's content).
         message: String,
     },
+    /// The store's files are damaged as a whole (bit flips, a truncated file): the storage
+    /// engine refuses to open them, so no profile can be read. Nothing was changed. A store
+    /// that has a salvage path says so in `message` (the sled store:
+    /// `SledTokenStore::salvage`, the CLI's `mailup-auth recover`).
+    #[error("token store at {path} is damaged: {message}")]
+    Damaged {
+        /// The store's location.
+        path: String,
+        /// What is wrong (never a record's content).
+        message: String,
+    },
     /// The profile name cannot be used.
     #[error("invalid profile name `{0}`")]
     InvalidProfile(String),

@@ -37,7 +37,7 @@ impl std::fmt::Debug for Target {
 }
 
 /// Every target.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     Target {
         name: "token_answer",
         body: targets::token_answer,
@@ -53,6 +53,10 @@ pub const TARGETS: [Target; 5] = [
     Target {
         name: "stored_record",
         body: targets::stored_record,
+    },
+    Target {
+        name: "redis_record",
+        body: targets::redis_record,
     },
     Target {
         name: "session_ops",

@@ -18,6 +18,16 @@ fn token(status: u16, headers: &[(u8, &[u8])], body: &[u8]) -> Vec<u8> {
     [head, response(status, headers, body).finish()].concat()
 }
 
+/// A Redis record for [`redis_record`](crate::targets::redis_record): how the stored version
+/// is chosen, the explicit one, the envelope.
+fn redis(mode: u8, explicit: u16, envelope: &[u8]) -> Vec<u8> {
+    Writer::new()
+        .byte(mode)
+        .u16(explicit)
+        .rest(envelope)
+        .finish()
+}
+
 /// The seeds of `target`, named.
 pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     match target {
@@ -59,6 +69,19 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ("tombstone", br#"{"format":1,"version":9,"deleted":true}"#.to_vec()),
             ("sealed", br#"{"format":2,"version":2,"sealed":"AAAA"}"#.to_vec()),
             ("future_format", br#"{"format":3,"version":1,"record":{}}"#.to_vec()),
+        ],
+        "redis_record" => vec![
+            ("clear_record", redis(0, 0, br#"{"format":1,"version":3,"record":{"tokens":{"access_token":"a1","refresh_token":"r1","expires_at":1700003600,"obtained_at":1700000000,"token_type":"bearer","scope":null},"client":{"client_id":"c","client_secret":"s","token_url":"http://127.0.0.1:9/Token"},"last_refreshed_at":1700000000,"reauthorization_required":null}}"#)),
+            ("stored_version_ahead", redis(1, 0, br#"{"format":1,"version":3,"record":{"tokens":null,"client":null}}"#)),
+            ("stored_version_behind", redis(2, 0, br#"{"format":1,"version":3,"record":{}}"#)),
+            ("explicit_version", redis(3, 7, br#"{"format":1,"version":7,"record":{"reauthorization_required":"the refresh token was rejected"}}"#)),
+            ("tombstone", redis(0, 0, br#"{"format":1,"version":9,"deleted":true}"#)),
+            ("tombstone_wrong_version", redis(1, 0, br#"{"format":1,"version":9,"deleted":true}"#)),
+            ("sealed", redis(0, 0, br#"{"format":2,"version":2,"sealed":"AAAA"}"#)),
+            ("future_format", redis(0, 0, br#"{"format":3,"version":1,"record":{}}"#)),
+            ("version_zero", redis(0, 0, br#"{"format":1,"version":0,"record":{}}"#)),
+            ("max_version", redis(0, 0, br#"{"format":1,"version":18446744073709551615,"record":{}}"#)),
+            ("duplicate_version", redis(3, 4, br#"{"format":1,"version":4,"version":5,"record":{}}"#)),
         ],
         "session_ops" => vec![
             // login, poll, answer it well, ask for a token, time passes, refresh answered, ...

@@ -7,11 +7,13 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 use mailup_auth_core::api::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
+use mailup_auth_core::StoreError;
 use mailup_auth_core::{
     is_header_safe_token, parse_token_response, AccessToken, ClientConfig, ClientSecret, CsrfState,
     Endpoints, HttpResponse, Password, PendingAuthorization, RefreshToken, RequestId, Session,
     TokenAccess, TokenError, TokenSet, TransportError, TransportErrorKind, UnixTime, Url,
 };
+use mailup_auth_store_redis::fuzzing as redis_fuzzing;
 use mailup_auth_store_sled::envelope;
 
 use crate::input::Reader;
@@ -303,6 +305,76 @@ pub fn stored_record(data: &[u8]) {
                 "{error:?}"
             );
         }
+    }
+}
+
+/// **redis_record**: one profile's record in the Redis store, and the version Redis keeps
+/// beside it. The first byte chooses that version: the envelope's own (0), one more (1), one
+/// less (2), or the next two bytes (3); the rest is the record.
+///
+/// Invariants: decoding never panics and reports anything unreadable as a corrupt record; a
+/// record (or tombstone) is accepted only when the envelope's own version equals the stored
+/// one, and a stored version that disagrees is a corrupt record; a record that decodes encodes
+/// back to one that decodes to the same record, and to a corrupt record under any other
+/// stored version.
+pub fn redis_record(data: &[u8]) {
+    let mut r = Reader::new(data);
+    let mode = r.byte();
+    let explicit = r.u16();
+    let bytes = r.rest();
+    let envelope: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    let own_version = envelope
+        .as_ref()
+        .and_then(|e| e.get("version"))
+        .and_then(serde_json::Value::as_u64);
+    let base = own_version.unwrap_or(1);
+    let stored_version = match mode % 4 {
+        0 => base,
+        1 => base.wrapping_add(1),
+        2 => base.wrapping_sub(1),
+        _ => u64::from(explicit),
+    };
+    let is_corrupt = |error: &StoreError| matches!(error, StoreError::Corrupt { .. });
+    let refused_under_other_versions = |bytes: &[u8]| {
+        for other in [
+            stored_version.wrapping_add(1),
+            stored_version.wrapping_sub(1),
+        ] {
+            let error = redis_fuzzing::decode("fuzz", other, bytes)
+                .expect_err("another stored version is refused");
+            assert!(is_corrupt(&error), "{error:?}");
+        }
+    };
+    match redis_fuzzing::decode("fuzz", stored_version, bytes) {
+        Ok(decoded) => {
+            refused_under_other_versions(bytes);
+            // The envelope as plain JSON (when it is: fields the decoder skips may hold bytes
+            // that are not UTF-8) says the same.
+            if let Some(envelope) = &envelope {
+                assert_eq!(
+                    own_version,
+                    Some(stored_version),
+                    "a record is accepted only under its own version"
+                );
+                let deleted = envelope
+                    .get("deleted")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                assert_eq!(
+                    decoded.is_none(),
+                    deleted,
+                    "only a tombstone decodes to nothing"
+                );
+            }
+            let Some(record) = decoded else { return };
+            let encoded =
+                redis_fuzzing::encode(stored_version, &record).expect("a decoded record encodes");
+            let again = redis_fuzzing::decode("fuzz", stored_version, &encoded)
+                .expect("an encoded record decodes");
+            assert_eq!(again, Some(record), "save/load round trip");
+            refused_under_other_versions(&encoded);
+        }
+        Err(error) => assert!(is_corrupt(&error), "{error:?}"),
     }
 }
 

@@ -57,6 +57,11 @@ fn stored_records_keep_their_invariants() {
 }
 
 #[test]
+fn redis_records_keep_their_invariants() {
+    fuzz("redis_record");
+}
+
+#[test]
 fn session_operation_sequences_keep_their_invariants() {
     fuzz("session_ops");
 }

@@ -74,6 +74,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lease;
 #[cfg(feature = "test-server")]
 mod test_server;

@@ -54,6 +54,18 @@
 //! and so is a compaction that was due but did not finish (a marker in the store says so).
 //! [`SledTokenStore::compact`] compacts on demand.
 //!
+//! ## Damaged stores
+//!
+//! sled refuses a database whose files are damaged (bit flips, a truncated file) as a whole:
+//! opening one is [`StoreError::Damaged`], and nothing is changed. sled also takes a record
+//! message whose checksum fails for the torn end of its log and, opening it, silently drops
+//! that message and every one written after it; so `open` reads the log first and refuses such
+//! a store the same way. [`SledTokenStore::salvage`] then rebuilds the store from the records
+//! that can still be read and verified (CRC32 of sled's messages, the envelope decoded in
+//! full, sealed records authenticated), moving the damaged directory aside; the CLI runs it
+//! as `mailup-auth recover`. A log cut short at its end (by a crash, or a truncation) opens
+//! with what precedes the cut, as sled designs it.
+//!
 //! ## Encryption
 //!
 //! [`SledTokenStore::open_encrypted`] seals every record with XChaCha20-Poly1305 under a 256-bit
@@ -111,8 +123,10 @@ use zeroize::Zeroizing;
 
 mod layout;
 mod lease;
+mod salvage;
 
 pub use crate::lease::SledRefreshLease;
+pub use crate::salvage::{LostProfile, LostReason, RecoveredProfile, SalvageReport};
 /// Where an encrypted store's key is kept (from `mailup-auth-seal`, shared with the Redis
 /// store).
 pub use mailup_auth_seal::KeySource;
@@ -375,6 +389,100 @@ impl SledTokenStore {
             let _ = store.compact_blocking();
         }
         Ok(store)
+    }
+
+    /// Rebuilds a store that cannot be opened because its files are damaged
+    /// ([`StoreError::Damaged`]: bit flips, a truncated file), from the records that can still
+    /// be read and verified. Use it when [`open`](Self::open) refuses the store; the CLI runs
+    /// it as `mailup-auth recover`.
+    ///
+    /// It reads sled's files itself (sled refuses them): a record is taken only from a log
+    /// message whose CRC32 verifies, only when it decodes completely, and, in an encrypted
+    /// store, only when `key` opens it (the profile name and the version are authenticated
+    /// with it); the highest version of each profile wins, and a tombstone keeps a deleted
+    /// profile deleted. A fresh store is written with those records (each at version 1) in a
+    /// sibling directory `<store>.recovering-<unix time>`, then the damaged directory is moved
+    /// aside to `<store>.corrupt-<unix time>` (never deleted: it holds what could not be
+    /// verified) and the fresh one takes its place. Memory and time are bounded whatever the
+    /// files hold (at most 1 GiB is read).
+    ///
+    /// The report lists the profiles recovered (with the version found), deleted and lost.
+    /// Nothing else is recovered: used authorization states and pending wipes are not, and
+    /// a profile whose every copy was damaged is gone (log in again).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Locked`] when the store is open (in this process or another);
+    /// [`StoreError::Key`] when the store holds sealed records or an encryption marker and
+    /// `key` is missing or another key, or `key` is given for a store in clear (nothing is
+    /// changed in these cases); [`StoreError::Io`] when a file cannot be read or the fresh
+    /// store cannot be written or moved into place (the damaged store is left where it was,
+    /// or in `<store>.corrupt-*` with the fresh one in `<store>.recovering-*` when only the
+    /// last rename failed).
+    pub fn salvage(
+        path: impl AsRef<Path>,
+        key: Option<&KeySource>,
+    ) -> Result<SalvageReport, StoreError> {
+        let path = path.as_ref();
+        if !path.is_dir() {
+            return Err(StoreError::Io(format!(
+                "{}: there is no store directory to recover",
+                path.display()
+            )));
+        }
+        let registered = std::fs::canonicalize(path).map_err(|error| dir_error(path, &error))?;
+        if opened_here().get(&registered) == Some(&Registration::Open) {
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+                message: "it is open in this process; close it before recovering it".into(),
+            });
+        }
+        let lock = layout::lock_store(path)?;
+        let scan = salvage::scan_store(path)?;
+        let sealer = salvage::check_key(path, &scan, key)?;
+        let plan = salvage::plan(&scan, sealer.as_ref());
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let fresh_path = free_sibling(path, &format!("recovering-{stamp}"))?;
+        {
+            let fresh = Self::open_with(&fresh_path, key)?;
+            for (profile, _, record, _) in &plan.recovered {
+                fresh.save_blocking(profile, record, None)?;
+            }
+        }
+        let moved_to = free_sibling(path, &format!("corrupt-{stamp}"))?;
+        std::fs::rename(path, &moved_to).map_err(|error| dir_error(path, &error))?;
+        drop(lock);
+        std::fs::rename(&fresh_path, path).map_err(|error| {
+            StoreError::Io(format!(
+                "the damaged store was moved to {} but the recovered one could not be moved \
+                 into place; rename {} to {} by hand ({error})",
+                moved_to.display(),
+                fresh_path.display(),
+                path.display()
+            ))
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = File::open(parent).and_then(|dir| dir.sync_all());
+        }
+        Ok(SalvageReport {
+            moved_to,
+            recovered: plan
+                .recovered
+                .into_iter()
+                .map(|(profile, version, _, newer_unverified)| RecoveredProfile {
+                    profile,
+                    version,
+                    newer_unverified,
+                })
+                .collect(),
+            deleted: plan.deleted,
+            lost: plan.lost,
+            damaged_messages: scan.damaged_messages(),
+            scanned_bytes: scan.scanned(),
+            truncated_scan: scan.truncated(),
+        })
     }
 
     /// The store directory.
@@ -906,6 +1014,7 @@ fn removes_secrets(previous: &ProfileRecord, new: &ProfileRecord) -> bool {
 /// one this process just closed (its background threads letting go), or one a 0.1.0 program
 /// holds: wait briefly either way.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    salvage::check_log(dir)?;
     let started = Instant::now();
     loop {
         match sled::Config::new().path(dir).open() {
@@ -1140,15 +1249,55 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
                 message: format!("held by another process: {io}"),
             }
         }
-        sled::Error::Corruption { .. } => StoreError::Io(format!(
-            "the database at {} is corrupt: {error}",
-            path.display()
-        )),
+        sled::Error::Corruption { .. }
+        | sled::Error::ReportableBug(_)
+        | sled::Error::Unsupported(_) => StoreError::Damaged {
+            path: path.display().to_string(),
+            message: format!("sled cannot read its files ({error}); {SALVAGE_HINT}"),
+        },
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.display().to_string(),
+                message: format!("sled cannot read its files ({io}); {SALVAGE_HINT}"),
+            }
+        }
         other => StoreError::Io(format!(
             "cannot open the database at {}: {other}",
             path.display()
         )),
     }
+}
+
+/// What a [`StoreError::Damaged`] says to do.
+const SALVAGE_HINT: &str = "nothing was changed; `SledTokenStore::salvage` (`mailup-auth \
+                            recover`) rebuilds the store from the records that can still be \
+                            read";
+
+/// `<path>.<suffix>`, or `<path>.<suffix>-<n>` when that exists.
+fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::Io(format!("{}: not a directory name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    for attempt in 0..1000u32 {
+        let candidate = match attempt {
+            0 => path.with_file_name(format!("{name}.{suffix}")),
+            n => path.with_file_name(format!("{name}.{suffix}-{n}")),
+        };
+        if std::fs::symlink_metadata(&candidate).is_err() {
+            return Ok(candidate);
+        }
+    }
+    Err(StoreError::Io(format!(
+        "{}: too many earlier recoveries beside it",
+        path.display()
+    )))
 }
 
 #[cfg(unix)]

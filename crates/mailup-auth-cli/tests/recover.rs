@@ -1,0 +1,315 @@
+//! `mailup-auth recover` on real token stores damaged the ways sled refuses (bit flips,
+//! truncation), run as a process: every other command names it, it exits 0 (all recovered)
+//! or 3 (some lost, listed), never panics, keeps the damaged directory, and every profile it
+//! recovers serves its own token against the emulator; never a changed or another profile's
+//! token. Seeded: `MAILUP_RECOVER_TRIALS` (default 8) and `MAILUP_RECOVER_SEED`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+const PROFILES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+async fn run(home: &Path, store: &Path, base: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MAILUP_") || key.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(key);
+        }
+    }
+    let output = command
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env("MAILUP_STORE", store)
+        .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
+        .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+        .env("MAILUP_AUTH_BASE", base)
+        .env("MAILUP_PASSWORD", DEFAULT_PASSWORD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the command is bounded")
+        .expect("the command runs")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The files of the current generation (the `CURRENT` pointer names it).
+fn current_files(store: &Path) -> Vec<PathBuf> {
+    let current = std::fs::read_to_string(store.join("CURRENT")).expect("a CURRENT pointer");
+    let generation = store.join(current.trim());
+    let mut files = Vec::new();
+    let mut dirs = vec![generation];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else if entry.metadata().unwrap().len() > 0 {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn damage(rng: &mut StdRng, file: &Path) -> String {
+    let mut bytes = std::fs::read(file).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    if rng.gen_bool(0.5) {
+        let flips = rng.gen_range(1..=8);
+        for _ in 0..flips {
+            let at = rng.gen_range(0..bytes.len());
+            bytes[at] ^= 1 << rng.gen_range(0..8);
+        }
+        std::fs::write(file, bytes).unwrap();
+        format!("{flips} bit flips in {name}")
+    } else {
+        let len = rng.gen_range(0..bytes.len());
+        std::fs::write(file, &bytes[..len]).unwrap();
+        format!("{name} truncated to {len} bytes")
+    }
+}
+
+/// Logs every profile in to a new store at `store`; returns their access tokens.
+async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for profile in PROFILES {
+        let login = [
+            "login",
+            "--password",
+            "--username",
+            DEFAULT_USERNAME,
+            "--profile",
+            profile,
+        ];
+        let out = run(home, store, base, &login).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = run(home, store, base, &["token", "--profile", profile]).await;
+        assert!(token.status.success());
+        tokens.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
+    }
+    tokens
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn one_error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_rebuilds_the_other_profiles_and_never_accepts_a_changed_token() {
+    let emulator = Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts");
+    let base = emulator.base_url().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let store = home.path().join("store");
+    let originals = logged_in_store(home.path(), &store, &base).await;
+
+    // A store that opens: nothing to do.
+    let out = run(home.path(), &store, &base, &["recover"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to recover"));
+
+    // One byte of gamma's access token changed in every copy in the log (same length, still
+    // valid JSON: only the checksum tells).
+    let db = current_files(&store)
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "db"))
+        .expect("a log");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let gamma = originals[2].as_bytes();
+    let mut changed = 0;
+    while let Some(at) = find(&bytes, gamma) {
+        bytes[at + gamma.len() / 2] ^= 0x01;
+        changed += 1;
+    }
+    assert!(changed > 0);
+    std::fs::write(&db, &bytes).unwrap();
+
+    // Every command says the store is damaged and names `recover`.
+    for profile in PROFILES {
+        let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let error = one_error_line(&out);
+        assert!(error.contains("mailup-auth recover"), "{error}");
+    }
+
+    let out = run(home.path(), &store, &base, &["recover"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "a profile was lost");
+    let error = one_error_line(&out);
+    assert!(error.contains("gamma"), "{error}");
+    assert!(stdout.contains("recovered: alpha (version 1)"), "{stdout}");
+    assert!(stdout.contains("recovered: beta (version 1)"), "{stdout}");
+    assert!(stdout.contains("lost: gamma"), "{stdout}");
+    let moved: Vec<PathBuf> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("store.corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "the damaged store is kept");
+    assert!(stdout.contains(&*moved[0].to_string_lossy()));
+
+    // The recovered profiles work, with their own tokens; gamma must log in again, and can.
+    for (profile, original) in PROFILES.iter().zip(&originals).take(2) {
+        let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
+        let call = run(
+            home.path(),
+            &store,
+            &base,
+            &[
+                "call",
+                "GET",
+                "Console/Authentication/Info",
+                "--profile",
+                profile,
+            ],
+        )
+        .await;
+        assert!(
+            call.status.success(),
+            "{}",
+            String::from_utf8_lossy(&call.stderr)
+        );
+    }
+    let out = run(home.path(), &store, &base, &["token", "--profile", "gamma"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let login = [
+        "login",
+        "--password",
+        "--username",
+        DEFAULT_USERNAME,
+        "--profile",
+        "gamma",
+    ];
+    assert!(run(home.path(), &store, &base, &login)
+        .await
+        .status
+        .success());
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_after_random_damage_gives_only_right_tokens_never_a_panic() {
+    let emulator = Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts");
+    let base = emulator.base_url().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let pristine = home.path().join("pristine");
+    let originals = logged_in_store(home.path(), &pristine, &base).await;
+    let trials = env_u64("MAILUP_RECOVER_TRIALS", 8);
+    let seed = env_u64("MAILUP_RECOVER_SEED", 21);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut rebuilt, mut healthy, mut served, mut lost) = (0, 0, 0, 0);
+    for trial in 0..trials {
+        let store = home.path().join(format!("damaged-{trial}"));
+        copy_dir(&pristine, &store);
+        let files = current_files(&store);
+        let file = &files[rng.gen_range(0..files.len())];
+        let what = damage(&mut rng, file);
+        let out = run(home.path(), &store, &base, &["recover"]).await;
+        let code = out.status.code().expect("exited");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            code == 0 || code == 3,
+            "trial {trial} ({what}): exit {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("nothing to recover") {
+            healthy += 1;
+        } else {
+            rebuilt += 1;
+        }
+        for (profile, original) in PROFILES.iter().zip(&originals) {
+            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+            let code = out.status.code().expect("exited");
+            assert_ne!(code, 101, "trial {trial} ({what}): a panic");
+            if code == 0 {
+                let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                assert!(
+                    token == *original || emulator.is_access_token_live(&token),
+                    "trial {trial} ({what}): {profile} got a wrong token"
+                );
+                assert!(
+                    originals
+                        .iter()
+                        .filter(|o| *o != original)
+                        .all(|o| *o != token),
+                    "trial {trial} ({what}): {profile} got another profile's token"
+                );
+                served += 1;
+            } else {
+                // Lost with the damage (or never in the intact part of a cut log): the store
+                // itself works, so the answer is "log in".
+                assert_eq!(code, 3, "trial {trial} ({what}): {}", one_error_line(&out));
+                lost += 1;
+            }
+        }
+    }
+    println!(
+        "recover trials (seed {seed}): {trials} damaged stores: {rebuilt} rebuilt, {healthy} \
+         opened as they were; {served} profiles served their own token, {lost} need a new \
+         login; 0 panics, 0 wrong tokens"
+    );
+    emulator.shutdown().await;
+}
