@@ -28,9 +28,9 @@ pub use crate::scheduler::SchedulerStats;
 pub use mailup_auth_core as core;
 pub use mailup_auth_core::{
     AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
-    KeyProblem, LeaseGuard, MailUpError, MemoryTokenStore, Password, PendingAuthorization,
-    ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState, StoreError,
-    StoredClient, TokenSet, TokenStore, Transport, TransportError, UnixTime, Url,
+    KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
+    PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
+    StoreError, StoredClient, TokenSet, TokenStore, Transport, TransportError, UnixTime, Url,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;

@@ -4,8 +4,10 @@
 //! Concurrency design:
 //! - a fresh cached access token is read from an `ArcSwap` (no lock that serializes readers);
 //! - everything that talks to the token endpoint runs under one async mutex (`refresh_lock`):
-//!   callers that find the cache stale queue on it and re-check the cache once they hold it,
-//!   so any number of concurrent callers cause one refresh (single flight);
+//!   a caller that finds the cache stale and the lock taken waits until it is let go
+//!   (`lock_released`, all waiters woken at once) and re-checks the cache; only if that finds
+//!   nothing does it queue on the lock, and it re-checks the cache once it holds it, so any
+//!   number of concurrent callers cause one refresh (single flight);
 //! - new tokens are saved to the store (compare-and-swap, flushed) before the cache is updated
 //!   and before any caller receives them (persist before publish).
 
@@ -31,10 +33,10 @@ use http::Method;
 use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
-    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseGuard, Password, PendingAuthorization,
-    ProfileRecord, ReauthReason, RefreshLease, Session, SessionState, StoreError, StoredClient,
-    TokenAccess, TokenError, TokenSet, TokenStore, Transport, TransportError, TransportErrorKind,
-    UnixTime, Url,
+    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, Password,
+    PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, Session, SessionState,
+    StoreError, StoredClient, TokenAccess, TokenError, TokenSet, TokenStore, Transport,
+    TransportError, TransportErrorKind, UnixTime, Url,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -196,8 +198,11 @@ struct Inner {
     shared: Mutex<Shared>,
     /// The handed-out token, read without a lock.
     cache: ArcSwapOption<CachedToken>,
-    /// Serializes every token operation of this client (single flight).
+    /// Serializes every token operation of this client (single flight). Taken only through
+    /// [`RefreshLockGuard`], which wakes `lock_released`'s waiters when it lets go.
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes every caller waiting for the current token operation to end.
+    lock_released: Arc<tokio::sync::Notify>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
     /// The task of `spawn_background_refresh`, while any of its handles is alive.

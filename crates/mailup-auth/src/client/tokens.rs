@@ -19,7 +19,24 @@ impl MailUpClient {
         }
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
-            let guard = self.inner.refresh_lock.clone().lock_owned().await;
+            // Registered before looking at the lock, so its release is not missed.
+            let released = self.inner.lock_released.clone();
+            let released = released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let guard = match self.try_lock_refresh() {
+                Some(guard) => guard,
+                None => {
+                    // Another token operation is under way, usually the refresh every caller
+                    // here needs: wait for it to end, then all look at the cache at once
+                    // rather than taking the lock one after another to read it.
+                    released.await;
+                    if let Some(token) = self.cached_access_token() {
+                        return Ok(token);
+                    }
+                    self.lock_refresh().await
+                }
+            };
             // Single flight: whoever held the lock before us may have refreshed already.
             if let Some(token) = self.cached_access_token() {
                 return Ok(token);
@@ -76,16 +93,29 @@ impl MailUpClient {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let guard = self.inner.refresh_lock.clone().lock_owned().await;
+        let guard = self.lock_refresh().await;
         self.locked_with(guard, op).await
     }
 
+    /// Takes `refresh_lock`, waiting for it.
+    pub(super) async fn lock_refresh(&self) -> RefreshLockGuard {
+        RefreshLockGuard {
+            guard: Some(self.inner.refresh_lock.clone().lock_owned().await),
+            released: self.inner.lock_released.clone(),
+        }
+    }
+
+    /// Takes `refresh_lock` if it is free.
+    pub(super) fn try_lock_refresh(&self) -> Option<RefreshLockGuard> {
+        let guard = self.inner.refresh_lock.clone().try_lock_owned().ok()?;
+        Some(RefreshLockGuard {
+            guard: Some(guard),
+            released: self.inner.lock_released.clone(),
+        })
+    }
+
     /// [`locked`](Self::locked) with the lock already held: the task takes the guard along.
-    pub(super) async fn locked_with<T, F, Fut>(
-        &self,
-        guard: OwnedMutexGuard<()>,
-        op: F,
-    ) -> Result<T>
+    pub(super) async fn locked_with<T, F, Fut>(&self, guard: RefreshLockGuard, op: F) -> Result<T>
     where
         F: FnOnce(MailUpClient) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
@@ -333,6 +363,13 @@ impl MailUpClient {
     /// Takes the cross-process refresh lease when a refresh is queued (and a lease is
     /// configured), then adopts what another holder may have saved meanwhile: a queued refresh
     /// that carries a refresh token the store has superseded is then dropped unsent.
+    ///
+    /// While another process holds the lease, each sign from the lease that the store may have
+    /// changed (the holder's save, its release, a poll) is followed by a reload: tokens newer
+    /// than ours that the session may hand out are adopted at once, without the lease
+    /// (`Ok(None)`, nothing to send), so the waiters of a storm do not take the lease one after
+    /// another only to find the work done. Bounded by `deadline`: a lease still held elsewhere
+    /// then is [`StoreError::LeaseTimeout`].
     pub(super) async fn lease_for_refresh(
         &self,
         deadline: tokio::time::Instant,
@@ -344,13 +381,53 @@ impl MailUpClient {
         if !self.shared().session.is_refreshing() {
             return Ok(None);
         }
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let guard = lease.acquire(&self.inner.profile, wait).await?;
-        if self.sync_from_store().await? {
-            tracing::info!("another process refreshed while we waited; using its tokens");
-            report.adopted = true;
+        let started = tokio::time::Instant::now();
+        loop {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match lease.try_acquire_or_wait(&self.inner.profile, wait).await? {
+                LeaseAttempt::Acquired(guard) => {
+                    if self.sync_from_store().await? {
+                        tracing::info!(
+                            "another process refreshed while we waited; using its tokens"
+                        );
+                        report.adopted = true;
+                    }
+                    return Ok(Some(guard));
+                }
+                // `HeldElsewhere`, and whatever a later version may add: look at the store.
+                _ => {
+                    if self.sync_from_store().await? {
+                        report.adopted = true;
+                        if self.adopted_tokens_serve() {
+                            tracing::info!(
+                                "another process refreshed; using its tokens without the lease"
+                            );
+                            return Ok(None);
+                        }
+                    }
+                    if !self.shared().session.is_refreshing() {
+                        // What was adopted needs no refresh from us (a logout, a rejection
+                        // mark): the caller decides what it means.
+                        return Ok(None);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Store(StoreError::LeaseTimeout {
+                            profile: self.inner.profile.clone(),
+                            waited: started.elapsed(),
+                        }));
+                    }
+                }
+            }
         }
-        Ok(Some(guard))
+    }
+
+    /// After adopting another process's save without the lease: whether the session would
+    /// hand the adopted access token out now, with no refresh of ours still queued (the
+    /// adopted refresh token superseded the one it carried).
+    fn adopted_tokens_serve(&self) -> bool {
+        let now = self.inner.settings.clock.now();
+        let shared = self.shared();
+        !shared.session.is_refreshing() && shared.session.hand_out_until(now).is_some()
     }
 
     /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
@@ -545,5 +622,20 @@ impl MailUpClient {
         Err(Error::Store(StoreError::Io(
             "the record kept changing concurrently".into(),
         )))
+    }
+}
+
+/// A held `refresh_lock`. Letting it go (however: at the end of an operation, a panic, a
+/// dropped future) wakes every caller waiting on `lock_released`, so none of them waits for
+/// a release that already happened.
+pub(super) struct RefreshLockGuard {
+    guard: Option<OwnedMutexGuard<()>>,
+    released: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for RefreshLockGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.released.notify_waiters();
     }
 }
