@@ -391,7 +391,6 @@ impl MailUpClient {
                 settings,
                 cache: ArcSwapOption::empty(),
                 refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
-                lock_released: Arc::new(tokio::sync::Notify::new()),
                 scheduler: Mutex::new(Weak::new()),
                 standalone: Mutex::new(Weak::new()),
             }),

@@ -4,10 +4,8 @@
 //! Concurrency design:
 //! - a fresh cached access token is read from an `ArcSwap` (no lock that serializes readers);
 //! - everything that talks to the token endpoint runs under one async mutex (`refresh_lock`):
-//!   a caller that finds the cache stale and the lock taken waits until it is let go
-//!   (`lock_released`, all waiters woken at once) and re-checks the cache; only if that finds
-//!   nothing does it queue on the lock, and it re-checks the cache once it holds it, so any
-//!   number of concurrent callers cause one refresh (single flight);
+//!   callers that find the cache stale queue on it and re-check the cache once they hold it,
+//!   so any number of concurrent callers cause one refresh (single flight);
 //! - new tokens are saved to the store (compare-and-swap, flushed) before the cache is updated
 //!   and before any caller receives them (persist before publish).
 
@@ -198,11 +196,8 @@ struct Inner {
     shared: Mutex<Shared>,
     /// The handed-out token, read without a lock.
     cache: ArcSwapOption<CachedToken>,
-    /// Serializes every token operation of this client (single flight). Taken only through
-    /// [`RefreshLockGuard`], which wakes `lock_released`'s waiters when it lets go.
+    /// Serializes every token operation of this client (single flight).
     refresh_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Wakes every caller waiting for the current token operation to end.
-    lock_released: Arc<tokio::sync::Notify>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
     /// The task of `spawn_background_refresh`, while any of its handles is alive.

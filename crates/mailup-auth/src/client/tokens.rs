@@ -19,24 +19,7 @@ impl MailUpClient {
         }
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
-            // Registered before looking at the lock, so its release is not missed.
-            let released = self.inner.lock_released.clone();
-            let released = released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let guard = match self.try_lock_refresh() {
-                Some(guard) => guard,
-                None => {
-                    // Another token operation is under way, usually the refresh every caller
-                    // here needs: wait for it to end, then all look at the cache at once
-                    // rather than taking the lock one after another to read it.
-                    released.await;
-                    if let Some(token) = self.cached_access_token() {
-                        return Ok(token);
-                    }
-                    self.lock_refresh().await
-                }
-            };
+            let guard = self.inner.refresh_lock.clone().lock_owned().await;
             // Single flight: whoever held the lock before us may have refreshed already.
             if let Some(token) = self.cached_access_token() {
                 return Ok(token);
@@ -93,29 +76,16 @@ impl MailUpClient {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let guard = self.lock_refresh().await;
+        let guard = self.inner.refresh_lock.clone().lock_owned().await;
         self.locked_with(guard, op).await
     }
 
-    /// Takes `refresh_lock`, waiting for it.
-    pub(super) async fn lock_refresh(&self) -> RefreshLockGuard {
-        RefreshLockGuard {
-            guard: Some(self.inner.refresh_lock.clone().lock_owned().await),
-            released: self.inner.lock_released.clone(),
-        }
-    }
-
-    /// Takes `refresh_lock` if it is free.
-    pub(super) fn try_lock_refresh(&self) -> Option<RefreshLockGuard> {
-        let guard = self.inner.refresh_lock.clone().try_lock_owned().ok()?;
-        Some(RefreshLockGuard {
-            guard: Some(guard),
-            released: self.inner.lock_released.clone(),
-        })
-    }
-
     /// [`locked`](Self::locked) with the lock already held: the task takes the guard along.
-    pub(super) async fn locked_with<T, F, Fut>(&self, guard: RefreshLockGuard, op: F) -> Result<T>
+    pub(super) async fn locked_with<T, F, Fut>(
+        &self,
+        guard: OwnedMutexGuard<()>,
+        op: F,
+    ) -> Result<T>
     where
         F: FnOnce(MailUpClient) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
@@ -622,20 +592,5 @@ impl MailUpClient {
         Err(Error::Store(StoreError::Io(
             "the record kept changing concurrently".into(),
         )))
-    }
-}
-
-/// A held `refresh_lock`. Letting it go (however: at the end of an operation, a panic, a
-/// dropped future) wakes every caller waiting on `lock_released`, so none of them waits for
-/// a release that already happened.
-pub(super) struct RefreshLockGuard {
-    guard: Option<OwnedMutexGuard<()>>,
-    released: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for RefreshLockGuard {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        self.released.notify_waiters();
     }
 }
