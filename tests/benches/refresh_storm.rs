@@ -18,7 +18,11 @@
 //! Both (a) and (b) are measured the same way, by this process, from the command written to
 //! the workers' stdin to the last answer read from their stdout: the pipes cost the same in
 //! both. Each is the median of `STORM_BENCH_ROUNDS` rounds (default 7), interleaved, each on a
-//! token that expired (2 s lifetime, real sleeps in between).
+//! token that expired (2 s lifetime, real sleeps in between). `STORM_BENCH_PROCESSES` (default
+//! 4, at least 2) and `STORM_BENCH_TASKS` (default 2,500) change the storm's shape, to see
+//! what its time is made of; `STORM_BENCH_TOKEN_LATENCY_MS` (default 0) delays the emulator's
+//! token answers, as MailUp's, tens of milliseconds away, would be; `STORM_TRACE=1` makes each
+//! worker print when its tasks were served.
 //!
 //! Run with `cargo bench -p mailup-auth-tests --bench refresh_storm` (also part of
 //! `cargo xtask bench`); figures are in docs/performance.md. Without `--bench` (as
@@ -36,7 +40,6 @@ use mailup_auth_emulator::{
 };
 use mailup_auth_store_redis::RedisServer;
 
-const PROCESSES: usize = 4;
 const LIFETIME: Duration = Duration::from_secs(2);
 /// Past the expiry (and the emulator's one-second granularity) before each round.
 const PAST_EXPIRY: Duration = Duration::from_millis(2_300);
@@ -173,7 +176,19 @@ fn main() {
         Err(_) if benching => 7,
         Err(_) => 1,
     };
-    let tasks: usize = if benching { 2_500 } else { 250 };
+    let number = |name: &str, default: usize| match std::env::var(name) {
+        Ok(n) => n
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("{name} is a number")),
+        Err(_) => default,
+    };
+    let processes = number("STORM_BENCH_PROCESSES", 4).max(2);
+    let tasks = number("STORM_BENCH_TASKS", if benching { 2_500 } else { 250 }).max(1);
+    let token_latency = Duration::from_millis(
+        number("STORM_BENCH_TOKEN_LATENCY_MS", 0)
+            .try_into()
+            .unwrap(),
+    );
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -199,9 +214,10 @@ fn main() {
             .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
             .await
             .unwrap();
+        emulator.set_token_latency(token_latency);
         emulator
     });
-    let homes: Vec<_> = (0..PROCESSES)
+    let homes: Vec<_> = (0..processes)
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
     let mut workers: Vec<Worker> = homes
@@ -251,7 +267,7 @@ fn main() {
             requests, 1,
             "round {round}: the storm sent {requests} token requests, not 1"
         );
-        assert_eq!(served, PROCESSES * tasks);
+        assert_eq!(served, processes * tasks);
         tokens.sort();
         tokens.dedup();
         assert_eq!(
@@ -300,7 +316,7 @@ fn main() {
     let floor = median(floor);
     let ratio = storm.as_secs_f64() / single.as_secs_f64();
     println!(
-        "refresh storm through Redis: {PROCESSES} processes x {tasks} tasks, {rounds} rounds (medians)"
+        "refresh storm through Redis: {processes} processes x {tasks} tasks, token latency {token_latency:?}, {rounds} rounds (medians)"
     );
     println!("(a) one refresh through Redis alone:   {}", millis(single));
     println!("(b) storm, until every task is served: {}", millis(storm));
