@@ -1,4 +1,5 @@
-//! The facade over an encrypted sled store: `MailUpClientBuilder::sled_key`.
+//! The facade over an encrypted store: `MailUpClientBuilder::store_key`, for a sled directory
+//! and for a Redis URL (there over `rediss://` with a private CA, `redis_root_certificate`).
 
 use mailup_auth::core::{KeyProblem, StoreError};
 use mailup_auth::{ClientSecret, Error, KeySource, MailUpClient, Password};
@@ -33,7 +34,7 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
     };
     let access = {
         let client = builder()
-            .sled_key(KeySource::File(key.clone()))
+            .store_key(KeySource::File(key.clone()))
             .build()
             .await
             .unwrap();
@@ -60,7 +61,7 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
     );
     // With it: the same tokens.
     let client = builder()
-        .sled_key(KeySource::File(key))
+        .store_key(KeySource::File(key))
         .build()
         .await
         .unwrap();
@@ -68,11 +69,11 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
 }
 
 /// Hostile review 3. Within one process the builder hands out the store already open for a
-/// directory, whatever key the new client asked for: a client built with `sled_key` on a
+/// directory, whatever key the new client asked for: a client built with `store_key` on a
 /// directory another client opened in clear gets the clear store (its tokens are then written
 /// in clear although it asked for encryption), and a client built with a *wrong* key on an
 /// encrypted directory opens it and reads its tokens. Out of process both are
-/// `StoreError::Key` (`NotEncrypted`, `Wrong`); "the first opener decides" (the `sled_key`
+/// `StoreError::Key` (`NotEncrypted`, `Wrong`); "the first opener decides" (the `store_key`
 /// doc) turns a key check into nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_process() {
@@ -93,7 +94,7 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
         .await
         .unwrap();
     let keyed = builder(&clear)
-        .sled_key(KeySource::File(dir.path().join("clear.key")))
+        .store_key(KeySource::File(dir.path().join("clear.key")))
         .build()
         .await;
     if keyed.is_ok() {
@@ -103,7 +104,7 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
     // An encrypted store, open in this process; then a client with another store's key.
     let sealed = dir.path().join("sealed");
     let owner = builder(&sealed)
-        .sled_key(KeySource::File(dir.path().join("sealed.key")))
+        .store_key(KeySource::File(dir.path().join("sealed.key")))
         .build()
         .await
         .unwrap();
@@ -114,12 +115,12 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
     let other_key = KeySource::File(dir.path().join("other.key"));
     drop(
         builder(&dir.path().join("other"))
-            .sled_key(other_key.clone())
+            .store_key(other_key.clone())
             .build()
             .await
             .unwrap(),
     );
-    if let Ok(intruder) = builder(&sealed).sled_key(other_key).build().await {
+    if let Ok(intruder) = builder(&sealed).store_key(other_key).build().await {
         if intruder.access_token().await.is_ok() {
             accepted.push("another store's key, which then reads the tokens");
         }
@@ -130,4 +131,64 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
         Vec::<&str>::new(),
         "key checks skipped in-process"
     );
+}
+
+/// The same key option on a Redis URL, over TLS with a private CA: the record in Redis is
+/// sealed, a client without the key fails with a typed key error, one with it gets the tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_key_applies_to_a_redis_store_url_over_tls_with_a_private_ca() {
+    let Some((server, ca)) = mailup_auth_store_redis::RedisServer::start_tls_with_private_ca()
+    else {
+        return;
+    };
+    let emulator = Emulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeySource::File(dir.path().join("redis.key"));
+    let builder = || {
+        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+            .auth_base(emulator.base_url().as_str())
+            .store_url(server.url())
+            .redis_root_certificate(ca.clone())
+    };
+    let client = builder().store_key(key.clone()).build().await.unwrap();
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    let access = client.access_token().await.unwrap().secret().to_owned();
+
+    // What Redis holds, read with a raw connection that trusts the same CA.
+    let raw = redis::Client::build_with_tls(
+        server.url(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone().into_bytes()),
+        },
+    )
+    .unwrap();
+    let mut connection = raw.get_multiplexed_async_connection().await.unwrap();
+    let envelope: Vec<u8> = redis::cmd("HGET")
+        .arg("mailup-auth:record:default")
+        .arg("e")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!envelope.is_empty());
+    assert!(!envelope
+        .windows(access.len())
+        .any(|w| w == access.as_bytes()));
+
+    let error = builder().build().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Store(StoreError::Key {
+                problem: KeyProblem::Missing { .. },
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let other = builder().store_key(key).build().await.unwrap();
+    assert_eq!(other.access_token().await.unwrap().secret(), access);
 }

@@ -47,7 +47,7 @@ pub struct Check {
 }
 
 /// Every check, in the order `cargo xtask tidy` runs them.
-pub const CHECKS: [Check; 6] = [
+pub const CHECKS: [Check; 7] = [
     Check {
         name: "readme",
         rule: "every publishable crate has its README",
@@ -78,7 +78,18 @@ pub const CHECKS: [Check; 6] = [
         rule: "the core's source calls no clock and no RNG",
         run: core_source_problems,
     },
+    Check {
+        name: "session-methods",
+        rule: "docs/architecture.md's `Session` method table lists every public `Session` method, and only those",
+        run: session_table_problems,
+    },
 ];
+
+/// The document whose method table must match `Session`'s public methods.
+pub const ARCHITECTURE_DOC: &str = "docs/architecture.md";
+
+/// The header of that table (the first table with this header in the document).
+pub const SESSION_TABLE_HEADER: &str = "| group | methods |";
 
 /// Runs every check and prints a report; fails if any found a problem.
 pub fn run_all(dir: &Path) -> Result<()> {
@@ -267,6 +278,101 @@ pub fn core_source_problems(workspace: &Workspace) -> Result<Vec<String>> {
     Ok(problems)
 }
 
+/// docs/architecture.md's `Session` method table names exactly the public methods of the core's
+/// `impl Session` block (`src/session.rs`): none missing, none that does not exist.
+pub fn session_table_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let Some(core) = workspace.package(CORE_CRATE) else {
+        return Ok(vec![format!("the workspace has no {CORE_CRATE} crate")]);
+    };
+    let source_path = core.dir().join("src/session.rs");
+    let source = read(&source_path)?;
+    let doc = read(&workspace.root.join(ARCHITECTURE_DOC))?;
+    Ok(session_table_mismatches(
+        &source,
+        &doc,
+        &relative(workspace, &source_path),
+    ))
+}
+
+/// What differs between the public methods of `impl Session` in `source` and the method table
+/// of `doc`, one line each; `source_name` names the source in the messages.
+pub fn session_table_mismatches(source: &str, doc: &str, source_name: &str) -> Vec<String> {
+    let methods = public_session_methods(source);
+    if methods.is_empty() {
+        return vec![format!(
+            "{source_name}: no `pub fn` found in `impl Session {{ .. }}`"
+        )];
+    }
+    let Some(table) = session_table_methods(doc) else {
+        return vec![format!(
+            "{ARCHITECTURE_DOC}: no table with the header `{SESSION_TABLE_HEADER}`"
+        )];
+    };
+    let mut problems = Vec::new();
+    for method in &methods {
+        if !table.contains(method) {
+            problems.push(format!(
+                "{ARCHITECTURE_DOC}: the `Session` table misses `{method}` (public in {source_name})"
+            ));
+        }
+    }
+    for (index, name) in table.iter().enumerate() {
+        if !methods.contains(name) {
+            problems.push(format!(
+                "{ARCHITECTURE_DOC}: the `Session` table names `{name}`, which is not a public method in {source_name}"
+            ));
+        } else if table[..index].contains(name) {
+            problems.push(format!(
+                "{ARCHITECTURE_DOC}: the `Session` table names `{name}` twice"
+            ));
+        }
+    }
+    problems
+}
+
+/// The names of the `pub fn`s of the first inherent `impl Session {` block (comments and strings
+/// aside), in source order. The block ends at the first line that is a lone `}`.
+pub fn public_session_methods(source: &str) -> Vec<String> {
+    let code = blank_comments_and_strings(source);
+    let mut lines = code
+        .lines()
+        .skip_while(|l| l.trim_end() != "impl Session {");
+    if lines.next().is_none() {
+        return Vec::new();
+    }
+    lines
+        .take_while(|l| l.trim_end() != "}")
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix("pub fn ")?;
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// The backticked names in the second column of the first table headed
+/// [`SESSION_TABLE_HEADER`], in order; `None` without such a table.
+pub fn session_table_methods(doc: &str) -> Option<Vec<String>> {
+    let mut lines = doc.lines().skip_while(|l| l.trim() != SESSION_TABLE_HEADER);
+    lines.next()?;
+    let names = lines
+        .skip_while(|l| l.trim_start().starts_with("|---") || l.trim_start().starts_with("| ---"))
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .filter_map(|row| row.split('|').nth(2))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Some(names)
+}
+
 fn collect_rust_files(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::new(format!("cannot list {}: {e}", dir.display())))?;
@@ -413,6 +519,50 @@ fn g<'a>(x: &'a str) -> u8 { let _ = x; rand::random() }
             forbidden_calls(source),
             [(8, "Instant::now"), (11, "rand::random")]
         );
+    }
+
+    const SESSION: &str = r#"
+pub struct Session {}
+impl Session {
+    /// Not `pub fn hidden` (a comment), nor "pub fn quoted" (a string).
+    pub fn new() -> Self { Self {} }
+    fn private(&self) {}
+    pub fn state(&self) -> u8 { 0 }
+    pub(crate) fn internal(&self) {}
+}
+impl Other {
+    pub fn elsewhere(&self) {}
+}
+"#;
+
+    #[test]
+    fn reads_the_public_methods_of_impl_session() {
+        assert_eq!(public_session_methods(SESSION), ["new", "state"]);
+        assert!(public_session_methods("struct Session;").is_empty());
+    }
+
+    #[test]
+    fn reads_the_method_table() {
+        let doc =
+            "text `not_this`\n\n| group | methods |\n|---|---|\n| getters | `state`, `tokens` |\n\
+                   | outputs (`#[must_use]`) | `poll` |\n\nafter `not_that`\n";
+        assert_eq!(
+            session_table_methods(doc).unwrap(),
+            ["state", "tokens", "poll"]
+        );
+        assert_eq!(session_table_methods("no table"), None);
+    }
+
+    #[test]
+    fn reports_missing_unknown_and_repeated_methods() {
+        let doc = "| group | methods |\n|---|---|\n| all | `new`, `gone`, `new` |\n";
+        let problems = session_table_mismatches(SESSION, doc, "session.rs");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("misses `state`"));
+        assert!(problems[1].contains("names `gone`, which is not"));
+        assert!(problems[2].contains("names `new` twice"));
+        let good = "| group | methods |\n|---|---|\n| all | `new`, `state` |\n";
+        assert!(session_table_mismatches(SESSION, good, "session.rs").is_empty());
     }
 
     #[test]

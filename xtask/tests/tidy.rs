@@ -63,6 +63,11 @@ fn the_core_source_calls_no_clock_or_rng() {
 }
 
 #[test]
+fn the_architecture_table_lists_every_public_session_method() {
+    assert_tidy("session-methods");
+}
+
+#[test]
 fn every_check_has_a_test_above() {
     let tested = [
         "readme",
@@ -71,6 +76,7 @@ fn every_check_has_a_test_above() {
         "version",
         "core-dependencies",
         "core-source",
+        "session-methods",
     ];
     let names: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
     assert_eq!(names, tested, "add a #[test] for the new tidy check");

@@ -29,8 +29,10 @@ A corrupt profile record: `logout` removes it, `login` replaces it; other comman
 
 Secrets on disk: `logout` wipes the profile's tokens from the token store's files (the store
 is rewritten without them); `logout --forget-client` wipes its client secret too. With
---store-key (MAILUP_STORE_KEY) the records are encrypted; a store created with a key needs
-that key every time.";
+--store-key (MAILUP_STORE_KEY) the records are encrypted, in a store directory or in Redis;
+a store created with a key needs that key every time (every host sharing a Redis store needs
+a copy of the key file). A rediss:// store whose certificate a private CA signed: --store-ca
+FILE (MAILUP_STORE_CA).";
 
 /// Log in to MailUp with OAuth 2.0, keep the tokens valid, call the API.
 #[derive(Debug, Parser)]
@@ -59,8 +61,16 @@ pub(crate) struct GlobalOptions {
     pub(crate) profile: String,
     /// The token store: a directory [default: the platform data directory], or a Redis URL
     /// (`redis://host:port/db`, loopback only; `rediss://user:password@host:port/db` for
-    /// TLS) shared by every process and host that uses it.
-    #[arg(long, global = true, env = "MAILUP_STORE", value_name = "DIR|URL")]
+    /// TLS, with --store-ca for a private CA) shared by every process and host that uses it.
+    // `hide_env_values`: a Redis URL in MAILUP_STORE may hold a password, which `--help`
+    // would otherwise print.
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_STORE",
+        value_name = "DIR|URL",
+        hide_env_values = true
+    )]
     pub(crate) store: Option<PathBuf>,
     /// Encrypt the token store with a key kept elsewhere: `file:PATH` (a key file, created
     /// `0600` with a new store) or `keychain` (the OS keychain; builds with the `keyring`
@@ -80,6 +90,10 @@ pub(crate) struct GlobalOptions {
                 created with a key needs it every time"
     )]
     pub(crate) store_key: Option<Zeroizing<String>>,
+    /// The CA certificate (PEM file) that signed a `rediss://` store's certificate, trusted
+    /// instead of the system's roots: for a private Redis.
+    #[arg(long, global = true, env = "MAILUP_STORE_CA", value_name = "FILE")]
+    pub(crate) store_ca: Option<PathBuf>,
     /// The client id of your MailUp app registration (remembered with the profile at login).
     #[arg(long, global = true, env = "MAILUP_CLIENT_ID", value_name = "ID")]
     pub(crate) client_id: Option<String>,

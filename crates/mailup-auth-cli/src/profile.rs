@@ -66,13 +66,15 @@ impl Context {
         let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
             match redis_url {
                 Some(url) => {
-                    if global.store_key.is_some() {
-                        return Err(Failure::usage(
-                            "--store-key / MAILUP_STORE_KEY: encryption at rest is not \
-                             available for a Redis store yet; protect the Redis server instead",
-                        ));
+                    let builder = RedisTokenStore::builder(url.as_str());
+                    // The keychain entry of a Redis store is named by its location (no
+                    // password in it), as a sled store's is by its directory.
+                    let account = builder.location();
+                    let mut builder = builder.encryption_key_opt(key_source(&global, account)?);
+                    if let Some(ca) = store_ca(&global)? {
+                        builder = builder.tls_root_certificate(ca);
                     }
-                    let store = RedisTokenStore::connect(url).await.map_err(store_failure)?;
+                    let store = builder.connect().await.map_err(store_failure)?;
                     let lease = Arc::new(store.refresh_lease());
                     let location = store.location().to_owned();
                     (Arc::new(store), lease, location)
@@ -86,7 +88,11 @@ impl Context {
                             )
                         })?,
                     };
-                    let key = key_source(&global, &store_dir)?;
+                    let absolute_dir = std::path::absolute(&store_dir)
+                        .unwrap_or_else(|_| store_dir.clone())
+                        .display()
+                        .to_string();
+                    let key = key_source(&global, absolute_dir)?;
                     // The store is not held between operations, so parallel commands
                     // coordinate their refreshes through a lock file per profile.
                     let lease = Arc::new(SledRefreshLease::new(&store_dir));
@@ -246,8 +252,36 @@ impl Context {
     }
 }
 
+/// The CA certificate to trust for a `rediss://` store, from `--store-ca` / `MAILUP_STORE_CA`.
+fn store_ca(global: &GlobalOptions) -> Result<Option<Vec<u8>>, Failure> {
+    const MAX_CA_FILE: u64 = 1024 * 1024;
+    let Some(path) = &global.store_ca else {
+        return Ok(None);
+    };
+    let unreadable = |why: String| {
+        Failure::usage(format!(
+            "--store-ca / MAILUP_STORE_CA: cannot read {}: {why}",
+            path.display()
+        ))
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|error| unreadable(error.to_string()))?
+        .len();
+    if size > MAX_CA_FILE {
+        return Err(unreadable("it is too large for a CA certificate".into()));
+    }
+    std::fs::read(path)
+        .map(Some)
+        .map_err(|error| unreadable(error.to_string()))
+}
+
 /// Where the store's encryption key is kept, from `--store-key` / `MAILUP_STORE_KEY`.
-fn key_source(global: &GlobalOptions, store_dir: &Path) -> Result<Option<KeySource>, Failure> {
+/// `keychain_account` names the store in the keychain: its absolute directory, or a Redis
+/// store's location (without credentials).
+fn key_source(
+    global: &GlobalOptions,
+    keychain_account: String,
+) -> Result<Option<KeySource>, Failure> {
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match global.store_key().map_err(Failure::usage)? {
         None => Ok(None),
@@ -257,11 +291,11 @@ fn key_source(global: &GlobalOptions, store_dir: &Path) -> Result<Option<KeySour
         #[cfg(feature = "keyring")]
         Some(StoreKeyOption::Keychain) => Ok(Some(KeySource::Keychain {
             service: "mailup-auth".into(),
-            account: absolute(store_dir).display().to_string(),
+            account: keychain_account,
         })),
         #[cfg(not(feature = "keyring"))]
         Some(StoreKeyOption::Keychain) => {
-            let _ = store_dir;
+            let _ = keychain_account;
             Err(Failure::usage(
                 "--store-key keychain: this mailup-auth was built without keychain support \
                  (the `keyring` feature); use --store-key file:PATH",

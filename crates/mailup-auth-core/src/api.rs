@@ -162,6 +162,9 @@ fn retry_after_value(response: &HttpResponse) -> Option<&str> {
 }
 
 /// What to do after an API response.
+///
+/// Exhaustive on purpose: a driver must handle every step (a new one must break its `match`
+/// at compile time rather than fall into a wildcard that cannot know what to do).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiStep {
     /// The call succeeded.
@@ -214,9 +217,17 @@ impl ApiCall {
 }
 
 /// Adds `Authorization: Bearer <token>` (marked sensitive) to a request.
-///
-/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop.
 pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
+    request.with_header(AUTHORIZATION, bearer_header(token))
+}
+
+/// The `Authorization` header value `Bearer <token>`, marked sensitive (so `http`'s `Debug`
+/// and well-behaved clients' logs hide it), for any HTTP client's request type.
+///
+/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop. A
+/// token that is not a valid header value (never stored: see
+/// [`is_header_safe_token`](crate::is_header_safe_token)) gives `Bearer invalid`.
+pub fn bearer_header(token: &AccessToken) -> HeaderValue {
     let secret = token.secret();
     let mut bearer = Zeroizing::new(String::with_capacity("Bearer ".len() + secret.len()));
     bearer.push_str("Bearer ");
@@ -224,12 +235,14 @@ pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
     let mut value = HeaderValue::from_str(&bearer)
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     value.set_sensitive(true);
-    request.with_header(AUTHORIZATION, value)
+    value
 }
 
-/// A path that cannot be turned into an API URL.
+/// A path that cannot be turned into an API URL; built only by [`api_url`]. The text says what
+/// is wrong with the path (it never holds a token: API paths carry none).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid API path or URL: {0}")]
+#[non_exhaustive]
 pub struct ApiPathError(pub String);
 
 /// Resolves an API path against the API base: a full `http(s)://` URL is used as is; any

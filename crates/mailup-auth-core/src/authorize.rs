@@ -124,6 +124,27 @@ pub enum AuthorizationError {
 ///
 /// It expires ([`expires_at`](Self::expires_at), 10 minutes after it started by default) and
 /// is meant to be completed once: the facade enforces single use through the token store.
+/// ```
+/// use mailup_auth_core::{ClientConfig, ClientSecret, CsrfState, CallbackError, Session, UnixTime};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder("id", ClientSecret::new("secret"))
+///     .redirect_uri("https://app.example.com/callback")
+///     .build()?;
+/// let mut session = Session::new(config);
+/// let now = UnixTime::from_secs(1_700_000_000);
+/// session.begin_authorization(now, CsrfState::new("from-your-rng"), None)?;
+/// // Keep this in the user's (server-side) session until the browser comes back.
+/// let pending = session.pending_authorization().unwrap().clone();
+/// // A callback with another state is refused; the right one yields the code.
+/// let forged = "https://app.example.com/callback?code=c&state=guess";
+/// assert!(matches!(pending.verify_callback(now, forged), Err(CallbackError::StateMismatch)));
+/// let real = "https://app.example.com/callback?code=c0de&state=from-your-rng";
+/// assert_eq!(pending.verify_callback(now, real)?.secret(), "c0de");
+/// # Ok(())
+/// # }
+/// ```
+///
 /// With the `serde` feature it serializes, the CSRF state in clear (that is its purpose: keep it
 /// server-side, in the user's session, never in a URL or a log). A value serialized by a
 /// release without an expiry deserializes as expired.

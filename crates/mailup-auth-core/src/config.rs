@@ -41,7 +41,7 @@ pub enum ConfigError {
     /// A URL does not parse.
     #[error("{field} is not a valid URL: {reason}")]
     InvalidUrl {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// Why it does not parse.
         reason: String,
@@ -49,7 +49,7 @@ pub enum ConfigError {
     /// A URL is not an absolute `http` or `https` URL with a host.
     #[error("{field} must be an absolute http(s) URL with a host")]
     NotHttpUrl {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
     },
     /// A plain `http` URL for a host that is not a loopback address: secrets (the client
@@ -61,7 +61,7 @@ pub enum ConfigError {
          localhost)"
     )]
     InsecureHttp {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// The host the URL names.
         host: String,
@@ -69,7 +69,7 @@ pub enum ConfigError {
     /// A setting is out of range.
     #[error("{field}: {reason}")]
     OutOfRange {
-        /// Which setting.
+        /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
         /// What is wrong with it.
         reason: &'static str,
@@ -77,7 +77,12 @@ pub enum ConfigError {
 }
 
 /// The three URLs the flow talks to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Debug` shows each URL as its string (not `Url`'s internals). With the `serde` feature it
+/// serializes as `{"logon": "...", "token": "...", "api_base": "..."}`, for a status page: no
+/// URL here holds a secret.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Endpoints {
     /// The LogOn (authorization) page the user's browser is sent to.
     pub logon: Url,
@@ -103,6 +108,16 @@ impl Endpoints {
             token: parse_http_url("token url", &format!("{base}{TOKEN_PATH}"))?,
             api_base: parse_http_url("api base", &format!("{base}{CONSOLE_API_PATH}"))?,
         })
+    }
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("logon", &self.logon.as_str())
+            .field("token", &self.token.as_str())
+            .field("api_base", &self.api_base.as_str())
+            .finish()
     }
 }
 
@@ -178,7 +193,7 @@ impl ClientConfig {
         }
     }
 
-    /// The client id.
+    /// The client id from MailUp's developer portal (public: it appears in LogOn URLs).
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
@@ -193,7 +208,7 @@ impl ClientConfig {
         self.redirect_uri.as_ref()
     }
 
-    /// The endpoints.
+    /// The LogOn, token and API URLs in use (MailUp's production ones unless overridden).
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
     }

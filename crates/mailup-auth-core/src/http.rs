@@ -60,7 +60,7 @@ impl HttpRequest {
         self
     }
 
-    /// The method.
+    /// The HTTP method (`POST` for every token request).
     pub fn method(&self) -> &Method {
         &self.method
     }
@@ -70,12 +70,12 @@ impl HttpRequest {
         &self.url
     }
 
-    /// The headers.
+    /// The headers; an `Authorization` value is marked sensitive, and `Debug` shows no value.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
 
-    /// Mutable headers.
+    /// The headers, to add what a transport needs (a user agent, tracing headers).
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
     }
@@ -132,9 +132,9 @@ impl std::fmt::Debug for HttpRequest {
 /// and the body is wiped when the response is dropped.
 #[derive(Clone)]
 pub struct HttpResponse {
-    /// The status code.
+    /// The status code as received (redirects are not followed: a 3xx arrives as is).
     pub status: StatusCode,
-    /// The headers.
+    /// The headers as received (`Retry-After` and `Content-Type` are read from here).
     pub headers: HeaderMap,
     /// The body bytes, wiped on drop (a token answer holds the tokens in clear). Copy out of it
     /// only what must outlive the response.
@@ -210,7 +210,8 @@ impl std::fmt::Display for TransportErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct TransportError {
-    /// What kind of failure.
+    /// The kind of failure (timeout, connection, body, size, other), for logs and metrics; the
+    /// session keeps the tokens and backs off after any of them.
     pub kind: TransportErrorKind,
     /// A human-readable description without secrets.
     pub message: String,

@@ -14,8 +14,8 @@ pub mod time;
 pub mod token;
 
 pub use crate::api::{
-    api_url, classify_api_response, classify_api_response_at, retry_after_at, with_bearer, ApiCall,
-    ApiError, ApiStep, MailUpError,
+    api_url, bearer_header, classify_api_response, classify_api_response_at, retry_after_at,
+    with_bearer, ApiCall, ApiError, ApiStep, MailUpError,
 };
 pub use crate::authorize::{
     AuthorizationError, AuthorizationErrorCode, CallbackError, PendingAuthorization,
@@ -31,7 +31,8 @@ pub use crate::secret::{
     AccessToken, AuthorizationCode, ClientSecret, CsrfState, Password, RefreshToken,
 };
 pub use crate::session::{
-    Event, ReauthReason, RequestId, Session, SessionState, TokenAccess, TokenRequest,
+    Event, ReauthReason, RefreshNotStarted, RequestId, Session, SessionState, TokenAccess,
+    TokenRequest,
 };
 pub use crate::time::UnixTime;
 pub use crate::token::{

@@ -28,6 +28,26 @@ use crate::token::TokenSet;
 /// [`TransportErrorKind::ResponseTooLarge`](crate::http::TransportErrorKind::ResponseTooLarge).
 /// The body they return is wiped on drop ([`HttpResponse::body`]); keep intermediate copies of
 /// it, and of the request body, to a minimum.
+///
+/// An adapter for another client (here a canned answer; see `examples/ureq_blocking.rs` for a
+/// real one):
+///
+/// ```
+/// use async_trait::async_trait;
+/// use mailup_auth_core::{HttpRequest, HttpResponse, Transport, TransportError};
+///
+/// struct Canned;
+///
+/// #[async_trait]
+/// impl Transport for Canned {
+///     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+///         // A real adapter: send `request.into_http()`, stop reading the body past
+///         // `request.response_limit()`, and return 4xx/5xx as responses like this one.
+///         let _ = request.response_limit();
+///         Ok(HttpResponse::new(http::StatusCode::UNAUTHORIZED, r#"{"ErrorCode":"401"}"#))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Sends one request and returns the whole response (at most `response_limit()` body bytes).
@@ -85,7 +105,7 @@ impl ProfileRecord {
 pub struct Versioned<T> {
     /// Starts at 1 with the first save and grows by one with every save.
     pub version: u64,
-    /// The record.
+    /// The record as saved under that version.
     pub value: T,
 }
 
@@ -98,7 +118,7 @@ pub enum StoreError {
         "profile `{profile}` changed concurrently (expected version {expected:?}, found {found:?})"
     )]
     Conflict {
-        /// The profile.
+        /// The profile whose record changed.
         profile: String,
         /// The version the save expected (`None` = expected no record).
         expected: Option<u64>,
@@ -108,7 +128,7 @@ pub enum StoreError {
     /// The store is held by another process.
     #[error("token store at {path} is in use ({message})")]
     Locked {
-        /// The store's location.
+        /// The store's location (a directory).
         path: String,
         /// Details from the storage engine.
         message: String,
@@ -116,7 +136,7 @@ pub enum StoreError {
     /// A stored record cannot be read.
     #[error("stored record for profile `{profile}` is corrupt: {message}")]
     Corrupt {
-        /// The profile.
+        /// The profile whose record cannot be read.
         profile: String,
         /// What is wrong (never the record's content).
         message: String,
@@ -135,7 +155,7 @@ pub enum StoreError {
          profile and log in again"
     )]
     VersionExhausted {
-        /// The profile.
+        /// The profile whose version counter is exhausted.
         profile: String,
     },
     /// The store's encryption key is missing, wrong or unusable, or a key was given for a
@@ -143,9 +163,9 @@ pub enum StoreError {
     /// missing, never any key material.
     #[error("token store at {path}: {problem}")]
     Key {
-        /// The store's location.
+        /// The store's location (a directory).
         path: String,
-        /// What is wrong.
+        /// Which key problem (missing, wrong, unusable, or given for a plain store).
         problem: KeyProblem,
     },
     /// The store's server cannot be used: it refused or dropped the connection, TLS or
@@ -155,7 +175,7 @@ pub enum StoreError {
     Unavailable {
         /// The store's location (without credentials).
         store: String,
-        /// What failed.
+        /// What failed (connection refused, TLS, authentication), without credentials.
         message: String,
     },
     /// The store's server did not answer in time. Transient; a save that timed out may or
@@ -182,7 +202,7 @@ pub enum StoreError {
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
-        /// The profile.
+        /// The profile whose refresh lease was held too long.
         profile: String,
         /// How long the lease was waited for.
         waited: Duration,
@@ -232,14 +252,14 @@ pub enum KeyProblem {
     /// store is not new, so no key is created for it.
     #[error("{source_name} holds no key")]
     NotFound {
-        /// The key source.
+        /// The key source that was looked in (a file path or a keychain entry's name).
         source_name: String,
     },
     /// The key source cannot be used: unreadable, malformed, readable by other users, inside
     /// the store directory, or the keychain failed.
     #[error("{source_name} cannot be used: {message}")]
     Unusable {
-        /// The key source.
+        /// The key source that cannot be used (a file path or a keychain entry's name).
         source_name: String,
         /// Why (never key material).
         message: String,
@@ -260,6 +280,46 @@ pub fn next_version(profile: &str, current: u64) -> Result<u64, StoreError> {
 ///
 /// `save` must be durable (flushed) before it returns `Ok`. It succeeds only when the stored
 /// version equals `expected` (`None`: no record exists yet) and returns the new version.
+///
+/// A store wrapping another one (here the memory store) to count saves; a real one writes
+/// somewhere durable and flushes before `save` returns. Check yours with the conformance
+/// scenarios of `mailup-auth-store-conformance`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use async_trait::async_trait;
+/// use mailup_auth_core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, UnixTime,
+///     Versioned};
+///
+/// #[derive(Default)]
+/// struct Counted {
+///     inner: MemoryTokenStore,
+///     saves: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl TokenStore for Counted {
+///     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+///         self.inner.load(profile).await
+///     }
+///     async fn save(&self, profile: &str, record: &ProfileRecord, expected: Option<u64>)
+///         -> Result<u64, StoreError> {
+///         let version = self.inner.save(profile, record, expected).await?; // compare-and-swap
+///         self.saves.fetch_add(1, Ordering::Relaxed);
+///         Ok(version)
+///     }
+///     async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+///         self.inner.delete(profile).await
+///     }
+///     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+///         self.inner.profiles().await
+///     }
+///     async fn consume_once(&self, key: &str, expires_at: UnixTime, now: UnixTime)
+///         -> Result<bool, StoreError> {
+///         self.inner.consume_once(key, expires_at, now).await
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Loads a profile's record, if any.

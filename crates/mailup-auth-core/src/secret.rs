@@ -1,14 +1,16 @@
 //! Secret newtypes: every credential and token the flow touches.
 //!
 //! Each type keeps its value out of `Debug` (which prints `Type([redacted])`), has no
-//! `Display`, and zeroizes its buffer on drop. The raw value is reachable only through
+//! `Display`, zeroizes its buffer on drop, and compares in constant time (`==` takes as long
+//! for a value that differs in its first byte as for one that differs in its last, so a timing
+//! probe learns nothing but the length). The raw value is reachable only through
 //! `secret()`, whose name is meant to make every use stand out in review.
 //!
 //! With the `serde` feature the types *deserialize* (a store reads them back), but they do not
 //! implement `Serialize`: `serde_json::to_string(&access_token)` in user code is a compile
 //! error, and so is serializing a [`TokenSet`](crate::TokenSet) or a
 //! [`ProfileRecord`](crate::ProfileRecord) that holds them. A token store writes records
-//! through the one named path that exposes the secrets, [`ExposeSecrets`]:
+//! through the one named path that exposes the secrets, `ExposeSecrets` (feature `serde`):
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {
@@ -34,6 +36,7 @@
 //! let _ = serde_json::to_string(&token);
 //! ```
 
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The marker `Debug` prints in place of a secret value.
@@ -42,7 +45,7 @@ pub const REDACTED: &str = "[redacted]";
 macro_rules! secret_type {
     ($(#[$meta:meta])* $name:ident $(, $derive:ident)*) => {
         $(#[$meta])*
-        #[derive(Zeroize, ZeroizeOnDrop, PartialEq, Eq $(, $derive)*)]
+        #[derive(Zeroize, ZeroizeOnDrop $(, $derive)*)]
         pub struct $name(String);
 
         impl $name {
@@ -64,6 +67,15 @@ macro_rules! secret_type {
                 self.0.is_empty()
             }
         }
+
+        /// Constant time with respect to the content: only the lengths show in the timing.
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+            }
+        }
+
+        impl Eq for $name {}
 
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,13 +202,13 @@ impl CsrfState {
     /// Compares in constant time with respect to the content, so a timing probe learns nothing
     /// about the expected state beyond its length.
     pub fn matches(&self, other: &str) -> bool {
-        let a = self.0.as_bytes();
-        let b = other.as_bytes();
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(self.0.as_bytes(), other.as_bytes())
     }
+}
+
+/// Whether `a == b`, in time that depends on the lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]
@@ -299,6 +311,21 @@ mod tests {
         let json = serde_json::to_string(&ExposeSecrets(&record)).unwrap();
         let back: ProfileRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert_eq!(AccessToken::new("at-1"), AccessToken::new("at-1"));
+        assert_ne!(AccessToken::new("at-1"), AccessToken::new("at-2"));
+        assert_ne!(RefreshToken::new("rt"), RefreshToken::new("rt-longer"));
+        assert_ne!(RefreshToken::new(""), RefreshToken::new("x"));
+        assert_eq!(ClientSecret::new(""), ClientSecret::new(""));
+        assert_eq!(
+            AuthorizationCode::new("c0de"),
+            AuthorizationCode::new("c0de")
+        );
+        assert_ne!(Password::new("pw"), Password::new("pW"));
+        assert_eq!(Some(RefreshToken::new("r1")), Some(RefreshToken::new("r1")));
     }
 
     #[test]

@@ -57,17 +57,18 @@ impl TokenRequest {
         self.id
     }
 
-    /// The grant this request uses.
+    /// The grant this request uses (what its answer will change: a login or a refresh).
     pub fn grant(&self) -> Grant {
         self.grant
     }
 
-    /// The HTTP request.
+    /// The HTTP request to send as is (a `POST` whose form body holds the client secret and
+    /// the code, refresh token or password: never log it).
     pub fn request(&self) -> &HttpRequest {
         &self.request
     }
 
-    /// Splits into the id and the HTTP request.
+    /// Splits into the id, the grant and the HTTP request.
     pub fn into_parts(self) -> (RequestId, Grant, HttpRequest) {
         (self.id, self.grant, self.request)
     }
@@ -115,23 +116,24 @@ impl std::fmt::Display for ReauthReason {
 pub enum Event {
     /// New tokens: persist them now, before handing the access token to anyone.
     TokensChanged {
-        /// The new token set.
+        /// The token set now current (the refresh token kept from before when the answer had
+        /// none).
         tokens: TokenSet,
-        /// How they were obtained.
+        /// The grant whose answer brought them: a login, or a refresh.
         grant: Grant,
     },
     /// A code exchange or password grant failed; the previous state is unchanged.
     AuthorizationFailed {
-        /// Which grant.
+        /// The grant that failed (code exchange or password).
         grant: Grant,
-        /// Why.
+        /// The token endpoint's refusal or the transport failure; it never holds a secret.
         error: TokenError,
     },
     /// A refresh failed without a rejection (a transient failure or an odd answer); tokens are
     /// kept (and the access token served while usable) and the refresh is retried at
     /// `retry_at`.
     RefreshFailed {
-        /// Why.
+        /// The latest failure (never a rejection: those end in `ReauthorizationRequired`).
         error: TokenError,
         /// Consecutive transient failures so far.
         attempts: u32,
@@ -142,8 +144,14 @@ pub enum Event {
     ReauthorizationRequired(ReauthReason),
 }
 
-/// The session's state, as a getter reports it.
+/// Where a session stands, as [`Session::state`] reports it for status displays. A login in
+/// progress is reported before the state of the tokens held.
+///
+/// Exhaustive: a status page that names each state must learn of a new one at compile time,
+/// not show it as "unknown". With the `serde` feature it serializes as its name
+/// (`"Authorized"`), for a status page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum SessionState {
     /// No tokens and nothing in progress.
     NoTokens,
@@ -151,7 +159,8 @@ pub enum SessionState {
     AwaitingCallback,
     /// A code exchange (or password grant) is in flight.
     ExchangingCode,
-    /// Tokens are held.
+    /// Tokens are held, no refresh is in flight and none was rejected (the access token may
+    /// still be expired or backing off: ask `access_token_or_refresh`).
     Authorized,
     /// A refresh is in flight.
     Refreshing,
@@ -159,10 +168,13 @@ pub enum SessionState {
     ReauthorizationRequired,
 }
 
-/// The answer to "give me an access token".
+/// The answer of [`Session::access_token_or_refresh`].
+///
+/// Exhaustive on purpose: every driver matches it to decide whether to hand out a token, wait
+/// or fail, and a new answer must break that `match` at compile time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenAccess {
-    /// A fresh token.
+    /// A token to use now: fresh, or still usable while its refresh is failing or impossible.
     Ready(AccessToken),
     /// A token request is queued or in flight: send it (poll it), then ask again after its
     /// response.
@@ -171,54 +183,192 @@ pub enum TokenAccess {
     BackingOff {
         /// When the next attempt is due (ask again then, or call `handle_timeout`).
         retry_at: UnixTime,
-        /// Consecutive failures so far.
+        /// Consecutive failed refreshes (transient or odd answers) so far.
         attempts: u32,
-        /// The last failure.
+        /// The latest of those failures.
         error: TokenError,
     },
     /// The user must authorize again.
     ReauthorizationRequired(ReauthReason),
 }
 
-#[derive(Clone, Debug)]
-struct BackoffState {
-    retry_at: UnixTime,
-    attempts: u32,
-    error: TokenError,
+/// Why [`Session::refresh_now`] did not start a refresh. Nothing changed in the session.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshNotStarted {
+    /// A refresh is already queued or in flight; its answer will be the outcome.
+    #[error("a refresh is already in flight")]
+    AlreadyInFlight,
+    /// The tokens held have no refresh token (the server did not issue one).
+    #[error("there is no refresh token")]
+    NoRefreshToken,
+    /// The user must authorize again (never logged in, logged out, or the refresh token was
+    /// rejected): a refresh could only fail.
+    #[error("re-authorization is required: {0}")]
+    ReauthorizationRequired(ReauthReason),
 }
 
-/// The OAuth session state machine. See the [module docs](self).
+/// The OAuth session state machine. See the [module docs](self) for its guarantees.
+///
+/// ```
+/// use http::StatusCode;
+/// use mailup_auth_core::{ClientConfig, ClientSecret, Event, HttpResponse, Password, Session,
+///     TokenAccess, UnixTime};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder("id", ClientSecret::new("secret")).build()?;
+/// let mut session = Session::new(config);
+/// let now = UnixTime::from_secs(1_700_000_000);
+/// // A command queues a request...
+/// session.login_with_password("m1234", &Password::new("pw"));
+/// // ...the driver sends it with any HTTP client and feeds the answer back...
+/// let request = session.poll_request().expect("the password grant");
+/// let answer = HttpResponse::new(
+///     StatusCode::OK,
+///     r#"{"access_token":"at","expires_in":3600,"refresh_token":"rt"}"#,
+/// );
+/// session.handle_token_response(now, request.id(), Ok(answer));
+/// // ...persists the tokens when told to, then hands the access token out.
+/// assert!(matches!(session.poll_event(), Some(Event::TokensChanged { .. })));
+/// assert!(matches!(session.access_token_or_refresh(now), TokenAccess::Ready(_)));
+/// assert!(session.poll_timeout().is_some()); // the proactive refresh
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Call order
+///
+/// Methods fall in four groups, as in quinn-proto's `Connection`: `&self` getters; inputs
+/// (`handle_*`, each taking `now`); commands from the application; outputs (`poll_*`). After
+/// every input and every command the driver drains the outputs, in this order:
+///
+/// 1. [`poll_request`](Self::poll_request) until `None`: send each request and feed its answer
+///    (or transport failure) back through [`handle_token_response`](Self::handle_token_response)
+///    with the request's id;
+/// 2. [`poll_event`](Self::poll_event) until `None`: persist
+///    [`Event::TokensChanged`] before any access token is handed to a caller (MailUp rotates the
+///    refresh token: the new one must be durable first);
+/// 3. [`poll_timeout`](Self::poll_timeout): re-arm one timer at that time and call
+///    [`handle_timeout`](Self::handle_timeout) when it fires.
+///
+/// # State
+///
+/// Two independent parts, each an enum, so that an impossible combination cannot be written:
+/// the credentials (tokens held or not, a refresh idle, in flight or backing off, or the need
+/// to authorize again) and a login in progress (waiting for the browser's callback, exchanging a
+/// code or a password). A login may run while tokens are held and refreshed: the tokens stay in
+/// use until the login's answer replaces them.
 #[derive(Debug)]
 pub struct Session {
     config: ClientConfig,
-    tokens: Option<TokenSet>,
-    /// The API answered 401 to the current access token.
-    access_rejected: bool,
-    pending: Option<PendingAuthorization>,
-    reauth: Option<ReauthReason>,
-    refresh_in_flight: Option<RequestId>,
-    /// The refresh token the in-flight refresh carries.
-    refresh_sent_with: Option<RefreshToken>,
-    grant_in_flight: Option<(RequestId, Grant)>,
-    backoff: Option<BackoffState>,
+    credentials: Credentials,
+    login: Login,
     outgoing: VecDeque<TokenRequest>,
     events: VecDeque<Event>,
     next_id: u64,
 }
 
+/// Tokens held, with what the API said about the access token.
+#[derive(Debug)]
+struct Held {
+    tokens: TokenSet,
+    /// The API answered 401 to this access token: it is never handed out again.
+    access_rejected: bool,
+}
+
+/// The credentials part of the session's state.
+#[derive(Debug)]
+enum Credentials {
+    /// Tokens that may be handed out and refreshed.
+    Authorized { held: Held, refresh: Refresh },
+    /// The user must authorize again. Tokens kept from before (the refresh token was rejected,
+    /// an earlier process recorded a rejection, or there is no refresh token) stay readable,
+    /// and their access token is still handed out while fresh and not rejected by the API; no
+    /// refresh is ever sent from here.
+    ReauthRequired {
+        reason: ReauthReason,
+        held: Option<Held>,
+    },
+}
+
+/// The refresh of [`Credentials::Authorized`] tokens.
+#[derive(Debug)]
+enum Refresh {
+    /// Nothing sent; a refresh starts at the tokens' refresh time or on a 401.
+    Idle,
+    /// One refresh queued or sent (never more than one).
+    InFlight {
+        id: RequestId,
+        /// The refresh token it carries: restoring another one abandons this refresh.
+        sent_with: RefreshToken,
+        /// The failures before this attempt, so the backoff keeps growing if it fails too.
+        failed_before: Option<RefreshFailure>,
+    },
+    /// The last refresh failed without a rejection; the next attempt is due at `retry_at`.
+    BackingOff(RefreshFailure),
+}
+
+/// Consecutive refresh failures that were not a rejection.
+#[derive(Clone, Debug)]
+struct RefreshFailure {
+    retry_at: UnixTime,
+    attempts: u32,
+    error: TokenError,
+}
+
+/// A login in progress, independent of the tokens held.
+#[derive(Debug)]
+enum Login {
+    /// No login in progress.
+    Idle,
+    /// The browser was sent to the LogOn page; the callback is checked against this.
+    AwaitingCallback(PendingAuthorization),
+    /// A code exchange or password grant is queued or in flight. `pending` is an authorization
+    /// begun meanwhile (or before a password grant), still waiting for its callback.
+    Exchanging {
+        id: RequestId,
+        grant: Grant,
+        pending: Option<PendingAuthorization>,
+    },
+}
+
+impl Credentials {
+    fn held(&self) -> Option<&Held> {
+        match self {
+            Self::Authorized { held, .. } => Some(held),
+            Self::ReauthRequired { held, .. } => held.as_ref(),
+        }
+    }
+
+    fn held_mut(&mut self) -> Option<&mut Held> {
+        match self {
+            Self::Authorized { held, .. } => Some(held),
+            Self::ReauthRequired { held, .. } => held.as_mut(),
+        }
+    }
+
+    fn refresh_in_flight(&self) -> Option<RequestId> {
+        match self {
+            Self::Authorized {
+                refresh: Refresh::InFlight { id, .. },
+                ..
+            } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 impl Session {
-    /// A session without tokens.
+    /// A session without tokens (re-authorization required, reason
+    /// [`ReauthReason::NoTokens`]); log in or [`restore_tokens`](Self::restore_tokens).
     pub fn new(config: ClientConfig) -> Self {
         Self {
             config,
-            tokens: None,
-            access_rejected: false,
-            pending: None,
-            reauth: Some(ReauthReason::NoTokens),
-            refresh_in_flight: None,
-            refresh_sent_with: None,
-            grant_in_flight: None,
-            backoff: None,
+            credentials: Credentials::ReauthRequired {
+                reason: ReauthReason::NoTokens,
+                held: None,
+            },
+            login: Login::Idle,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -234,53 +384,108 @@ impl Session {
 
     // ---- getters -------------------------------------------------------------------------
 
-    /// The configuration.
+    /// The configuration the session was built with (endpoints, skew, backoff).
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
 
-    /// The current tokens, if any (they may be expired; use [`access_token`](Self::access_token)
-    /// to get a usable one).
+    /// The current tokens, if any (they may be expired; use
+    /// [`access_token_or_refresh`](Self::access_token_or_refresh) to get a usable one).
     pub fn tokens(&self) -> Option<&TokenSet> {
-        self.tokens.as_ref()
+        self.credentials.held().map(|held| &held.tokens)
     }
 
-    /// The state.
+    /// Where the session stands, for status displays. A login in progress is reported before
+    /// the tokens' state (a refresh or a re-authorization need), since its answer decides what
+    /// comes next.
     pub fn state(&self) -> SessionState {
-        if self.grant_in_flight.is_some() {
-            SessionState::ExchangingCode
-        } else if self.refresh_in_flight.is_some() {
-            SessionState::Refreshing
-        } else if self.pending.is_some() {
-            SessionState::AwaitingCallback
-        } else if self.tokens.is_none() {
-            SessionState::NoTokens
-        } else if self.reauth.is_some() {
-            SessionState::ReauthorizationRequired
-        } else {
-            SessionState::Authorized
+        match (&self.login, &self.credentials) {
+            (Login::Exchanging { .. }, _) => SessionState::ExchangingCode,
+            (
+                _,
+                Credentials::Authorized {
+                    refresh: Refresh::InFlight { .. },
+                    ..
+                },
+            ) => SessionState::Refreshing,
+            (Login::AwaitingCallback(_), _) => SessionState::AwaitingCallback,
+            (_, Credentials::ReauthRequired { held: None, .. }) => SessionState::NoTokens,
+            (_, Credentials::ReauthRequired { .. }) => SessionState::ReauthorizationRequired,
+            (_, Credentials::Authorized { .. }) => SessionState::Authorized,
         }
     }
 
     /// Why re-authorization is required, if it is.
     pub fn reauthorization_reason(&self) -> Option<&ReauthReason> {
-        self.reauth.as_ref()
+        match &self.credentials {
+            Credentials::ReauthRequired { reason, .. } => Some(reason),
+            Credentials::Authorized { .. } => None,
+        }
     }
 
     /// The pending authorization, while waiting for a callback.
     pub fn pending_authorization(&self) -> Option<&PendingAuthorization> {
-        self.pending.as_ref()
+        match &self.login {
+            Login::AwaitingCallback(pending) => Some(pending),
+            Login::Exchanging { pending, .. } => pending.as_ref(),
+            Login::Idle => None,
+        }
     }
 
     /// The last refresh failure while backing off from it (tokens kept; the access token is
-    /// served while still usable). `None` once a refresh succeeded or new tokens arrived.
+    /// served while still usable), also while the next attempt is in flight. `None` once a
+    /// refresh succeeded or new tokens arrived.
     pub fn last_refresh_error(&self) -> Option<&TokenError> {
-        self.backoff.as_ref().map(|b| &b.error)
+        match &self.credentials {
+            Credentials::Authorized {
+                refresh:
+                    Refresh::BackingOff(failure)
+                    | Refresh::InFlight {
+                        failed_before: Some(failure),
+                        ..
+                    },
+                ..
+            } => Some(&failure.error),
+            _ => None,
+        }
     }
 
     /// Whether a refresh request is queued or in flight.
     pub fn is_refreshing(&self) -> bool {
-        self.refresh_in_flight.is_some()
+        self.credentials.refresh_in_flight().is_some()
+    }
+
+    /// Until when the access token [`access_token_or_refresh`](Self::access_token_or_refresh)
+    /// just answered may be reused without asking again (a driver's cache): its refresh time
+    /// while it is fresh; inside the refresh margin, the next retry or
+    /// [`TokenSet::usable_until`], whichever comes first. `None` when no token can be handed
+    /// out now.
+    pub fn hand_out_until(&self, now: UnixTime) -> Option<UnixTime> {
+        let skew = self.config.refresh_skew();
+        let held = self.credentials.held()?;
+        let tokens = &held.tokens;
+        if held.access_rejected {
+            return None;
+        }
+        if tokens.is_fresh(now, skew) {
+            return Some(tokens.refresh_at(skew));
+        }
+        let Credentials::Authorized { refresh, .. } = &self.credentials else {
+            return None;
+        };
+        let exchanging = matches!(self.login, Login::Exchanging { .. });
+        if exchanging || !tokens.is_usable(now, skew) {
+            return None;
+        }
+        let usable_until = tokens.usable_until(skew);
+        match (refresh, &tokens.refresh_token) {
+            (Refresh::InFlight { .. }, _) => None,
+            (_, None) => Some(usable_until),
+            (Refresh::BackingOff(failure), Some(_)) if now < failure.retry_at => {
+                Some(failure.retry_at.min(usable_until))
+            }
+            _ => None,
+        }
     }
 
     // ---- inputs --------------------------------------------------------------------------
@@ -294,12 +499,11 @@ impl Session {
         callback: &str,
     ) -> Result<RequestId, CallbackError> {
         let pending = self
-            .pending
-            .as_ref()
+            .pending_authorization()
             .ok_or(CallbackError::NoPendingAuthorization)?;
         let code = pending.verify_callback(now, callback)?;
-        let pending = self.pending.take().expect("checked above");
-        Ok(self.exchange_code(now, code, pending.redirect_uri()))
+        let pending = self.take_pending().expect("checked above");
+        Ok(self.exchange_code(code, pending.redirect_uri()))
     }
 
     /// Handles the response (or transport failure) for a token request. Responses whose id is
@@ -313,21 +517,27 @@ impl Session {
         let parsed = response
             .map_err(TokenError::from)
             .and_then(|r| parse_token_response(&r));
-        if self.refresh_in_flight == Some(id) {
-            self.refresh_in_flight = None;
-            self.handle_refresh_result(now, parsed);
-        } else if let Some((grant_id, grant)) = self.grant_in_flight {
-            if grant_id == id {
-                self.grant_in_flight = None;
-                self.handle_grant_result(now, grant, parsed);
-            }
+        if self.credentials.refresh_in_flight() == Some(id) {
+            let failed_before = self.end_refresh();
+            self.handle_refresh_result(now, parsed, failed_before);
+            return;
         }
+        let grant = match &self.login {
+            Login::Exchanging {
+                id: current, grant, ..
+            } if *current == id => *grant,
+            _ => return,
+        };
+        if let Login::Exchanging { pending, .. } = std::mem::replace(&mut self.login, Login::Idle) {
+            self.login = pending.map_or(Login::Idle, Login::AwaitingCallback);
+        }
+        self.handle_grant_result(now, grant, parsed);
     }
 
     /// Handles time passing: starts a refresh that has come due (proactive refresh at
     /// `expires_at - skew`, or a retry after backoff).
     pub fn handle_timeout(&mut self, now: UnixTime) {
-        if self.refresh_due(now) {
+        if self.poll_timeout().is_some_and(|due| now >= due) {
             self.start_refresh();
         }
     }
@@ -336,19 +546,21 @@ impl Session {
     /// out again and a refresh starts (unless backing off); a 401 to an older token changes
     /// nothing (a refresh already replaced it).
     pub fn handle_unauthorized(&mut self, now: UnixTime, token: &AccessToken) {
-        let current = match &self.tokens {
-            Some(tokens) if tokens.access_token == *token => tokens,
+        match self.credentials.held_mut() {
+            Some(held) if held.tokens.access_token == *token => held.access_rejected = true,
             _ => return,
+        }
+        let Credentials::Authorized { held, refresh } = &self.credentials else {
+            return;
         };
-        self.access_rejected = true;
-        if self.refresh_in_flight.is_some() || self.reauth.is_some() {
-            return;
-        }
-        if current.refresh_token.is_none() {
+        let due = match refresh {
+            Refresh::InFlight { .. } => return,
+            Refresh::BackingOff(failure) => now >= failure.retry_at,
+            Refresh::Idle => true,
+        };
+        if held.tokens.refresh_token.is_none() {
             self.require_reauth(ReauthReason::NoRefreshToken);
-            return;
-        }
-        if self.backoff.as_ref().is_none_or(|b| now >= b.retry_at) {
+        } else if due {
             self.start_refresh();
         }
     }
@@ -356,8 +568,9 @@ impl Session {
     // ---- commands ------------------------------------------------------------------------
 
     /// Starts an authorization: returns the LogOn URL for the browser. The session keeps the
-    /// pending authorization and checks the callback against it. `state` must be fresh and
-    /// unguessable (the caller's RNG); `redirect_uri` overrides the configured one.
+    /// pending authorization and checks the callback against it (a newer one replaces an older
+    /// one). `state` must be fresh and unguessable (the caller's RNG); `redirect_uri`
+    /// overrides the configured one.
     pub fn begin_authorization(
         &mut self,
         now: UnixTime,
@@ -365,24 +578,26 @@ impl Session {
         redirect_uri: Option<Url>,
     ) -> Result<Url, AuthorizationError> {
         let (url, pending) = PendingAuthorization::start(&self.config, now, state, redirect_uri)?;
-        self.pending = Some(pending);
+        self.login = match std::mem::replace(&mut self.login, Login::Idle) {
+            Login::Idle | Login::AwaitingCallback(_) => Login::AwaitingCallback(pending),
+            Login::Exchanging { id, grant, .. } => Login::Exchanging {
+                id,
+                grant,
+                pending: Some(pending),
+            },
+        };
         Ok(url)
     }
 
     /// Abandons a pending authorization (e.g. the user closed the browser).
     pub fn cancel_authorization(&mut self) {
-        self.pending = None;
+        self.take_pending();
     }
 
     /// Queues the exchange of a code verified elsewhere (web apps that keep the
     /// [`PendingAuthorization`] in the user's session). The code is consumed: it is exchanged
     /// at most once.
-    pub fn exchange_code(
-        &mut self,
-        _now: UnixTime,
-        code: AuthorizationCode,
-        redirect_uri: &Url,
-    ) -> RequestId {
+    pub fn exchange_code(&mut self, code: AuthorizationCode, redirect_uri: &Url) -> RequestId {
         let request = code_exchange_request(&self.config, code, redirect_uri);
         self.start_grant(Grant::AuthorizationCode, request)
     }
@@ -399,21 +614,38 @@ impl Session {
     /// the restored set comes from a newer rotation or a new login, and the old token's answer
     /// can only be a rejection or a parallel chain. One carrying the same token stays current.
     pub fn restore_tokens(&mut self, tokens: TokenSet) {
-        if self.refresh_in_flight.is_some() && self.refresh_sent_with != tokens.refresh_token {
-            let abandoned = self.refresh_in_flight.take();
-            self.refresh_sent_with = None;
-            self.outgoing.retain(|r| Some(r.id) != abandoned);
-        }
-        if self
-            .tokens
-            .as_ref()
-            .is_none_or(|t| t.access_token != tokens.access_token)
-        {
-            self.access_rejected = false;
-        }
-        self.tokens = Some(tokens);
-        self.reauth = None;
-        self.backoff = None;
+        let (previous, refresh) = match self.take_credentials() {
+            Credentials::Authorized { held, refresh } => {
+                let refresh = match refresh {
+                    Refresh::InFlight { id, sent_with, .. }
+                        if tokens.refresh_token.as_ref() == Some(&sent_with) =>
+                    {
+                        Refresh::InFlight {
+                            id,
+                            sent_with,
+                            failed_before: None,
+                        }
+                    }
+                    Refresh::InFlight { id, .. } => {
+                        self.outgoing.retain(|r| r.id != id);
+                        Refresh::Idle
+                    }
+                    Refresh::Idle | Refresh::BackingOff(_) => Refresh::Idle,
+                };
+                (Some(held), refresh)
+            }
+            Credentials::ReauthRequired { held, .. } => (held, Refresh::Idle),
+        };
+        // A 401 to this very access token still holds; any other token starts clean.
+        let access_rejected = previous
+            .is_some_and(|p| p.access_rejected && p.tokens.access_token == tokens.access_token);
+        self.credentials = Credentials::Authorized {
+            held: Held {
+                tokens,
+                access_rejected,
+            },
+            refresh,
+        };
     }
 
     /// Marks the session as needing a new authorization (e.g. the store recorded that an
@@ -421,14 +653,23 @@ impl Session {
     /// the access token). Neither the current access token is handed out nor a refresh tried
     /// until new tokens arrive through a login or [`restore_tokens`](Self::restore_tokens).
     pub fn mark_reauthorization_required(&mut self, reason: ReauthReason) {
-        // A refresh still queued (e.g. by a 401) would only try the dead token.
-        if let Some(id) = self.refresh_in_flight.take() {
-            self.outgoing.retain(|r| r.id != id);
-            self.refresh_sent_with = None;
-        }
-        self.reauth = Some(reason);
-        self.access_rejected = true;
-        self.backoff = None;
+        let held = match self.take_credentials() {
+            Credentials::Authorized { held, refresh } => {
+                // A refresh still queued (e.g. by a 401) would only try the dead token.
+                if let Refresh::InFlight { id, .. } = refresh {
+                    self.outgoing.retain(|r| r.id != id);
+                }
+                Some(held)
+            }
+            Credentials::ReauthRequired { held, .. } => held,
+        };
+        self.credentials = Credentials::ReauthRequired {
+            reason,
+            held: held.map(|held| Held {
+                access_rejected: true,
+                ..held
+            }),
+        };
     }
 
     /// Abandons token requests that were polled but will never be answered because the driver
@@ -436,40 +677,59 @@ impl Session {
     /// are ignored; requests still queued are kept. Call it only when no request of yours is
     /// in flight.
     pub fn forget_unanswered_requests(&mut self) {
-        let queued = |id: RequestId| self.outgoing.iter().any(|r| r.id == id);
-        if self.refresh_in_flight.is_some_and(|id| !queued(id)) {
-            self.refresh_in_flight = None;
-            self.refresh_sent_with = None;
+        let outgoing = &self.outgoing;
+        let lost = |id: RequestId| !outgoing.iter().any(|r| r.id == id);
+        if let Credentials::Authorized { refresh, .. } = &mut self.credentials {
+            if let Refresh::InFlight {
+                id, failed_before, ..
+            } = refresh
+            {
+                if lost(*id) {
+                    *refresh = failed_before
+                        .take()
+                        .map_or(Refresh::Idle, Refresh::BackingOff);
+                }
+            }
         }
-        if self.grant_in_flight.is_some_and(|(id, _)| !queued(id)) {
-            self.grant_in_flight = None;
+        if let Login::Exchanging { id, pending, .. } = &mut self.login {
+            if lost(*id) {
+                self.login = pending.take().map_or(Login::Idle, Login::AwaitingCallback);
+            }
         }
     }
 
-    /// Asks for an access token. Answers the current token while no refresh is due; inside the
-    /// refresh margin starts (or waits for) a refresh, and answers the still-valid current
-    /// token while that refresh is failing; reports backoff once the token is no longer
-    /// usable, or the need to authorize again.
-    pub fn access_token(&mut self, now: UnixTime) -> TokenAccess {
+    /// Asks for an access token, and **queues a refresh when one is needed**: this is a
+    /// command, so drain the outputs afterwards ([call order](Self#call-order)).
+    ///
+    /// Answers the current token while no refresh is due; inside the refresh margin starts (or
+    /// waits for) a refresh, and answers the still-valid current token while that refresh is
+    /// failing; reports backoff once the token is no longer usable, or the need to authorize
+    /// again (an expired token without a refresh token also emits
+    /// [`Event::ReauthorizationRequired`]).
+    #[must_use = "the answer says whether a token is ready or what to wait for"]
+    pub fn access_token_or_refresh(&mut self, now: UnixTime) -> TokenAccess {
         let skew = self.config.refresh_skew();
-        let Some(tokens) = &self.tokens else {
-            if self.grant_in_flight.is_some() {
-                return TokenAccess::Pending;
+        let exchanging = matches!(self.login, Login::Exchanging { .. });
+        let (held, refresh) = match &self.credentials {
+            Credentials::ReauthRequired { reason, held } => {
+                return match held {
+                    Some(held) if held.tokens.is_fresh(now, skew) && !held.access_rejected => {
+                        TokenAccess::Ready(held.tokens.access_token.clone())
+                    }
+                    _ if exchanging => TokenAccess::Pending,
+                    _ => TokenAccess::ReauthorizationRequired(reason.clone()),
+                };
             }
-            return TokenAccess::ReauthorizationRequired(
-                self.reauth.clone().unwrap_or(ReauthReason::NoTokens),
-            );
+            Credentials::Authorized { held, refresh } => (held, refresh),
         };
-        if tokens.is_fresh(now, skew) && !self.access_rejected {
+        let tokens = &held.tokens;
+        if tokens.is_fresh(now, skew) && !held.access_rejected {
             return TokenAccess::Ready(tokens.access_token.clone());
         }
         // Inside the refresh margin: still valid, unless the API said otherwise.
-        let usable = tokens.is_usable(now, skew) && !self.access_rejected;
-        if self.refresh_in_flight.is_some() || self.grant_in_flight.is_some() {
+        let usable = tokens.is_usable(now, skew) && !held.access_rejected;
+        if exchanging || matches!(refresh, Refresh::InFlight { .. }) {
             return TokenAccess::Pending;
-        }
-        if let Some(reason) = &self.reauth {
-            return TokenAccess::ReauthorizationRequired(reason.clone());
         }
         if tokens.refresh_token.is_none() {
             if usable {
@@ -478,15 +738,15 @@ impl Session {
             self.require_reauth(ReauthReason::NoRefreshToken);
             return TokenAccess::ReauthorizationRequired(ReauthReason::NoRefreshToken);
         }
-        if let Some(backoff) = &self.backoff {
-            if now < backoff.retry_at {
+        if let Refresh::BackingOff(failure) = refresh {
+            if now < failure.retry_at {
                 if usable {
                     return TokenAccess::Ready(tokens.access_token.clone());
                 }
                 return TokenAccess::BackingOff {
-                    retry_at: backoff.retry_at,
-                    attempts: backoff.attempts,
-                    error: backoff.error.clone(),
+                    retry_at: failure.retry_at,
+                    attempts: failure.attempts,
+                    error: failure.error.clone(),
                 };
             }
         }
@@ -494,86 +754,64 @@ impl Session {
         TokenAccess::Pending
     }
 
-    /// Until when the access token [`access_token`](Self::access_token) just answered may be
-    /// reused without asking again (a driver's cache): its refresh time while it is fresh;
-    /// inside the refresh margin, the next retry or [`TokenSet::usable_until`], whichever comes
-    /// first. `None` when no token can be handed out now.
-    pub fn hand_out_until(&self, now: UnixTime) -> Option<UnixTime> {
-        let skew = self.config.refresh_skew();
-        let tokens = self.tokens.as_ref()?;
-        if self.access_rejected {
-            return None;
-        }
-        if tokens.is_fresh(now, skew) {
-            return Some(tokens.refresh_at(skew));
-        }
-        let busy = self.refresh_in_flight.is_some() || self.grant_in_flight.is_some();
-        if busy || self.reauth.is_some() || !tokens.is_usable(now, skew) {
-            return None;
-        }
-        let usable_until = tokens.usable_until(skew);
-        match (&self.backoff, &tokens.refresh_token) {
-            (_, None) => Some(usable_until),
-            (Some(backoff), Some(_)) if now < backoff.retry_at => {
-                Some(backoff.retry_at.min(usable_until))
+    /// Forces a refresh now (ignoring freshness and backoff) and returns its request's id.
+    /// Refused, with nothing changed, when one is already in flight, when there is no refresh
+    /// token, or when re-authorization is required.
+    pub fn refresh_now(&mut self) -> Result<RequestId, RefreshNotStarted> {
+        match &self.credentials {
+            Credentials::ReauthRequired { reason, .. } => {
+                Err(RefreshNotStarted::ReauthorizationRequired(reason.clone()))
             }
-            _ => None,
+            Credentials::Authorized {
+                refresh: Refresh::InFlight { .. },
+                ..
+            } => Err(RefreshNotStarted::AlreadyInFlight),
+            Credentials::Authorized { .. } => self
+                .start_refresh()
+                .ok_or(RefreshNotStarted::NoRefreshToken),
         }
-    }
-
-    /// Forces a refresh now (ignoring freshness and backoff). Returns `false` when no refresh
-    /// can start: one is already in flight, or there is no refresh token, or re-authorization
-    /// is required.
-    pub fn refresh_now(&mut self) -> bool {
-        let has_refresh_token = self
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.refresh_token.is_some());
-        if self.refresh_in_flight.is_some() || self.reauth.is_some() || !has_refresh_token {
-            return false;
-        }
-        self.start_refresh();
-        true
     }
 
     /// Forgets the tokens and anything in progress. Answers to requests already sent are
     /// ignored. (MailUp has no revocation endpoint: logging out is local.)
     pub fn logout(&mut self) {
-        self.tokens = None;
-        self.access_rejected = false;
-        self.pending = None;
-        self.refresh_in_flight = None;
-        self.grant_in_flight = None;
-        self.backoff = None;
+        self.credentials = Credentials::ReauthRequired {
+            reason: ReauthReason::LoggedOut,
+            held: None,
+        };
+        self.login = Login::Idle;
         self.outgoing.clear();
-        self.reauth = Some(ReauthReason::LoggedOut);
     }
 
     // ---- outputs -------------------------------------------------------------------------
 
-    /// The next token request to send.
+    /// The next token request to send. Call until `None` after every input and command.
+    #[must_use = "a polled request must be sent and its answer handed back"]
     pub fn poll_request(&mut self) -> Option<TokenRequest> {
         self.outgoing.pop_front()
     }
 
-    /// The next event to act on.
+    /// The next event to act on. Call until `None` after every input and command.
+    #[must_use = "events must be acted on (persist `TokensChanged` before handing out a token)"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called: the proactive
-    /// refresh time (`expires_at - skew`) or the end of a backoff. `None` when nothing is
-    /// scheduled.
+    /// refresh time (`expires_at - skew`), the end of a backoff, or at once after a 401 to
+    /// the current token. `None` when nothing is scheduled (no refresh token, a refresh in
+    /// flight, or re-authorization required).
+    #[must_use = "the driver's timer must be re-armed at this time"]
     pub fn poll_timeout(&self) -> Option<UnixTime> {
-        if self.refresh_in_flight.is_some() || self.reauth.is_some() {
+        let Credentials::Authorized { held, refresh } = &self.credentials else {
             return None;
-        }
-        let tokens = self.tokens.as_ref()?;
-        tokens.refresh_token.as_ref()?;
-        match &self.backoff {
-            Some(backoff) => Some(backoff.retry_at),
-            None if self.access_rejected => Some(tokens.obtained_at),
-            None => Some(tokens.refresh_at(self.config.refresh_skew())),
+        };
+        held.tokens.refresh_token.as_ref()?;
+        match refresh {
+            Refresh::InFlight { .. } => None,
+            Refresh::BackingOff(failure) => Some(failure.retry_at),
+            Refresh::Idle if held.access_rejected => Some(held.tokens.obtained_at),
+            Refresh::Idle => Some(held.tokens.refresh_at(self.config.refresh_skew())),
         }
     }
 
@@ -585,40 +823,106 @@ impl Session {
         id
     }
 
-    fn refresh_due(&self, now: UnixTime) -> bool {
-        self.poll_timeout().is_some_and(|due| now >= due)
+    /// Moves the credentials out, leaving a placeholder the caller overwrites.
+    fn take_credentials(&mut self) -> Credentials {
+        std::mem::replace(
+            &mut self.credentials,
+            Credentials::ReauthRequired {
+                reason: ReauthReason::NoTokens,
+                held: None,
+            },
+        )
     }
 
-    fn start_refresh(&mut self) {
-        let Some(refresh_token) = self.tokens.as_ref().and_then(|t| t.refresh_token.as_ref())
-        else {
-            return;
+    fn take_pending(&mut self) -> Option<PendingAuthorization> {
+        match &mut self.login {
+            Login::Idle => None,
+            Login::Exchanging { pending, .. } => pending.take(),
+            Login::AwaitingCallback(_) => match std::mem::replace(&mut self.login, Login::Idle) {
+                Login::AwaitingCallback(pending) => Some(pending),
+                _ => unreachable!("matched above"),
+            },
+        }
+    }
+
+    /// Queues a refresh with the held refresh token; `None` (nothing queued) without one, or
+    /// when re-authorization is required.
+    fn start_refresh(&mut self) -> Option<RequestId> {
+        let id = RequestId(self.next_id);
+        let Credentials::Authorized { held, refresh } = &mut self.credentials else {
+            return None;
         };
-        let request = refresh_request(&self.config, refresh_token);
-        self.refresh_sent_with = Some(refresh_token.clone());
-        let id = self.next_id();
-        self.refresh_in_flight = Some(id);
+        let refresh_token = held.tokens.refresh_token.clone()?;
+        self.next_id += 1;
+        let request = refresh_request(&self.config, &refresh_token);
+        let failed_before = match std::mem::replace(refresh, Refresh::Idle) {
+            Refresh::Idle => None,
+            Refresh::BackingOff(failure) => Some(failure),
+            Refresh::InFlight {
+                id: superseded,
+                failed_before,
+                ..
+            } => {
+                self.outgoing.retain(|r| r.id != superseded);
+                failed_before
+            }
+        };
+        *refresh = Refresh::InFlight {
+            id,
+            sent_with: refresh_token,
+            failed_before,
+        };
         self.outgoing.push_back(TokenRequest {
             id,
             grant: Grant::RefreshToken,
             request,
         });
+        Some(id)
+    }
+
+    /// Ends the refresh in flight (its answer arrived); returns the failures before it.
+    fn end_refresh(&mut self) -> Option<RefreshFailure> {
+        match &mut self.credentials {
+            Credentials::Authorized { refresh, .. } => {
+                match std::mem::replace(refresh, Refresh::Idle) {
+                    Refresh::InFlight { failed_before, .. } => failed_before,
+                    Refresh::Idle | Refresh::BackingOff(_) => None,
+                }
+            }
+            Credentials::ReauthRequired { .. } => None,
+        }
     }
 
     fn start_grant(&mut self, grant: Grant, request: HttpRequest) -> RequestId {
-        // A new login supersedes an older grant still in flight.
-        if let Some((old, _)) = self.grant_in_flight.take() {
-            self.outgoing.retain(|r| r.id != old);
-        }
         let id = self.next_id();
-        self.grant_in_flight = Some((id, grant));
+        let pending = match std::mem::replace(&mut self.login, Login::Idle) {
+            Login::Idle => None,
+            Login::AwaitingCallback(pending) => Some(pending),
+            // A new login supersedes an older grant still in flight.
+            Login::Exchanging {
+                id: old, pending, ..
+            } => {
+                self.outgoing.retain(|r| r.id != old);
+                pending
+            }
+        };
+        self.login = Login::Exchanging { id, grant, pending };
         self.outgoing.push_back(TokenRequest { id, grant, request });
         id
     }
 
     fn require_reauth(&mut self, reason: ReauthReason) {
-        self.reauth = Some(reason.clone());
-        self.backoff = None;
+        let held = match self.take_credentials() {
+            Credentials::Authorized { held, .. }
+            | Credentials::ReauthRequired {
+                held: Some(held), ..
+            } => Some(held),
+            Credentials::ReauthRequired { held: None, .. } => None,
+        };
+        self.credentials = Credentials::ReauthRequired {
+            reason: reason.clone(),
+            held,
+        };
         self.events
             .push_back(Event::ReauthorizationRequired(reason));
     }
@@ -627,31 +931,29 @@ impl Session {
         &mut self,
         now: UnixTime,
         result: Result<crate::token::TokenResponse, TokenError>,
+        failed_before: Option<RefreshFailure>,
     ) {
         match result {
             Ok(response) => {
-                let tokens = response.into_token_set(
-                    now,
-                    self.config.default_expires_in(),
-                    self.tokens.as_ref(),
-                );
+                let tokens =
+                    response.into_token_set(now, self.config.default_expires_in(), self.tokens());
                 self.set_tokens(tokens, Grant::RefreshToken);
             }
             // Anything but a rejection keeps the tokens: a transient failure, and also an odd
             // answer (a redirect, a proxy's page, `invalid_request`) that says nothing about
             // the refresh token. Both back off.
             Err(error) if !error.is_rejection() => {
-                let attempts = self
-                    .backoff
-                    .as_ref()
-                    .map_or(0, |b| b.attempts)
+                let attempts = failed_before
+                    .map_or(0, |failure| failure.attempts)
                     .saturating_add(1);
                 let retry_at = now.saturating_add(self.config.backoff().delay(attempts));
-                self.backoff = Some(BackoffState {
-                    retry_at,
-                    attempts,
-                    error: error.clone(),
-                });
+                if let Credentials::Authorized { refresh, .. } = &mut self.credentials {
+                    *refresh = Refresh::BackingOff(RefreshFailure {
+                        retry_at,
+                        attempts,
+                        error: error.clone(),
+                    });
+                }
                 self.events.push_back(Event::RefreshFailed {
                     error,
                     attempts,
@@ -683,7 +985,7 @@ impl Session {
             Ok(response) => {
                 let tokens = response.into_token_set(now, self.config.default_expires_in(), None);
                 // A refresh of the previous login's tokens is stale now.
-                if let Some(old) = self.refresh_in_flight.take() {
+                if let Some(old) = self.credentials.refresh_in_flight() {
                     self.outgoing.retain(|r| r.id != old);
                 }
                 self.set_tokens(tokens, grant);
@@ -695,215 +997,14 @@ impl Session {
     }
 
     fn set_tokens(&mut self, tokens: TokenSet, grant: Grant) {
-        self.tokens = Some(tokens.clone());
-        self.access_rejected = false;
-        self.reauth = None;
-        self.backoff = None;
+        self.credentials = Credentials::Authorized {
+            held: Held {
+                tokens: tokens.clone(),
+                access_rejected: false,
+            },
+            refresh: Refresh::Idle,
+        };
         self.events
             .push_back(Event::TokensChanged { tokens, grant });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::secret::{ClientSecret, RefreshToken};
-
-    fn tokens(access: &str, refresh: &str, expires_at: UnixTime) -> TokenSet {
-        TokenSet {
-            access_token: AccessToken::new(access),
-            refresh_token: Some(RefreshToken::new(refresh)),
-            expires_at,
-            obtained_at: UnixTime::EPOCH,
-            token_type: None,
-            scope: None,
-        }
-    }
-
-    fn session_with(tokens: TokenSet) -> Session {
-        let config = ClientConfig::builder("c", ClientSecret::new("s"))
-            .build()
-            .unwrap();
-        Session::with_tokens(config, tokens)
-    }
-
-    #[test]
-    fn restoring_drops_a_queued_refresh_that_carries_the_old_token() {
-        let now = UnixTime::from_secs(10_000);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        // Another instance rotated the tokens; they are adopted before the refresh is sent.
-        session.restore_tokens(tokens(
-            "a2",
-            "r2",
-            now.saturating_add(Duration::from_secs(3600)),
-        ));
-        assert!(
-            session.poll_request().is_none(),
-            "the stale refresh must not be sent"
-        );
-        assert!(!session.is_refreshing());
-        assert_eq!(
-            session.access_token(now),
-            TokenAccess::Ready(AccessToken::new("a2"))
-        );
-    }
-
-    #[test]
-    fn restoring_abandons_a_sent_refresh_of_another_refresh_token() {
-        let now = UnixTime::from_secs(10_000);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        let sent = session.poll_request().unwrap();
-        // Another instance rotated r1 to r2; our r1 refresh will be rejected.
-        let fresh = now.saturating_add(Duration::from_secs(3600));
-        session.restore_tokens(tokens("a2", "r2", fresh));
-        assert!(!session.is_refreshing());
-        let rejected = r#"{"error":"invalid_grant"}"#;
-        session.handle_token_response(
-            now,
-            sent.id(),
-            Ok(HttpResponse::new(http::StatusCode::BAD_REQUEST, rejected)),
-        );
-        assert_eq!(
-            session.reauthorization_reason(),
-            None,
-            "valid tokens are held"
-        );
-        assert_eq!(
-            session.access_token(now),
-            TokenAccess::Ready(AccessToken::new("a2"))
-        );
-    }
-
-    #[test]
-    fn restoring_the_same_refresh_token_keeps_the_sent_refresh() {
-        let now = UnixTime::from_secs(10_000);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        let sent = session.poll_request().unwrap();
-        session.restore_tokens(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert!(session.is_refreshing());
-        let body = r#"{"access_token":"a3","refresh_token":"r3","expires_in":3600}"#;
-        session.handle_token_response(
-            now,
-            sent.id(),
-            Ok(HttpResponse::new(http::StatusCode::OK, body)),
-        );
-        let current = session.tokens().unwrap();
-        assert_eq!(current.refresh_token.as_ref().unwrap().secret(), "r3");
-    }
-
-    #[test]
-    fn a_recorded_rejection_stops_hand_outs_and_refreshes_until_new_tokens() {
-        let now = UnixTime::from_secs(10);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
-        session.mark_reauthorization_required(ReauthReason::RejectedEarlier("rejected".into()));
-        assert!(matches!(
-            session.access_token(now),
-            TokenAccess::ReauthorizationRequired(ReauthReason::RejectedEarlier(_))
-        ));
-        assert!(!session.refresh_now());
-        assert!(session.poll_request().is_none());
-        assert_eq!(session.poll_timeout(), None);
-        session.restore_tokens(tokens("a2", "r2", UnixTime::from_secs(3600)));
-        assert_eq!(
-            session.access_token(now),
-            TokenAccess::Ready(AccessToken::new("a2"))
-        );
-    }
-
-    #[test]
-    fn lost_requests_can_be_forgotten_and_queued_ones_are_kept() {
-        let now = UnixTime::from_secs(10_000);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        session.forget_unanswered_requests();
-        assert!(session.is_refreshing(), "still queued: kept");
-        let lost = session.poll_request().unwrap();
-        session.forget_unanswered_requests();
-        assert!(!session.is_refreshing());
-        // A new refresh can start; the lost one's late answer is ignored.
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        let retry = session.poll_request().unwrap();
-        let late = r#"{"access_token":"late","refresh_token":"late-r"}"#;
-        session.handle_token_response(
-            now,
-            lost.id(),
-            Ok(HttpResponse::new(http::StatusCode::OK, late)),
-        );
-        assert_eq!(
-            session.tokens().unwrap().access_token,
-            AccessToken::new("a1")
-        );
-        let body = r#"{"access_token":"a2","refresh_token":"r2"}"#;
-        session.handle_token_response(
-            now,
-            retry.id(),
-            Ok(HttpResponse::new(http::StatusCode::OK, body)),
-        );
-        assert_eq!(
-            session.tokens().unwrap().access_token,
-            AccessToken::new("a2")
-        );
-    }
-
-    #[test]
-    fn a_recorded_rejection_drops_a_queued_refresh() {
-        let now = UnixTime::from_secs(10);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
-        session.handle_unauthorized(now, &AccessToken::new("a1"));
-        assert!(session.is_refreshing());
-        session.mark_reauthorization_required(ReauthReason::RejectedEarlier("x".into()));
-        assert!(
-            session.poll_request().is_none(),
-            "the dead refresh token is not tried"
-        );
-    }
-
-    #[test]
-    fn a_too_large_token_answer_backs_off_and_keeps_the_tokens() {
-        use crate::http::{TransportErrorKind, TOKEN_RESPONSE_LIMIT};
-
-        let now = UnixTime::from_secs(10_000);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        let sent = session.poll_request().unwrap();
-        assert_eq!(sent.request().response_limit(), TOKEN_RESPONSE_LIMIT);
-        let too_large = TransportError::new(
-            TransportErrorKind::ResponseTooLarge,
-            "POST http://127.0.0.1:9/Token (more than 65536 bytes)",
-        );
-        session.handle_token_response(now, sent.id(), Err(too_large));
-        assert_eq!(session.reauthorization_reason(), None);
-        assert!(matches!(
-            session.poll_event(),
-            Some(Event::RefreshFailed { attempts: 1, .. })
-        ));
-        assert_eq!(
-            session.tokens().unwrap().refresh_token,
-            Some(RefreshToken::new("r1"))
-        );
-    }
-
-    #[test]
-    fn a_401_on_the_current_token_starts_one_refresh() {
-        let now = UnixTime::from_secs(10);
-        let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(3600)));
-        assert_eq!(
-            session.access_token(now),
-            TokenAccess::Ready(AccessToken::new("a1"))
-        );
-        session.handle_unauthorized(now, &AccessToken::new("a1"));
-        session.handle_unauthorized(now, &AccessToken::new("a1"));
-        assert!(session.poll_request().is_some());
-        assert!(
-            session.poll_request().is_none(),
-            "one refresh for many 401s"
-        );
-        assert_eq!(session.access_token(now), TokenAccess::Pending);
-        assert_eq!(session.state(), SessionState::Refreshing);
     }
 }

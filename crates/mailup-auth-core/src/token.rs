@@ -82,8 +82,10 @@ impl TokenSet {
     }
 }
 
-/// A successful token endpoint answer, before it is placed in time.
+/// A successful token endpoint answer, before it is placed in time. Built only by
+/// [`parse_token_response`] (fields may be added as MailUp adds them).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenResponse {
     /// The new access token.
     pub access_token: AccessToken,

@@ -43,5 +43,7 @@ pub const CONSENT_PATH: &str = "/Authorization/OAuth/Consent";
 pub const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
 /// Path of the Console API base, as on `services.mailup.com`.
 pub const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
+/// Path of the MailStatistics API base, as on `services.mailup.com`.
+pub const STATISTICS_API_PATH: &str = "/API/v1.1/Rest/MailStatisticsService.svc";
 /// Path prefix of the admin API (served only when enabled).
 pub const ADMIN_PATH: &str = "/_emulator";

@@ -17,7 +17,9 @@ use crate::console::SentEmail;
 use crate::listener::{ConnectionHandle, KillableListener};
 use crate::state::{AppState, Counters, Fault, Shared};
 use crate::{admin, api, controls, logon, token};
-use crate::{ADMIN_PATH, CONSENT_PATH, CONSOLE_API_PATH, LOGON_PATH, TOKEN_PATH};
+use crate::{
+    ADMIN_PATH, CONSENT_PATH, CONSOLE_API_PATH, LOGON_PATH, STATISTICS_API_PATH, TOKEN_PATH,
+};
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +173,7 @@ impl EmulatorBuilder {
 }
 
 fn router(shared: AppState) -> Router {
-    use api::{lists, messages, recipients};
+    use api::{lists, messages, recipients, statistics};
     let api = Router::new()
         .route(
             "/Console/Authentication/Info",
@@ -234,6 +236,18 @@ fn router(shared: AppState) -> Router {
         // Rejections raised before a handler runs (an undecodable path segment, a body over the
         // size limit) come in MailUp's error shape too.
         .layer(axum::middleware::map_response(api::in_mailup_shape));
+    let statistics = Router::new()
+        .route(
+            "/Message/{id}/List/Recipients",
+            get(statistics::message_recipients),
+        )
+        .route(
+            "/Message/{id}/Count/Recipients",
+            get(statistics::message_recipients_count),
+        )
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::map_response(api::in_mailup_shape));
     let mut app = Router::new()
         .route(LOGON_PATH, get(logon::logon_page).post(logon::logon_submit))
         .route(
@@ -242,6 +256,7 @@ fn router(shared: AppState) -> Router {
         )
         .route(TOKEN_PATH, get(token::token).post(token::token))
         .nest(CONSOLE_API_PATH, api)
+        .nest(STATISTICS_API_PATH, statistics)
         .fallback(api::outside_routes);
     if shared.admin_api {
         app = app.nest(ADMIN_PATH, admin::router());
@@ -310,6 +325,11 @@ impl Emulator {
     /// `.../API/v1.1/Rest/ConsoleService.svc` (no trailing slash, like MailUp's documented base).
     pub fn console_api_base(&self) -> Url {
         self.join(CONSOLE_API_PATH)
+    }
+
+    /// `.../API/v1.1/Rest/MailStatisticsService.svc`, the MailStatistics slice's base.
+    pub fn statistics_api_base(&self) -> Url {
+        self.join(STATISTICS_API_PATH)
     }
 
     /// `.../_emulator` (only served when the admin API is enabled).

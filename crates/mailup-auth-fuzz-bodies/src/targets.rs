@@ -119,7 +119,7 @@ pub fn token_answer(data: &[u8]) {
     let now = UnixTime::from_secs(10_000);
     let previous = token_set("old-access", Some("old-refresh"), 5_000, 9_000);
     let mut session = Session::with_tokens(config(), previous.clone());
-    assert_eq!(session.access_token(now), TokenAccess::Pending);
+    assert_eq!(session.access_token_or_refresh(now), TokenAccess::Pending);
     let request = session
         .poll_request()
         .expect("an expired set starts a refresh");
@@ -465,7 +465,7 @@ pub fn session_ops(data: &[u8]) {
                 now = now.saturating_add(Duration::from_secs(u64::from(r.byte()) * 60));
                 session.handle_timeout(now);
             }
-            7 => match session.access_token(now) {
+            7 => match session.access_token_or_refresh(now) {
                 TokenAccess::Ready(token) => {
                     assert!(!logged_out, "a token handed out after logout");
                     let tokens = session.tokens().expect("a token comes from a set");

@@ -2,7 +2,8 @@
 //! uses the same Redis server and key prefix.
 //!
 //! Taking it is `SET <prefix>lease:<profile> <owner> NX PX <ttl>`, with a random owner id per
-//! acquisition. While the guard lives, a task renews the TTL every third of it with an
+//! acquisition (in a script that also gives a lease key found without a TTL one, so that a
+//! key nobody renews cannot block refreshes for ever). While the guard lives, a task renews the TTL every third of it with an
 //! owner-checked script, so a live holder keeps it and a killed one loses it within one TTL.
 //! Dropping the guard releases it with an owner-checked delete (a holder whose lease already
 //! lapsed and was taken over never deletes its successor's) and publishes on the events
@@ -59,6 +60,16 @@ end
 return 0
 ";
 
+/// Takes the lease for `ARGV[1]` for `ARGV[2]` ms if nobody holds it (`1`), or `0`. A lease
+/// key without a TTL (not written by a lease: by hand, or by another program under the same
+/// prefix) would block every refresh for ever; it is given the lease's TTL, so it lapses
+/// like a dead holder's.
+const TAKE_SCRIPT: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 /// Extends the lease's TTL if it is still ours.
 const EXTEND_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -85,6 +96,7 @@ struct LeaseInner {
     max_hold: Duration,
     release: Script,
     extend: Script,
+    take: Script,
     /// The profile named by each notification on the events channel.
     events: broadcast::Sender<Arc<str>>,
     /// Whether the listener's subscription is up (notifications are not being lost).
@@ -134,6 +146,7 @@ impl RedisRefreshLease {
                 max_hold,
                 release: Script::new(RELEASE_SCRIPT),
                 extend: Script::new(EXTEND_SCRIPT),
+                take: Script::new(TAKE_SCRIPT),
                 events: broadcast::channel(EVENTS_BUFFER).0,
                 subscribed: Arc::default(),
                 listener: Mutex::new(None),
@@ -185,18 +198,18 @@ impl RedisRefreshLease {
 
     async fn try_take(&self, key: &str, owner: &str) -> Result<bool, StoreError> {
         let mut connection = self.inner.connection.clone();
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(key)
+        let taken: i64 = self
+            .inner
+            .take
+            .key(key)
             .arg(owner)
-            .arg("NX")
-            .arg("PX")
             .arg(millis(self.inner.ttl))
-            .query_async(&mut connection)
+            .invoke_async(&mut connection)
             .await
             .map_err(|error| {
                 map_error(&self.inner.location, self.inner.operation_timeout, &error)
             })?;
-        Ok(taken.is_some())
+        Ok(taken == 1)
     }
 }
 

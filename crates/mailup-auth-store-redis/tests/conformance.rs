@@ -13,6 +13,20 @@ mailup_auth_store_conformance::token_store_conformance!(redis, |_path| async {
     Some((Arc::new(store) as Arc<dyn TokenStore>, server))
 });
 
+// The same contract with every record sealed (a key file in a temporary directory).
+mailup_auth_store_conformance::token_store_conformance!(redis_encrypted, |_path| async {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let key = mailup_auth_store_redis::KeySource::File(dir.path().join("redis.key"));
+    let store = RedisTokenStore::builder(server.url())
+        .encryption_key(key)
+        .connect()
+        .await
+        .unwrap();
+    assert!(store.is_encrypted());
+    Some((Arc::new(store) as Arc<dyn TokenStore>, (server, dir)))
+});
+
 /// Two stores on one server with different prefixes do not see each other.
 #[tokio::test]
 async fn key_prefixes_separate_namespaces() {

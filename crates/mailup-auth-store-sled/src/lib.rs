@@ -111,11 +111,12 @@ use zeroize::Zeroizing;
 
 mod layout;
 mod lease;
-mod seal;
 
 pub use crate::lease::SledRefreshLease;
-pub use crate::seal::KeySource;
-use crate::seal::{EncryptionMarker, Sealer};
+/// Where an encrypted store's key is kept (from `mailup-auth-seal`, shared with the Redis
+/// store).
+pub use mailup_auth_seal::KeySource;
+use mailup_auth_seal::{EncryptionMarker, Sealer};
 
 /// The newest record format this release writes and reads: 1 is a record in clear, 2 a sealed
 /// record (encrypted stores). Stores without encryption keep writing format 1.
@@ -830,11 +831,14 @@ fn check_encryption(
             expected: marker.key_source,
         })),
         (Some(marker), Some(source)) => {
-            let key = source.load(store).map_err(key_error)?.ok_or_else(|| {
-                key_error(KeyProblem::NotFound {
-                    source_name: source.describe(),
-                })
-            })?;
+            let key = source
+                .load(Some(store))
+                .map_err(key_error)?
+                .ok_or_else(|| {
+                    key_error(KeyProblem::NotFound {
+                        source_name: source.describe(),
+                    })
+                })?;
             let sealer = Sealer::new(&key);
             if !sealer.fits(&marker) {
                 return Err(key_error(KeyProblem::Wrong {
@@ -857,9 +861,9 @@ fn check_encryption(
                 }));
             }
             // A new store: it becomes encrypted, with the source's key or a new one.
-            let key = match source.load(store).map_err(key_error)? {
+            let key = match source.load(Some(store)).map_err(key_error)? {
                 Some(key) => key,
-                None => source.create(store).map_err(key_error)?,
+                None => source.create(Some(store)).map_err(key_error)?,
             };
             let sealer = Sealer::new(&key);
             let marker = sealer

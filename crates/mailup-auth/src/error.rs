@@ -11,6 +11,33 @@ use mailup_auth_core::{
 use crate::loopback::LoopbackError;
 
 /// A failed facade operation.
+///
+/// Match the cases an application acts on and let the rest bubble up; the helpers
+/// [`is_reauthorization_required`](Self::is_reauthorization_required),
+/// [`is_transient`](Self::is_transient) and [`retry_after`](Self::retry_after) cover the
+/// common decisions. The enum is `#[non_exhaustive]`: keep a `_` arm.
+///
+/// ```no_run
+/// use mailup_auth::{ApiError, Error, MailUpClient};
+///
+/// # async fn run(client: MailUpClient) -> Result<(), Box<dyn std::error::Error>> {
+/// match client.get::<serde_json::Value>("Console/List/7").await {
+///     Ok(list) => println!("{}", list["Name"]),
+///     // The refresh token is gone or rejected: send the user through the login again.
+///     Err(error) if error.is_reauthorization_required() => println!("please log in again"),
+///     // MailUp's own error JSON, typed: ErrorCode, ErrorName, ErrorDescription.
+///     Err(Error::Api(ApiError::Client(e))) if e.status == 404 => println!("no list 7"),
+///     Err(Error::Api(ApiError::Forbidden(e))) => println!("not allowed: {e}"),
+///     // Network trouble, 5xx, 429: worth retrying later.
+///     Err(error) if error.is_transient() => {
+///         let wait = error.retry_after().unwrap_or(std::time::Duration::from_secs(5));
+///         println!("retry in {} s: {error}", wait.as_secs());
+///     }
+///     Err(error) => return Err(error.into()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -68,6 +95,10 @@ pub enum Error {
     /// A response body could not be decoded into the requested type.
     #[error("cannot decode the API response: {0}")]
     Decode(String),
+    /// A paginated collection did not page as MailUp does (another page than asked came
+    /// back), or went on past [`Pages::max_pages`](crate::Pages::max_pages).
+    #[error("pagination: {0}")]
+    Pagination(String),
     /// The loopback redirect listener failed.
     #[error("loopback redirect: {0}")]
     Loopback(#[from] LoopbackError),

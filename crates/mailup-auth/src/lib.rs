@@ -7,7 +7,11 @@ mod client;
 pub mod clock;
 mod error;
 pub mod loopback;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod scheduler;
+#[cfg(feature = "tower")]
+mod tower;
 
 pub use crate::accounts::{
     AccountAuthorization, AccountState, AccountSummary, MailUpAccounts, MailUpAccountsBuilder,
@@ -16,24 +20,41 @@ pub use crate::accounts::{
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
 pub use crate::client::{
-    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder,
-    RateLimitRetry, SessionStatus, TokenChange, TokensHook, DEFAULT_TOKEN_OPERATION_TIMEOUT,
+    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder, Page,
+    Pages, RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
+    DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+#[cfg(feature = "reqwest-middleware")]
+pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
+#[cfg(feature = "tower")]
+pub use crate::tower::{MailUpLayer, MailUpService, MailUpServiceError, MailUpServiceFuture};
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;
+// Every type that appears in the facade's public signatures or in `Error`'s variants, so an
+// application names them from `mailup_auth` alone.
+/// The `async_trait` attribute, to implement [`Transport`] or [`TokenStore`] without adding
+/// the crate yourself.
+pub use async_trait::async_trait;
+/// The `http` crate this library's request and response types are built on (the same version).
+pub use http;
+pub use mailup_auth_core::api::ApiPathError;
 pub use mailup_auth_core::{
-    AccessToken, ApiError, Backoff, ClientSecret, CsrfState, Endpoints, HttpRequest, HttpResponse,
-    KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
+    AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
+    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
+    HttpResponse, KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
-    StoreError, StoredClient, TokenSet, TokenStore, Transport, TransportError, UnixTime, Url,
+    StoreError, StoredClient, TokenError, TokenSet, TokenStore, Transport, TransportError,
+    TransportErrorKind, UnixTime, Url,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;
+#[cfg(all(feature = "redis", not(feature = "sled")))]
+pub use mailup_auth_store_redis::KeySource;
 #[cfg(feature = "redis")]
 pub use mailup_auth_store_redis::{RedisRefreshLease, RedisTokenStore};
 #[cfg(feature = "sled")]

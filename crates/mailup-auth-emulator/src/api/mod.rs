@@ -8,6 +8,7 @@ pub(crate) mod lists;
 pub(crate) mod messages;
 pub(crate) mod paging;
 pub(crate) mod recipients;
+pub(crate) mod statistics;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;

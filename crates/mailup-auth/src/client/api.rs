@@ -110,6 +110,16 @@ impl MailUpClient {
     ) -> Result<HttpResponse> {
         let api_base = self.shared().session.config().endpoints().api_base.clone();
         let url = api_url(&api_base, path)?;
+        self.request_url(method, url, json_body).await
+    }
+
+    /// [`request`](Self::request) for a URL already resolved (another service's).
+    pub(super) async fn request_url(
+        &self,
+        method: Method,
+        url: Url,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<HttpResponse> {
         let mut request = HttpRequest::new(method, url)
             .with_response_limit(self.inner.settings.max_response_bytes)
             .with_header(ACCEPT, HeaderValue::from_static("application/json"));
@@ -159,7 +169,7 @@ fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
         .map_err(|e| Error::Decode(format!("cannot encode the request body: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> {
     let body: &[u8] = if response.body.iter().all(u8::is_ascii_whitespace) {
         b"null"
     } else {

@@ -3,13 +3,36 @@
 use super::*;
 
 /// Builds a [`MailUpClient`]. Every default is replaceable.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mailup_auth::{ClientSecret, MailUpClient, RateLimitRetry};
+///
+/// # async fn run() -> mailup_auth::Result<()> {
+/// let client = MailUpClient::builder("my-client-id", ClientSecret::new("from-a-vault"))
+///     .profile("customer-42")
+///     .redirect_uri("https://app.example.com/mailup/callback") // web apps
+///     .store_path("/var/lib/my-app/mailup") // or .store_url("redis://..."), .memory_store()
+///     .refresh_skew(Duration::from_secs(120)) // refresh two minutes before expiry
+///     .rate_limit_retry(RateLimitRetry {
+///         max_retries: 2,
+///         max_wait: Duration::from_secs(5),
+///     })
+///     // Tests and demos: the emulator or another server laid out like MailUp.
+///     // .auth_base("http://127.0.0.1:8080")
+///     .build()
+///     .await?;
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
 pub struct MailUpClientBuilder {
     config: ClientConfigBuilder,
     profile: String,
     transport: Option<Arc<dyn Transport>>,
     store: StoreChoice,
-    #[cfg(feature = "sled")]
-    sled_key: Option<mailup_auth_store_sled::KeySource>,
+    #[cfg(any(feature = "sled", feature = "redis"))]
+    store_key: Option<crate::KeySource>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     hooks: Vec<TokensHook>,
@@ -22,7 +45,10 @@ pub struct MailUpClientBuilder {
     lease: LeaseChoice,
     token_timeout: Duration,
     max_response_bytes: usize,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     allow_insecure_redis: bool,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis_root_certificate: Option<Vec<u8>>,
 }
 
 enum LeaseChoice {
@@ -57,8 +83,8 @@ impl MailUpClientBuilder {
             profile: "default".into(),
             transport: None,
             store: StoreChoice::Default,
-            #[cfg(feature = "sled")]
-            sled_key: None,
+            #[cfg(any(feature = "sled", feature = "redis"))]
+            store_key: None,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
             hooks: Vec::new(),
@@ -72,6 +98,7 @@ impl MailUpClientBuilder {
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
             max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
             allow_insecure_redis: false,
+            redis_root_certificate: None,
         }
     }
 
@@ -247,10 +274,13 @@ impl MailUpClientBuilder {
     /// sled directory, as with [`store_path`](Self::store_path).
     ///
     /// Plain `redis://` is accepted for loopback hosts only (refresh tokens travel to Redis):
-    /// use `rediss://`, or [`allow_insecure_redis`](Self::allow_insecure_redis). The URL's user
-    /// and password are sent with `AUTH` and never appear in errors or logs. The connection
-    /// is made on first use; an unreachable server is then a transient
-    /// [`StoreError::Unavailable`] (a still-valid access token keeps being served). For a key
+    /// use `rediss://` (with [`redis_root_certificate`](Self::redis_root_certificate) for a
+    /// private CA), or [`allow_insecure_redis`](Self::allow_insecure_redis). The URL's user
+    /// and password are sent with `AUTH` and never appear in errors or logs. With
+    /// [`store_key`](Self::store_key) the records are sealed in Redis as in a sled store. The
+    /// connection is made on first use; an unreachable server, a refused password or an
+    /// untrusted certificate is then a [`StoreError::Unavailable`] (a still-valid access token
+    /// keeps being served), a key that does not fit a [`StoreError::Key`]. For a key
     /// prefix or other timeouts, open a `RedisTokenStore` yourself and pass it with
     /// [`store`](Self::store) and its `refresh_lease()` with
     /// [`refresh_lease`](Self::refresh_lease).
@@ -276,16 +306,27 @@ impl MailUpClientBuilder {
         self
     }
 
-    /// Encrypts the sled store's records at rest (XChaCha20-Poly1305) with the key from
-    /// `key`: a key file kept outside the store directory (protects copies, backups and synced
-    /// folders) or, with the sled crate's `keyring` feature, the OS keychain. A new store
-    /// creates the key; an existing one must be opened with its key, or `build` fails with
-    /// `StoreError::Key` naming what is missing. Applies to [`store_path`](Self::store_path)
-    /// and the default store; clients in one process that share a directory share its open
-    /// store, and each one's key is checked against it.
-    #[cfg(feature = "sled")]
-    pub fn sled_key(mut self, key: mailup_auth_store_sled::KeySource) -> Self {
-        self.sled_key = Some(key);
+    /// Trusts the CA certificate(s) in `pem` (PEM) for a `rediss://` URL given to
+    /// [`store_url`](Self::store_url), instead of the system's roots: for a private Redis whose
+    /// certificate a private CA signed. A PEM without a certificate, or a URL without TLS, is
+    /// [`StoreError::Unavailable`] at [`build`](Self::build).
+    pub fn redis_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.redis_root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Encrypts the store's records at rest (XChaCha20-Poly1305) with the key from `key`: a
+    /// key file kept outside the store (protects copies, backups, synced folders, and for
+    /// Redis its persistence files and whoever reads its keys) or, with the `keyring` feature
+    /// of `mailup-auth-seal`, the OS keychain. Applies to a sled store
+    /// ([`store_path`](Self::store_path), the default store) and to a Redis
+    /// [`store_url`](Self::store_url) alike. A new store creates the key; an existing one must
+    /// be opened with its key, or `build` (for Redis: the first use) fails with
+    /// `StoreError::Key` naming what is missing. Clients in one process that share a sled
+    /// directory share its open store, and each one's key is checked against it.
+    #[cfg(any(feature = "sled", feature = "redis"))]
+    pub fn store_key(mut self, key: crate::KeySource) -> Self {
+        self.store_key = Some(key);
         self
     }
 
@@ -341,14 +382,22 @@ impl MailUpClientBuilder {
             match self.store {
                 StoreChoice::Custom(store) => (store, None),
                 #[cfg(feature = "sled")]
-                StoreChoice::Default => default_store(self.sled_key.as_ref())?,
+                StoreChoice::Default => default_store(self.store_key.as_ref())?,
                 #[cfg(feature = "sled")]
-                StoreChoice::Path(path) => open_sled(path, self.sled_key.as_ref())?,
+                StoreChoice::Path(path) => open_sled(path, self.store_key.as_ref())?,
                 #[cfg(not(feature = "sled"))]
                 StoreChoice::Default => default_store()?,
                 #[cfg(not(feature = "sled"))]
                 StoreChoice::Path(path) => open_sled(path)?,
-                StoreChoice::Redis(url) => open_redis(&url, self.allow_insecure_redis)?,
+                #[cfg(feature = "redis")]
+                StoreChoice::Redis(url) => open_redis(
+                    &url,
+                    self.allow_insecure_redis,
+                    self.redis_root_certificate,
+                    self.store_key,
+                )?,
+                #[cfg(not(feature = "redis"))]
+                StoreChoice::Redis(_) => open_redis()?,
             };
         let lease = match self.lease {
             LeaseChoice::Default => default_lease,
@@ -498,20 +547,30 @@ pub(super) fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
     Err(Error::Missing("no sled store: enable the `sled` feature"))
 }
 
-/// Whether a store location names a Redis server rather than a sled directory.
+/// Whether a store location names a Redis server rather than a sled directory (the same
+/// schemes as `mailup_auth_store_redis::is_redis_url`, which needs the `redis` feature).
 pub(crate) fn is_redis_url(location: &str) -> bool {
     let lower = location.trim_start().to_ascii_lowercase();
-    ["redis://", "rediss://", "redis+unix://"]
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()
         .any(|scheme| lower.starts_with(scheme))
 }
 
 /// The Redis store at `url` and its distributed refresh lease. Connects on first use.
 #[cfg(feature = "redis")]
-pub(super) fn open_redis(url: &str, allow_insecure: bool) -> Result<StoreAndLease> {
-    let mut builder = mailup_auth_store_redis::RedisTokenStore::builder(url);
+pub(super) fn open_redis(
+    url: &str,
+    allow_insecure: bool,
+    root_certificate: Option<Vec<u8>>,
+    key: Option<crate::KeySource>,
+) -> Result<StoreAndLease> {
+    let mut builder =
+        mailup_auth_store_redis::RedisTokenStore::builder(url).encryption_key_opt(key);
     if allow_insecure {
         builder = builder.allow_insecure_redis();
+    }
+    if let Some(pem) = root_certificate {
+        builder = builder.tls_root_certificate(pem);
     }
     let store = builder.open_lazy()?;
     let lease: Arc<dyn RefreshLease> = Arc::new(store.refresh_lease());
@@ -519,7 +578,7 @@ pub(super) fn open_redis(url: &str, allow_insecure: bool) -> Result<StoreAndLeas
 }
 
 #[cfg(not(feature = "redis"))]
-pub(super) fn open_redis(_url: &str, _allow_insecure: bool) -> Result<StoreAndLease> {
+pub(super) fn open_redis() -> Result<StoreAndLease> {
     Err(Error::Missing(
         "a redis:// store needs the `redis` feature of mailup-auth",
     ))

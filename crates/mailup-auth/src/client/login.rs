@@ -45,11 +45,7 @@ impl MailUpClient {
         let redirect_uri = pending.redirect_uri().clone();
         self.locked(move |client| async move {
             let deadline = client.deadline();
-            let now = client.inner.settings.clock.now();
-            client
-                .shared()
-                .session
-                .exchange_code(now, code, &redirect_uri);
+            client.shared().session.exchange_code(code, &redirect_uri);
             client.finish_login(deadline).await
         })
         .instrument(tracing::info_span!("mailup_auth.code_exchange"))

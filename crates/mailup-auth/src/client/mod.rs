@@ -11,8 +11,11 @@
 
 mod api;
 mod background;
+#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
+pub(crate) mod bearer;
 mod builder;
 mod login;
+mod services;
 mod store_sync;
 mod tokens;
 
@@ -20,6 +23,7 @@ pub use self::background::BackgroundRefresh;
 #[cfg(feature = "sled")]
 pub use self::builder::default_store_dir;
 pub use self::builder::MailUpClientBuilder;
+pub use self::services::{Page, Pages, Service, ServiceClient, DEFAULT_MAX_PAGES};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -104,7 +108,21 @@ impl Default for LoopbackLogin {
 }
 
 /// A snapshot of a profile's state, without secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It serializes (serde) with these field names, so an application can serve it as a status
+/// endpoint as it is; its `Debug` shows URLs as strings. Neither holds a token or the client
+/// secret: only whether tokens are held and when they expire. Times serialize as
+/// [`UnixTime`] does: milliseconds since the UNIX epoch.
+///
+/// ```
+/// # async fn status_endpoint(client: mailup_auth::MailUpClient) -> serde_json::Result<String> {
+/// let json = serde_json::to_string(&client.status())?;
+/// // {"profile":"default","client_id":"...","endpoints":{"logon":"https://...",...},
+/// //  "state":"Authorized","has_fresh_token":true,"expires_at":1700003600000,...}
+/// # Ok(json)
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SessionStatus {
     /// The profile.
@@ -218,6 +236,32 @@ impl Drop for Inner {
 }
 
 /// Keeps one MailUp profile's session valid. Cheap to clone (an `Arc`); share it freely.
+///
+/// ```no_run
+/// use mailup_auth::{ClientSecret, LoopbackLogin, MailUpClient};
+///
+/// # async fn run() -> mailup_auth::Result<()> {
+/// // The secret from the environment (never a command-line flag, never a URL).
+/// let secret = std::env::var("MAILUP_CLIENT_SECRET").unwrap_or_default();
+/// let client = MailUpClient::builder("my-client-id", ClientSecret::new(secret))
+///     .profile("shop") // tokens stored under this name (sled, in the platform data dir)
+///     .build()
+///     .await?;
+/// if !client.status().has_refresh_token {
+///     // CLI / desktop: a browser login through a 127.0.0.1 redirect.
+///     client
+///         .login_with_loopback(LoopbackLogin::default(), |url| println!("Open {url}"))
+///         .await?;
+/// }
+/// // Tokens are refreshed as needed (once for all concurrent callers); a 401 gets one
+/// // refresh and one retry.
+/// let info: serde_json::Value = client.get("Console/Authentication/Info").await?;
+/// println!("{}", info["Username"]);
+/// let count: u64 = client.statistics().get("Message/12/Count/Recipients").await?;
+/// # let _ = count;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct MailUpClient {
     inner: Arc<Inner>,

@@ -121,7 +121,7 @@ impl MailUpClient {
     ) -> Result<AccessToken> {
         let started = {
             let mut shared = self.shared();
-            shared.session.is_refreshing() || shared.session.refresh_now()
+            shared.session.is_refreshing() || shared.session.refresh_now().is_ok()
         };
         if !started {
             let reason = self.shared().session.reauthorization_reason().cloned();
@@ -171,7 +171,7 @@ impl MailUpClient {
                 // Decide and publish in one critical section, so a concurrent 401 on this
                 // token cannot slip in between and see it cached again.
                 let mut shared = self.shared();
-                let access = shared.session.access_token(now);
+                let access = shared.session.access_token_or_refresh(now);
                 if let TokenAccess::Ready(token) = &access {
                     self.publish_locked(&shared, token, now);
                 }

@@ -1,12 +1,29 @@
-//! Encryption at rest: where the key is kept ([`KeySource`]), and how records are sealed.
+#![doc = include_str!("../README.md")]
+//!
+//! ## What this crate is for, and what it is not for
+//!
+//! It is the one implementation of encryption at rest that the token stores share
+//! (`mailup-auth-store-sled`, `mailup-auth-store-redis`): where a store key is kept
+//! ([`KeySource`]), how a record is sealed and opened ([`Sealer`]), and how a store tells the
+//! right key from a wrong one ([`EncryptionMarker`]). It knows nothing of envelopes, trees or
+//! Redis keys: each store writes the sealed text in its own envelope
+//! (`{"format": 2, "version": N, "sealed": "..."}` in both). It is not a general-purpose
+//! encryption library.
+//!
+//! ## The scheme
 //!
 //! Records are sealed with XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`): a 256-bit key,
 //! a random 192-bit nonce per record (random nonces of that size never collide in practice),
 //! and as associated data the profile name and the record's version, so a sealed record
 //! cannot be moved to another profile or given another version without failing to open.
 //!
-//! The store remembers that it is encrypted in its `meta` tree: the scheme, where its key was
-//! kept (to name it in errors), and a sealed check value that tells a wrong key from damage.
+//! A store remembers that it is encrypted with an [`EncryptionMarker`]: the scheme, where its
+//! key was kept (to name it in errors), and a sealed check value that tells a wrong key from
+//! damage. The labels in the associated data (`mailup-auth-store-sled/...`) are part of the
+//! format: they date from when only the sled store sealed records, and both stores use them,
+//! so a record sealed by one opens in the other under the same key.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +50,9 @@ const RECORD_AAD: &[u8] = b"mailup-auth-store-sled/record";
 const MAX_KEY_FILE: u64 = 1024;
 
 /// Where an encrypted store's key is kept. The store never writes the key next to its records.
+///
+/// Shared by the stores: `mailup_auth_store_sled::KeySource` and
+/// `mailup_auth_store_redis::KeySource` are this type.
 ///
 /// - [`KeySource::File`]: a file of its own, mode `0600`, outside the store directory. It
 ///   protects a copied store directory, backups and synced folders (whoever has the store but
@@ -74,7 +94,11 @@ impl KeySource {
     }
 
     /// Reads the key; `Ok(None)` when the source holds none yet.
-    pub(crate) fn load(&self, store: &Path) -> Result<Option<StoreKey>, KeyProblem> {
+    ///
+    /// `store` is the store's directory when it has one (a key file inside it is refused: a
+    /// key kept with the records protects nothing); `None` for a store that is not on this
+    /// machine's disk (Redis).
+    pub fn load(&self, store: Option<&Path>) -> Result<Option<StoreKey>, KeyProblem> {
         match self {
             Self::File(path) => self.load_file(path, store),
             #[cfg(feature = "keyring")]
@@ -92,7 +116,8 @@ impl KeySource {
     }
 
     /// Creates a random key in the source; when another process created one first, that one.
-    pub(crate) fn create(&self, store: &Path) -> Result<StoreKey, KeyProblem> {
+    /// `store` as for [`load`](Self::load).
+    pub fn create(&self, store: Option<&Path>) -> Result<StoreKey, KeyProblem> {
         let key = StoreKey::random().map_err(|message| self.unusable(&message))?;
         match self {
             Self::File(path) => {
@@ -116,7 +141,7 @@ impl KeySource {
         }
     }
 
-    fn load_file(&self, path: &Path, store: &Path) -> Result<Option<StoreKey>, KeyProblem> {
+    fn load_file(&self, path: &Path, store: Option<&Path>) -> Result<Option<StoreKey>, KeyProblem> {
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -147,7 +172,10 @@ impl KeySource {
     /// A key kept with the records protects nothing. The path is resolved as the OS would
     /// (`..`, relative paths, symlinks, including a key file that is a link into the store)
     /// before it is compared with the store directory.
-    fn refuse_inside(&self, path: &Path, store: &Path) -> Result<(), KeyProblem> {
+    fn refuse_inside(&self, path: &Path, store: Option<&Path>) -> Result<(), KeyProblem> {
+        let Some(store) = store else {
+            return Ok(());
+        };
         let store = resolved(store);
         if resolved(path).starts_with(&store) {
             return Err(self.unusable(
@@ -158,7 +186,8 @@ impl KeySource {
         Ok(())
     }
 
-    pub(crate) fn unusable(&self, message: &str) -> KeyProblem {
+    /// A [`KeyProblem::Unusable`] naming this source, for a store that cannot use its key.
+    pub fn unusable(&self, message: &str) -> KeyProblem {
         KeyProblem::Unusable {
             source_name: self.describe(),
             message: message.to_owned(),
@@ -227,8 +256,15 @@ fn write_new_key_file(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// A store key. Wiped on drop; never printed.
-pub(crate) struct StoreKey(Zeroizing<[u8; KEY_LEN]>);
+/// A store key (256 bits), as read from or created in a [`KeySource`]. Wiped on drop; never
+/// printed (its `Debug` says `[redacted]`).
+pub struct StoreKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey([redacted])")
+    }
+}
 
 impl StoreKey {
     fn random() -> Result<Self, String> {
@@ -261,31 +297,35 @@ impl StoreKey {
     }
 }
 
-/// What an encrypted store keeps in its `meta` tree.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct EncryptionMarker {
+/// What an encrypted store keeps beside its records (the sled store in its `meta` tree, the
+/// Redis store under `<prefix>encryption`), as JSON: it says the store is encrypted, and
+/// tells the right key from a wrong one. Holds no key material.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EncryptionMarker {
     /// The AEAD scheme.
-    pub(crate) scheme: String,
+    pub scheme: String,
     /// Where the key was kept when the store was created (for messages).
-    pub(crate) key_source: String,
+    pub key_source: String,
     /// [`CHECK_PLAINTEXT`] sealed with the key, base64.
     check: String,
 }
 
 /// Seals and opens records with one store key. The cipher wipes its key on drop.
-pub(crate) struct Sealer {
+pub struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
 impl Sealer {
-    pub(crate) fn new(key: &StoreKey) -> Self {
+    /// A sealer with `key`.
+    pub fn new(key: &StoreKey) -> Self {
         Self {
             cipher: XChaCha20Poly1305::new(key.0.as_ref().into()),
         }
     }
 
-    /// The marker for a new encrypted store whose key is kept in `source`.
-    pub(crate) fn marker(&self, source: &KeySource) -> Result<EncryptionMarker, String> {
+    /// The marker for a new encrypted store whose key is kept in `source`. `Err` (a message,
+    /// no key material) only when the OS gives no randomness.
+    pub fn marker(&self, source: &KeySource) -> Result<EncryptionMarker, String> {
         Ok(EncryptionMarker {
             scheme: SCHEME.to_owned(),
             key_source: source.describe(),
@@ -294,7 +334,7 @@ impl Sealer {
     }
 
     /// Whether this is the key the marker was made with.
-    pub(crate) fn fits(&self, marker: &EncryptionMarker) -> bool {
+    pub fn fits(&self, marker: &EncryptionMarker) -> bool {
         marker.scheme == SCHEME
             && self
                 .open(&marker.check, CHECK_AAD)
@@ -302,7 +342,8 @@ impl Sealer {
     }
 
     /// Seals a record's bytes for `profile` at `version`: base64 of nonce, ciphertext and tag.
-    pub(crate) fn seal_record(
+    /// `Err` (a message) only when the OS gives no randomness.
+    pub fn seal_record(
         &self,
         profile: &str,
         version: u64,
@@ -311,8 +352,9 @@ impl Sealer {
         self.seal(plaintext, &record_aad(profile, version))
     }
 
-    /// Opens what [`seal_record`](Self::seal_record) sealed for this profile and version.
-    pub(crate) fn open_record(
+    /// Opens what [`seal_record`](Self::seal_record) sealed for this profile and version;
+    /// `None` when it does not open (another key, another profile or version, damage).
+    pub fn open_record(
         &self,
         profile: &str,
         version: u64,
@@ -426,9 +468,9 @@ mod tests {
         std::fs::create_dir(&store).unwrap();
         let path = dir.path().join("keys").join("store.key");
         let source = KeySource::File(path.clone());
-        assert!(source.load(&store).unwrap().is_none());
-        let key = source.create(&store).unwrap();
-        let loaded = source.load(&store).unwrap().unwrap();
+        assert!(source.load(Some(&store)).unwrap().is_none());
+        let key = source.create(Some(&store)).unwrap();
+        let loaded = source.load(Some(&store)).unwrap().unwrap();
         assert_eq!(loaded.0.as_ref(), key.0.as_ref());
         #[cfg(unix)]
         {
@@ -436,15 +478,23 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let problem = source.load(&store).err().unwrap();
+            let problem = source.load(Some(&store)).err().unwrap();
             assert!(matches!(problem, KeyProblem::Unusable { .. }), "{problem}");
             assert!(problem.to_string().contains("chmod 600"), "{problem}");
         }
         let inside = KeySource::File(store.join("store.key"));
-        let problem = inside.create(&store).err().unwrap();
+        let problem = inside.create(Some(&store)).err().unwrap();
         assert!(
             problem.to_string().contains("inside the store"),
             "{problem}"
         );
+        // A store that has no directory (Redis) takes a key file anywhere.
+        let anywhere = KeySource::File(store.join("redis.key"));
+        let key = anywhere.create(None).unwrap();
+        assert_eq!(
+            anywhere.load(None).unwrap().unwrap().0.as_ref(),
+            key.0.as_ref()
+        );
+        assert_eq!(format!("{key:?}"), "StoreKey([redacted])");
     }
 }
