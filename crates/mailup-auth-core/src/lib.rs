@@ -23,8 +23,8 @@ pub use crate::authorize::{
 pub use crate::config::{Backoff, ClientConfig, ClientConfigBuilder, ConfigError, Endpoints};
 pub use crate::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 pub use crate::ports::{
-    KeyProblem, LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease, StoreError,
-    StoredClient, TokenStore, Transport, Versioned,
+    KeyProblem, LeaseAttempt, LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease,
+    StoreError, StoredClient, TokenStore, Transport, Versioned,
 };
 pub use crate::requests::Grant;
 pub use crate::secret::{

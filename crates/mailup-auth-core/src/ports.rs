@@ -369,11 +369,45 @@ pub trait TokenStore: Send + Sync {
 /// refresh token must never both send it. The facade takes the lease before it sends a
 /// refresh, reloads the store (another holder may have refreshed meanwhile, then its tokens
 /// are adopted and nothing is sent), and keeps it until the answer is saved.
+///
+/// While another process holds the lease, the facade calls
+/// [`try_acquire_or_wait`](Self::try_acquire_or_wait) in a loop, reloading the store after
+/// each [`LeaseAttempt::HeldElsewhere`]: once the record has a newer version than the one it
+/// saw and a token it may hand out, it adopts it without ever taking the lease. A lease that
+/// can tell when the holder saved (Redis: pub/sub) lets every waiter adopt at once, instead of
+/// taking the lease one after another only to find the work done.
 #[async_trait]
 pub trait RefreshLease: Send + Sync {
     /// Waits up to `wait` for the lease on `profile`; it is held until the returned guard is
     /// dropped. [`StoreError::LeaseTimeout`] when another holder kept it longer than `wait`.
     async fn acquire(&self, profile: &str, wait: Duration) -> Result<LeaseGuard, StoreError>;
+
+    /// Tries to take the lease on `profile` once; when another process holds it, waits at most
+    /// `wait` for a sign that the store may have changed (the holder saved or let go, or a
+    /// polling period passed) and returns [`LeaseAttempt::HeldElsewhere`]. The caller bounds
+    /// the loop; a lease with no way to notice changes may simply wait for the lease (the
+    /// default: [`acquire`](Self::acquire), including its [`StoreError::LeaseTimeout`]).
+    async fn try_acquire_or_wait(
+        &self,
+        profile: &str,
+        wait: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        self.acquire(profile, wait)
+            .await
+            .map(LeaseAttempt::Acquired)
+    }
+}
+
+/// What one [`RefreshLease::try_acquire_or_wait`] got.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LeaseAttempt {
+    /// The lease is ours until the guard is released.
+    Acquired(LeaseGuard),
+    /// Another process holds the lease, and the store may have changed since the caller last
+    /// looked: reload it, adopt the holder's tokens if they are newer and usable, otherwise
+    /// try again (within the caller's deadline).
+    HeldElsewhere,
 }
 
 /// A held [`RefreshLease`]. [`release`](Self::release) gives it back and waits until that is

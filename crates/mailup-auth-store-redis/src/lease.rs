@@ -8,19 +8,24 @@
 //! Dropping the guard releases it with an owner-checked delete (a holder whose lease already
 //! lapsed and was taken over never deletes its successor's) and publishes on the events
 //! channel. Waiters sleep on that channel (one subscription per lease object, shared by all
-//! its waiters) with a bounded poll as fallback, so they retry as soon as the holder saves or
-//! lets go.
+//! its waiters; a message names the profile saved, deleted or let go) with a bounded poll as
+//! fallback, so they look again as soon as the holder saves or lets go: through
+//! [`RefreshLease::try_acquire_or_wait`] the facade then adopts the holder's saved tokens
+//! without taking the lease at all.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
-use mailup_auth_core::ports::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
+use mailup_auth_core::ports::{
+    validate_profile_name, LeaseAttempt, LeaseGuard, RefreshLease, StoreError,
+};
 use rand::RngCore as _;
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tokio::sync::watch;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::{map_error, Keys};
@@ -38,6 +43,13 @@ pub const DEFAULT_MAX_LEASE_HOLD: Duration = Duration::from_secs(60);
 /// that died without releasing).
 const POLL: Duration = Duration::from_millis(250);
 
+/// The poll while the subscription is not up yet (a process's first wait): a holder's save
+/// published before it is lost to us, so look again sooner.
+const POLL_UNSUBSCRIBED: Duration = Duration::from_millis(20);
+
+/// Notifications kept for a waiter that has not read them yet; one that falls further behind
+/// looks at the store again (as if notified).
+const EVENTS_BUFFER: usize = 256;
 /// Deletes the lease if it is still ours, and tells the waiters.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -85,8 +97,10 @@ struct LeaseInner {
     release: Script,
     extend: Script,
     take: Script,
-    /// Counts notifications on the events channel; waiters wait for it to change.
-    events: Arc<watch::Sender<u64>>,
+    /// The profile named by each notification on the events channel.
+    events: broadcast::Sender<Arc<str>>,
+    /// Whether the listener's subscription is up (notifications are not being lost).
+    subscribed: Arc<AtomicBool>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -133,7 +147,8 @@ impl RedisRefreshLease {
                 release: Script::new(RELEASE_SCRIPT),
                 extend: Script::new(EXTEND_SCRIPT),
                 take: Script::new(TAKE_SCRIPT),
-                events: Arc::new(watch::channel(0).0),
+                events: broadcast::channel(EVENTS_BUFFER).0,
+                subscribed: Arc::default(),
                 listener: Mutex::new(None),
             }),
         }
@@ -156,7 +171,8 @@ impl RedisRefreshLease {
         }
         let client = self.inner.client.clone();
         let channel = self.inner.keys.events();
-        let events = Arc::clone(&self.inner.events);
+        let events = self.inner.events.clone();
+        let listening = Arc::clone(&self.inner.subscribed);
         let timeout = self.inner.operation_timeout;
         *listener = Some(tokio::spawn(async move {
             let subscribed = tokio::time::timeout(timeout, async {
@@ -169,10 +185,14 @@ impl RedisRefreshLease {
                 // Waiters poll meanwhile; the next acquisition tries again.
                 return;
             };
+            listening.store(true, Ordering::SeqCst);
             let mut messages = pubsub.into_on_message();
-            while messages.next().await.is_some() {
-                events.send_modify(|count| *count = count.wrapping_add(1));
+            while let Some(message) = messages.next().await {
+                // No receiver (nobody waiting) is not an error.
+                let profile: String = message.get_payload().unwrap_or_default();
+                let _ = events.send(profile.into());
             }
+            listening.store(false, Ordering::SeqCst);
         }));
     }
 
@@ -204,15 +224,11 @@ impl RefreshLease for RedisRefreshLease {
         let key = self.inner.keys.lease(profile);
         let owner = owner_id();
         let started = tokio::time::Instant::now();
-        let mut events = self.inner.events.subscribe();
         loop {
-            events.mark_unchanged();
+            // Subscribed before the attempt: a release right after it is not missed.
+            let mut events = self.inner.events.subscribe();
             if self.try_take(&key, &owner).await? {
-                tracing::debug!(profile, "refresh lease taken");
-                let held =
-                    HeldLease::start(Arc::clone(&self.inner), key, owner, profile.to_owned());
-                let release = held.release_handle();
-                return Ok(LeaseGuard::with_release(held, move || release.run()));
+                return Ok(self.held(key, owner, profile));
             }
             let waited = started.elapsed();
             if waited >= wait {
@@ -222,7 +238,71 @@ impl RefreshLease for RedisRefreshLease {
                 });
             }
             self.ensure_listener();
-            let _ = tokio::time::timeout(POLL.min(wait - waited), events.changed()).await;
+            let until = started + wait;
+            notified(&mut events, profile, until.min(self.next_poll())).await;
+        }
+    }
+
+    /// One `SET NX`; when another process holds the lease, waits for the next notification
+    /// about `profile` (its save, its release) or the polling period (250 ms; 20 ms while the
+    /// subscription is not up yet), at most `wait`.
+    async fn try_acquire_or_wait(
+        &self,
+        profile: &str,
+        wait: Duration,
+    ) -> Result<LeaseAttempt, StoreError> {
+        validate_profile_name(profile)?;
+        self.ensure_listener();
+        let key = self.inner.keys.lease(profile);
+        let owner = owner_id();
+        let until = tokio::time::Instant::now() + wait;
+        let mut events = self.inner.events.subscribe();
+        if self.try_take(&key, &owner).await? {
+            return Ok(LeaseAttempt::Acquired(self.held(key, owner, profile)));
+        }
+        notified(&mut events, profile, until.min(self.next_poll())).await;
+        Ok(LeaseAttempt::HeldElsewhere)
+    }
+}
+
+impl RedisRefreshLease {
+    /// The guard of a lease just taken: renewed from now on, released with it.
+    fn held(&self, key: String, owner: String, profile: &str) -> LeaseGuard {
+        tracing::debug!(profile, "refresh lease taken");
+        let held = HeldLease::start(Arc::clone(&self.inner), key, owner, profile.to_owned());
+        let release = held.release_handle();
+        LeaseGuard::with_release(held, move || release.run())
+    }
+
+    /// When a waiter that hears nothing looks again.
+    fn next_poll(&self) -> tokio::time::Instant {
+        let poll = if self.inner.subscribed.load(Ordering::SeqCst) {
+            POLL
+        } else {
+            POLL_UNSUBSCRIBED
+        };
+        tokio::time::Instant::now() + poll
+    }
+}
+
+/// Waits until `until` at most for a notification about `profile`. `true` when one came, or
+/// when some were missed (this waiter fell behind): either way the store is worth a look.
+/// Notifications about other profiles are skipped; the wait stays bounded by `until`.
+async fn notified(
+    events: &mut broadcast::Receiver<Arc<str>>,
+    profile: &str,
+    until: tokio::time::Instant,
+) -> bool {
+    loop {
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Err(_) => return false,
+            Ok(Ok(name)) if &*name == profile => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return true,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                tokio::time::sleep_until(until).await;
+                return false;
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{RefreshLease, StoreError};
+use mailup_auth_core::ports::{LeaseAttempt, RefreshLease, StoreError};
 use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
 
 async fn store(server: &RedisServer, ttl: Duration) -> RedisTokenStore {
@@ -47,6 +47,36 @@ async fn one_holder_at_a_time_and_a_waiter_gets_it_on_release() {
     let (got, waited) = waiter.await.unwrap();
     got.unwrap();
     assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+/// `try_acquire_or_wait`: one attempt, then (while another process holds the lease) a
+/// bounded wait ending in `HeldElsewhere`, so the caller can look at the store; once the
+/// holder lets go, the next attempt takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_sent_back_to_the_store_while_the_lease_is_held_elsewhere() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, Duration::from_secs(10))
+        .await
+        .refresh_lease();
+    let b = store(&server, Duration::from_secs(10))
+        .await
+        .refresh_lease();
+    let held = match a.try_acquire_or_wait("p", Duration::ZERO).await.unwrap() {
+        LeaseAttempt::Acquired(guard) => guard,
+        other => panic!("a free lease was not taken: {other:?}"),
+    };
+    for wait in [Duration::ZERO, Duration::from_millis(50)] {
+        let attempt = b.try_acquire_or_wait("p", wait).await.unwrap();
+        assert!(
+            matches!(attempt, LeaseAttempt::HeldElsewhere),
+            "{attempt:?}"
+        );
+    }
+    held.release().await;
+    let attempt = b.try_acquire_or_wait("p", Duration::ZERO).await.unwrap();
+    assert!(matches!(attempt, LeaseAttempt::Acquired(_)), "{attempt:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,7 @@ pub use mailup_auth_core::api::ApiPathError;
 pub use mailup_auth_core::{
     AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
     ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
-    HttpResponse, KeyProblem, LeaseGuard, MailUpError, MemoryTokenStore, Password,
+    HttpResponse, KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
     StoreError, StoredClient, TokenError, TokenSet, TokenStore, Transport, TransportError,
     TransportErrorKind, UnixTime, Url,

@@ -2,13 +2,19 @@
 //! Redis store, driven by lines on stdin, answering on stdout.
 //!
 //! `scale_out_worker REDIS_URL AUTH_BASE CLIENT_ID CLIENT_SECRET TASKS` prints `ready`, then:
-//! - `go`: TASKS concurrent `access_token()` calls; prints `done OK FAILED TOKEN...` (the
-//!   distinct tokens served) and, per failure, `error MESSAGE`;
+//! - `go` (or `go N`): TASKS (or N) concurrent `access_token()` calls; prints
+//!   `done OK FAILED TOKEN...` (the distinct tokens served) and, per failure, `error MESSAGE`;
+//! - `read N`: N `access_token()` calls one after the other (on a fresh token: the cached
+//!   path); prints `read OK FAILED`;
 //! - `refresh`: one forced refresh; prints `refreshed` or `error MESSAGE`;
 //! - `quit` (or end of input): exits.
+//!
+//! With `STORM_TRACE` set, each `go` also writes to stderr when its tasks were spawned and
+//! served (first, median, last), to see where a storm's time goes (the refresh storm bench).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mailup_auth::{ClientSecret, MailUpClient};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -28,26 +34,54 @@ async fn main() {
         .await
         .expect("client builds");
     let client = Arc::new(client);
+    let trace = std::env::var_os("STORM_TRACE").is_some();
     println!("ready");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        match line.trim() {
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or("");
+        let count: Option<usize> = words.next().map(|n| n.parse().expect("N is a number"));
+        match command {
             "go" => {
+                let tasks = count.unwrap_or(tasks);
+                let started = Instant::now();
                 let calls: Vec<_> = (0..tasks)
                     .map(|_| {
                         let client = Arc::clone(&client);
-                        tokio::spawn(async move { client.access_token().await })
+                        tokio::spawn(async move {
+                            let result = client.access_token().await;
+                            (result, started.elapsed())
+                        })
                     })
                     .collect();
+                let spawned = started.elapsed();
+                let mut served_after = Vec::with_capacity(tasks);
                 let mut tokens = BTreeSet::new();
                 let mut errors = Vec::new();
+                let mut last = None;
                 for call in calls {
-                    match call.await.expect("task") {
-                        Ok(token) => {
+                    let (result, after) = call.await.expect("task");
+                    served_after.push(after);
+                    match result {
+                        // Copied only when it differs from the last one: a storm hands
+                        // out one token, and the copies would cost more than the calls.
+                        Ok(token) if last.as_ref() != Some(&token) => {
                             tokens.insert(token.secret().to_owned());
+                            last = Some(token);
                         }
+                        Ok(_) => {}
                         Err(error) => errors.push(error.to_string()),
                     }
+                }
+                served_after.sort();
+                if trace && tasks > 0 {
+                    eprintln!(
+                        "worker {}: {tasks} tasks spawned in {spawned:?}; served: first {:?}, median {:?}, last {:?}",
+                        std::process::id(),
+                        served_after[0],
+                        served_after[tasks / 2],
+                        served_after[tasks - 1],
+                    );
                 }
                 for error in &errors {
                     println!("error {error}");
@@ -59,6 +93,16 @@ async fn main() {
                     errors.len(),
                     tokens.join(" ")
                 );
+            }
+            "read" => {
+                let calls = count.unwrap_or(1);
+                let mut failed = 0;
+                for _ in 0..calls {
+                    if client.access_token().await.is_err() {
+                        failed += 1;
+                    }
+                }
+                println!("read {} {failed}", calls - failed);
             }
             "refresh" => match client.refresh().await {
                 Ok(_) => println!("refreshed"),

@@ -35,10 +35,10 @@ use http::Method;
 use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
-    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseGuard, Password, PendingAuthorization,
-    ProfileRecord, ReauthReason, RefreshLease, Session, SessionState, StoreError, StoredClient,
-    TokenAccess, TokenError, TokenSet, TokenStore, Transport, TransportError, TransportErrorKind,
-    UnixTime, Url,
+    Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, Password,
+    PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, Session, SessionState,
+    StoreError, StoredClient, TokenAccess, TokenError, TokenSet, TokenStore, Transport,
+    TransportError, TransportErrorKind, UnixTime, Url,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -333,6 +333,13 @@ impl MailUpClient {
     /// Takes the cross-process refresh lease when a refresh is queued (and a lease is
     /// configured), then adopts what another holder may have saved meanwhile: a queued refresh
     /// that carries a refresh token the store has superseded is then dropped unsent.
+    ///
+    /// While another process holds the lease, each sign from the lease that the store may have
+    /// changed (the holder's save, its release, a poll) is followed by a reload: tokens newer
+    /// than ours that the session may hand out are adopted at once, without the lease
+    /// (`Ok(None)`, nothing to send), so the waiters of a storm do not take the lease one after
+    /// another only to find the work done. Bounded by `deadline`: a lease still held elsewhere
+    /// then is [`StoreError::LeaseTimeout`].
     pub(super) async fn lease_for_refresh(
         &self,
         deadline: tokio::time::Instant,
@@ -344,13 +351,53 @@ impl MailUpClient {
         if !self.shared().session.is_refreshing() {
             return Ok(None);
         }
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let guard = lease.acquire(&self.inner.profile, wait).await?;
-        if self.sync_from_store().await? {
-            tracing::info!("another process refreshed while we waited; using its tokens");
-            report.adopted = true;
+        let started = tokio::time::Instant::now();
+        loop {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match lease.try_acquire_or_wait(&self.inner.profile, wait).await? {
+                LeaseAttempt::Acquired(guard) => {
+                    if self.sync_from_store().await? {
+                        tracing::info!(
+                            "another process refreshed while we waited; using its tokens"
+                        );
+                        report.adopted = true;
+                    }
+                    return Ok(Some(guard));
+                }
+                // `HeldElsewhere`, and whatever a later version may add: look at the store.
+                _ => {
+                    if self.sync_from_store().await? {
+                        report.adopted = true;
+                        if self.adopted_tokens_serve() {
+                            tracing::info!(
+                                "another process refreshed; using its tokens without the lease"
+                            );
+                            return Ok(None);
+                        }
+                    }
+                    if !self.shared().session.is_refreshing() {
+                        // What was adopted needs no refresh from us (a logout, a rejection
+                        // mark): the caller decides what it means.
+                        return Ok(None);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Store(StoreError::LeaseTimeout {
+                            profile: self.inner.profile.clone(),
+                            waited: started.elapsed(),
+                        }));
+                    }
+                }
+            }
         }
-        Ok(Some(guard))
+    }
+
+    /// After adopting another process's save without the lease: whether the session would
+    /// hand the adopted access token out now, with no refresh of ours still queued (the
+    /// adopted refresh token superseded the one it carried).
+    fn adopted_tokens_serve(&self) -> bool {
+        let now = self.inner.settings.clock.now();
+        let shared = self.shared();
+        !shared.session.is_refreshing() && shared.session.hand_out_until(now).is_some()
     }
 
     /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
