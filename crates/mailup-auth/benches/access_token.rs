@@ -1,6 +1,9 @@
 //! Benchmarks of the facade's hot and cold paths.
 //!
-//! - `cached/*`: a fresh cached access token, on one thread and on two threads at once;
+//! - `cached/*`: a fresh cached access token with the system clock, on one thread and on two
+//!   threads at once, beside the floor (an `ArcSwap<Arc<String>>` load and an `Arc` clone, the
+//!   least any lock-free cache of a shared token can cost) and beside the same read with a
+//!   `ManualClock` (labelled: no clock read at all);
 //! - `refresh/*`: against the emulator on 127.0.0.1 with a sled store in a temp dir, the time
 //!   until 1,000 concurrent callers on an expired token all hold the new token, next to the
 //!   time of one forced refresh.
@@ -26,25 +29,26 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+/// A client logged in through the emulator; `clock` is `None` for the system clock.
+fn fixture_with(clock: Option<Arc<ManualClock>>) -> Fixture {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::starting_now());
+    let manual = clock.clone();
     let (emulator, client) = runtime.block_on(async {
         let emulator = Emulator::builder().start().await.unwrap();
         let store = Arc::new(SledTokenStore::open(dir.path().join("tokens")).unwrap());
-        let client =
+        let mut builder =
             MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
                 .auth_base(emulator.base_url().as_str())
-                .clock(clock.clone())
-                .store(store)
-                .build()
-                .await
-                .unwrap();
+                .store(store);
+        if let Some(clock) = manual {
+            builder = builder.clock(clock);
+        }
+        let client = builder.build().await.unwrap();
         client
             .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
             .await
@@ -55,9 +59,30 @@ fn fixture() -> Fixture {
         runtime,
         emulator,
         client,
-        clock,
+        clock: clock.unwrap_or_else(|| Arc::new(ManualClock::starting_now())),
         _dir: dir,
     }
+}
+
+/// A client on a `ManualClock` (the refresh benchmarks jump it past the expiry).
+fn fixture() -> Fixture {
+    fixture_with(Some(Arc::new(ManualClock::starting_now())))
+}
+
+/// Runs `read` `iters` times on each of two threads at once; the time per read as each thread
+/// sees it (both run at once, so a read that does not slow the other costs the same as alone).
+fn two_threads(iters: u64, read: impl Fn() + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..iters {
+                    read();
+                }
+            });
+        }
+    });
+    start.elapsed()
 }
 
 /// Polls a future that is expected to be ready at once (the cached path never awaits).
@@ -73,30 +98,49 @@ fn poll_once<F: Future>(future: F) -> F::Output {
 }
 
 fn cached(c: &mut Criterion) {
-    let fixture = fixture();
-    let client = &fixture.client;
     let mut group = c.benchmark_group("cached");
+    // The floor: the least a lock-free cache of a shared token costs per read.
+    let floor = arc_swap::ArcSwap::from_pointee(Arc::new(String::from("a-cached-access-token")));
+    group.bench_function("floor: ArcSwap<Arc<String>> load + Arc clone/1 thread", |b| {
+        b.iter(|| black_box(Arc::clone(&floor.load())))
+    });
+    group.bench_function("floor: ArcSwap<Arc<String>> load + Arc clone/2 threads", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                black_box(Arc::clone(&floor.load()));
+            })
+        })
+    });
+
+    let real = fixture_with(None);
+    let client = &real.client;
     group.bench_function("cached_access_token/1 thread", |b| {
         b.iter(|| black_box(client.cached_access_token().unwrap()))
+    });
+    group.bench_function("cached_access_token/2 threads", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                black_box(client.cached_access_token().unwrap());
+            })
+        })
     });
     group.bench_function("access_token().await/1 thread", |b| {
         b.iter(|| black_box(poll_once(client.access_token()).unwrap()))
     });
     group.bench_function("access_token().await/2 threads", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    scope.spawn(|| {
-                        for _ in 0..iters {
-                            black_box(poll_once(client.access_token()).unwrap());
-                        }
-                    });
-                }
-            });
-            // Time per call as each thread sees it (both run at once).
-            start.elapsed()
+            two_threads(iters, || {
+                black_box(poll_once(client.access_token()).unwrap());
+            })
         })
+    });
+    real.runtime.block_on(real.emulator.shutdown());
+
+    // Labelled apart: a `ManualClock` is an atomic load, no clock read at all.
+    let fixture = fixture();
+    let client = &fixture.client;
+    group.bench_function("ManualClock: cached_access_token/1 thread", |b| {
+        b.iter(|| black_box(client.cached_access_token().unwrap()))
     });
     group.finish();
     fixture.runtime.block_on(fixture.emulator.shutdown());
