@@ -1,7 +1,8 @@
 //! Secret newtypes: every credential and token the flow touches.
 //!
 //! Each type keeps its value out of `Debug` (which prints `Type([redacted])`), has no
-//! `Display`, zeroizes its buffer on drop, and compares in constant time (`==` takes as long
+//! `Display`, zeroizes its buffer on drop (an [`AccessToken`]'s clones share one buffer, wiped
+//! when the last clone is dropped), and compares in constant time (`==` takes as long
 //! for a value that differs in its first byte as for one that differs in its last, so a timing
 //! probe learns nothing but the length). The raw value is reachable only through
 //! `secret()`, whose name is meant to make every use stand out in review.
@@ -36,8 +37,10 @@
 //! let _ = serde_json::to_string(&token);
 //! ```
 
+use std::sync::Arc;
+
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The marker `Debug` prints in place of a secret value.
 pub const REDACTED: &str = "[redacted]";
@@ -104,11 +107,72 @@ secret_type!(
     /// Not `Clone`: a code is exchanged at most once, and the type system helps keep it so.
     AuthorizationCode
 );
-secret_type!(
-    /// A bearer access token for MailUp's REST API (lives about an hour).
-    AccessToken,
-    Clone
-);
+/// A bearer access token for MailUp's REST API (lives about an hour).
+///
+/// Clones share one buffer: cloning counts a reference instead of copying the value, so the
+/// facade hands out its cached token without allocating (every API call takes one). The buffer
+/// is zeroized when the last clone is dropped. Like the other secrets, its `Debug` is
+/// redacted, it has no `Display` and `==` takes constant time in the content.
+#[derive(Clone)]
+pub struct AccessToken(Arc<Zeroizing<String>>);
+
+impl AccessToken {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Arc::new(Zeroizing::new(value.into())))
+    }
+
+    /// The raw secret.
+    ///
+    /// Beware: whatever you do with the returned string is outside the redaction this type
+    /// provides. Never log it, print it, or put it in an error or a browser URL.
+    pub fn secret(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether the value is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Wipes the value now if this is the only clone; otherwise this clone lets go of the shared
+/// buffer (and becomes empty), which is wiped when its last clone is dropped.
+impl Zeroize for AccessToken {
+    fn zeroize(&mut self) {
+        match Arc::get_mut(&mut self.0) {
+            Some(value) => value.zeroize(),
+            None => *self = Self::new(String::new()),
+        }
+    }
+}
+
+/// The shared buffer is a `Zeroizing<String>`: it is wiped when the last clone is dropped.
+impl ZeroizeOnDrop for AccessToken {}
+
+/// Constant time with respect to the content: only the lengths show in the timing.
+impl PartialEq for AccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.secret().as_bytes(), other.secret().as_bytes())
+    }
+}
+
+impl Eq for AccessToken {}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AccessToken")
+            .field(&format_args!("{}", REDACTED))
+            .finish()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for AccessToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
 secret_type!(
     /// A refresh token. MailUp rotates it on every refresh: the old one dies at once.
     RefreshToken,
@@ -326,6 +390,30 @@ mod tests {
         );
         assert_ne!(Password::new("pw"), Password::new("pW"));
         assert_eq!(Some(RefreshToken::new("r1")), Some(RefreshToken::new("r1")));
+    }
+
+    #[test]
+    fn access_token_clones_share_one_buffer_that_zeroizes() {
+        fn zeroizes_on_drop<T: ZeroizeOnDrop + Zeroize>() {}
+        zeroizes_on_drop::<AccessToken>();
+
+        let token = AccessToken::new("s3cr3t-access");
+        let clone = token.clone();
+        assert!(Arc::ptr_eq(&token.0, &clone.0));
+        assert_eq!(clone.secret(), "s3cr3t-access");
+        assert_eq!(Arc::strong_count(&token.0), 2);
+
+        // A shared clone lets go of the buffer; the other clone keeps the value.
+        let mut shared = clone;
+        shared.zeroize();
+        assert!(shared.is_empty());
+        assert_eq!(token.secret(), "s3cr3t-access");
+        assert_eq!(Arc::strong_count(&token.0), 1);
+
+        // The only clone wipes the buffer in place.
+        let mut only = token;
+        only.zeroize();
+        assert!(only.is_empty());
     }
 
     #[test]

@@ -101,16 +101,20 @@ fn cached(c: &mut Criterion) {
     let mut group = c.benchmark_group("cached");
     // The floor: the least a lock-free cache of a shared token costs per read.
     let floor = arc_swap::ArcSwap::from_pointee(Arc::new(String::from("a-cached-access-token")));
-    group.bench_function("floor: ArcSwap<Arc<String>> load + Arc clone/1 thread", |b| {
-        b.iter(|| black_box(Arc::clone(&floor.load())))
-    });
-    group.bench_function("floor: ArcSwap<Arc<String>> load + Arc clone/2 threads", |b| {
-        b.iter_custom(|iters| {
-            two_threads(iters, || {
-                black_box(Arc::clone(&floor.load()));
+    group.bench_function(
+        "floor: ArcSwap<Arc<String>> load + Arc clone/1 thread",
+        |b| b.iter(|| black_box(Arc::clone(&floor.load()))),
+    );
+    group.bench_function(
+        "floor: ArcSwap<Arc<String>> load + Arc clone/2 threads",
+        |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, || {
+                    black_box(Arc::clone(&floor.load()));
+                })
             })
-        })
-    });
+        },
+    );
 
     let real = fixture_with(None);
     let client = &real.client;

@@ -340,12 +340,15 @@ impl MailUpClient {
 
     /// The cached access token if it is fresh: no lock, no await. `None` means
     /// [`access_token`](Self::access_token) has work to do.
+    ///
+    /// Cheap enough for every request: the check reads
+    /// [`Clock::now_or_later`](crate::Clock::now_or_later) (a coarse clock, never behind the
+    /// precise one) and the token is handed out as a shared clone (no copy, no allocation).
     pub fn cached_access_token(&self) -> Option<AccessToken> {
-        let now = self.inner.settings.clock.now();
-        match &*self.inner.cache.load() {
-            Some(cached) if now < cached.until => Some(cached.token.clone()),
-            _ => None,
-        }
+        let cache = self.inner.cache.load();
+        let cached = cache.as_ref()?;
+        // Never late: `now_or_later` may run ahead of now, not behind it.
+        (self.inner.settings.clock.now_or_later() < cached.until).then(|| cached.token.clone())
     }
     /// Caches `token` if it is the session's current access token, for as long as the session
     /// would hand it out again. Called with the session lock held, right where the session

@@ -17,6 +17,13 @@ impl MailUpClient {
         if let Some(token) = self.cached_access_token() {
             return Ok(token);
         }
+        // Boxed: the slow path's state machine is large, and inline it would make every
+        // cached call build and move a future of that size.
+        Box::pin(self.access_token_uncached()).await
+    }
+
+    /// [`access_token`](Self::access_token) when the cache had nothing to hand out.
+    async fn access_token_uncached(&self) -> Result<AccessToken> {
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
             let guard = self.inner.refresh_lock.clone().lock_owned().await;
