@@ -1,0 +1,544 @@
+//! Side by side in one run (issue 13): the floors, this project and yup-oauth2 on the same
+//! emulator, with the real clock.
+//!
+//! - cached read: the floor (`ArcSwap<Arc<String>>` load + `Arc` clone), our
+//!   `cached_access_token()` and `access_token().await` on one thread and on two at once, and
+//!   yup-oauth2's `Authenticator::token()`;
+//! - refresh storms: 1,000 and 10,000 tasks asking for a token on an expired one; the refresh
+//!   requests sent and the callers that failed are counted through the emulator's counters;
+//!   beside them the no-refresh floor (the same tasks on a fresh token);
+//! - the API call `GET Console/Authentication/Info`: raw reqwest with a static Bearer header,
+//!   our `get`, and yup-oauth2's `token()` followed by the same raw reqwest call; one at a
+//!   time and 64 at once.
+//!
+//! yup-oauth2 has no flow that starts from a refresh token the application already holds and
+//! a token URI of its choosing except through its storage: its authorized-user flow sends to a
+//! fixed Google URI, so the bench uses the device flow's authenticator (whose
+//! `ApplicationSecret::token_uri` is the emulator's token endpoint, and whose own device-code
+//! request, sent only when a refresh fails, is pointed at a path the emulator answers 404),
+//! with a `TokenStorage` that holds one token in a `std::sync::Mutex` (what its memory storage
+//! does) and that the bench seeds with the emulator's refresh token and an expiry in the past.
+//!
+//! The bench asserts no timing. It panics on a behaviour failure of this project (a storm
+//! that sends more than one refresh request, a caller that fails) and reports yup-oauth2's
+//! behaviour as counted. Run with `cargo bench -p mailup-auth-tests --bench versus_yup` (also
+//! part of `cargo xtask bench`); `VERSUS_ROUNDS` (default 7) sets the rounds per figure, the
+//! figure is the median of the rounds, and the contenders alternate within each round.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
+use mailup_auth::{ClientSecret, MailUpClient, Password, SledTokenStore};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+use yup_oauth2::authenticator::Authenticator;
+use yup_oauth2::storage::{TokenInfo, TokenStorage, TokenStorageError};
+use yup_oauth2::{ApplicationSecret, CustomHyperClientBuilder, DeviceFlowAuthenticator};
+
+const API_PATH: &str = "Console/Authentication/Info";
+type Yup = Authenticator<HttpConnector>;
+
+/// yup-oauth2's storage for one token, seeded by the bench (its memory storage cannot be).
+#[derive(Default)]
+struct OneToken(Mutex<Option<TokenInfo>>);
+
+impl OneToken {
+    fn expire(&self) {
+        let mut token = self.0.lock().unwrap();
+        let token = token.as_mut().expect("a stored token");
+        token.expires_at = Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStorage for OneToken {
+    async fn set(&self, _scopes: &[&str], token: TokenInfo) -> Result<(), TokenStorageError> {
+        *self.0.lock().unwrap() = Some(token);
+        Ok(())
+    }
+
+    async fn get(&self, _scopes: &[&str]) -> Option<TokenInfo> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A `TokenStorage` handle the bench keeps while the authenticator owns the box.
+struct SharedToken(Arc<OneToken>);
+
+#[async_trait::async_trait]
+impl TokenStorage for SharedToken {
+    async fn set(&self, scopes: &[&str], token: TokenInfo) -> Result<(), TokenStorageError> {
+        self.0.set(scopes, token).await
+    }
+
+    async fn get(&self, scopes: &[&str]) -> Option<TokenInfo> {
+        self.0.get(scopes).await
+    }
+}
+
+/// A password-grant login at the emulator, outside any client: the refresh token yup-oauth2
+/// starts from.
+async fn emulator_tokens(http: &reqwest::Client, emulator: &Emulator) -> (String, String) {
+    let answer: serde_json::Value = http
+        .post(emulator.token_url())
+        .form(&[
+            ("grant_type", "password"),
+            ("username", DEFAULT_USERNAME),
+            ("password", DEFAULT_PASSWORD),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        answer["access_token"].as_str().unwrap().to_owned(),
+        answer["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn yup_for(emulator: &Emulator, http: &reqwest::Client) -> (Yup, Arc<OneToken>) {
+    let (access, refresh) = emulator_tokens(http, emulator).await;
+    let storage = Arc::new(OneToken::default());
+    *storage.0.lock().unwrap() = Some(TokenInfo {
+        access_token: Some(access),
+        refresh_token: Some(refresh),
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+        id_token: None,
+    });
+    let secret = ApplicationSecret {
+        client_id: DEFAULT_CLIENT_ID.into(),
+        client_secret: DEFAULT_CLIENT_SECRET.into(),
+        token_uri: emulator.token_url().to_string(),
+        auth_uri: emulator.logon_url().to_string(),
+        ..ApplicationSecret::default()
+    };
+    let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<String>();
+    let auth = DeviceFlowAuthenticator::with_client(secret, CustomHyperClientBuilder::from(hyper))
+        .device_code_url(
+            emulator
+                .base_url()
+                .join("no-device-flow")
+                .unwrap()
+                .to_string(),
+        )
+        .with_storage(Box::new(SharedToken(storage.clone())))
+        .build()
+        .await
+        .unwrap();
+    (auth, storage)
+}
+
+async fn ours_for(emulator: &Emulator, dir: &std::path::Path) -> MailUpClient {
+    let store = Arc::new(SledTokenStore::open(dir).unwrap());
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .api_base(emulator.console_api_base().as_str())
+        .store(store)
+        .build()
+        .await
+        .unwrap();
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    client
+}
+
+/// Polls a future that must be ready at once (a cached read never waits).
+fn poll_once<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a cached read must not wait"),
+    }
+}
+
+/// Nanoseconds per call of `read`, `n` calls on each of `threads` threads at once.
+fn per_read(threads: usize, n: u32, read: impl Fn() + Sync) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..n {
+                    read();
+                }
+            });
+        }
+    });
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+/// The figures of one row, one per round.
+#[derive(Default)]
+struct Row(Vec<f64>);
+
+impl Row {
+    fn median(&self) -> f64 {
+        let mut sorted = self.0.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Waits (real sleep, bounded) until our client's token is past its expiry.
+async fn until_expired(client: &MailUpClient) {
+    for _ in 0..200 {
+        let expires_at = client.status().expires_at.expect("a token");
+        if expires_at.to_system_time() <= SystemTime::now() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the token did not expire within 10 s");
+}
+
+struct StormFigures {
+    ours: Row,
+    ours_floor: Row,
+    yup: Row,
+    yup_floor: Row,
+    yup_refreshes: Row,
+    yup_failed: Row,
+}
+
+async fn storms(tasks: usize, rounds: usize) -> StormFigures {
+    // 2 s tokens for us: our client's token expires between rounds on the real clock. Hour-long
+    // ones for yup-oauth2, which takes any token within a minute of its expiry for expired
+    // (the bench expires its stored token itself).
+    let emulator = Emulator::builder()
+        .access_token_lifetime(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let yup_emulator = Emulator::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let ours = ours_for(&emulator, &dir.path().join("tokens")).await;
+    let (yup, yup_storage) = yup_for(&yup_emulator, &http).await;
+    let yup = Arc::new(yup);
+    let mut figures = StormFigures {
+        ours: Row::default(),
+        ours_floor: Row::default(),
+        yup: Row::default(),
+        yup_floor: Row::default(),
+        yup_refreshes: Row::default(),
+        yup_failed: Row::default(),
+    };
+    for _ in 0..rounds {
+        // Ours: the storm on an expired token, then the same tasks on the fresh one.
+        until_expired(&ours).await;
+        let before = emulator.counters();
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = ours.clone();
+                tokio::spawn(async move { client.access_token().await.is_ok() })
+            })
+            .collect();
+        let mut failed = 0;
+        for handle in handles {
+            failed += usize::from(!handle.await.unwrap());
+        }
+        figures.ours.0.push(ms(start.elapsed()));
+        let refreshes = emulator.counters().token_refresh_token - before.token_refresh_token;
+        assert_eq!(
+            refreshes, 1,
+            "this project sent {refreshes} refresh requests"
+        );
+        assert_eq!(failed, 0, "{failed} of our callers failed");
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = ours.clone();
+                tokio::spawn(async move { client.access_token().await.is_ok() })
+            })
+            .collect();
+        for handle in handles {
+            assert!(handle.await.unwrap());
+        }
+        figures.ours_floor.0.push(ms(start.elapsed()));
+
+        // yup-oauth2: the same storm, its stored token expired by the bench.
+        yup_storage.expire();
+        let before = yup_emulator.counters();
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let auth = yup.clone();
+                tokio::spawn(async move { auth.token(&[] as &[&str]).await.is_ok() })
+            })
+            .collect();
+        let mut failed = 0;
+        for handle in handles {
+            failed += usize::from(!handle.await.unwrap());
+        }
+        figures.yup.0.push(ms(start.elapsed()));
+        let after = yup_emulator.counters();
+        figures
+            .yup_refreshes
+            .0
+            .push((after.token_refresh_token - before.token_refresh_token) as f64);
+        figures.yup_failed.0.push(failed as f64);
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let auth = yup.clone();
+                tokio::spawn(async move { auth.token(&[] as &[&str]).await.is_ok() })
+            })
+            .collect();
+        for handle in handles {
+            black_box(handle.await.unwrap());
+        }
+        figures.yup_floor.0.push(ms(start.elapsed()));
+    }
+    emulator.shutdown().await;
+    yup_emulator.shutdown().await;
+    figures
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter or `--test` (cargo test --benches) runs less.
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+        return;
+    }
+    let rounds: usize = std::env::var("VERSUS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = runtime.block_on(Emulator::builder().start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let ours = runtime.block_on(ours_for(&emulator, &dir.path().join("tokens")));
+    let (yup, _yup_storage) = runtime.block_on(yup_for(&emulator, &http));
+    let floor = ArcSwap::from_pointee(Arc::new(String::from("a-cached-access-token")));
+    let scopes: &[&str] = &[];
+
+    // ---- cached read -------------------------------------------------------------------
+    const READS: u32 = 500_000;
+    let mut cached: Vec<(&str, Row)> = [
+        "floor: ArcSwap<Arc<String>> load + Arc clone",
+        "floor, 2 threads at once (per read)",
+        "mailup-auth `cached_access_token()`",
+        "mailup-auth `cached_access_token()`, 2 threads at once",
+        "mailup-auth `access_token().await`",
+        "mailup-auth `access_token().await`, 2 threads at once",
+        "yup-oauth2 12 `token().await`",
+        "yup-oauth2 12 `token().await`, 2 threads at once",
+    ]
+    .into_iter()
+    .map(|name| (name, Row::default()))
+    .collect();
+    for _ in 0..rounds {
+        let floor_read = || {
+            black_box(Arc::clone(&floor.load()));
+        };
+        let ours_cached = || {
+            black_box(ours.cached_access_token().unwrap());
+        };
+        let ours_async = || {
+            black_box(poll_once(ours.access_token()).unwrap());
+        };
+        let yup_read = || {
+            black_box(poll_once(yup.token(scopes)).unwrap());
+        };
+        cached[0].1 .0.push(per_read(1, READS, floor_read));
+        cached[1].1 .0.push(per_read(2, READS, floor_read));
+        cached[2].1 .0.push(per_read(1, READS, ours_cached));
+        cached[3].1 .0.push(per_read(2, READS, ours_cached));
+        cached[4].1 .0.push(per_read(1, READS, ours_async));
+        cached[5].1 .0.push(per_read(2, READS, ours_async));
+        cached[6].1 .0.push(per_read(1, READS / 4, yup_read));
+        cached[7].1 .0.push(per_read(2, READS / 4, yup_read));
+    }
+
+    // ---- API call ------------------------------------------------------------------------
+    let base = emulator.console_api_base();
+    let api_url = reqwest::Url::parse(&format!(
+        "{}/{API_PATH}",
+        base.as_str().trim_end_matches('/')
+    ))
+    .unwrap();
+    let raw_token = runtime
+        .block_on(ours.access_token())
+        .unwrap()
+        .secret()
+        .to_owned();
+    let raw_call = |token: String| {
+        let http = http.clone();
+        let url = api_url.clone();
+        async move {
+            let answer = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert!(answer.status().is_success(), "{}", answer.status());
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    const CALLS: u32 = 200;
+    const BATCHES: u32 = 10;
+    let mut api: Vec<(&str, Row)> = [
+        "raw reqwest, static Bearer (one at a time)",
+        "mailup-auth `get` (one at a time)",
+        "yup-oauth2 `token()` + raw reqwest (one at a time)",
+        "raw reqwest, 64 at once (per batch)",
+        "mailup-auth `get`, 64 at once (per batch)",
+        "yup-oauth2 `token()` + raw reqwest, 64 at once (per batch)",
+    ]
+    .into_iter()
+    .map(|name| (name, Row::default()))
+    .collect();
+    runtime.block_on(async {
+        let ours_call = || async {
+            black_box(ours.get::<serde_json::Value>(API_PATH).await.unwrap());
+        };
+        let yup_call = || async {
+            let token = yup.token(scopes).await.unwrap();
+            black_box(raw_call(token.token().unwrap().to_owned()).await);
+        };
+        for _ in 0..rounds {
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                black_box(raw_call(raw_token.clone()).await);
+            }
+            api[0]
+                .1
+                 .0
+                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                ours_call().await;
+            }
+            api[1]
+                .1
+                 .0
+                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                yup_call().await;
+            }
+            api[2]
+                .1
+                 .0
+                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
+
+            let start = Instant::now();
+            for _ in 0..BATCHES {
+                futures_util::future::join_all((0..64).map(|_| raw_call(raw_token.clone()))).await;
+            }
+            api[3].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
+            let start = Instant::now();
+            for _ in 0..BATCHES {
+                futures_util::future::join_all((0..64).map(|_| ours_call())).await;
+            }
+            api[4].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
+            let start = Instant::now();
+            for _ in 0..BATCHES {
+                futures_util::future::join_all((0..64).map(|_| yup_call())).await;
+            }
+            api[5].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
+        }
+    });
+    runtime.block_on(emulator.shutdown());
+
+    // ---- storms ------------------------------------------------------------------------
+    let storm_rounds = rounds.min(5);
+    let small = runtime.block_on(storms(1_000, storm_rounds));
+    let large = runtime.block_on(storms(10_000, storm_rounds));
+
+    // ---- report ------------------------------------------------------------------------
+    println!();
+    println!(
+        "versus_yup: {rounds} rounds (storms: {storm_rounds}), medians; real clock throughout"
+    );
+    println!();
+    println!("| cached read | ns per read | × floor |");
+    println!("|---|---|---|");
+    let floor_1 = cached[0].1.median();
+    let floor_2 = cached[1].1.median();
+    for (i, (name, row)) in cached.iter().enumerate() {
+        let base = if i % 2 == 0 { floor_1 } else { floor_2 };
+        println!(
+            "| {name} | {:.1} | {:.2}× |",
+            row.median(),
+            row.median() / base
+        );
+    }
+    let ours_1 = cached[2].1.median();
+    let ours_2 = cached[3].1.median();
+    let async_1 = cached[4].1.median();
+    let async_2 = cached[5].1.median();
+    println!(
+        "\n2 threads / 1 thread, per read: floor {:.2}×, cached_access_token {:.2}×, access_token().await {:.2}×",
+        floor_2 / floor_1,
+        ours_2 / ours_1,
+        async_2 / async_1
+    );
+    println!();
+    println!("| API call `GET {API_PATH}` | time | × raw reqwest |");
+    println!("|---|---|---|");
+    for (i, (name, row)) in api.iter().enumerate() {
+        let (base, unit) = if i < 3 {
+            (api[0].1.median(), "µs")
+        } else {
+            (api[3].1.median(), "ms")
+        };
+        println!(
+            "| {name} | {:.2} {unit} | {:.2}× |",
+            row.median(),
+            row.median() / base
+        );
+    }
+    println!();
+    println!(
+        "| refresh storm on an expired token | time | × no-refresh floor | refresh requests | failed callers |"
+    );
+    println!("|---|---|---|---|---|");
+    for (tasks, figures) in [(1_000, &small), (10_000, &large)] {
+        println!(
+            "| {tasks} callers: mailup-auth (sled) | {:.2} ms | {:.2}× | 1 | 0 |",
+            figures.ours.median(),
+            figures.ours.median() / figures.ours_floor.median()
+        );
+        println!(
+            "| {tasks} callers: mailup-auth, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
+            figures.ours_floor.median()
+        );
+        println!(
+            "| {tasks} callers: yup-oauth2 (memory) | {:.2} ms | {:.2}× | {:.0} (range {:.0}–{:.0}) | {:.0} (range {:.0}–{:.0}) |",
+            figures.yup.median(),
+            figures.yup.median() / figures.yup_floor.median(),
+            figures.yup_refreshes.median(),
+            figures.yup_refreshes.0.iter().copied().fold(f64::MAX, f64::min),
+            figures.yup_refreshes.0.iter().copied().fold(0.0, f64::max),
+            figures.yup_failed.median(),
+            figures.yup_failed.0.iter().copied().fold(f64::MAX, f64::min),
+            figures.yup_failed.0.iter().copied().fold(0.0, f64::max),
+        );
+        println!(
+            "| {tasks} callers: yup-oauth2, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
+            figures.yup_floor.median()
+        );
+    }
+}
