@@ -134,13 +134,17 @@ async fn the_scheduler_refreshes_1000_accounts_in_due_order_within_the_bound() {
         ACCOUNTS,
         "each account refreshed once"
     );
-    // Due order: jobs start in due order; with at most BOUND running at once, an account's
-    // request never arrives more than BOUND places away from its due rank.
+    // Due order: jobs start in due order, at most BOUND at once. When the job of rank r
+    // starts, at most BOUND - 1 others are running, all of lower rank, so every account of rank
+    // below r - (BOUND - 1) has already been served: no request arrives more than BOUND - 1
+    // places *early*. (A job can arrive late by any amount: a worker thread stalled by the OS
+    // holds its slot while the other slots go on, so the late side is not asserted; it failed
+    // once under load as "account 395 arrived at 404".)
     for (position, account) in arrivals.iter().enumerate() {
         let rank: usize = account.trim_start_matches("acct").parse().unwrap();
         assert!(
-            rank.abs_diff(position) <= BOUND,
-            "account {rank} arrived at {position}"
+            rank <= position + (BOUND - 1),
+            "account {rank} arrived at {position}, ahead of accounts due before it"
         );
     }
     assert!(setup.server.max_in_flight.load(Ordering::SeqCst) <= BOUND);
