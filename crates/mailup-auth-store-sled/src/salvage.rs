@@ -85,7 +85,7 @@ pub struct SalvageReport {
 pub struct RecoveredProfile {
     /// The profile.
     pub profile: String,
-    /// The version of the copy that was recovered (the fresh store numbers from 1 again).
+    /// The version of the copy that was recovered, which the fresh store keeps.
     pub version: u64,
     /// Whether a copy that claims a newer version was seen but could not be verified: the
     /// recovered record may be an older one (its refresh token may have been rotated since;
