@@ -1353,9 +1353,9 @@ fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
 }
 
 /// Moves the damaged database files of `store` (every generation but `keep`, the pointer,
-/// 0.1.0 files) into a new directory `<store>.corrupt-<stamp>` beside it, or `<store>/corrupt.<stamp>` when
-/// the sibling is on another file system (the store is a mount point). The store's lock, its
-/// refresh locks and the generation `keep` stay.
+/// 0.1.0 files) into a new directory `<store>.corrupt-<stamp>` beside it, or
+/// `<store>/corrupt.<stamp>` when the sibling is on another file system (the store is a
+/// mount point). The store's lock, its refresh locks and the generation `keep` stay.
 fn move_damaged_aside(store: &Path, keep: u64, stamp: u64) -> Result<PathBuf, StoreError> {
     let entries = |store: &Path| -> Result<Vec<std::ffi::OsString>, StoreError> {
         let mut names = Vec::new();
