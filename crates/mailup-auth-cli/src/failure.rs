@@ -111,9 +111,9 @@ pub(crate) fn store_message(error: &StoreError) -> String {
             shell_word(profile)
         ),
         StoreError::Damaged { path, .. } => format!(
-            "the token store at {path} is damaged (its files cannot be read as a whole; nothing \
-             was changed): run `mailup-auth recover` with the same --store / --store-key to \
-             rebuild it from the records that can still be read"
+            "the token store at {path} is damaged (its files cannot be read as a whole): run \
+             `mailup-auth recover` with the same --store / --store-key to rebuild it from the \
+             records that can still be read"
         ),
         error => format!("token store: {error}"),
     }

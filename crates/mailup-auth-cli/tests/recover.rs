@@ -26,6 +26,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 async fn run(home: &Path, store: &Path, base: &str, args: &[&str]) -> Output {
+    run_with(home, store, base, args, &[]).await
+}
+
+async fn run_with(
+    home: &Path,
+    store: &Path,
+    base: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Output {
     let mut command = Command::new(BIN);
     for (key, _) in std::env::vars() {
         if key.starts_with("MAILUP_") || key.to_ascii_lowercase().ends_with("_proxy") {
@@ -42,6 +52,7 @@ async fn run(home: &Path, store: &Path, base: &str, args: &[&str]) -> Output {
         .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
         .env("MAILUP_AUTH_BASE", base)
         .env("MAILUP_PASSWORD", DEFAULT_PASSWORD)
+        .envs(extra_env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -311,5 +322,100 @@ async fn recover_after_random_damage_gives_only_right_tokens_never_a_panic() {
          opened as they were; {served} profiles served their own token, {lost} need a new \
          login; 0 panics, 0 wrong tokens"
     );
+    emulator.shutdown().await;
+}
+
+/// The store sled's test hook kills a debug build at (see `MAILUP_AUTH_STORE_SLED_CRASH_AT`):
+/// after the fresh database is written, and after the damaged files are moved aside.
+#[cfg(debug_assertions)]
+const SALVAGE_CRASH_POINTS: [&str; 2] = ["salvage-written", "salvage-moved"];
+
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_killed_at_any_point_never_leaves_an_empty_store_and_runs_again() {
+    // `recover` used to rename the store away and the fresh one into its place: killed
+    // between the two (or racing another command), the next command created an empty store
+    // where the old one was (every profile "not logged in", `recover` then "nothing to
+    // recover") and the recovered tokens stayed in `<store>.recovering-*`.
+    let emulator = Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts");
+    let base = emulator.base_url().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let pristine = home.path().join("pristine");
+    let originals = logged_in_store(home.path(), &pristine, &base).await;
+    // One byte of beta's token changed in every copy: alpha and gamma are recoverable.
+    let db = current_files(&pristine)
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "db"))
+        .expect("a log");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let beta = originals[1].as_bytes();
+    while let Some(at) = find(&bytes, beta) {
+        bytes[at + beta.len() / 2] ^= 0x01;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    for point in SALVAGE_CRASH_POINTS {
+        let store = home.path().join(point);
+        copy_dir(&pristine, &store);
+        let out = run_with(
+            home.path(),
+            &store,
+            &base,
+            &["recover"],
+            &[("MAILUP_AUTH_STORE_SLED_CRASH_AT", point)],
+        )
+        .await;
+        assert_eq!(out.status.code(), None, "{point}: killed by the hook");
+        // Every command either serves the profile's own token or names `recover`.
+        for (profile, original) in PROFILES.iter().zip(&originals) {
+            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+            match out.status.code() {
+                Some(0) => assert_eq!(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    original,
+                    "{point}: {profile}"
+                ),
+                Some(1) => assert!(
+                    one_error_line(&out).contains("recover"),
+                    "{point}: {profile}"
+                ),
+                other => panic!(
+                    "{point}: {profile}: exit {other:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        }
+        // 3 (beta lost) when it rebuilds from the damaged files again; 0 when it finds only
+        // the fresh generation the killed run moved in (beta's loss was that run's to report,
+        // and beta's `token` below says to log in).
+        let out = run(home.path(), &store, &base, &["recover"]).await;
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (profile, original) in PROFILES.iter().zip(&originals) {
+            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+            if *profile == "beta" {
+                assert_eq!(out.status.code(), Some(3), "{point}: beta was lost");
+            } else {
+                assert!(out.status.success(), "{point}: {}", one_error_line(&out));
+                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
+            }
+        }
+        assert!(!store.join("recovering").exists(), "{point}");
+        let beside: Vec<String> = std::fs::read_dir(home.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(point) && name != point)
+            .collect();
+        assert!(
+            beside.iter().all(|name| name.contains(".corrupt-")),
+            "{point}: only the damaged copies are kept beside the store: {beside:?}"
+        );
+        assert!(!beside.is_empty(), "{point}: the damaged copy is kept");
+    }
     emulator.shutdown().await;
 }

@@ -7,6 +7,7 @@
 //!   CURRENT          the pointer: the name of the current generation, e.g. `gen-3`
 //!   gen-3/           the sled database (sled's `conf`, `db`, `blobs/`, `snap.*`)
 //!   refresh-locks/   the refresh lease's lock files (see `lease`)
+//!   recovering/      only while a salvage runs: the fresh store it builds
 //! ```
 //!
 //! Stores written by 0.1.0 have sled's files directly in `<store>/` and no pointer; opening one
@@ -30,6 +31,10 @@ const POINTER: &str = "CURRENT";
 const POINTER_TMP: &str = "CURRENT.tmp";
 /// The store lock file.
 const LOCK: &str = "lock";
+/// Where a salvage builds the fresh store, inside the store directory (so that moving its
+/// database into place is a rename on one file system). Found by an open, it is what a salvage
+/// that died left, and is wiped.
+pub(crate) const RECOVERING: &str = "recovering";
 /// Generation directories are `gen-<n>`, `n` in decimal without leading zeros.
 const GENERATION_PREFIX: &str = "gen-";
 /// The files and directories sled 0.34 keeps in its directory (snapshots are `snap.*`).
@@ -136,6 +141,7 @@ pub(crate) fn remove_leftovers(
             Some(generation) => Some(generation) != current,
             None => {
                 name == POINTER_TMP
+                    || name == RECOVERING
                     || (!keep_legacy
                         && (SLED_ENTRIES.contains(&name) || name.starts_with(SLED_SNAPSHOT_PREFIX)))
             }
@@ -145,6 +151,19 @@ pub(crate) fn remove_leftovers(
         }
     }
     sync_dir(store)
+}
+
+/// Whether `name`, in a store directory, belongs to a database (a generation other than
+/// `keep`, the 0.1.0 files) or is the pointer: what a salvage moves aside.
+pub(crate) fn is_database_entry(name: &str, keep: u64) -> bool {
+    match parse_generation(name) {
+        Some(generation) => generation != keep,
+        None => {
+            name == POINTER
+                || SLED_ENTRIES.contains(&name)
+                || name.starts_with(SLED_SNAPSHOT_PREFIX)
+        }
+    }
 }
 
 /// Wipes the 0.1.0 database files from `store`.
@@ -204,14 +223,14 @@ fn overwrite_with_zeros(path: &Path, len: u64) -> Result<(), StoreError> {
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(|e| io_error(dir, &e))
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     // Windows cannot open a directory as a file; NTFS journals the rename itself.
     Ok(())
 }
@@ -261,7 +280,14 @@ mod tests {
     fn leftovers_are_everything_but_the_current_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path();
-        for name in ["gen-1", "gen-2", "gen-3", "refresh-locks", "blobs"] {
+        for name in [
+            "gen-1",
+            "gen-2",
+            "gen-3",
+            "refresh-locks",
+            "blobs",
+            RECOVERING,
+        ] {
             std::fs::create_dir(store.join(name)).unwrap();
         }
         for name in [

@@ -57,7 +57,9 @@
 //! ## Damaged stores
 //!
 //! sled refuses a database whose files are damaged (bit flips, a truncated file) as a whole:
-//! opening one is [`StoreError::Damaged`], and nothing is changed. sled also takes a record
+//! opening one is [`StoreError::Damaged`]. sled's own recovery runs first and may already
+//! have rewritten the part of its log it could not read (a damaged message that holds no
+//! record, early in the log, costs every record after it). sled also takes a record
 //! message whose checksum fails for the torn end of its log and, opening it, silently drops
 //! that message and every one written after it; so `open` reads the log first and refuses such
 //! a store the same way. [`SledTokenStore::salvage`] then rebuilds the store from the records
@@ -400,11 +402,21 @@ impl SledTokenStore {
     /// message whose CRC32 verifies, only when it decodes completely, and, in an encrypted
     /// store, only when `key` opens it (the profile name and the version are authenticated
     /// with it); the highest version of each profile wins, and a tombstone keeps a deleted
-    /// profile deleted. A fresh store is written with those records (each at version 1) in a
-    /// sibling directory `<store>.recovering-<unix time>`, then the damaged directory is moved
-    /// aside to `<store>.corrupt-<unix time>` (never deleted: it holds what could not be
-    /// verified) and the fresh one takes its place. Memory and time are bounded whatever the
-    /// files hold (at most 1 GiB is read).
+    /// profile deleted. Memory and time are bounded whatever the files hold (at most 1 GiB is
+    /// read).
+    ///
+    /// The store directory stays where it is (a store reached through a symbolic link is
+    /// rebuilt where the link points), and so does its lock, so no other process can open it
+    /// meanwhile: a fresh database is written with those records, each at the version it had
+    /// (so that a writer still holding an older version gets a conflict, never a silent
+    /// overwrite), in `recovering/` inside the store; it becomes a new generation, the damaged
+    /// files (the generations, the pointer, 0.1.0 files) are moved aside to
+    /// `<store>.corrupt-<unix time>` beside the store (or `<store>/corrupt.<unix time>`
+    /// when the store is a mount point), never deleted, and the pointer is switched to the
+    /// new generation. A crash at any point leaves the damaged store, or the fresh one, or a
+    /// store that refuses to open until `salvage` runs again (which finds the fresh
+    /// generation's records): never an empty store, and what a salvage that died left in
+    /// `recovering/` is wiped by the next open or salvage.
     ///
     /// The report lists the profiles recovered (with the version found), deleted and lost.
     /// Nothing else is recovered: used authorization states and pending wipes are not, and
@@ -416,9 +428,7 @@ impl SledTokenStore {
     /// [`StoreError::Key`] when the store holds sealed records or an encryption marker and
     /// `key` is missing or another key, or `key` is given for a store in clear (nothing is
     /// changed in these cases); [`StoreError::Io`] when a file cannot be read or the fresh
-    /// store cannot be written or moved into place (the damaged store is left where it was,
-    /// or in `<store>.corrupt-*` with the fresh one in `<store>.recovering-*` when only the
-    /// last rename failed).
+    /// database cannot be written (nothing is changed then either) or moved into place.
     pub fn salvage(
         path: impl AsRef<Path>,
         key: Option<&KeySource>,
@@ -430,42 +440,45 @@ impl SledTokenStore {
                 path.display()
             )));
         }
-        let registered = std::fs::canonicalize(path).map_err(|error| dir_error(path, &error))?;
-        if opened_here().get(&registered) == Some(&Registration::Open) {
+        // The real directory: through a symbolic link, the store is rebuilt where it points
+        // (renaming the link would leave the damaged store in place and a new one elsewhere).
+        let store = std::fs::canonicalize(path).map_err(|error| dir_error(path, &error))?;
+        if opened_here().get(&store) == Some(&Registration::Open) {
             return Err(StoreError::Locked {
                 path: path.display().to_string(),
                 message: "it is open in this process; close it before recovering it".into(),
             });
         }
-        let lock = layout::lock_store(path)?;
-        let scan = salvage::scan_store(path)?;
-        let sealer = salvage::check_key(path, &scan, key)?;
+        let lock = layout::lock_store(&store)?;
+        let staging = store.join(layout::RECOVERING);
+        // Left by a salvage that died: copies of records the damaged files still hold.
+        layout::scrub(&staging)?;
+        let scan = salvage::scan_store(&store)?;
+        let sealer = salvage::check_key(&store, &scan, key)?;
         let plan = salvage::plan(&scan, sealer.as_ref());
+        if let Err(error) = Self::write_recovered(&staging, key, &plan) {
+            // Nothing was changed; a fresh database that could not be finished is removed.
+            let _ = layout::scrub(&staging);
+            return Err(error);
+        }
+        crash_point("salvage-written");
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        let fresh_path = free_sibling(path, &format!("recovering-{stamp}"))?;
-        {
-            let fresh = Self::open_with(&fresh_path, key)?;
-            for (profile, _, record, _) in &plan.recovered {
-                fresh.save_blocking(profile, record, None)?;
-            }
-        }
-        let moved_to = free_sibling(path, &format!("corrupt-{stamp}"))?;
-        std::fs::rename(path, &moved_to).map_err(|error| dir_error(path, &error))?;
+        let next = layout::generations(&store)?
+            .last()
+            .map_or(Some(1), |last| last.checked_add(1))
+            .ok_or_else(|| StoreError::Io("the store's generation counter is exhausted".into()))?;
+        // Not current yet: an open before the switch below would wipe it as a leftover.
+        let fresh = layout::generation_dir(&store, next);
+        std::fs::rename(layout::generation_dir(&staging, 1), &fresh)
+            .map_err(|error| dir_error(&fresh, &error))?;
+        let moved_to = move_damaged_aside(&store, next, stamp)?;
+        crash_point("salvage-moved");
+        layout::write_pointer(&store, next)?;
         drop(lock);
-        std::fs::rename(&fresh_path, path).map_err(|error| {
-            StoreError::Io(format!(
-                "the damaged store was moved to {} but the recovered one could not be moved \
-                 into place; rename {} to {} by hand ({error})",
-                moved_to.display(),
-                fresh_path.display(),
-                path.display()
-            ))
-        })?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = File::open(parent).and_then(|dir| dir.sync_all());
-        }
+        // What is left there is the fresh store's lock and pointer: no record.
+        let _ = layout::scrub(&staging);
         Ok(SalvageReport {
             moved_to,
             recovered: plan
@@ -477,12 +490,46 @@ impl SledTokenStore {
                     newer_unverified,
                 })
                 .collect(),
-            deleted: plan.deleted,
+            deleted: plan.deleted.into_iter().map(|(name, _)| name).collect(),
             lost: plan.lost,
             damaged_messages: scan.damaged_messages(),
             scanned_bytes: scan.scanned(),
             truncated_scan: scan.truncated(),
         })
+    }
+
+    /// Writes the planned records, at their versions, and tombstones of deleted profiles into
+    /// a new store at `dir` (generation 1), flushed.
+    fn write_recovered(
+        dir: &Path,
+        key: Option<&KeySource>,
+        plan: &salvage::Plan,
+    ) -> Result<(), StoreError> {
+        let fresh = Self::open_with(dir, key)?;
+        let database = fresh.read();
+        for (profile, version, record, _) in &plan.recovered {
+            let encoded = fresh.encode_record(profile, *version, record)?;
+            database
+                .profiles
+                .insert(profile.as_bytes(), encoded)
+                .map_err(|error| io_error("write", error))?;
+        }
+        for (profile, version) in &plan.deleted {
+            let tombstone = encode(&EnvelopeOut {
+                format: CLEAR_FORMAT,
+                version: *version,
+                record: None,
+                sealed: None,
+                deleted: true,
+            })?;
+            database
+                .profiles
+                .insert(profile.as_bytes(), tombstone)
+                .map_err(|error| io_error("write", error))?;
+        }
+        database.flush()?;
+        drop(database);
+        restrict_files(dir)
     }
 
     /// The store directory.
@@ -1253,7 +1300,10 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
         | sled::Error::ReportableBug(_)
         | sled::Error::Unsupported(_) => StoreError::Damaged {
             path: path.display().to_string(),
-            message: format!("sled cannot read its files ({error}); {SALVAGE_HINT}"),
+            message: format!(
+                "sled cannot read its files ({error}); sled may already have discarded the part \
+                 of its log it could not read; {SALVAGE_HINT}"
+            ),
         },
         sled::Error::Io(io)
             if matches!(
@@ -1263,7 +1313,10 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
         {
             StoreError::Damaged {
                 path: path.display().to_string(),
-                message: format!("sled cannot read its files ({io}); {SALVAGE_HINT}"),
+                message: format!(
+                    "sled cannot read its files ({io}); sled may already have discarded the \
+                     part of its log it could not read; {SALVAGE_HINT}"
+                ),
             }
         }
         other => StoreError::Io(format!(
@@ -1274,9 +1327,8 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
 }
 
 /// What a [`StoreError::Damaged`] says to do.
-const SALVAGE_HINT: &str = "nothing was changed; `SledTokenStore::salvage` (`mailup-auth \
-                            recover`) rebuilds the store from the records that can still be \
-                            read";
+const SALVAGE_HINT: &str = "`SledTokenStore::salvage` (`mailup-auth recover`) rebuilds the \
+                            store from the records that can still be read";
 
 /// `<path>.<suffix>`, or `<path>.<suffix>-<n>` when that exists.
 fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
@@ -1298,6 +1350,53 @@ fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
         "{}: too many earlier recoveries beside it",
         path.display()
     )))
+}
+
+/// Moves the damaged database files of `store` (every generation but `keep`, the pointer,
+/// 0.1.0 files) into a new directory `<store>.corrupt-<stamp>` beside it, or
+/// `<store>/corrupt.<stamp>` when the sibling is on another file system (the store is a
+/// mount point). The store's lock, its refresh locks and the generation `keep` stay.
+fn move_damaged_aside(store: &Path, keep: u64, stamp: u64) -> Result<PathBuf, StoreError> {
+    let entries = |store: &Path| -> Result<Vec<std::ffi::OsString>, StoreError> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(store).map_err(|error| dir_error(store, &error))? {
+            let name = entry.map_err(|error| dir_error(store, &error))?.file_name();
+            if name
+                .to_str()
+                .is_some_and(|name| layout::is_database_entry(name, keep))
+            {
+                names.push(name);
+            }
+        }
+        // The pointer last: until it goes, an open names the generation that is missing.
+        names.sort_by_key(|name| name == "CURRENT");
+        Ok(names)
+    };
+    let names = entries(store)?;
+    let mut moved_to = free_sibling(store, &format!("corrupt-{stamp}"))?;
+    create_private_dir(&moved_to)?;
+    for (index, name) in names.iter().enumerate() {
+        match std::fs::rename(store.join(name), moved_to.join(name)) {
+            Ok(()) => {}
+            Err(error) if index == 0 && error.kind() == std::io::ErrorKind::CrossesDevices => {
+                // The store is a mount point: keep the damaged files on its file system.
+                let _ = std::fs::remove_dir(&moved_to);
+                moved_to = free_sibling(&store.join("corrupt"), &stamp.to_string())?;
+                create_private_dir(&moved_to)?;
+                for name in &names {
+                    std::fs::rename(store.join(name), moved_to.join(name))
+                        .map_err(|error| dir_error(&store.join(name), &error))?;
+                }
+                break;
+            }
+            Err(error) => return Err(dir_error(&store.join(name), &error)),
+        }
+    }
+    layout::sync_dir(&moved_to)?;
+    if let Some(parent) = moved_to.parent() {
+        let _ = layout::sync_dir(parent);
+    }
+    Ok(moved_to)
 }
 
 #[cfg(unix)]

@@ -85,7 +85,7 @@ pub struct SalvageReport {
 pub struct RecoveredProfile {
     /// The profile.
     pub profile: String,
-    /// The version of the copy that was recovered (the fresh store numbers from 1 again).
+    /// The version of the copy that was recovered, which the fresh store keeps.
     pub version: u64,
     /// Whether a copy that claims a newer version was seen but could not be verified: the
     /// recovered record may be an older one (its refresh token may have been rotated since;
@@ -171,7 +171,7 @@ pub(crate) fn check_log(dir: &Path) -> Result<(), StoreError> {
         path: dir.display().to_string(),
         message: format!(
             "{} record message(s) in sled's log fail their checksum, and sled would silently \
-             drop everything after them; {}",
+             drop everything after them; nothing was changed; {}",
             scan.damaged_messages,
             crate::SALVAGE_HINT
         ),
@@ -441,7 +441,8 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
 /// What the scan says each profile is, with `sealer` to open sealed records.
 pub(crate) struct Plan {
     pub(crate) recovered: Vec<(String, u64, ProfileRecord, bool)>,
-    pub(crate) deleted: Vec<String>,
+    /// Deleted profiles with the version of their tombstone.
+    pub(crate) deleted: Vec<(String, u64)>,
     pub(crate) lost: Vec<LostProfile>,
 }
 
@@ -608,7 +609,7 @@ pub(crate) fn plan(scan: &Scan, sealer: Option<&Sealer>) -> Plan {
                 plan.recovered
                     .push((name, version, record, newer_unverified));
             }
-            Some((_, None)) => plan.deleted.push(name),
+            Some((version, None)) => plan.deleted.push((name, version)),
             None => plan.lost.push(LostProfile {
                 profile: name,
                 reason: if seen.unreadable {

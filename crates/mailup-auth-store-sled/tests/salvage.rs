@@ -447,3 +447,92 @@ fn an_open_store_is_not_salvaged() {
         Err(StoreError::Io(_))
     ));
 }
+
+#[test]
+fn salvage_keeps_every_version_so_a_stale_writer_gets_a_conflict() {
+    // Versions restarted at 1 used to let a process still holding version 1 of a profile
+    // overwrite its recovered, newer tokens without a conflict.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let saved = build(&path, None);
+    let report = salvage(&path, None).unwrap();
+    check_recovered(&path, None, &report, &saved);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let store = open_with(&path, None).unwrap();
+    runtime.block_on(async {
+        for profile in PROFILES {
+            let loaded = store.load(profile).await.unwrap().unwrap();
+            assert_eq!(loaded.version, latest(&saved, profile), "{profile}");
+        }
+        // delta was saved five times: a writer that read version 1 must not win.
+        assert!(latest(&saved, "delta") > 1);
+        let stale = store.save("delta", &record("delta", 99), Some(1)).await;
+        assert!(
+            matches!(stale, Err(StoreError::Conflict { .. })),
+            "{stale:?}"
+        );
+        // The deleted profile's tombstone kept its version: a new login goes past it.
+        let version = store.save("gone", &record("gone", 2), None).await.unwrap();
+        assert!(version > 1, "after the tombstone, got version {version}");
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_store_behind_a_symbolic_link_is_rebuilt_where_the_link_points() {
+    // Renaming the store path used to move the link itself: the damaged store stayed where
+    // the link pointed and the fresh one was written beside the link, on another disk maybe.
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("volume").join("store");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    let saved = build(&real, None);
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let report = salvage(&link, None).unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        report.moved_to.parent(),
+        Some(
+            std::fs::canonicalize(real.parent().unwrap())
+                .unwrap()
+                .as_path()
+        ),
+        "the damaged copy is kept beside the real directory"
+    );
+    assert!(report.moved_to.join("CURRENT").is_file());
+    check_recovered(&link, None, &report, &saved);
+    check_recovered(&real, None, &report, &saved);
+}
+
+#[test]
+fn what_a_salvage_that_died_left_is_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let saved = build(&path, None);
+    // A salvage killed while it wrote the fresh database leaves `recovering/` in the store,
+    // with copies of tokens: an open wipes it, and so does the next salvage.
+    let leftover = path.join("recovering").join("gen-1");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("db"), b"access-alpha-1-4f1c").unwrap();
+    drop(open_with(&path, None).unwrap());
+    assert!(!path.join("recovering").exists());
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("db"), b"access-alpha-1-4f1c").unwrap();
+    let report = salvage(&path, None).unwrap();
+    assert!(!path.join("recovering").exists());
+    check_recovered(&path, None, &report, &saved);
+    let names: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "recovering"),
+        "nothing of the fresh store's scaffolding stays: {names:?}"
+    );
+    assert_eq!(report.recovered.len(), PROFILES.len());
+}
