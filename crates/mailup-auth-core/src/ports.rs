@@ -504,7 +504,8 @@ type ReleaseFn = Box<
 >;
 
 type CheckFn = Box<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>
+    dyn Fn()
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>
         + Send
         + Sync,
 >;
@@ -842,7 +843,10 @@ mod tests {
     fn memory_store_tells_a_logout_from_a_lost_record_and_restores_only_a_lost_one() {
         let store = MemoryTokenStore::new();
         // Never saved: no trace, as after a loss.
-        assert_eq!(block_on(store.load_entry("p")).unwrap(), StoredProfile::Absent);
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Absent
+        );
         assert_eq!(
             block_on(store.restore_lost("p", &record("a5"), 4)).unwrap(),
             5
@@ -865,7 +869,10 @@ mod tests {
         );
         // A logout leaves a tombstone: `Deleted`, and no restore over it.
         block_on(store.delete("p")).unwrap();
-        assert_eq!(block_on(store.load_entry("p")).unwrap(), StoredProfile::Deleted);
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Deleted
+        );
         assert_eq!(
             block_on(store.restore_lost("p", &record("x"), 5)).unwrap_err(),
             StoreError::Conflict {
@@ -921,7 +928,10 @@ mod tests {
             }
         }
         let store = Plain(MemoryTokenStore::new());
-        assert_eq!(block_on(store.load_entry("p")).unwrap(), StoredProfile::Deleted);
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Deleted
+        );
         assert_eq!(
             block_on(store.restore_lost("p", &record("a1"), 3)).unwrap_err(),
             StoreError::Conflict {
@@ -952,11 +962,13 @@ mod tests {
         assert!(block_on(guard.still_held()).unwrap());
         lost.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(!block_on(guard.still_held()).unwrap());
-        let failing = LeaseGuard::new(()).with_check(|| async {
-            Err(StoreError::Io("unreachable".into()))
-        });
+        let failing =
+            LeaseGuard::new(()).with_check(|| async { Err(StoreError::Io("unreachable".into())) });
         assert!(block_on(failing.still_held()).is_err());
-        assert!(StoreError::LeaseLost { profile: "p".into() }.is_transient());
+        assert!(StoreError::LeaseLost {
+            profile: "p".into()
+        }
+        .is_transient());
     }
 
     #[test]

@@ -265,7 +265,10 @@ pub async fn save_after_delete_starts_from_no_record(store: &dyn TokenStore) {
 pub async fn a_lost_record_is_told_from_a_logout_and_restored_only_when_lost(
     store: &dyn TokenStore,
 ) {
-    assert_eq!(store.load_entry("never").await.unwrap(), StoredProfile::Absent);
+    assert_eq!(
+        store.load_entry("never").await.unwrap(),
+        StoredProfile::Absent
+    );
 
     // A logout leaves a tombstone: no restore over it, the logout stands.
     store
@@ -277,7 +280,10 @@ pub async fn a_lost_record_is_told_from_a_logout_and_restored_only_when_lost(
         StoredProfile::Record(Versioned { version: 1, .. })
     ));
     store.delete("out").await.unwrap();
-    assert_eq!(store.load_entry("out").await.unwrap(), StoredProfile::Deleted);
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Deleted
+    );
     assert_eq!(
         store
             .restore_lost("out", &ProfileRecord::with_tokens(tokens(2)), 1)

@@ -7,7 +7,10 @@
 //! owner-checked script, so a live holder keeps it and a killed one loses it within one TTL.
 //! Dropping the guard releases it with an owner-checked delete (a holder whose lease already
 //! lapsed and was taken over never deletes its successor's) and publishes on the events
-//! channel. Waiters sleep on that channel (one subscription per lease object, shared by all
+//! channel. The guard's `still_held` (asked by the facade right before it sends the refresh)
+//! is one owner-checked script that answers the key's `PTTL` only while the key still holds our
+//! owner id; a guard whose renewal ended (the lease was found gone, or held past
+//! `max_lease_hold`) is not held, without a round trip. Waiters sleep on that channel (one subscription per lease object, shared by all
 //! its waiters; a message names the profile saved, deleted or let go) with a bounded poll as
 //! fallback, so they look again as soon as the holder saves or lets go: through
 //! [`RefreshLease::try_acquire_or_wait`] the facade then adopts the holder's saved tokens

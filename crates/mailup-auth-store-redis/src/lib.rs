@@ -28,6 +28,11 @@
 //! never restart. Saves and deletes are Lua scripts: the version check, the encryption check,
 //! the write, the profile set and the notification happen atomically.
 //!
+//! A record key that is missing altogether (no record, no tombstone) is what an emptied server
+//! (`FLUSHALL`, `FLUSHDB`, a restart without persistence) leaves: `load_entry` reports it as
+//! `StoredProfile::Absent`, not as a logout, and `restore_lost` writes only there (the save
+//! script with "no key" as the expected state).
+//!
 //! ## Security
 //!
 //! Records hold refresh tokens and, with `remember_client`, client secrets. A plain `redis://`

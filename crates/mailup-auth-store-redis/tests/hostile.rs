@@ -287,7 +287,10 @@ async fn an_emptied_server_is_told_from_a_logout_and_the_record_can_be_restored(
     store.save("p", &record, Some(1)).await.unwrap();
     store.save("out", &record, None).await.unwrap();
     store.delete("out").await.unwrap();
-    assert_eq!(store.load_entry("out").await.unwrap(), StoredProfile::Deleted);
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Deleted
+    );
     let mut direct = redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -298,7 +301,10 @@ async fn an_emptied_server_is_told_from_a_logout_and_the_record_can_be_restored(
         .await
         .unwrap();
     assert_eq!(store.load_entry("p").await.unwrap(), StoredProfile::Absent);
-    assert_eq!(store.load_entry("out").await.unwrap(), StoredProfile::Absent);
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Absent
+    );
     // A save that expected the lost record is still a conflict...
     assert!(matches!(
         store.save("p", &record, Some(2)).await,
