@@ -291,6 +291,8 @@ pub enum KeyProblem {
 /// [`TokenStore::load`], it tells a logout from a record that is gone without one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+// As large as `load`'s `Option<Versioned<ProfileRecord>>`, and as short-lived: one per load.
+#[allow(clippy::large_enum_variant)]
 pub enum StoredProfile {
     /// A live record.
     Record(Versioned<ProfileRecord>),
