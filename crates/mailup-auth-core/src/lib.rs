@@ -24,7 +24,7 @@ pub use crate::config::{Backoff, ClientConfig, ClientConfigBuilder, ConfigError,
 pub use crate::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 pub use crate::ports::{
     KeyProblem, LeaseAttempt, LeaseGuard, MemoryTokenStore, ProfileRecord, RefreshLease,
-    StoreError, StoredClient, TokenStore, Transport, Versioned,
+    StoreError, StoredClient, StoredProfile, TokenStore, Transport, Versioned,
 };
 pub use crate::requests::Grant;
 pub use crate::secret::{

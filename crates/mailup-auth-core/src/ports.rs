@@ -210,6 +210,15 @@ pub enum StoreError {
         /// The store's location (without credentials).
         store: String,
     },
+    /// The refresh lease this process took is no longer its own (it lapsed while the process
+    /// was stopped or paused past its TTL, or Redis lost it), so the refresh it was about to
+    /// send was not sent: another process may already have used that refresh token.
+    /// Transient: reload the store (another holder's tokens) or take the lease again.
+    #[error("profile `{profile}`: the refresh lease was lost before the refresh was sent; nothing was sent")]
+    LeaseLost {
+        /// The profile whose refresh lease was lost.
+        profile: String,
+    },
     /// Another process kept the profile's refresh lease for longer than the wait allowed.
     #[error("profile `{profile}` is being refreshed by another process; gave up after {} ms", .waited.as_millis())]
     LeaseTimeout {
@@ -222,13 +231,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether trying again later may succeed without anyone changing anything: the store
-    /// was unreachable or slow, or another process held the refresh lease.
+    /// was unreachable or slow, or another process held (or took over) the refresh lease.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             Self::Unavailable { .. }
                 | Self::Timeout { .. }
                 | Self::LeaseTimeout { .. }
+                | Self::LeaseLost { .. }
                 | Self::Locked { .. }
         )
     }
@@ -275,6 +285,34 @@ pub enum KeyProblem {
         /// Why (never key material).
         message: String,
     },
+}
+
+/// What a store holds under a profile name, from [`TokenStore::load_entry`]: unlike
+/// [`TokenStore::load`], it tells a logout from a record that is gone without one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+// As large as `load`'s `Option<Versioned<ProfileRecord>>`, and as short-lived: one per load.
+#[allow(clippy::large_enum_variant)]
+pub enum StoredProfile {
+    /// A live record.
+    Record(Versioned<ProfileRecord>),
+    /// No record, and a trace that one was deleted (a tombstone: a logout). Also what a store
+    /// that keeps no such trace reports for every missing record (the trait's default): it
+    /// cannot tell, and a logout is the safe reading.
+    Deleted,
+    /// No record and no trace of one: the profile was never saved, or the store lost it (a
+    /// Redis emptied by `FLUSHDB`/`FLUSHALL`, or restarted without persistence). A process
+    /// that still holds the profile's tokens keeps them, and may put them back with
+    /// [`TokenStore::restore_lost`].
+    Absent,
+}
+
+impl From<Option<Versioned<ProfileRecord>>> for StoredProfile {
+    /// What [`TokenStore::load`]'s answer says, for a store that cannot tell a deleted record
+    /// from a lost one: a missing record is [`StoredProfile::Deleted`].
+    fn from(loaded: Option<Versioned<ProfileRecord>>) -> Self {
+        loaded.map_or(Self::Deleted, Self::Record)
+    }
 }
 
 /// The version after `current`, or [`StoreError::VersionExhausted`]: stores must never wrap a
@@ -344,8 +382,47 @@ pub trait TokenStore: Send + Sync {
         expected: Option<u64>,
     ) -> Result<u64, StoreError>;
 
-    /// Removes a profile's record (no error when there is none).
+    /// Removes a profile's record (no error when there is none). A store that can should
+    /// leave a tombstone with the last version, so that versions never restart and
+    /// [`load_entry`](Self::load_entry) can tell the logout from a lost record.
     async fn delete(&self, profile: &str) -> Result<(), StoreError>;
+
+    /// Loads a profile's record, telling a deleted one ([`StoredProfile::Deleted`], a
+    /// tombstone) from one that left no trace ([`StoredProfile::Absent`]: never saved, or lost
+    /// by the store). The facade adopts a logout only from the first: after the second it keeps
+    /// the tokens it holds and puts them back with [`restore_lost`](Self::restore_lost).
+    ///
+    /// The default, for stores that keep no tombstones, answers [`load`](Self::load) and calls
+    /// every missing record [`StoredProfile::Deleted`] (the behaviour before this method
+    /// existed). A store wrapping another one should forward this method and
+    /// [`restore_lost`](Self::restore_lost).
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        Ok(self.load(profile).await?.into())
+    }
+
+    /// Saves `record` only if the profile is [`StoredProfile::Absent`] (no record and no
+    /// tombstone: the store lost it), at version `lost_version + 1`, so that versions still
+    /// only grow for every process that saw the lost record. Returns the new version. A
+    /// record or a tombstone found there (someone saved or logged out meanwhile) is a
+    /// [`StoreError::Conflict`] with `expected: None` and `found` the live record's version
+    /// (`None` for a tombstone), and nothing is written; a `lost_version` at its maximum is
+    /// [`StoreError::VersionExhausted`].
+    ///
+    /// The default, for stores whose [`load_entry`](Self::load_entry) never answers
+    /// [`StoredProfile::Absent`], writes nothing and answers that conflict.
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        let _ = (record, lost_version);
+        Err(StoreError::Conflict {
+            profile: profile.to_owned(),
+            expected: None,
+            found: self.load(profile).await?.map(|stored| stored.version),
+        })
+    }
 
     /// The stored profile names, sorted.
     async fn profiles(&self) -> Result<Vec<String>, StoreError>;
@@ -413,14 +490,26 @@ pub enum LeaseAttempt {
 /// A held [`RefreshLease`]. [`release`](Self::release) gives it back and waits until that is
 /// done; dropping it releases it as well as `Drop` can (a lease whose release is a network
 /// round trip then lets it go in the background, or lets it lapse).
+///
+/// A lease that can be lost while its guard lives (one with a TTL, like Redis's: the holder
+/// was stopped, paused or cut off past it) says so through [`still_held`](Self::still_held),
+/// which the facade asks right before it sends the refresh.
 #[must_use = "the lease is released when the guard is dropped"]
 pub struct LeaseGuard {
     _held: Box<dyn Send + Sync>,
     release: Option<ReleaseFn>,
+    check: Option<CheckFn>,
 }
 
 type ReleaseFn = Box<
     dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+type CheckFn = Box<
+    dyn Fn()
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>
+        + Send
+        + Sync,
 >;
 
 impl LeaseGuard {
@@ -429,6 +518,7 @@ impl LeaseGuard {
         Self {
             _held: Box::new(held),
             release: None,
+            check: None,
         }
     }
 
@@ -443,6 +533,37 @@ impl LeaseGuard {
         Self {
             _held: Box::new(held),
             release: Some(Box::new(move || Box::pin(release()))),
+            check: None,
+        }
+    }
+
+    /// This guard, with `check` answering [`still_held`](Self::still_held): for a lease that
+    /// can be lost while its guard lives (a TTL that lapsed, a server that forgot it).
+    /// `check` should confirm ownership with the lease's own authority (Redis: the lease key
+    /// still holds this holder's id), and answer `Ok(false)` as soon as it knows the lease is
+    /// gone.
+    pub fn with_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<bool, StoreError>> + Send + 'static,
+    {
+        self.check = Some(Box::new(move || Box::pin(check())));
+        self
+    }
+
+    /// Whether the lease is still this guard's. The facade asks right before it sends the
+    /// refresh, and sends nothing when the answer is not `Ok(true)`: a holder that was
+    /// stopped (SIGSTOP, a GC pause, a frozen VM) past the lease's TTL may find another process
+    /// has taken the lease over, and maybe used the refresh token already.
+    ///
+    /// This narrows the window; it cannot close it: the lease can still lapse between this
+    /// answer and the moment the request leaves (and the answer can be delayed itself). A
+    /// lease that cannot be lost while its guard lives (an in-process lock, an OS file lock)
+    /// has no check and answers `Ok(true)`.
+    pub async fn still_held(&self) -> Result<bool, StoreError> {
+        match &self.check {
+            Some(check) => check().await,
+            None => Ok(true),
         }
     }
 
@@ -545,6 +666,46 @@ impl TokenStore for MemoryTokenStore {
             entry.value = None;
         }
         Ok(())
+    }
+
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        validate_profile_name(profile)?;
+        Ok(match self.records().get(profile) {
+            None => StoredProfile::Absent,
+            Some(entry) => match &entry.value {
+                None => StoredProfile::Deleted,
+                Some(value) => StoredProfile::Record(Versioned {
+                    version: entry.version,
+                    value: value.clone(),
+                }),
+            },
+        })
+    }
+
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        validate_profile_name(profile)?;
+        let mut records = self.records();
+        if let Some(entry) = records.get(profile) {
+            return Err(StoreError::Conflict {
+                profile: profile.to_owned(),
+                expected: None,
+                found: entry.value.as_ref().map(|_| entry.version),
+            });
+        }
+        let version = next_version(profile, lost_version)?;
+        records.insert(
+            profile.to_owned(),
+            Versioned {
+                version,
+                value: Some(record.clone()),
+            },
+        );
+        Ok(version)
     }
 
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
@@ -678,6 +839,138 @@ mod tests {
             block_on(store.load("p")).unwrap().unwrap().value,
             record("a1")
         );
+    }
+
+    #[test]
+    fn memory_store_tells_a_logout_from_a_lost_record_and_restores_only_a_lost_one() {
+        let store = MemoryTokenStore::new();
+        // Never saved: no trace, as after a loss.
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Absent
+        );
+        assert_eq!(
+            block_on(store.restore_lost("p", &record("a5"), 4)).unwrap(),
+            5
+        );
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Record(Versioned {
+                version: 5,
+                value: record("a5")
+            })
+        );
+        // Over a live record: a conflict naming it, nothing written.
+        assert_eq!(
+            block_on(store.restore_lost("p", &record("x"), 4)).unwrap_err(),
+            StoreError::Conflict {
+                profile: "p".into(),
+                expected: None,
+                found: Some(5)
+            }
+        );
+        // A logout leaves a tombstone: `Deleted`, and no restore over it.
+        block_on(store.delete("p")).unwrap();
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Deleted
+        );
+        assert_eq!(
+            block_on(store.restore_lost("p", &record("x"), 5)).unwrap_err(),
+            StoreError::Conflict {
+                profile: "p".into(),
+                expected: None,
+                found: None
+            }
+        );
+        assert_eq!(block_on(store.load("p")).unwrap(), None);
+        assert!(matches!(
+            block_on(store.restore_lost("q", &record("x"), u64::MAX)),
+            Err(StoreError::VersionExhausted { .. })
+        ));
+        assert!(matches!(
+            block_on(store.load_entry("")),
+            Err(StoreError::InvalidProfile(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_without_tombstones_calls_every_missing_record_deleted_and_restores_nothing() {
+        /// Only the required methods: the trait's defaults for the rest.
+        struct Plain(MemoryTokenStore);
+        #[async_trait]
+        impl TokenStore for Plain {
+            async fn load(
+                &self,
+                profile: &str,
+            ) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+                self.0.load(profile).await
+            }
+            async fn save(
+                &self,
+                profile: &str,
+                record: &ProfileRecord,
+                expected: Option<u64>,
+            ) -> Result<u64, StoreError> {
+                self.0.save(profile, record, expected).await
+            }
+            async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+                self.0.delete(profile).await
+            }
+            async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+                self.0.profiles().await
+            }
+            async fn consume_once(
+                &self,
+                key: &str,
+                expires_at: UnixTime,
+                now: UnixTime,
+            ) -> Result<bool, StoreError> {
+                self.0.consume_once(key, expires_at, now).await
+            }
+        }
+        let store = Plain(MemoryTokenStore::new());
+        assert_eq!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Deleted
+        );
+        assert_eq!(
+            block_on(store.restore_lost("p", &record("a1"), 3)).unwrap_err(),
+            StoreError::Conflict {
+                profile: "p".into(),
+                expected: None,
+                found: None
+            }
+        );
+        assert_eq!(block_on(store.load("p")).unwrap(), None);
+        block_on(store.save("p", &record("a1"), None)).unwrap();
+        assert!(matches!(
+            block_on(store.load_entry("p")).unwrap(),
+            StoredProfile::Record(Versioned { version: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_guard_without_a_check_is_held_and_one_with_a_check_answers_it() {
+        assert!(block_on(LeaseGuard::new(()).still_held()).unwrap());
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let guard = LeaseGuard::new(()).with_check({
+            let lost = std::sync::Arc::clone(&lost);
+            move || {
+                let held = !lost.load(std::sync::atomic::Ordering::SeqCst);
+                async move { Ok(held) }
+            }
+        });
+        assert!(block_on(guard.still_held()).unwrap());
+        lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(!block_on(guard.still_held()).unwrap());
+        let failing =
+            LeaseGuard::new(()).with_check(|| async { Err(StoreError::Io("unreachable".into())) });
+        assert!(block_on(failing.still_held()).is_err());
+        assert!(StoreError::LeaseLost {
+            profile: "p".into()
+        }
+        .is_transient());
     }
 
     #[test]

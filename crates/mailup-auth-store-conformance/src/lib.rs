@@ -5,7 +5,8 @@
 //! ## What this crate is for, and what it is not for
 //!
 //! It checks the semantics the facade relies on: versions that count saves and never restart
-//! (tombstones), compare-and-swap that refuses a stale writer, independent and sorted profiles,
+//! (tombstones), a logout told from a record the store lost (`load_entry`, `restore_lost`),
+//! compare-and-swap that refuses a stale writer, independent and sorted profiles,
 //! profile-name validation, one-time keys consumed once even by concurrent callers, and a
 //! version sequence without gaps or duplicates under 50 concurrent writers. It does not test
 //! durability across a crash or a restart (that depends on the engine: the sled store has its
@@ -40,7 +41,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError, StoredClient, TokenStore};
+use mailup_auth_core::ports::{
+    ProfileRecord, StoreError, StoredClient, StoredProfile, TokenStore, Versioned,
+};
 use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
 use mailup_auth_core::time::UnixTime;
 use mailup_auth_core::token::TokenSet;
@@ -254,6 +257,96 @@ pub async fn save_after_delete_starts_from_no_record(store: &dyn TokenStore) {
     assert_eq!(loaded.value, ProfileRecord::with_tokens(tokens(2)));
 }
 
+/// `load_entry` tells a logout (a tombstone: `Deleted`) from no trace at all (`Absent`:
+/// never saved, or lost by the store, as when a Redis is emptied), and `restore_lost` writes
+/// only over no trace: at the lost version + 1, never over a tombstone or a live record.
+/// (A store emptied from outside looks like a profile never saved: the Redis store's own tests
+/// empty a real server to show it.)
+pub async fn a_lost_record_is_told_from_a_logout_and_restored_only_when_lost(
+    store: &dyn TokenStore,
+) {
+    assert_eq!(
+        store.load_entry("never").await.unwrap(),
+        StoredProfile::Absent
+    );
+
+    // A logout leaves a tombstone: no restore over it, the logout stands.
+    store
+        .save("out", &ProfileRecord::with_tokens(tokens(1)), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Record(Versioned { version: 1, .. })
+    ));
+    store.delete("out").await.unwrap();
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Deleted
+    );
+    assert_eq!(
+        store
+            .restore_lost("out", &ProfileRecord::with_tokens(tokens(2)), 1)
+            .await,
+        Err(StoreError::Conflict {
+            profile: "out".into(),
+            expected: None,
+            found: None,
+        })
+    );
+    assert_eq!(store.load("out").await.unwrap(), None);
+
+    // Over a live record: a conflict naming its version, nothing written.
+    let version = store
+        .save("out", &ProfileRecord::with_tokens(tokens(3)), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .restore_lost("out", &ProfileRecord::with_tokens(tokens(4)), 1)
+            .await,
+        Err(StoreError::Conflict {
+            profile: "out".into(),
+            expected: None,
+            found: Some(version),
+        })
+    );
+    assert_eq!(
+        store.load("out").await.unwrap().unwrap().value,
+        ProfileRecord::with_tokens(tokens(3))
+    );
+
+    // No trace: restored after the version its writer last saw, listed, and saved over as
+    // usual from there.
+    let restored = ProfileRecord::with_tokens(tokens(5));
+    assert_eq!(store.restore_lost("gone", &restored, 7).await.unwrap(), 8);
+    let loaded = store.load("gone").await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value), (8, restored));
+    assert_eq!(store.profiles().await.unwrap(), ["gone", "out"]);
+    assert_eq!(
+        store
+            .save("gone", &ProfileRecord::with_tokens(tokens(6)), Some(8))
+            .await
+            .unwrap(),
+        9
+    );
+    // Restoring twice (a second process that also saw the loss) finds the first restore.
+    assert!(matches!(
+        store
+            .restore_lost("gone", &ProfileRecord::with_tokens(tokens(7)), 7)
+            .await,
+        Err(StoreError::Conflict {
+            expected: None,
+            found: Some(9),
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.load_entry("bad\nname").await,
+        Err(StoreError::InvalidProfile(_))
+    ));
+}
+
 /// Empty, control-character and over-long (129 bytes) names are `InvalidProfile`; 128 bytes
 /// is fine.
 pub async fn invalid_profile_names_are_rejected(store: &dyn TokenStore) {
@@ -397,6 +490,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     by_ref!(stale_refresh_token_never_overwrites_newer),
     by_ref!(profiles_are_independent_and_sorted),
     by_ref!(save_after_delete_starts_from_no_record),
+    by_ref!(a_lost_record_is_told_from_a_logout_and_restored_only_when_lost),
     by_ref!(invalid_profile_names_are_rejected),
     by_ref!(a_one_time_key_is_consumed_once),
     by_arc!(concurrent_consumers_of_one_key_have_one_winner),
@@ -451,6 +545,7 @@ macro_rules! token_store_conformance {
                 stale_refresh_token_never_overwrites_newer,
                 profiles_are_independent_and_sorted,
                 save_after_delete_starts_from_no_record,
+                a_lost_record_is_told_from_a_logout_and_restored_only_when_lost,
                 invalid_profile_names_are_rejected,
                 a_one_time_key_is_consumed_once,
                 concurrent_consumers_of_one_key_have_one_winner,

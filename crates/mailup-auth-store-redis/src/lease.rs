@@ -7,7 +7,10 @@
 //! owner-checked script, so a live holder keeps it and a killed one loses it within one TTL.
 //! Dropping the guard releases it with an owner-checked delete (a holder whose lease already
 //! lapsed and was taken over never deletes its successor's) and publishes on the events
-//! channel. Waiters sleep on that channel (one subscription per lease object, shared by all
+//! channel. The guard's `still_held` (asked by the facade right before it sends the refresh)
+//! is one owner-checked script that answers the key's `PTTL` only while the key still holds our
+//! owner id; a guard whose renewal ended (the lease was found gone, or held past
+//! `max_lease_hold`) is not held, without a round trip. Waiters sleep on that channel (one subscription per lease object, shared by all
 //! its waiters; a message names the profile saved, deleted or let go) with a bounded poll as
 //! fallback, so they look again as soon as the holder saves or lets go: through
 //! [`RefreshLease::try_acquire_or_wait`] the facade then adopts the holder's saved tokens
@@ -70,6 +73,14 @@ if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]
 return 0
 ";
 
+/// The lease's remaining TTL in ms if it is still ours (`-1`: no TTL), or `-3`.
+const CHECK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PTTL', KEYS[1])
+end
+return -3
+";
+
 /// Extends the lease's TTL if it is still ours.
 const EXTEND_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -97,6 +108,7 @@ struct LeaseInner {
     release: Script,
     extend: Script,
     take: Script,
+    check: Script,
     /// The profile named by each notification on the events channel.
     events: broadcast::Sender<Arc<str>>,
     /// Whether the listener's subscription is up (notifications are not being lost).
@@ -147,6 +159,7 @@ impl RedisRefreshLease {
                 release: Script::new(RELEASE_SCRIPT),
                 extend: Script::new(EXTEND_SCRIPT),
                 take: Script::new(TAKE_SCRIPT),
+                check: Script::new(CHECK_SCRIPT),
                 events: broadcast::channel(EVENTS_BUFFER).0,
                 subscribed: Arc::default(),
                 listener: Mutex::new(None),
@@ -271,7 +284,9 @@ impl RedisRefreshLease {
         tracing::debug!(profile, "refresh lease taken");
         let held = HeldLease::start(Arc::clone(&self.inner), key, owner, profile.to_owned());
         let release = held.release_handle();
+        let check = held.release_handle();
         LeaseGuard::with_release(held, move || release.run())
+            .with_check(move || check.clone().still_held())
     }
 
     /// When a waiter that hears nothing looks again.
@@ -325,6 +340,38 @@ struct ReleaseHandle {
 }
 
 impl ReleaseHandle {
+    /// Whether the lease is still ours: not released, still renewed (a renewal that found
+    /// the lease gone, or that stopped after the longest hold, ended), and the key in Redis
+    /// still holds our owner id with time left on it. One round trip.
+    async fn still_held(self) -> Result<bool, StoreError> {
+        if self.released.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let renewing = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|renewal| !renewal.is_finished());
+        if !renewing {
+            return Ok(false);
+        }
+        let inner = &self.inner;
+        let mut connection = inner.connection.clone();
+        let ttl: i64 = inner
+            .check
+            .key(&*self.key)
+            .arg(&*self.owner)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| map_error(&inner.location, inner.operation_timeout, &error))?;
+        let held = ttl > 0 || ttl == -1;
+        if !held {
+            tracing::warn!("refresh lease lost (it lapsed or was taken over); nothing is sent");
+        }
+        Ok(held)
+    }
+
     /// Stops the renewal and deletes the lease if it is still ours (once).
     async fn run(self) {
         if let Some(renewal) = self

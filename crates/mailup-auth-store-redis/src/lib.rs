@@ -28,6 +28,11 @@
 //! never restart. Saves and deletes are Lua scripts: the version check, the encryption check,
 //! the write, the profile set and the notification happen atomically.
 //!
+//! A record key that is missing altogether (no record, no tombstone) is what an emptied server
+//! (`FLUSHALL`, `FLUSHDB`, a restart without persistence) leaves: `load_entry` reports it as
+//! `StoredProfile::Absent`, not as a logout, and `restore_lost` writes only there (the save
+//! script with "no key" as the expected state).
+//!
 //! ## Security
 //!
 //! Records hold refresh tokens and, with `remember_client`, client secrets. A plain `redis://`
@@ -65,8 +70,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
-    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, TokenStore,
-    Versioned,
+    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, StoredProfile,
+    TokenStore, Versioned,
 };
 use mailup_auth_core::UnixTime;
 use mailup_auth_seal::{EncryptionMarker, Sealer};
@@ -777,7 +782,7 @@ impl RedisTokenStore {
         &self,
         profile: &str,
         record: &ProfileRecord,
-        expected: Option<u64>,
+        expect: Expect,
         sent: &mut Vec<(u64, Vec<u8>)>,
     ) -> Result<SaveTry, StoreError> {
         let key = self.inner.keys.record(profile);
@@ -796,14 +801,26 @@ impl RedisTokenStore {
                 return Ok(SaveTry::Saved(found));
             }
         }
-        if found != expected {
-            return Err(StoreError::Conflict {
-                profile: profile.to_owned(),
-                expected,
-                found,
-            });
-        }
-        let new_version = next_version(profile, current.unwrap_or(0))?;
+        let new_version = match expect {
+            Expect::Version(expected) if found != expected => {
+                return Err(StoreError::Conflict {
+                    profile: profile.to_owned(),
+                    expected,
+                    found,
+                })
+            }
+            Expect::Version(_) => next_version(profile, current.unwrap_or(0))?,
+            // A tombstone is a logout, not a loss: only a key that is not there at all is.
+            // (The script checks the same: no version read, no key written over.)
+            Expect::Lost(_) if version.is_some() => {
+                return Err(StoreError::Conflict {
+                    profile: profile.to_owned(),
+                    expected: None,
+                    found,
+                })
+            }
+            Expect::Lost(lost_version) => next_version(profile, lost_version)?,
+        };
         let sealer = self.sealer().await?;
         let envelope = envelope::encode_with(profile, new_version, record, sealer.as_deref())?;
         sent.push((new_version, envelope.clone()));
@@ -839,6 +856,95 @@ impl RedisTokenStore {
         }
     }
 
+    /// Reads a profile's key: a record, a tombstone, or nothing at all.
+    async fn load_stored(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        validate_profile_name(profile)?;
+        let key = self.inner.keys.record(profile);
+        let mut connection = self.inner.connection.clone();
+        let (found, version, deleted, bytes): LoadReply = self
+            .inner
+            .load
+            .key(&key)
+            .arg(MAX_RECORD_BYTES)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.error(&error))?;
+        match found {
+            0 => return Ok(StoredProfile::Absent),
+            -1 => return Err(not_a_hash(profile, version.as_deref())),
+            -2 => {
+                return Err(envelope::corrupt_because(
+                    profile,
+                    format!(
+                        "the record is {} bytes long, more than a record can be \
+                         ({MAX_RECORD_BYTES}); it was not read",
+                        version.as_deref().unwrap_or("too many")
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let Some(version) = version else {
+            return Err(envelope::corrupt_because(
+                profile,
+                "the record has no version".into(),
+            ));
+        };
+        if deleted.as_deref() == Some("1") {
+            return Ok(StoredProfile::Deleted);
+        }
+        let version = parse_version(profile, &version)?;
+        let bytes = bytes
+            .ok_or_else(|| envelope::corrupt_because(profile, "the envelope is missing".into()))?;
+        let sealer = self.sealer().await?;
+        Ok(
+            envelope::decode_with(profile, version, &bytes, sealer.as_deref())?
+                .map_or(StoredProfile::Deleted, |value| {
+                    StoredProfile::Record(Versioned { version, value })
+                }),
+        )
+    }
+
+    /// A compare-and-swap save (see [`TokenStore::save`] and [`TokenStore::restore_lost`]),
+    /// retried through timeouts and lost connections for `save_patience`: a try whose answer
+    /// was lost is recognised by its own record.
+    async fn save_expecting(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
+        validate_profile_name(profile)?;
+        let give_up = tokio::time::Instant::now() + self.inner.save_patience;
+        // The version and envelope of a try whose answer was lost (a timeout, a dropped
+        // connection): it may have landed, which the next try must recognise as success.
+        let mut sent: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut swaps = 0;
+        // Bounded: every pass either returns, counts a lost swap, or waits SAVE_RETRY_PAUSE
+        // before `give_up`.
+        loop {
+            match self.try_save(profile, record, expect, &mut sent).await {
+                Ok(SaveTry::Saved(version)) => return Ok(version),
+                Ok(SaveTry::Lost) => {
+                    swaps += 1;
+                    if swaps >= MAX_SWAP_ATTEMPTS {
+                        return Err(StoreError::Io(format!(
+                            "profile `{profile}` kept changing concurrently"
+                        )));
+                    }
+                }
+                Err(error) if error.is_transient() => {
+                    if tokio::time::Instant::now() + SAVE_RETRY_PAUSE >= give_up {
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, "token store did not take the save; trying again");
+                    tokio::time::sleep(SAVE_RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// The profile set (`<prefix>profiles`) holds another type of value than a set.
     fn not_a_set(&self) -> StoreError {
         StoreError::Io(format!(
@@ -853,6 +959,16 @@ impl RedisTokenStore {
 /// What the load script answers: an outcome, then the version, tombstone flag and envelope
 /// (or a detail when the outcome is not `1`).
 type LoadReply = (i64, Option<String>, Option<String>, Option<Vec<u8>>);
+
+/// What a save expects to find.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// A live record at this version (`None`: no live record; a tombstone is fine).
+    Version(Option<u64>),
+    /// Nothing at all, neither a record nor a tombstone: the record last seen at this version
+    /// was lost ([`TokenStore::restore_lost`]).
+    Lost(u64),
+}
 
 /// How one try of a save ended, when it did not fail.
 enum SaveTry {
@@ -884,49 +1000,10 @@ fn parse_version(profile: &str, text: &str) -> Result<u64, StoreError> {
 #[async_trait]
 impl TokenStore for RedisTokenStore {
     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
-        validate_profile_name(profile)?;
-        let key = self.inner.keys.record(profile);
-        let mut connection = self.inner.connection.clone();
-        let (found, version, deleted, bytes): LoadReply = self
-            .inner
-            .load
-            .key(&key)
-            .arg(MAX_RECORD_BYTES)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.error(&error))?;
-        match found {
-            0 => return Ok(None),
-            -1 => return Err(not_a_hash(profile, version.as_deref())),
-            -2 => {
-                return Err(envelope::corrupt_because(
-                    profile,
-                    format!(
-                        "the record is {} bytes long, more than a record can be \
-                         ({MAX_RECORD_BYTES}); it was not read",
-                        version.as_deref().unwrap_or("too many")
-                    ),
-                ))
-            }
-            _ => {}
-        }
-        let Some(version) = version else {
-            return Err(envelope::corrupt_because(
-                profile,
-                "the record has no version".into(),
-            ));
-        };
-        if deleted.as_deref() == Some("1") {
-            return Ok(None);
-        }
-        let version = parse_version(profile, &version)?;
-        let bytes = bytes
-            .ok_or_else(|| envelope::corrupt_because(profile, "the envelope is missing".into()))?;
-        let sealer = self.sealer().await?;
-        Ok(
-            envelope::decode_with(profile, version, &bytes, sealer.as_deref())?
-                .map(|value| Versioned { version, value }),
-        )
+        Ok(match self.load_stored(profile).await? {
+            StoredProfile::Record(record) => Some(record),
+            _ => None,
+        })
     }
 
     async fn save(
@@ -935,35 +1012,24 @@ impl TokenStore for RedisTokenStore {
         record: &ProfileRecord,
         expected: Option<u64>,
     ) -> Result<u64, StoreError> {
-        validate_profile_name(profile)?;
-        let give_up = tokio::time::Instant::now() + self.inner.save_patience;
-        // The version and envelope of a try whose answer was lost (a timeout, a dropped
-        // connection): it may have landed, which the next try must recognise as success.
-        let mut sent: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut swaps = 0;
-        // Bounded: every pass either returns, counts a lost swap, or waits SAVE_RETRY_PAUSE
-        // before `give_up`.
-        loop {
-            match self.try_save(profile, record, expected, &mut sent).await {
-                Ok(SaveTry::Saved(version)) => return Ok(version),
-                Ok(SaveTry::Lost) => {
-                    swaps += 1;
-                    if swaps >= MAX_SWAP_ATTEMPTS {
-                        return Err(StoreError::Io(format!(
-                            "profile `{profile}` kept changing concurrently"
-                        )));
-                    }
-                }
-                Err(error) if error.is_transient() => {
-                    if tokio::time::Instant::now() + SAVE_RETRY_PAUSE >= give_up {
-                        return Err(error);
-                    }
-                    tracing::warn!(%error, "token store did not take the save; trying again");
-                    tokio::time::sleep(SAVE_RETRY_PAUSE).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        self.save_expecting(profile, record, Expect::Version(expected))
+            .await
+    }
+
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        self.load_stored(profile).await
+    }
+
+    /// Writes only where the profile's key is missing altogether (an emptied or restarted
+    /// server): a tombstone, which a logout leaves, is a conflict.
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        self.save_expecting(profile, record, Expect::Lost(lost_version))
+            .await
     }
 
     async fn delete(&self, profile: &str) -> Result<(), StoreError> {

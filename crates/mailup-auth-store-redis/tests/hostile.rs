@@ -264,3 +264,60 @@ async fn a_database_number_out_of_range_is_named() {
         other => panic!("expected an unavailable store, got {other:?}"),
     }
 }
+
+/// A server emptied from outside (`FLUSHALL`, or a restart without persistence) keeps no
+/// tombstone: `load_entry` says `Absent`, not `Deleted`, so the facade does not take it for a
+/// logout; `restore_lost` puts the record back after the version last seen, and an encrypted
+/// store's marker comes back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_server_is_told_from_a_logout_and_the_record_can_be_restored() {
+    use mailup_auth_core::ports::StoredProfile;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let key = mailup_auth_store_redis::KeySource::File(keys.path().join("store.key"));
+    let store = RedisTokenStore::builder(server.url())
+        .encryption_key(key)
+        .connect()
+        .await
+        .unwrap();
+    let record = ProfileRecord::default();
+    store.save("p", &record, None).await.unwrap();
+    store.save("p", &record, Some(1)).await.unwrap();
+    store.save("out", &record, None).await.unwrap();
+    store.delete("out").await.unwrap();
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Deleted
+    );
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(store.load_entry("p").await.unwrap(), StoredProfile::Absent);
+    assert_eq!(
+        store.load_entry("out").await.unwrap(),
+        StoredProfile::Absent
+    );
+    // A save that expected the lost record is still a conflict...
+    assert!(matches!(
+        store.save("p", &record, Some(2)).await,
+        Err(StoreError::Conflict { found: None, .. })
+    ));
+    // ... and the restore writes version 3, sealed again under the restored marker.
+    assert_eq!(store.restore_lost("p", &record, 2).await.unwrap(), 3);
+    let marker: Option<String> = redis::cmd("GET")
+        .arg("mailup-auth:encryption")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(marker.is_some(), "the encryption marker was not put back");
+    let loaded = store.load("p").await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.value), (3, record));
+}

@@ -205,3 +205,71 @@ async fn an_unreachable_server_and_a_remote_plain_url_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(error, StoreError::Insecure { .. }), "{error:?}");
 }
+
+/// `still_held` asks Redis whether the key still holds this guard's owner id: yes while it
+/// is held; no once the key is gone (as after a pause past the TTL), and no once another
+/// holder took it over; an unreachable server is a typed error, never a `true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_knows_when_its_lease_lapsed_or_was_taken_over() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let a = RedisTokenStore::builder(server.url())
+        .operation_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap()
+        .refresh_lease();
+    let b = store(&server, Duration::from_secs(10))
+        .await
+        .refresh_lease();
+    let mut direct = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held = a.acquire("p", Duration::from_secs(1)).await.unwrap();
+    assert!(held.still_held().await.unwrap());
+    // As if A had been stopped past the TTL: the key lapsed.
+    let _: () = redis::cmd("DEL")
+        .arg("mailup-auth:lease:p")
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(!held.still_held().await.unwrap());
+    // ... and B took it over meanwhile: still not A's, and A's check leaves B's alone.
+    let successor = b.acquire("p", Duration::from_secs(1)).await.unwrap();
+    assert!(!held.still_held().await.unwrap());
+    assert!(successor.still_held().await.unwrap());
+    held.release().await;
+    assert!(successor.still_held().await.unwrap());
+
+    let again = a.acquire("q", Duration::from_secs(1)).await.unwrap();
+    server.stop();
+    let error = again.still_held().await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    drop(successor);
+}
+
+/// A lease whose renewal stopped (it was held longer than `max_lease_hold`) is no longer
+/// counted as held, even while its key has not lapsed yet: nothing renews it any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_past_its_longest_hold_is_not_held_any_more() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let lease = RedisTokenStore::builder(server.url())
+        .lease_ttl(Duration::from_secs(30))
+        .max_lease_hold(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap()
+        .refresh_lease();
+    let held = lease.acquire("p", Duration::from_secs(1)).await.unwrap();
+    // The renewal wakes after a third of the TTL and stops: bounded wait for that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held.still_held().await.unwrap() {
+        assert!(Instant::now() < deadline, "the renewal never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

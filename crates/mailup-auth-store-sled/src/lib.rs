@@ -115,8 +115,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth_core::ports::{
-    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, TokenStore,
-    Versioned,
+    next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, StoredProfile,
+    TokenStore, Versioned,
 };
 use mailup_auth_core::secret::ExposeSecrets;
 use mailup_auth_core::UnixTime;
@@ -634,23 +634,63 @@ impl SledTokenStore {
     }
 
     fn load_blocking(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+        Ok(match self.load_entry_blocking(profile)? {
+            StoredProfile::Record(record) => Some(record),
+            _ => None,
+        })
+    }
+
+    fn load_entry_blocking(&self, profile: &str) -> Result<StoredProfile, StoreError> {
         let Some(bytes) = self
             .read()
             .profiles
             .get(profile.as_bytes())
             .map_err(|error| io_error("read", error))?
         else {
-            return Ok(None);
+            return Ok(StoredProfile::Absent);
         };
         let head = decode_head(profile, &bytes)?;
         if head.deleted {
-            return Ok(None);
+            return Ok(StoredProfile::Deleted);
         }
         let record = self.decode_record(profile, &head, &bytes)?;
-        Ok(Some(Versioned {
+        Ok(StoredProfile::Record(Versioned {
             version: head.version,
             value: record,
         }))
+    }
+
+    /// Writes `record` at `lost_version + 1` if the profile has neither a record nor a
+    /// tombstone (see [`TokenStore::restore_lost`]).
+    fn restore_lost_blocking(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        let version = next_version(profile, lost_version)?;
+        let database = self.read();
+        let encoded = self.encode_record(profile, version, record)?;
+        let swapped = database
+            .profiles
+            .compare_and_swap(profile.as_bytes(), None::<&[u8]>, Some(encoded))
+            .map_err(|error| io_error("write", error))?;
+        match swapped {
+            Ok(()) => {
+                database.flush()?;
+                Ok(version)
+            }
+            Err(sled::CompareAndSwapError { current, .. }) => {
+                let found = match current {
+                    Some(bytes) => {
+                        let head = decode_head(profile, &bytes)?;
+                        (!head.deleted).then_some(head.version)
+                    }
+                    None => None,
+                };
+                Err(conflict(profile, None, found))
+            }
+        }
     }
 
     fn save_blocking(
@@ -1126,6 +1166,26 @@ impl TokenStore for SledTokenStore {
 
     async fn profiles(&self) -> Result<Vec<String>, StoreError> {
         self.run(Self::profiles_blocking).await
+    }
+
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        validate_profile_name(profile)?;
+        let profile = profile.to_owned();
+        self.run(move |store| store.load_entry_blocking(&profile))
+            .await
+    }
+
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        validate_profile_name(profile)?;
+        let profile = profile.to_owned();
+        let record = record.clone();
+        self.run(move |store| store.restore_lost_blocking(&profile, &record, lost_version))
+            .await
     }
 
     async fn consume_once(

@@ -48,8 +48,8 @@ pub use mailup_auth_core::{
     ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
     HttpResponse, KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
-    StoreError, StoredClient, TokenError, TokenSet, TokenStore, Transport, TransportError,
-    TransportErrorKind, UnixTime, Url,
+    StoreError, StoredClient, StoredProfile, TokenError, TokenSet, TokenStore, Transport,
+    TransportError, TransportErrorKind, UnixTime, Url, Versioned,
 };
 #[cfg(feature = "reqwest")]
 pub use mailup_auth_http::ReqwestTransport;

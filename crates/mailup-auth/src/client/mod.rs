@@ -37,8 +37,8 @@ use mailup_auth_core::{
     AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
     Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, Session, SessionState,
-    StoreError, StoredClient, TokenAccess, TokenError, TokenSet, TokenStore, Transport,
-    TransportError, TransportErrorKind, UnixTime, Url,
+    StoreError, StoredClient, StoredProfile, TokenAccess, TokenError, TokenSet, TokenStore,
+    Transport, TransportError, TransportErrorKind, UnixTime, Url,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -165,6 +165,10 @@ struct DriveReport {
     tokens_changed: bool,
     /// Tokens another process saved were adopted instead of sending a refresh.
     adopted: bool,
+    /// The refresh lease was lost between taking it and sending the refresh (see
+    /// [`LeaseGuard::still_held`]): the refresh was not sent, and the session has none in
+    /// flight; take the lease again, or adopt what its new holder saves.
+    lease_lost: bool,
 }
 
 #[derive(Debug)]
@@ -282,6 +286,9 @@ const MAX_STALE_TOKEN_SETS: u32 = 2;
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times a conflicting save is retried after reloading.
 const MAX_SAVE_ATTEMPTS: u32 = 4;
+/// How many times one token operation takes the refresh lease again after losing it before
+/// the refresh was sent, before it gives up with [`StoreError::LeaseLost`].
+const MAX_LOST_LEASES: u32 = 3;
 /// The default bound on one token operation (see
 /// [`MailUpClientBuilder::token_operation_timeout`]).
 pub const DEFAULT_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! The token lifecycle: single flight under the refresh lock, bounded driving of the core
 //! session, the cross-process refresh lease, and persist before publish.
 
+use super::store_sync::Synced;
 use super::*;
 
 impl MailUpClient {
@@ -138,7 +139,11 @@ impl MailUpClient {
         }
         let (report, lease_error) = self.drive_with_lease(deadline).await?;
         if let Some(error) = lease_error {
-            // Nothing was sent: the lease could not be taken.
+            if report.lease_lost && report.adopted {
+                // The lease's new holder refreshed: its tokens are the refresh asked for.
+                return self.obtain_locked(deadline).await;
+            }
+            // Nothing was sent: the lease could not be taken, or was lost before sending.
             return Err(Error::Store(error));
         }
         if let Some(error) = report.refresh_error {
@@ -165,6 +170,7 @@ impl MailUpClient {
     ) -> Result<AccessToken> {
         let mut reloaded_after_rejection = false;
         let mut stale_token_sets = 0;
+        let mut leases_lost = 0;
         // Why the last refresh was not sent, when the lease could not be taken: reported
         // instead of a token-endpoint failure, since the endpoint was never asked.
         let mut lease_error: Option<StoreError> = None;
@@ -191,6 +197,19 @@ impl MailUpClient {
                         return Err(self.out_of_time(1));
                     }
                     let (report, refused) = self.drive_with_lease(deadline).await?;
+                    if report.lease_lost {
+                        // Nothing was sent and nothing is in flight: look again (adopted
+                        // tokens are served; otherwise the lease is waited for again).
+                        leases_lost += 1;
+                        if leases_lost >= MAX_LOST_LEASES && !report.adopted {
+                            return Err(Error::Store(refused.unwrap_or_else(|| {
+                                StoreError::LeaseLost {
+                                    profile: self.inner.profile.clone(),
+                                }
+                            })));
+                        }
+                        continue;
+                    }
                     lease_error = refused.or(lease_error);
                     if report.sent == 0 && !report.adopted {
                         // Every token request is driven under the refresh lock, in a task
@@ -407,6 +426,28 @@ impl MailUpClient {
         !shared.session.is_refreshing() && shared.session.hand_out_until(now).is_some()
     }
 
+    /// Asks the lease, right before a refresh is sent, whether it is still ours: `None` when
+    /// it is, otherwise why the refresh must not go out. A process stopped past the lease's
+    /// TTL (SIGSTOP, a GC pause, a frozen VM) after taking it may find it taken over, and its
+    /// refresh token maybe already used. This narrows the window to the time between this
+    /// answer and the request leaving; it cannot close it. A lease that cannot answer (its
+    /// server unreachable) is treated as lost: nothing is sent without knowing.
+    async fn lost_lease(&self, guard: &LeaseGuard) -> Option<StoreError> {
+        match guard.still_held().await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::warn!("refresh lease lost before the refresh was sent; not sending it");
+                Some(StoreError::LeaseLost {
+                    profile: self.inner.profile.clone(),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "refresh lease could not be checked; not sending the refresh");
+                Some(error)
+            }
+        }
+    }
+
     /// Sends every queued token request and handles the answers. Must hold `refresh_lock`.
     /// Each answer is awaited until `deadline` at most; one that does not come in time is a
     /// timeout (the tokens are kept).
@@ -424,7 +465,7 @@ impl MailUpClient {
         // Held until the refresh's answer is saved (the loop's end).
         // A lease we cannot have is, for us, a refresh that did not come back: the tokens are
         // kept (and served while valid), and nothing is sent.
-        let (lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
+        let (mut lease, lease_refused) = match self.lease_for_refresh(deadline, &mut report).await {
             Ok(lease) => (lease, None),
             Err(Error::Store(error)) if error.is_transient() => {
                 tracing::warn!(%error, "refresh lease not taken; no refresh sent");
@@ -436,9 +477,29 @@ impl MailUpClient {
             let request = self.shared().session.poll_request();
             let Some(request) = request else { break };
             let (id, grant, http) = request.into_parts();
-            report.sent += 1;
             let span =
                 tracing::info_span!("mailup_auth.token_request", grant = %grant, id = id.get());
+            let lost = match &lease {
+                Some(guard) if grant == Grant::RefreshToken => self.lost_lease(guard).await,
+                _ => None,
+            };
+            if let Some(lost) = lost {
+                // Not sent, and not a failure of the endpoint: the session forgets the request
+                // (no backoff), and the caller waits for the lease again or adopts what its
+                // new holder saves.
+                self.shared().session.forget_unanswered_requests();
+                report.lease_lost = true;
+                if let Some(guard) = lease.take() {
+                    // Owner-checked: a successor's lease is left alone.
+                    guard.release().await;
+                }
+                if self.sync_from_store().await? {
+                    tracing::info!("another process refreshed; using its tokens");
+                    report.adopted = true;
+                }
+                return Ok((report, Some(lost)));
+            }
+            report.sent += 1;
             let result = match (grant, &lease_refused) {
                 (Grant::RefreshToken, Some(refused)) => Err(TransportError::new(
                     TransportErrorKind::Timeout,
@@ -534,8 +595,12 @@ impl MailUpClient {
 
     /// Saves the session's current tokens (compare-and-swap, flushed by the store) and only
     /// then publishes them. On a conflict after a refresh, the stored record wins; after a
-    /// login, ours does.
+    /// login, ours does. A record the store lost without a logout (an emptied or restarted
+    /// Redis: no record and no tombstone) is no record to defer to: the new tokens are put
+    /// back with [`TokenStore::restore_lost`], unless someone saved or logged out meanwhile.
     pub(super) async fn persist_current(&self, grant: Grant) -> Result<()> {
+        // Whether the last look at the store found the record lost (then it is restored).
+        let mut lost = false;
         for _ in 0..MAX_SAVE_ATTEMPTS {
             let (record, expected) = {
                 let shared = self.shared();
@@ -551,13 +616,20 @@ impl MailUpClient {
                 }
                 (record, shared.version)
             };
-            match self
-                .inner
-                .settings
-                .store
-                .save(&self.inner.profile, &record, expected)
-                .await
-            {
+            let store = &self.inner.settings.store;
+            let saved = match expected {
+                Some(lost_version) if lost => {
+                    tracing::warn!(
+                        lost_version,
+                        "putting the new tokens back into the token store that lost them"
+                    );
+                    store
+                        .restore_lost(&self.inner.profile, &record, lost_version)
+                        .await
+                }
+                _ => store.save(&self.inner.profile, &record, expected).await,
+            };
+            match saved {
                 Ok(version) => {
                     tracing::debug!(version, "tokens persisted");
                     {
@@ -573,10 +645,11 @@ impl MailUpClient {
                 Err(StoreError::Conflict { found, .. }) => {
                     tracing::info!(?expected, ?found, "store changed concurrently");
                     if grant == Grant::RefreshToken {
-                        // Another instance saved first: use what is there. `sync_from_store`
-                        // keeps our unsaved tokens when the store only marks the old ones dead;
-                        // then save them again on the new version.
-                        self.sync_from_store().await?;
+                        // Another instance saved first (or logged out): use what is there.
+                        // `sync_with_store` keeps our unsaved tokens when the store only marks
+                        // the old ones dead, or lost the record without a logout; then save
+                        // them again on the new version, or restore the lost record.
+                        lost = self.sync_with_store().await? == Synced::Lost;
                         if self.shared().unsaved.is_none() {
                             return Ok(());
                         }
