@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailup_auth::core::ports::Versioned;
+use mailup_auth::core::ports::{StoredProfile, Versioned};
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore, UnixTime};
 use mailup_auth_store_sled::KeySource;
 
@@ -125,6 +125,23 @@ impl TokenStore for OnDemandSledStore {
             .await
     }
 
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        self.with_store(|store| async move { store.load_entry(profile).await })
+            .await
+    }
+
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        self.with_store(
+            |store| async move { store.restore_lost(profile, record, lost_version).await },
+        )
+        .await
+    }
+
     async fn consume_once(
         &self,
         key: &str,
@@ -173,6 +190,34 @@ mod tests {
         assert_eq!(waiting.await.unwrap().unwrap(), ["p"]);
         shared.delete("p").await.unwrap();
         assert_eq!(shared.profiles().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_logout_and_a_lost_record_are_told_apart_through_the_cli_store() {
+        // The facade keeps freshly refreshed tokens when the record vanished without a logout
+        // (`Absent`) and puts them back with `restore_lost`; the CLI's store must pass both on
+        // to sled, not fall back to the trait's defaults (a lost record read as a logout).
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn TokenStore> =
+            Arc::new(OnDemandSledStore::new(dir.path().join("store"), None));
+        assert_eq!(store.load_entry("p").await.unwrap(), StoredProfile::Absent);
+        assert_eq!(
+            store
+                .restore_lost("p", &ProfileRecord::default(), 4)
+                .await
+                .unwrap(),
+            5
+        );
+        assert!(matches!(
+            store.load_entry("p").await.unwrap(),
+            StoredProfile::Record(Versioned { version: 5, .. })
+        ));
+        store.delete("p").await.unwrap();
+        assert_eq!(store.load_entry("p").await.unwrap(), StoredProfile::Deleted);
+        assert!(matches!(
+            store.restore_lost("p", &ProfileRecord::default(), 5).await,
+            Err(StoreError::Conflict { found: None, .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
