@@ -6,6 +6,7 @@ mod accounts;
 mod client;
 pub mod clock;
 mod error;
+#[cfg(feature = "loopback")]
 pub mod loopback;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
@@ -20,13 +21,16 @@ pub use crate::accounts::{
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
 pub use crate::client::{
-    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder, Page,
+    AuthorizationStart, BackgroundRefresh, MailUpClient, MailUpClientBuilder, Page,
     Pages, RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
     DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
+#[cfg(feature = "loopback")]
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+#[cfg(feature = "loopback")]
+pub use crate::client::LoopbackLogin;
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
