@@ -58,7 +58,8 @@ fn write_pages(command: clap::Command, dir: &Path) -> Result<usize, Failure> {
             .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
             .map(|sub| {
                 let name = format!("{BIN}-{}", sub.get_name());
-                sub.clone().name(name).display_name(format!("{BIN} {}", sub.get_name()))
+                let shown = format!("{BIN} {}", sub.get_name());
+                sub.clone().name(name).display_name(shown.clone()).bin_name(shown)
             }),
     );
     for page in &pages {
