@@ -311,7 +311,11 @@ fn time_fields(time: Option<UnixTime>) -> (Value, Value) {
 
 /// The status as one JSON object. Built field by field from [`SessionStatus`], which holds no
 /// secret; the tests check the output for tokens and the client secret anyway.
-pub(crate) fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> Value {
+pub(crate) fn status_json(
+    context: &Context,
+    status: Option<&SessionStatus>,
+    now: UnixTime,
+) -> Value {
     let Some(status) = status else {
         return json!({
             "profile": context.global.profile,
@@ -364,7 +368,11 @@ pub(crate) fn status_json(context: &Context, status: Option<&SessionStatus>, now
     })
 }
 
-pub(crate) fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> String {
+pub(crate) fn status_text(
+    context: &Context,
+    status: Option<&SessionStatus>,
+    now: UnixTime,
+) -> String {
     let mut lines = vec![
         format!("profile:        {}", context.global.profile),
         format!("store:          {}", context.store_location),

@@ -132,7 +132,10 @@ mod tests {
         write_chosen_to(&file, "default").unwrap();
         assert_eq!(read_chosen(&file).unwrap().as_deref(), Some("default"));
         // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(file.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(file.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[test]

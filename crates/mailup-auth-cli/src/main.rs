@@ -183,10 +183,15 @@ mod tests {
         assert!(debug.starts_with("warn,"), "{debug}");
         assert!(debug.contains("mailup_auth=debug") && debug.contains("mailup_auth_core=debug"));
         assert!(!debug.contains("hyper") && !debug.contains("reqwest"));
-        assert!(super::verbose_filter(9).unwrap().contains("mailup_auth_http=trace"));
+        assert!(super::verbose_filter(9)
+            .unwrap()
+            .contains("mailup_auth_http=trace"));
         for verbose in 1..=3 {
             let filter = super::verbose_filter(verbose).unwrap();
-            assert!(tracing_subscriber::EnvFilter::try_new(&filter).is_ok(), "{filter}");
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(&filter).is_ok(),
+                "{filter}"
+            );
         }
     }
 }

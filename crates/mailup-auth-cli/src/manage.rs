@@ -8,7 +8,9 @@
 use mailup_auth::{ProfileRecord, UnixTime};
 use serde_json::{json, Value};
 
-use crate::cli::{Command, GlobalOptions, JsonArgs, LogoutArgs, StatusArgs, UseArgs, DEFAULT_PROFILE};
+use crate::cli::{
+    Command, GlobalOptions, JsonArgs, LogoutArgs, StatusArgs, UseArgs, DEFAULT_PROFILE,
+};
 use crate::commands::{
     is_authorized, now, print_data, print_json, session_status, status_json, status_text,
 };
@@ -160,7 +162,10 @@ fn entries_text(entries: &[ProfileEntry], in_effect: &str, now: UnixTime) -> Str
                 refreshable,
             } => {
                 let expiry = if *expires_at > now {
-                    format!("access token expires {}", timefmt::relative(*expires_at, now))
+                    format!(
+                        "access token expires {}",
+                        timefmt::relative(*expires_at, now)
+                    )
                 } else {
                     "access token expired, refreshed on next use".to_owned()
                 };
@@ -172,13 +177,19 @@ fn entries_text(entries: &[ProfileEntry], in_effect: &str, now: UnixTime) -> Str
                 format!("authorized ({expiry}{until})")
             }
             ProfileState::NeedsLogin { reason } => {
-                format!("needs login ({}: run `mailup-auth login`)", one_line(reason))
+                format!(
+                    "needs login ({}: run `mailup-auth login`)",
+                    one_line(reason)
+                )
             }
             ProfileState::Unreadable => {
                 "unreadable record (`mailup-auth logout` removes it, `login` replaces it)".into()
             }
         };
-        lines.push(format!("{marker} {:<width$}  {state}", one_line(&entry.name)));
+        lines.push(format!(
+            "{marker} {:<width$}  {state}",
+            one_line(&entry.name)
+        ));
     }
     lines.join("\n")
 }
@@ -227,7 +238,12 @@ pub(crate) async fn use_profile(
         .map_err(|e| Failure::usage(e.to_string()))?;
     if profile != DEFAULT_PROFILE {
         let context = Context::open(global).await?;
-        if !context.profile_names().await?.iter().any(|name| name == profile) {
+        if !context
+            .profile_names()
+            .await?
+            .iter()
+            .any(|name| name == profile)
+        {
             return Err(Failure::usage(format!(
                 "profile `{}` is not in the token store at {}; log in to it first \
                  (`mailup-auth --profile {} login`), or see `mailup-auth profiles`",
@@ -260,9 +276,13 @@ pub(crate) async fn status_all(global: GlobalOptions, args: &StatusArgs) -> Resu
         let profile = context.with_profile(name).await?;
         if let Some(corrupt) = &profile.corrupt {
             unauthorized.push(name.clone());
-            let message = crate::profile::store_failure(corrupt.clone()).message().to_owned();
-            values.push(json!({"profile": name, "state": "unreadable", "authorized": false,
-                "error": message}));
+            let message = crate::profile::store_failure(corrupt.clone())
+                .message()
+                .to_owned();
+            values.push(
+                json!({"profile": name, "state": "unreadable", "authorized": false,
+                "error": message}),
+            );
             texts.push(format!(
                 "profile:        {}\nauthorized:     no (unreadable record: {})",
                 one_line(name),
@@ -372,10 +392,16 @@ mod tests {
         );
         // Expired but refreshable: still authorized (the next use refreshes).
         record.tokens = Some(tokens(500, true));
-        assert!(matches!(authorized(&record), ProfileState::Authorized { .. }));
+        assert!(matches!(
+            authorized(&record),
+            ProfileState::Authorized { .. }
+        ));
         // Expired with nothing to refresh it, refused, logged out, never logged in.
         record.tokens = Some(tokens(500, false));
-        assert!(matches!(authorized(&record), ProfileState::NeedsLogin { .. }));
+        assert!(matches!(
+            authorized(&record),
+            ProfileState::NeedsLogin { .. }
+        ));
         record.tokens = Some(tokens(2_000, true));
         record.reauthorization_required = Some("invalid_grant".into());
         assert!(matches!(
@@ -424,7 +450,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[1].starts_with("* default"), "{text}");
-        assert!(lines[1].contains("authorized (access token expires in 1h"), "{text}");
+        assert!(
+            lines[1].contains("authorized (access token expires in 1h"),
+            "{text}"
+        );
         assert!(lines[2].starts_with("  evil"), "{text}");
         assert!(lines[2].contains("needs login (logged out"), "{text}");
         assert!(!text.contains('\u{1b}'));

@@ -246,49 +246,49 @@ impl Context {
 async fn open_store(
     global: &GlobalOptions,
 ) -> Result<(Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String), Failure> {
-        let redis_url = global
-            .store
-            .as_deref()
-            .and_then(Path::to_str)
-            .filter(|location| mailup_auth_store_redis::is_redis_url(location))
-            .map(str::to_owned);
-        let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
-            match redis_url {
-                Some(url) => {
-                    let builder = RedisTokenStore::builder(url.as_str());
-                    // The keychain entry of a Redis store is named by its location (no
-                    // password in it), as a sled store's is by its directory.
-                    let account = builder.location();
-                    let mut builder = builder.encryption_key_opt(key_source(global, account)?);
-                    if let Some(ca) = store_ca(global)? {
-                        builder = builder.tls_root_certificate(ca);
-                    }
-                    let store = builder.connect().await.map_err(store_failure)?;
-                    let lease = Arc::new(store.refresh_lease());
-                    let location = store.location().to_owned();
-                    (Arc::new(store), lease, location)
+    let redis_url = global
+        .store
+        .as_deref()
+        .and_then(Path::to_str)
+        .filter(|location| mailup_auth_store_redis::is_redis_url(location))
+        .map(str::to_owned);
+    let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
+        match redis_url {
+            Some(url) => {
+                let builder = RedisTokenStore::builder(url.as_str());
+                // The keychain entry of a Redis store is named by its location (no
+                // password in it), as a sled store's is by its directory.
+                let account = builder.location();
+                let mut builder = builder.encryption_key_opt(key_source(global, account)?);
+                if let Some(ca) = store_ca(global)? {
+                    builder = builder.tls_root_certificate(ca);
                 }
-                None => {
-                    let store_dir = match &global.store {
-                        Some(dir) => dir.clone(),
-                        None => mailup_auth::default_store_dir().ok_or_else(|| {
-                            Failure::usage(
-                                "no home directory for the default token store: pass --store DIR",
-                            )
-                        })?,
-                    };
-                    let absolute_dir = std::path::absolute(&store_dir)
-                        .unwrap_or_else(|_| store_dir.clone())
-                        .display()
-                        .to_string();
-                    let key = key_source(global, absolute_dir)?;
-                    // The store is not held between operations, so parallel commands
-                    // coordinate their refreshes through a lock file per profile.
-                    let lease = Arc::new(SledRefreshLease::new(&store_dir));
-                    let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
-                    (store, lease, store_dir.display().to_string())
-                }
-            };
+                let store = builder.connect().await.map_err(store_failure)?;
+                let lease = Arc::new(store.refresh_lease());
+                let location = store.location().to_owned();
+                (Arc::new(store), lease, location)
+            }
+            None => {
+                let store_dir = match &global.store {
+                    Some(dir) => dir.clone(),
+                    None => mailup_auth::default_store_dir().ok_or_else(|| {
+                        Failure::usage(
+                            "no home directory for the default token store: pass --store DIR",
+                        )
+                    })?,
+                };
+                let absolute_dir = std::path::absolute(&store_dir)
+                    .unwrap_or_else(|_| store_dir.clone())
+                    .display()
+                    .to_string();
+                let key = key_source(global, absolute_dir)?;
+                // The store is not held between operations, so parallel commands
+                // coordinate their refreshes through a lock file per profile.
+                let lease = Arc::new(SledRefreshLease::new(&store_dir));
+                let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
+                (store, lease, store_dir.display().to_string())
+            }
+        };
     Ok((store, lease, store_location))
 }
 

@@ -32,11 +32,7 @@ pub(crate) fn man(args: &ManArgs) -> Result<(), Failure> {
         }
         Some(dir) => {
             let written = write_pages(command, dir)?;
-            crate::output::inform!(
-                stdout,
-                "Wrote {written} man pages to {}.",
-                dir.display()
-            );
+            crate::output::inform!(stdout, "Wrote {written} man pages to {}.", dir.display());
             Ok(())
         }
     }
@@ -59,7 +55,10 @@ fn write_pages(command: clap::Command, dir: &Path) -> Result<usize, Failure> {
             .map(|sub| {
                 let name = format!("{BIN}-{}", sub.get_name());
                 let shown = format!("{BIN} {}", sub.get_name());
-                sub.clone().name(name).display_name(shown.clone()).bin_name(shown)
+                sub.clone()
+                    .name(name)
+                    .display_name(shown.clone())
+                    .bin_name(shown)
             }),
     );
     for page in &pages {
@@ -97,7 +96,11 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), written);
-        for expected in ["mailup-auth.1", "mailup-auth-login.1", "mailup-auth-profiles.1"] {
+        for expected in [
+            "mailup-auth.1",
+            "mailup-auth-login.1",
+            "mailup-auth-profiles.1",
+        ] {
             assert!(names.iter().any(|n| n == expected), "{names:?}");
         }
         let login = std::fs::read_to_string(dir.path().join("mailup-auth-login.1")).unwrap();

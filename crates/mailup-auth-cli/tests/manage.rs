@@ -116,7 +116,10 @@ async fn run_with_stdin(command: &mut Command, input: &str) -> Output {
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("the command starts");
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(input.as_bytes()).await.expect("stdin written");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .expect("stdin written");
     drop(stdin);
     tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
         .await
@@ -186,9 +189,15 @@ async fn profiles_lists_each_profile_with_its_state() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].contains("PROFILE") && lines[0].contains("STATE"), "{text}");
+    assert!(
+        lines[0].contains("PROFILE") && lines[0].contains("STATE"),
+        "{text}"
+    );
     assert!(lines[1].starts_with("* default"), "{text}");
-    assert!(lines[1].contains("authorized (access token expires in"), "{text}");
+    assert!(
+        lines[1].contains("authorized (access token expires in"),
+        "{text}"
+    );
     assert!(lines[2].starts_with("  work"), "{text}");
     assert!(lines[2].contains("needs login (logged out"), "{text}");
 
@@ -221,17 +230,32 @@ async fn use_chooses_the_profile_commands_run_on() {
     setup.login("work").await;
     let out = run(setup.bare().arg("use")).await;
     assert_success(&out);
-    assert!(stdout(&out).starts_with("default (nothing chosen"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("default (nothing chosen"),
+        "{}",
+        stdout(&out)
+    );
     // Only a profile the store holds (or `default`) can be chosen.
     let out = run(setup.bare().args(["use", "nowhere"])).await;
     let err = assert_exit(&out, 2);
-    assert!(err.contains("profile `nowhere` is not in the token store"), "{err}");
+    assert!(
+        err.contains("profile `nowhere` is not in the token store"),
+        "{err}"
+    );
 
     let out = run(setup.bare().args(["use", "work"])).await;
     assert_success(&out);
-    assert!(stdout(&out).contains("Using profile `work` by default"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Using profile `work` by default"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(setup.bare().arg("use")).await;
-    assert!(stdout(&out).starts_with("work (chosen with `mailup-auth use`"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("work (chosen with `mailup-auth use`"),
+        "{}",
+        stdout(&out)
+    );
     // Commands without --profile now run on `work`.
     let out = run(setup.bare().args(["status", "--json"])).await;
     assert_success(&out);
@@ -247,7 +271,11 @@ async fn use_chooses_the_profile_commands_run_on() {
     let out = run(setup.bare().env("MAILUP_PROFILE", "default").arg("status")).await;
     assert_exit(&out, 3);
     let out = run(setup.bare().env("MAILUP_PROFILE", "default").arg("use")).await;
-    assert!(stdout(&out).starts_with("default (from --profile"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("default (from --profile"),
+        "{}",
+        stdout(&out)
+    );
     // Back to the built-in default.
     let out = run(setup.bare().args(["use", "default"])).await;
     assert_success(&out);
@@ -358,7 +386,11 @@ async fn json_on_login_token_and_refresh() {
     assert_eq!(refreshed["authorized"], true);
     assert!(refreshed.get("access_token").is_none());
     assert_no_secrets(&stdout(&out), &[&plain, DEFAULT_CLIENT_SECRET]);
-    assert_ne!(setup.token("default").await, plain, "the refresh replaced the token");
+    assert_ne!(
+        setup.token("default").await,
+        plain,
+        "the refresh replaced the token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +422,10 @@ async fn quiet_keeps_data_and_errors_and_verbose_logs_no_secret() {
     let out = run(setup.bare().args(["-vvv", "refresh"])).await;
     assert_success(&out);
     let log = stderr(&out);
-    assert!(log.contains("mailup_auth"), "the library's events are logged: {log}");
+    assert!(
+        log.contains("mailup_auth"),
+        "the library's events are logged: {log}"
+    );
     assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
     let second = setup.token("default").await;
     assert_no_secrets(
@@ -435,7 +470,11 @@ async fn the_client_secret_comes_from_a_file_or_stdin() {
     let out = run(setup.bare().args(["profiles", "--json"])).await;
     let list = json(&out);
     assert_eq!(list.as_array().unwrap().len(), 3);
-    assert!(list.as_array().unwrap().iter().all(|p| p["authorized"] == true));
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["authorized"] == true));
 
     // The file replaces a wrong secret in the environment.
     let mut command = setup.with_client_id();
@@ -479,7 +518,11 @@ async fn the_client_secret_comes_from_a_file_or_stdin() {
     // Both the flag and the file: a usage error that shows neither value.
     let out = run(setup
         .with_client_id()
-        .args(["--client-secret", "flag-secret-value", "--client-secret-file"])
+        .args([
+            "--client-secret",
+            "flag-secret-value",
+            "--client-secret-file",
+        ])
         .arg(&file)
         .arg("status"))
     .await;
@@ -513,7 +556,10 @@ async fn completions_for_each_shell_and_man_pages() {
     assert_success(&out);
     let page = stdout(&out);
     assert!(page.contains(".TH mailup-auth 1"), "{page}");
-    assert!(page.contains("Exit codes:"), "the page carries the help's notes");
+    assert!(
+        page.contains("Exit codes:"),
+        "the page carries the help's notes"
+    );
     let dir = setup.home.path().join("man");
     let out = run(setup.bare().args(["man", "--out"]).arg(&dir)).await;
     assert_success(&out);
@@ -533,7 +579,10 @@ async fn clap_suggests_wraps_and_colours_only_when_allowed() {
     let setup = Setup::start().await;
     let out = run(setup.bare().arg("statsu")).await;
     let err = assert_exit(&out, 2);
-    assert!(err.contains("a similar subcommand exists: 'status'"), "{err}");
+    assert!(
+        err.contains("a similar subcommand exists: 'status'"),
+        "{err}"
+    );
     assert!(!err.contains('\u{1b}'), "not a terminal: no colour");
     // Colour forced on, then NO_COLOR wins over it.
     let mut forced = setup.bare();
@@ -567,7 +616,10 @@ async fn login_opens_the_browser_named_in_browser() {
     let script = setup.home.path().join("fake-browser");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}.tmp' && mv '{0}.tmp' '{0}'\n", opened.display()),
+        format!(
+            "#!/bin/sh\nprintf '%s' \"$1\" > '{}.tmp' && mv '{0}.tmp' '{0}'\n",
+            opened.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -592,10 +644,18 @@ async fn login_opens_the_browser_named_in_browser() {
     assert_eq!(logon_url.path(), "/Authorization/OAuth/LogOn");
     let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
     let location = browser
-        .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, Consent::Allow)
+        .authorize(
+            &logon_url,
+            DEFAULT_USERNAME,
+            DEFAULT_PASSWORD,
+            Consent::Allow,
+        )
         .await
         .expect("the scripted user gets through the LogOn pages");
-    let page = browser.follow(&location).await.expect("the listener answers");
+    let page = browser
+        .follow(&location)
+        .await
+        .expect("the listener answers");
     assert_eq!(page.status, 200, "{}", page.body);
     let out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
         .await

@@ -20,17 +20,17 @@ pub use crate::accounts::{
 };
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
+#[cfg(feature = "loopback")]
+pub use crate::client::LoopbackLogin;
 pub use crate::client::{
-    AuthorizationStart, BackgroundRefresh, MailUpClient, MailUpClientBuilder, Page,
-    Pages, RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
+    AuthorizationStart, BackgroundRefresh, MailUpClient, MailUpClientBuilder, Page, Pages,
+    RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
     DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 #[cfg(feature = "loopback")]
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
-#[cfg(feature = "loopback")]
-pub use crate::client::LoopbackLogin;
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
