@@ -161,22 +161,41 @@ pub fn today_utc() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Checks a `YYYY-MM-DD` date given on the command line.
+/// Checks a `YYYY-MM-DD` date given on the command line: a real day of the Gregorian calendar
+/// (`2024-02-29` is one, `2023-02-29` and `2024-02-31` are not).
 pub fn parse_date(text: &str) -> Result<String> {
+    let invalid = || Error::new(format!("`{text}` is not a date of the form YYYY-MM-DD"));
     let parts: Vec<&str> = text.split('-').collect();
-    let valid = parts.len() == 3
+    let shaped = parts.len() == 3
         && [4, 2, 2]
             .iter()
             .zip(&parts)
-            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_digit()))
-        && (1..=12).contains(&parts[1].parse::<u32>().unwrap_or(0))
-        && (1..=31).contains(&parts[2].parse::<u32>().unwrap_or(0));
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err(Error::new(format!(
-            "`{text}` is not a date of the form YYYY-MM-DD"
-        )))
+            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_digit()));
+    if !shaped {
+        return Err(invalid());
+    }
+    let number = |part: &str| part.parse::<u32>().map_err(|_| invalid());
+    let (year, month, day) = (number(parts[0])?, number(parts[1])?, number(parts[2])?);
+    if !(1..=12).contains(&month) {
+        return Err(invalid());
+    }
+    if day == 0 || day > days_in_month(year, month) {
+        return Err(Error::new(format!(
+            "`{text}` is not a date: {year:04}-{month:02} has {} days",
+            days_in_month(year, month)
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// The days of `month` (1 to 12) in `year`, leap years as the Gregorian calendar has them.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
 }
 
@@ -291,5 +310,16 @@ Intro.
         assert!(parse_date("2024-05-06").is_ok());
         assert!(parse_date("2024-5-6").is_err());
         assert!(parse_date("2024-13-01").is_err());
+        // Days that do not exist in their month.
+        assert!(parse_date("2024-02-31").is_err());
+        assert!(parse_date("2024-04-31").is_err());
+        assert!(parse_date("2023-02-29").is_err());
+        assert!(parse_date("1900-02-29").is_err());
+        assert!(parse_date("2024-02-00").is_err());
+        assert!(parse_date("2024-02-29").is_ok());
+        assert!(parse_date("2000-02-29").is_ok());
+        assert!(parse_date("2024-12-31").is_ok());
+        let message = parse_date("2024-02-31").unwrap_err();
+        assert!(message.message().contains("has 29 days"), "{message:?}");
     }
 }

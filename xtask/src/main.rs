@@ -24,6 +24,8 @@ commands:
   release   bump the shared version, move the changelog, package every publishable crate
             in dependency order (see `cargo xtask release --help`)
   bench     cargo bench --workspace [ARGS...]
+  man       write the mailup-auth man pages (clap_mangen, from the CLI's own definition) to
+            target/man/, or to the directory given: `cargo xtask man [DIR]`
   fuzz      the stable fuzz loop: replay fuzz/corpus, then N seeded mutants per target
             (see `cargo xtask fuzz --help`; `cargo +nightly fuzz` runs the real fuzzer)
   help      print this message (also -h, --help)
@@ -134,10 +136,49 @@ fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         "fuzz" => fuzz(rest),
+        "man" if wants_help(rest) => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "man" => man(rest),
         other => {
             eprintln!("{USAGE}");
             Err(Error::new(format!("unknown command `{other}`")))
         }
+    }
+}
+
+/// Builds the CLI and has it write its man pages (the pages come from the CLI's clap
+/// definition, which only the CLI crate has; the xtask stays free of clap).
+fn man(args: &[String]) -> Result<()> {
+    let root = workspace_root()?;
+    let dir = match args {
+        [] => root.join("target").join("man"),
+        [dir] => std::path::absolute(dir)
+            .map_err(|e| Error::new(format!("cannot use `{dir}` as a directory: {e}")))?,
+        _ => return Err(Error::new("usage: cargo xtask man [DIR]")),
+    };
+    let status = cargo()
+        .args([
+            "run",
+            "--locked",
+            "-q",
+            "-p",
+            "mailup-auth-cli",
+            "--",
+            "man",
+            "--out",
+        ])
+        .arg(&dir)
+        .current_dir(&root)
+        .status()
+        .map_err(|e| Error::new(format!("cannot run cargo run: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "writing the man pages failed ({status})"
+        )))
     }
 }
 

@@ -1,160 +1,34 @@
-//! Textual edits and reads of `Cargo.toml` and `Cargo.lock`.
-//!
-//! The edits change only the version strings they target and keep every comment, blank line and
-//! key order, which a TOML library would not guarantee without a format-preserving parser that
-//! this crate does not want to depend on. The scanner understands the subset of TOML that cargo
-//! manifests use in practice: `[table]` headers (dotted and quoted keys), `key = value` lines,
-//! single-line inline tables, basic and literal strings, and `#` comments.
+//! Edits and reads of `Cargo.toml` and `Cargo.lock`, through `toml_edit`: a format-preserving
+//! TOML document, so an edit changes only the version strings it targets and keeps every
+//! comment, blank line, key order and the form each dependency is written in (a string, an
+//! inline table, dotted keys, a `[dependencies.NAME]` table).
 
 use std::collections::BTreeSet;
 
+use toml_edit::{DocumentMut, Item, TableLike, Value};
+
 use crate::version::Version;
+use crate::{Error, Result};
 
-/// Keys of a table header such as `[target.'cfg(unix)'.dependencies]`, unquoted.
-fn header_keys(line: &str) -> Option<Vec<String>> {
-    let trimmed = line.trim();
-    let inner = trimmed
-        .strip_prefix("[[")
-        .and_then(|rest| rest.split_once("]]").map(|(keys, _)| keys))
-        .or_else(|| {
-            trimmed.strip_prefix('[').and_then(|rest| {
-                let end = closing_bracket(rest)?;
-                Some(&rest[..end])
-            })
-        })?;
-    Some(split_dotted(inner))
-}
-
-fn closing_bracket(text: &str) -> Option<usize> {
-    let mut quote = None;
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, ']') => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `a."b.c".d` → `["a", "b.c", "d"]`.
-fn split_dotted(text: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut current = String::new();
-    let mut quote = None;
-    for c in text.chars() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '.') => keys.push(std::mem::take(&mut current).trim().to_owned()),
-            (None, c) if c.is_whitespace() => {}
-            _ => current.push(c),
-        }
-    }
-    keys.push(current.trim().to_owned());
-    keys
-}
-
+/// The dependency tables a manifest may have, at the root and under `[target.X]`.
 const DEPENDENCY_TABLES: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
 
-/// What the lines under a header are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Table {
-    /// `[workspace.package]`.
-    WorkspacePackage,
-    /// `[package]`.
-    Package,
-    /// `[lints]`.
-    Lints,
-    /// A table of dependencies: `[dependencies]`, `[workspace.dependencies]`,
-    /// `[target.X.dev-dependencies]`, ...
-    Dependencies,
-    /// One dependency as a table: `[dependencies.NAME]`, ...
-    Dependency(String),
-    /// Anything else, and the lines before the first header.
-    Other,
-}
-
-fn classify(keys: &[String]) -> Table {
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let is_deps = |key: &str| DEPENDENCY_TABLES.contains(&key);
-    match keys.as_slice() {
-        ["workspace", "package"] => Table::WorkspacePackage,
-        ["package"] => Table::Package,
-        ["lints"] => Table::Lints,
-        [deps] | ["workspace", deps] | ["target", _, deps] if is_deps(deps) => Table::Dependencies,
-        [deps, name] | ["workspace", deps, name] | ["target", _, deps, name] if is_deps(deps) => {
-            Table::Dependency((*name).to_owned())
-        }
-        _ => Table::Other,
-    }
-}
-
-/// A `key = value` line: the dotted key (unquoted) and the byte offset where the value starts.
-fn key_value(line: &str) -> Option<(Vec<String>, usize)> {
-    let trimmed = line.trim_start();
-    if trimmed.starts_with('#') || trimmed.starts_with('[') {
-        return None;
-    }
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '=') => {
-                let value_start = i + 1 + (line[i + 1..].len() - line[i + 1..].trim_start().len());
-                return Some((split_dotted(&line[..i]), value_start));
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The byte range of the string value at `start` (inside the quotes), if the value is a string.
-fn string_at(line: &str, start: usize) -> Option<(usize, usize)> {
-    let rest = &line[start..];
-    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let end = rest[1..].find(quote)?;
-    Some((start + 1, start + 1 + end))
-}
-
-/// In an inline table (`{ path = "..", version = "1.0" }`) starting at `start`: the byte range
-/// of the string value of `key`.
-fn inline_string(line: &str, start: usize, key: &str) -> Option<(usize, usize)> {
-    let bytes = line.as_bytes();
-    let mut quote = None;
-    let mut i = start;
-    let mut key_start = None;
-    while i < bytes.len() {
-        let c = bytes[i] as char;
-        match (quote, c) {
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') => return None,
-            (None, '{' | ',') => key_start = Some(i + 1),
-            (None, '=') => {
-                if let Some(from) = key_start.take() {
-                    if line[from..i].trim() == key {
-                        let value =
-                            i + 1 + (line[i + 1..].len() - line[i + 1..].trim_start().len());
-                        return string_at(line, value);
-                    }
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
+fn parse(text: &str, what: &str) -> Result<DocumentMut> {
+    text.parse::<DocumentMut>()
+        .map_err(|e| Error::new(format!("{what} is not valid TOML: {e}")))
 }
 
 /// The requirement with its version replaced, keeping an operator prefix (`=`, `^`, `~`).
 fn bumped_requirement(old: &str, new: &Version) -> String {
     let operator: String = old.chars().take_while(|c| !c.is_ascii_digit()).collect();
     format!("{}{new}", operator.trim())
+}
+
+/// Replaces a string value, keeping the spaces and comment around it.
+fn set_string(value: &mut Value, text: &str) {
+    let decor = value.decor().clone();
+    *value = Value::from(text);
+    *value.decor_mut() = decor;
 }
 
 /// What `bump_manifest` changed.
@@ -164,8 +38,55 @@ pub struct ManifestBump {
     pub text: String,
     /// Whether `[workspace.package] version` was changed.
     pub workspace_version: bool,
-    /// Internal dependency requirements changed, by dependency name, in file order.
+    /// Internal dependency requirements changed, by dependency name: `[workspace.dependencies]`
+    /// first, then `[dependencies]`, `[dev-dependencies]`, `[build-dependencies]`, then each
+    /// `[target.X]`'s, each table in file order.
     pub requirements: Vec<String>,
+}
+
+/// Every dependency table of the document, in the order [`ManifestBump::requirements`] lists.
+fn dependency_tables(doc: &mut DocumentMut) -> Vec<&mut dyn TableLike> {
+    let mut tables: Vec<&mut dyn TableLike> = Vec::new();
+    let root = doc.as_table_mut();
+    let mut workspace_deps = None;
+    let mut root_deps = Vec::new();
+    let mut target_deps = Vec::new();
+    for (key, item) in root.iter_mut() {
+        match key.get() {
+            "workspace" => {
+                workspace_deps = item
+                    .as_table_like_mut()
+                    .and_then(|ws| ws.get_mut("dependencies"))
+                    .and_then(Item::as_table_like_mut);
+            }
+            "target" => {
+                if let Some(targets) = item.as_table_like_mut() {
+                    for (_, target) in targets.iter_mut() {
+                        if let Some(target) = target.as_table_like_mut() {
+                            for (name, deps) in target.iter_mut() {
+                                if DEPENDENCY_TABLES.contains(&name.get()) {
+                                    if let Some(deps) = deps.as_table_like_mut() {
+                                        target_deps.push(deps);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            name if DEPENDENCY_TABLES.contains(&name) => {
+                if let Some(deps) = item.as_table_like_mut() {
+                    root_deps.push((name.to_owned(), deps));
+                }
+            }
+            _ => {}
+        }
+    }
+    root_deps.sort_by_key(|(name, _)| DEPENDENCY_TABLES.iter().position(|t| t == name));
+    tables.extend(workspace_deps);
+    tables.extend(root_deps.into_iter().map(|(_, deps)| deps));
+    tables.extend(target_deps);
+    tables
 }
 
 /// Sets `[workspace.package] version` (if `bump_workspace_version`) and the `version` of every
@@ -175,180 +96,185 @@ pub fn bump_manifest(
     internal: &BTreeSet<String>,
     new: &Version,
     bump_workspace_version: bool,
-) -> ManifestBump {
+) -> Result<ManifestBump> {
+    let mut doc = parse(text, "the manifest")?;
     let mut result = ManifestBump::default();
-    let mut table = Table::Other;
-    let replace = |line: &mut String, range: (usize, usize)| {
-        let old = line[range.0..range.1].to_owned();
-        let new = bumped_requirement(&old, new);
-        line.replace_range(range.0..range.1, &new);
-        old != new
-    };
-    for raw in text.split_inclusive('\n') {
-        let mut line = raw.to_owned();
-        if let Some(keys) = header_keys(raw) {
-            table = classify(&keys);
-        } else if let Some((key, value)) = key_value(raw) {
-            let key: Vec<&str> = key.iter().map(String::as_str).collect();
-            match (&table, key.as_slice()) {
-                (Table::WorkspacePackage, ["version"]) if bump_workspace_version => {
-                    if let Some(range) = string_at(raw, value) {
-                        line.replace_range(range.0..range.1, &new.to_string());
-                        result.workspace_version = true;
-                    }
-                }
-                (Table::Dependency(name), ["version"]) if internal.contains(name) => {
-                    if let Some(range) = string_at(raw, value) {
-                        if replace(&mut line, range) {
-                            result.requirements.push(name.clone());
-                        }
-                    }
-                }
-                (Table::Dependencies, [name, "version"]) if internal.contains(*name) => {
-                    if let Some(range) = string_at(raw, value) {
-                        if replace(&mut line, range) {
-                            result.requirements.push((*name).to_owned());
-                        }
-                    }
-                }
-                (Table::Dependencies, [name]) => {
-                    let package = inline_string(raw, value, "package")
-                        .map(|(a, b)| &raw[a..b])
-                        .unwrap_or(name);
-                    if internal.contains(package) {
-                        let range = if raw[value..].starts_with('{') {
-                            inline_string(raw, value, "version")
-                        } else {
-                            string_at(raw, value)
-                        };
-                        if let Some(range) = range {
-                            if replace(&mut line, range) {
-                                result.requirements.push(package.to_owned());
-                            }
-                        }
-                    }
-                }
-                _ => {}
+    if bump_workspace_version {
+        let version = doc
+            .get_mut("workspace")
+            .and_then(Item::as_table_like_mut)
+            .and_then(|ws| ws.get_mut("package"))
+            .and_then(Item::as_table_like_mut)
+            .and_then(|package| package.get_mut("version"))
+            .and_then(Item::as_value_mut);
+        if let Some(version) = version.filter(|v| v.is_str()) {
+            set_string(version, &new.to_string());
+            result.workspace_version = true;
+        }
+    }
+    for table in dependency_tables(&mut doc) {
+        for (key, dependency) in table.iter_mut() {
+            let Some((package, requirement)) =
+                internal_requirement(key.get(), dependency, internal)
+            else {
+                continue;
+            };
+            let old = requirement.as_str().unwrap_or_default().to_owned();
+            let bumped = bumped_requirement(&old, new);
+            if bumped != old {
+                set_string(requirement, &bumped);
+                result.requirements.push(package);
             }
         }
-        result.text.push_str(&line);
     }
-    result
+    result.text = doc.to_string();
+    Ok(result)
+}
+
+/// The package a dependency entry names (its `package` key, else its own name) and its version
+/// requirement string, when that package is one of `internal`.
+fn internal_requirement<'a>(
+    name: &str,
+    dependency: &'a mut Item,
+    internal: &BTreeSet<String>,
+) -> Option<(String, &'a mut Value)> {
+    if dependency.as_value().is_some_and(Value::is_str) {
+        // `name = "1.2.3"`
+        return dependency
+            .as_value_mut()
+            .filter(|_| internal.contains(name))
+            .map(|value| (name.to_owned(), value));
+    }
+    // `name = { ... }`, `name.version = ...`, `[dependencies.name]`
+    let spec = dependency.as_table_like_mut()?;
+    let package = spec
+        .get("package")
+        .and_then(Item::as_str)
+        .unwrap_or(name)
+        .to_owned();
+    if !internal.contains(&package) {
+        return None;
+    }
+    let version = spec
+        .get_mut("version")
+        .and_then(Item::as_value_mut)
+        .filter(|v| v.is_str())?;
+    Some((package, version))
 }
 
 /// `[workspace.package] version`, if the manifest sets one.
 pub fn workspace_version(text: &str) -> Option<String> {
-    string_in_table(text, &Table::WorkspacePackage, "version")
+    workspace_package_string(text, "version")
 }
 
-fn string_in_table(text: &str, wanted: &Table, wanted_key: &str) -> Option<String> {
-    let mut table = Table::Other;
-    for line in text.lines() {
-        if let Some(keys) = header_keys(line) {
-            table = classify(&keys);
-        } else if let Some((key, value)) = key_value(line) {
-            if &table == wanted && key == [wanted_key] {
-                let (a, b) = string_at(line, value)?;
-                return Some(line[a..b].to_owned());
-            }
-        }
-    }
-    None
+/// `[workspace.package] rust-version`, if the manifest sets one.
+pub fn workspace_rust_version(text: &str) -> Option<String> {
+    workspace_package_string(text, "rust-version")
 }
 
-/// Whether a `[table]`-scoped `key` (possibly given in the table's parent as `table.key` or
-/// `key = { workspace = true }`) is set to `true`-`workspace` inheritance.
-fn inherits_from_workspace(text: &str, in_table: &Table, table_name: &str, key: &str) -> bool {
-    let mut table = Table::Other;
-    let mut before_any_header = true;
-    for line in text.lines() {
-        if let Some(keys) = header_keys(line) {
-            table = classify(&keys);
-            before_any_header = false;
-            continue;
-        }
-        let Some((keys, value)) = key_value(line) else {
-            continue;
-        };
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let value = line[value..].trim_end();
-        let value = value.split('#').next().unwrap_or("").trim();
-        let is_true = value == "true";
-        let inline_workspace =
-            value.starts_with('{') && value.replace(' ', "").contains("workspace=true");
-        if &table == in_table {
-            match keys.as_slice() {
-                [k, "workspace"] if *k == key && is_true => return true,
-                [k] if *k == key && inline_workspace => return true,
-                ["workspace"] if key.is_empty() && is_true => return true,
-                _ => {}
-            }
-        }
-        if before_any_header {
-            match keys.as_slice() {
-                [t, "workspace"] if *t == table_name && key.is_empty() && is_true => return true,
-                [t, k, "workspace"] if *t == table_name && *k == key && is_true => return true,
-                _ => {}
-            }
-        }
-    }
-    false
+fn workspace_package_string(text: &str, key: &str) -> Option<String> {
+    let doc = text.parse::<DocumentMut>().ok()?;
+    doc.get("workspace")?
+        .get("package")?
+        .get(key)?
+        .as_str()
+        .map(str::to_owned)
 }
 
-/// Whether the manifest has `[lints] workspace = true`.
+/// Whether `item` (a table in any form) has `workspace = true`.
+fn inherits(item: Option<&Item>) -> bool {
+    item.and_then(Item::as_table_like)
+        .and_then(|table| table.get("workspace"))
+        .and_then(Item::as_bool)
+        == Some(true)
+}
+
+/// Whether the manifest has `[lints] workspace = true` (or `lints.workspace = true`, or
+/// `lints = { workspace = true }`).
 pub fn has_workspace_lints(text: &str) -> bool {
-    inherits_from_workspace(text, &Table::Lints, "lints", "")
+    text.parse::<DocumentMut>()
+        .is_ok_and(|doc| inherits(doc.get("lints")))
 }
 
-/// Whether the manifest has `version.workspace = true` in `[package]`.
+/// Whether the manifest has `version.workspace = true` (or `version = { workspace = true }`)
+/// in `[package]`.
 pub fn uses_workspace_version(text: &str) -> bool {
-    inherits_from_workspace(text, &Table::Package, "package", "version")
+    package_inherits(text, "version")
+}
+
+/// Whether the manifest has `rust-version.workspace = true` in `[package]`.
+pub fn uses_workspace_rust_version(text: &str) -> bool {
+    package_inherits(text, "rust-version")
+}
+
+fn package_inherits(text: &str, key: &str) -> bool {
+    text.parse::<DocumentMut>()
+        .is_ok_and(|doc| inherits(doc.get("package").and_then(|p| p.get(key))))
 }
 
 /// Sets the version of the workspace's own packages named in `internal` in a `Cargo.lock`, as
 /// cargo would on its next run. Registry packages of the same name (with a `source`) are left.
-pub fn bump_lockfile(text: &str, internal: &BTreeSet<String>, old: &str, new: &Version) -> String {
-    // Blocks start at a `[[package]]` (or any other) header; the first holds the preamble.
-    let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
-    for line in text.split_inclusive('\n') {
-        if line.starts_with('[') {
-            blocks.push(Vec::new());
-        }
-        blocks.last_mut().unwrap_or(&mut Vec::new()).push(line);
-    }
-    let name_of = |block: &[&str]| {
-        block
-            .iter()
-            .find_map(|l| l.strip_prefix("name = "))
-            .map(|n| n.trim().trim_matches('"').to_owned())
+pub fn bump_lockfile(
+    text: &str,
+    internal: &BTreeSet<String>,
+    old: &str,
+    new: &Version,
+) -> Result<String> {
+    let mut doc = parse(text, "Cargo.lock")?;
+    let Some(packages) = doc
+        .get_mut("package")
+        .and_then(Item::as_array_of_tables_mut)
+    else {
+        return Ok(text.to_owned());
     };
-    let has_source = |block: &[&str]| block.iter().any(|l| l.starts_with("source = "));
-    let old_line = format!("version = \"{old}\"");
+    let name_of = |package: &toml_edit::Table| {
+        package
+            .get("name")
+            .and_then(Item::as_str)
+            .map(str::to_owned)
+    };
+    let version_of = |package: &toml_edit::Table| {
+        package
+            .get("version")
+            .and_then(Item::as_str)
+            .map(str::to_owned)
+    };
     // Registry packages that have exactly the old version: references to them must stay.
-    let registry_at_old: BTreeSet<String> = blocks
+    let registry_at_old: BTreeSet<String> = packages
         .iter()
-        .filter(|b| has_source(b) && b.iter().any(|l| l.trim_end() == old_line))
-        .filter_map(|b| name_of(b))
+        .filter(|p| p.contains_key("source") && version_of(p).as_deref() == Some(old))
+        .filter_map(name_of)
         .collect();
-    let mut out = String::with_capacity(text.len());
-    for block in &blocks {
-        let own = name_of(block).is_some_and(|n| internal.contains(&n)) && !has_source(block);
-        for line in block {
-            if own && line.trim_end() == old_line {
-                out.push_str(&format!("version = \"{new}\"\n"));
+    let renamed: Vec<(String, String)> = internal
+        .iter()
+        .filter(|name| !registry_at_old.contains(*name))
+        .map(|name| (format!("{name} {old}"), format!("{name} {new}")))
+        .collect();
+    for package in packages.iter_mut() {
+        let own = name_of(package).is_some_and(|n| internal.contains(&n))
+            && !package.contains_key("source");
+        if own && version_of(package).as_deref() == Some(old) {
+            if let Some(version) = package.get_mut("version").and_then(Item::as_value_mut) {
+                set_string(version, &new.to_string());
+            }
+        }
+        // A dependency is listed with its version (`"name 1.0.0"`) when several packages share
+        // its name; rewrite it unless a registry package has that very version.
+        let Some(dependencies) = package.get_mut("dependencies").and_then(Item::as_array_mut)
+        else {
+            continue;
+        };
+        for dependency in dependencies.iter_mut() {
+            let Some(text) = dependency.as_str() else {
                 continue;
+            };
+            if let Some((_, to)) = renamed.iter().find(|(from, _)| from == text) {
+                let to = to.clone();
+                set_string(dependency, &to);
             }
-            // A dependency is listed with its version (`"name 1.0.0"`) when several packages
-            // share its name; rewrite it unless a registry package has that very version.
-            let mut line = (*line).to_owned();
-            for name in internal.iter().filter(|n| !registry_at_old.contains(*n)) {
-                let reference = format!("\"{name} {old}\"");
-                line = line.replace(&reference, &format!("\"{name} {new}\""));
-            }
-            out.push_str(&line);
         }
     }
-    out
+    Ok(doc.to_string())
 }
 
 #[cfg(test)]
@@ -393,7 +319,7 @@ util = { path = "../util", version = "^1.4.2" }
 version = "1.4.2"
 "#;
         let new: Version = "1.5.0".parse().unwrap();
-        let bump = bump_manifest(before, &internal(), &new, true);
+        let bump = bump_manifest(before, &internal(), &new, true).unwrap();
         let expected = r#"# top comment, version = "1.4.2"
 [workspace.package]
 version = "1.5.0" # the shared version
@@ -433,15 +359,37 @@ version = "1.4.2"
     #[test]
     fn member_manifest_keeps_its_package_version() {
         let before = "[package]\nname = \"x\"\nversion = \"0.0.0\"\n\n[dependencies]\napp = { path = \"../app\" }\n";
-        let bump = bump_manifest(before, &internal(), &"2.0.0".parse().unwrap(), false);
+        let bump = bump_manifest(before, &internal(), &"2.0.0".parse().unwrap(), false).unwrap();
         assert_eq!(bump.text, before);
         assert!(bump.requirements.is_empty());
     }
 
     #[test]
+    fn invalid_toml_is_an_error_not_a_silent_no_op() {
+        let error =
+            bump_manifest("[package\n", &internal(), &"1.0.0".parse().unwrap(), true).unwrap_err();
+        assert!(error.message().contains("not valid TOML"), "{error:?}");
+        assert!(bump_lockfile(
+            "[[package]\n",
+            &internal(),
+            "1.0.0",
+            &"1.0.1".parse().unwrap()
+        )
+        .is_err());
+        assert_eq!(workspace_version("[workspace.package\n"), None);
+    }
+
+    #[test]
     fn reads_workspace_version_and_inheritance() {
-        let root = "[workspace]\nmembers = []\n\n[workspace.package]\nversion = \"0.3.1\"\n";
+        let root = "[workspace]\nmembers = []\n\n[workspace.package]\nversion = \"0.3.1\"\nrust-version = \"1.95\"\n";
         assert_eq!(workspace_version(root).as_deref(), Some("0.3.1"));
+        assert_eq!(workspace_rust_version(root).as_deref(), Some("1.95"));
+        assert!(uses_workspace_rust_version(
+            "[package]\nrust-version.workspace = true\n"
+        ));
+        assert!(!uses_workspace_rust_version(
+            "[package]\nrust-version = \"1.70\"\n"
+        ));
         assert_eq!(workspace_version("[package]\nversion = \"1.0.0\"\n"), None);
 
         let member =
@@ -509,7 +457,7 @@ version = "0.9.0"
 source = "registry+https://github.com/rust-lang/crates.io-index"
 checksum = "00"
 "#;
-        let bumped = bump_lockfile(lock, &internal(), "1.4.2", &"1.5.0".parse().unwrap());
+        let bumped = bump_lockfile(lock, &internal(), "1.4.2", &"1.5.0".parse().unwrap()).unwrap();
         assert_eq!(bumped, expected);
     }
 }

@@ -171,7 +171,7 @@ pub fn plan(dir: &Path, options: &ReleaseOptions) -> Result<Plan> {
     // The edits.
     let members = workspace.member_names();
     let mut edits = Vec::new();
-    let root_bump = manifest::bump_manifest(&root_manifest, &members, &next, true);
+    let root_bump = manifest::bump_manifest(&root_manifest, &members, &next, true)?;
     edits.push(FileEdit {
         path: root_manifest_path.clone(),
         relative: "Cargo.toml".to_owned(),
@@ -187,7 +187,7 @@ pub fn plan(dir: &Path, options: &ReleaseOptions) -> Result<Plan> {
         if package.manifest_path == root_manifest_path {
             continue;
         }
-        let bump = manifest::bump_manifest(&text, &members, &next, false);
+        let bump = manifest::bump_manifest(&text, &members, &next, false)?;
         if bump.text != text {
             edits.push(FileEdit {
                 path: package.manifest_path.clone(),
@@ -200,7 +200,7 @@ pub fn plan(dir: &Path, options: &ReleaseOptions) -> Result<Plan> {
     let lock_path = root.join("Cargo.lock");
     if lock_path.exists() {
         let text = read(&lock_path)?;
-        let bumped = manifest::bump_lockfile(&text, &inheriting, &current_text, &next);
+        let bumped = manifest::bump_lockfile(&text, &inheriting, &current_text, &next)?;
         if bumped != text {
             edits.push(FileEdit {
                 path: lock_path,

@@ -47,7 +47,7 @@ pub struct Check {
 }
 
 /// Every check, in the order `cargo xtask tidy` runs them.
-pub const CHECKS: [Check; 7] = [
+pub const CHECKS: [Check; 8] = [
     Check {
         name: "readme",
         rule: "every publishable crate has its README",
@@ -67,6 +67,11 @@ pub const CHECKS: [Check; 7] = [
         name: "version",
         rule: "every publishable crate has `version.workspace = true`",
         run: workspace_version_problems,
+    },
+    Check {
+        name: "rust-version",
+        rule: "the workspace's rust-version is the toolchain's that runs the checks (the one CI verifies), and every publishable crate inherits it",
+        run: rust_version_problems,
     },
     Check {
         name: "core-dependencies",
@@ -203,6 +208,86 @@ pub fn workspace_version_problems(workspace: &Workspace) -> Result<Vec<String>> 
         }
     }
     Ok(problems)
+}
+
+/// The declared `rust-version` is the `MAJOR.MINOR` of the toolchain running the checks, and
+/// every publishable crate inherits it.
+///
+/// A `rust-version` is a promise that the code builds with that toolchain. Only one toolchain is
+/// installed where the checks and CI run, so the only version they verify is that one: a lower
+/// one would be an untested claim (a dependency added later may need a newer compiler, and
+/// nothing would notice), a higher one cannot build at all. When CI's toolchain moves, raise
+/// `rust-version` with it; to declare an older one, add a CI job that builds with it first.
+pub fn rust_version_problems(workspace: &Workspace) -> Result<Vec<String>> {
+    let root_manifest = read(&workspace.root.join("Cargo.toml"))?;
+    let running = toolchain_version()?;
+    let mut problems: Vec<String> = rust_version_mismatch(
+        manifest::workspace_rust_version(&root_manifest).as_deref(),
+        running,
+    )
+    .into_iter()
+    .collect();
+    for package in workspace.publishable() {
+        if !manifest::uses_workspace_rust_version(&read(&package.manifest_path)?) {
+            problems.push(format!(
+                "{}: {} does not inherit the workspace's rust-version: use \
+                 `rust-version.workspace = true`",
+                package.name,
+                relative(workspace, &package.manifest_path)
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// `(major, minor)` of the toolchain that runs the checks, from `$CARGO --version`
+/// (`cargo 1.95.0 (f2d3ce0bd 2026-03-21)`).
+fn toolchain_version() -> Result<(u64, u64)> {
+    let output = cargo()
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::new(format!("cannot run cargo --version: {e}")))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(major_minor)
+        .ok_or_else(|| Error::new(format!("cannot read a version in `{}`", text.trim())))
+}
+
+/// `1.95` or `1.95.0` → `(1, 95)`.
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The problem with a declared `rust-version` against the running toolchain, if any.
+fn rust_version_mismatch(declared: Option<&str>, running: (u64, u64)) -> Option<String> {
+    let (major, minor) = running;
+    let Some(declared) = declared else {
+        return Some(format!(
+            "the root Cargo.toml declares no [workspace.package] rust-version: declare \
+             \"{major}.{minor}\", the toolchain the checks run on"
+        ));
+    };
+    let Some(wanted) = major_minor(declared) else {
+        return Some(format!(
+            "rust-version \"{declared}\" is not MAJOR.MINOR[.PATCH]"
+        ));
+    };
+    match wanted.cmp(&running) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!(
+            "rust-version {declared} is newer than the toolchain running the checks \
+             ({major}.{minor}): it cannot be built here"
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "rust-version {declared} is older than the toolchain running the checks \
+             ({major}.{minor}), and nothing builds with {declared}: declare \"{major}.{minor}\" \
+             (what is verified), or add a CI job that builds with {declared} first"
+        )),
+    }
 }
 
 /// The core's normal dependency tree (host platform, all features) holds no I/O or RNG crate.
@@ -500,6 +585,22 @@ fn is_ident(c: Option<&char>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_version_must_be_the_verified_toolchain() {
+        assert_eq!(rust_version_mismatch(Some("1.95"), (1, 95)), None);
+        assert_eq!(rust_version_mismatch(Some("1.95.0"), (1, 95)), None);
+        let older = rust_version_mismatch(Some("1.89"), (1, 95)).unwrap();
+        assert!(older.contains("nothing builds with 1.89"), "{older}");
+        let newer = rust_version_mismatch(Some("1.96"), (1, 95)).unwrap();
+        assert!(newer.contains("cannot be built here"), "{newer}");
+        assert!(rust_version_mismatch(None, (1, 95))
+            .unwrap()
+            .contains("declare \"1.95\""));
+        assert!(rust_version_mismatch(Some("one"), (1, 95)).is_some());
+        assert_eq!(major_minor("1.95.0"), Some((1, 95)));
+        assert_eq!(major_minor("1"), None);
+    }
 
     #[test]
     fn finds_calls_but_not_mentions_in_comments_or_strings() {

@@ -1,6 +1,7 @@
-//! Semantic versions as the release command needs them: parse, compare, bump.
+//! Semantic versions as the release command needs them: parse, compare, bump. Parsing and
+//! precedence are the `semver` crate's (the one cargo uses); this type only refuses build
+//! metadata.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,27 +9,13 @@ use crate::Error;
 
 /// A `MAJOR.MINOR.PATCH[-PRE]` version. Build metadata (`+...`) is not accepted: crates.io
 /// ignores it for ordering, so a release that differs only there is not a new release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version {
-    /// The major number.
-    pub major: u64,
-    /// The minor number.
-    pub minor: u64,
-    /// The patch number.
-    pub patch: u64,
-    /// The pre-release identifiers, dot-separated, empty for a release.
-    pub pre: String,
-}
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(semver::Version);
 
 impl Version {
     /// A release version without pre-release identifiers.
     pub fn new(major: u64, minor: u64, patch: u64) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-            pre: String::new(),
-        }
+        Self(semver::Version::new(major, minor, patch))
     }
 }
 
@@ -36,93 +23,23 @@ impl FromStr for Version {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Error> {
-        let invalid = || Error::new(format!("`{text}` is not a version of the form X.Y.Z[-pre]"));
-        if text.contains('+') {
+        let version = semver::Version::parse(text).map_err(|e| {
+            Error::new(format!(
+                "`{text}` is not a version of the form X.Y.Z[-pre]: {e}"
+            ))
+        })?;
+        if !version.build.is_empty() {
             return Err(Error::new(format!(
                 "`{text}`: build metadata (`+...`) is not supported in a release version"
             )));
         }
-        let (core, pre) = match text.split_once('-') {
-            Some((core, pre)) => (core, pre),
-            None => (text, ""),
-        };
-        let numbers: Vec<&str> = core.split('.').collect();
-        if numbers.len() != 3 {
-            return Err(invalid());
-        }
-        let number = |part: &str| -> Result<u64, Error> {
-            let leading_zero = part.len() > 1 && part.starts_with('0');
-            if part.is_empty() || leading_zero || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid());
-            }
-            part.parse().map_err(|_| invalid())
-        };
-        let identifiers_ok = pre
-            .split('.')
-            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-        if text.contains('-') && !identifiers_ok {
-            return Err(invalid());
-        }
-        Ok(Self {
-            major: number(numbers[0])?,
-            minor: number(numbers[1])?,
-            patch: number(numbers[2])?,
-            pre: pre.to_owned(),
-        })
+        Ok(Self(version))
     }
 }
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)?;
-        if !self.pre.is_empty() {
-            write!(f, "-{}", self.pre)?;
-        }
-        Ok(())
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// Semver precedence: numbers first; a pre-release sorts before its release; pre-release
-/// identifiers compare numerically when both are numbers, numbers before words.
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.major, self.minor, self.patch)
-            .cmp(&(other.major, other.minor, other.patch))
-            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => compare_pre(&self.pre, &other.pre),
-            })
-    }
-}
-
-fn compare_pre(a: &str, b: &str) -> Ordering {
-    let mut left = a.split('.');
-    let mut right = b.split('.');
-    loop {
-        match (left.next(), right.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let order = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(x), Ok(y)) => x.cmp(&y),
-                    (Ok(_), Err(_)) => Ordering::Less,
-                    (Err(_), Ok(_)) => Ordering::Greater,
-                    (Err(_), Err(_)) => x.cmp(y),
-                };
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
-        }
+        self.0.fmt(f)
     }
 }
 
@@ -143,9 +60,9 @@ impl Bump {
     /// The version after `current`. Level bumps drop any pre-release identifiers.
     pub fn apply(&self, current: &Version) -> Version {
         match self {
-            Bump::Major => Version::new(current.major + 1, 0, 0),
-            Bump::Minor => Version::new(current.major, current.minor + 1, 0),
-            Bump::Patch => Version::new(current.major, current.minor, current.patch + 1),
+            Bump::Major => Version::new(current.0.major + 1, 0, 0),
+            Bump::Minor => Version::new(current.0.major, current.0.minor + 1, 0),
+            Bump::Patch => Version::new(current.0.major, current.0.minor, current.0.patch + 1),
             Bump::Exact(version) => version.clone(),
         }
     }

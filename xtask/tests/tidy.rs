@@ -53,6 +53,11 @@ fn every_publishable_crate_shares_the_workspace_version() {
 }
 
 #[test]
+fn rust_version_is_the_toolchain_ci_verifies() {
+    assert_tidy("rust-version");
+}
+
+#[test]
 fn the_core_has_no_io_or_rng_dependency() {
     assert_tidy("core-dependencies");
 }
@@ -74,6 +79,7 @@ fn every_check_has_a_test_above() {
         "description",
         "lints",
         "version",
+        "rust-version",
         "core-dependencies",
         "core-source",
         "session-methods",

@@ -53,15 +53,26 @@ pub(crate) struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalOptions {
-    /// The profile the tokens and the client registration are kept under.
+    /// The profile the tokens and the client registration are kept under [default: the one
+    /// chosen with `mailup-auth use`, else `default`].
     #[arg(
-        long,
+        long = "profile",
         global = true,
         env = "MAILUP_PROFILE",
-        default_value = "default",
         value_name = "NAME"
     )]
+    pub(crate) profile_option: Option<String>,
+    /// The profile in effect: `--profile` / `MAILUP_PROFILE`, else the `use`d default, else
+    /// `default` (filled in by [`crate::default_profile::resolve`] before a command runs).
+    #[arg(skip = String::from(DEFAULT_PROFILE))]
     pub(crate) profile: String,
+    /// Print only data and errors: no progress or confirmation messages.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Log what the library does on stderr: `-v` steps, `-vv` details, `-vvv` everything
+    /// (never a token or a secret; `RUST_LOG` overrides).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
     /// The token store: a directory [default: the platform data directory], or a Redis URL
     /// (`redis://host:port/db`, loopback only; `rediss://user:password@host:port/db` for
     /// TLS, with --store-ca for a private CA) shared by every process and host that uses it.
@@ -111,6 +122,16 @@ pub(crate) struct GlobalOptions {
         value_parser = secret_value
     )]
     pub(crate) client_secret: Option<Zeroizing<String>>,
+    /// Read the client secret from a file (its first line), or from standard input with `-`;
+    /// takes the place of MAILUP_CLIENT_SECRET (together with --client-secret it is a usage
+    /// error).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILUP_CLIENT_SECRET_FILE",
+        value_name = "PATH|-"
+    )]
+    pub(crate) client_secret_file: Option<PathBuf>,
     /// The redirect URI registered for the app (a loopback URL; default: the listener's own).
     #[arg(
         long,
@@ -173,6 +194,9 @@ pub(crate) struct GlobalOptions {
     pub(crate) http_timeout: u64,
 }
 
+/// The profile used when none is named and none was chosen with `mailup-auth use`.
+pub(crate) const DEFAULT_PROFILE: &str = "default";
+
 /// Keeps a secret option's value in memory that is wiped when it is dropped (clap's own copy
 /// of the argument or the environment variable is beyond our reach).
 fn secret_value(value: &str) -> Result<Zeroizing<String>, std::convert::Infallible> {
@@ -219,9 +243,9 @@ pub(crate) enum Command {
     /// Show the profile, its endpoints and its tokens' state (never a secret).
     Status(StatusArgs),
     /// Print a valid access token on stdout and nothing else (refreshing first if needed).
-    Token,
+    Token(JsonArgs),
     /// Refresh the tokens now (MailUp rotates the refresh token; the new one is stored).
-    Refresh,
+    Refresh(JsonArgs),
     /// Send an authenticated API request and print the response body.
     Call(CallArgs),
     /// Forget the profile's tokens and wipe them from the token store's files (the client
@@ -233,9 +257,54 @@ pub(crate) enum Command {
     /// and lost; exits 3 when a profile was lost (log in to it again). Does nothing to a store
     /// that opens.
     Recover,
+    /// List the profiles in the token store with their state (authorized, when the access
+    /// token expires, or that a login is needed); `*` marks the one in effect.
+    Profiles(JsonArgs),
+    /// Choose the profile used when --profile and MAILUP_PROFILE are not given (kept in the
+    /// CLI's config directory); without a name, show the one in effect and why.
+    Use(UseArgs),
+    /// Print a shell completion script on stdout: e.g. `mailup-auth completions bash >
+    /// ~/.local/share/bash-completion/completions/mailup-auth`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one page per command into a directory
+    /// (`cargo xtask man` does that for packagers).
+    Man(ManArgs),
     /// Run the whole flow against a local MailUp emulator and report each step; leaves
     /// nothing behind.
     Demo,
+}
+
+/// `--json` for the commands whose result scripts read.
+#[derive(Debug, Args)]
+pub(crate) struct JsonArgs {
+    /// Print one JSON object (for `profiles`: an array) on stdout instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Options of `use`.
+#[derive(Debug, Args)]
+pub(crate) struct UseArgs {
+    /// The profile to use by default (it must be in the token store, or be `default`).
+    #[arg(value_name = "PROFILE")]
+    pub(crate) profile: Option<String>,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_name = "SHELL")]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// Options of `man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write `mailup-auth.1` and one `mailup-auth-<command>.1` per command into this
+    /// directory (created if missing) instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// Options of `login`.
@@ -257,6 +326,9 @@ pub(crate) struct LoginArgs {
     /// The MailUp username for --password.
     #[arg(long, env = "MAILUP_USERNAME", value_name = "NAME")]
     pub(crate) username: Option<String>,
+    /// Print the outcome as one JSON object on stdout (the LogOn URL still goes to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Options of `logout`.
@@ -266,14 +338,20 @@ pub(crate) struct LogoutArgs {
     /// endpoints too, wiped from the store's files like the tokens.
     #[arg(long)]
     pub(crate) forget_client: bool,
+    /// Log out of every profile in the token store.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 /// Options of `status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Print one JSON object instead of text.
+    /// Print one JSON object (with --all: an array) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Show every profile in the token store; exits 3 when any is not authorized.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 /// Options of `call`.
@@ -312,7 +390,7 @@ mod tests {
             "http://127.0.0.1:9",
         ])
         .unwrap();
-        assert_eq!(cli.global.profile, "work");
+        assert_eq!(cli.global.profile_option.as_deref(), Some("work"));
         assert_eq!(cli.global.auth_base.as_deref(), Some("http://127.0.0.1:9"));
     }
 

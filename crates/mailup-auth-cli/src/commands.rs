@@ -13,9 +13,9 @@ use mailup_auth::{
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::cli::{CallArgs, Command, LoginArgs, LogoutArgs, StatusArgs};
+use crate::cli::{CallArgs, Command, JsonArgs, LoginArgs, LogoutArgs, StatusArgs};
 use crate::failure::{Failure, EXIT_REAUTHORIZE};
-use crate::output::{note, say};
+use crate::output::{inform, note, say};
 use crate::profile::{store_failure, Context};
 use crate::terminal;
 use crate::timefmt;
@@ -40,7 +40,8 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
             context.global.profile
         );
         if matches!(command, Command::Logout(_)) {
-            say!(
+            inform!(
+                stdout,
                 "Logged out of profile `{}`: its record is gone; log in again to use it.",
                 context.global.profile
             );
@@ -54,18 +55,27 @@ pub(crate) async fn run(context: &Context, command: Command) -> Result<(), Failu
         Command::Login(args) if args.password => login_password(context, &args).await,
         Command::Login(args) => login_browser(context, &args).await,
         Command::Status(args) => status(context, &args).await,
-        Command::Token => token(context).await,
-        Command::Refresh => refresh(context).await,
+        Command::Token(args) => token(context, &args).await,
+        Command::Refresh(args) => refresh(context, &args).await,
         Command::Call(args) => call(context, &args).await,
         Command::Logout(args) => logout(context, &args).await,
-        Command::Demo => Err(Failure::usage("`demo` does not use a profile")),
-        Command::Recover => Err(Failure::usage("`recover` does not use a profile")),
+        Command::Demo
+        | Command::Recover
+        | Command::Profiles(_)
+        | Command::Use(_)
+        | Command::Completions(_)
+        | Command::Man(_) => Err(Failure::usage("this command does not run on one profile")),
     }
+}
+
+/// Writes a JSON value, pretty-printed, to stdout as the command's data.
+pub(crate) fn print_json(value: &Value) -> Result<(), Failure> {
+    print_data(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()))
 }
 
 /// Writes a command's data and a newline to stdout. A reader that went away (`| head`) is not
 /// an error worth a panic message; other write failures are local failures.
-fn print_data(data: &str) -> Result<(), Failure> {
+pub(crate) fn print_data(data: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{data}").and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
@@ -74,7 +84,7 @@ fn print_data(data: &str) -> Result<(), Failure> {
     }
 }
 
-fn now() -> UnixTime {
+pub(crate) fn now() -> UnixTime {
     UnixTime::from_system_time(SystemTime::now())
 }
 
@@ -191,8 +201,7 @@ async fn login_browser(context: &Context, args: &LoginArgs) -> Result<(), Failur
             return Err(failure);
         }
     };
-    print_logged_in(context, &client);
-    Ok(())
+    print_logged_in(context, &client, args.json)
 }
 
 async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failure> {
@@ -211,8 +220,7 @@ async fn login_password(context: &Context, args: &LoginArgs) -> Result<(), Failu
     client
         .login_with_password(&username, &Password::new(password.as_str()))
         .await?;
-    print_logged_in(context, &client);
-    Ok(())
+    print_logged_in(context, &client, args.json)
 }
 
 /// `MAILUP_PASSWORD`, when set and not empty, in memory that is wiped when it is dropped.
@@ -223,8 +231,34 @@ fn password_from_env() -> Option<Zeroizing<String>> {
         .filter(|password| !password.is_empty())
 }
 
-fn print_logged_in(context: &Context, client: &MailUpClient) {
+/// What `login --json` and `refresh --json` print: the profile and its new expiry (no token).
+fn session_json(context: &Context, status: &SessionStatus, now: UnixTime) -> Value {
+    let (expires_at, expires_at_unix) = time_fields(status.expires_at);
+    json!({
+        "profile": status.profile,
+        "store": context.store_location.clone(),
+        "authorized": is_authorized(status),
+        "expires_at": expires_at,
+        "expires_at_unix": expires_at_unix,
+        "expires_in_seconds": status.expires_at.map(|at| seconds_until(at, now)),
+        "has_refresh_token": status.has_refresh_token,
+    })
+}
+
+/// Seconds from `now` to `at`, negative when `at` is past.
+fn seconds_until(at: UnixTime, now: UnixTime) -> i64 {
+    if at >= now {
+        at.duration_since(now).as_secs() as i64
+    } else {
+        -(now.duration_since(at).as_secs() as i64)
+    }
+}
+
+fn print_logged_in(context: &Context, client: &MailUpClient, json: bool) -> Result<(), Failure> {
     let status = client.status();
+    if json {
+        return print_json(&session_json(context, &status, now()));
+    }
     let expiry = status
         .expires_at
         .map(|at| {
@@ -235,16 +269,18 @@ fn print_logged_in(context: &Context, client: &MailUpClient) {
             )
         })
         .unwrap_or_default();
-    say!(
+    inform!(
+        stdout,
         "Logged in: profile `{}`{expiry}. Tokens stored in {}.",
         status.profile,
         context.store_location
     );
+    Ok(())
 }
 
 // ---- status --------------------------------------------------------------------------------
 
-fn state_name(state: SessionState) -> &'static str {
+pub(crate) fn state_name(state: SessionState) -> &'static str {
     match state {
         SessionState::NoTokens => "no_tokens",
         SessionState::AwaitingCallback => "awaiting_callback",
@@ -256,7 +292,7 @@ fn state_name(state: SessionState) -> &'static str {
 }
 
 /// Whether the profile can produce an access token without the user (fresh, or refreshable).
-fn is_authorized(status: &SessionStatus) -> bool {
+pub(crate) fn is_authorized(status: &SessionStatus) -> bool {
     status.expires_at.is_some()
         && status.reauthorization_reason.is_none()
         && (status.has_fresh_token || status.has_refresh_token)
@@ -275,7 +311,11 @@ fn time_fields(time: Option<UnixTime>) -> (Value, Value) {
 
 /// The status as one JSON object. Built field by field from [`SessionStatus`], which holds no
 /// secret; the tests check the output for tokens and the client secret anyway.
-fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> Value {
+pub(crate) fn status_json(
+    context: &Context,
+    status: Option<&SessionStatus>,
+    now: UnixTime,
+) -> Value {
     let Some(status) = status else {
         return json!({
             "profile": context.global.profile,
@@ -301,13 +341,7 @@ fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     let (expires_at, expires_at_unix) = time_fields(status.expires_at);
     let (obtained_at, obtained_at_unix) = time_fields(status.obtained_at);
     let (refreshed_at, refreshed_at_unix) = time_fields(status.last_refreshed_at);
-    let expires_in = status.expires_at.map(|at| {
-        if at >= now {
-            at.duration_since(now).as_secs() as i64
-        } else {
-            -(now.duration_since(at).as_secs() as i64)
-        }
-    });
+    let expires_in = status.expires_at.map(|at| seconds_until(at, now));
     json!({
         "profile": status.profile,
         "store": context.store_location.clone(),
@@ -334,7 +368,11 @@ fn status_json(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     })
 }
 
-fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime) -> String {
+pub(crate) fn status_text(
+    context: &Context,
+    status: Option<&SessionStatus>,
+    now: UnixTime,
+) -> String {
     let mut lines = vec![
         format!("profile:        {}", context.global.profile),
         format!("store:          {}", context.store_location),
@@ -421,13 +459,18 @@ fn status_text(context: &Context, status: Option<&SessionStatus>, now: UnixTime)
     lines.join("\n")
 }
 
+/// The profile's status; `None` when no client registration is known for it.
+pub(crate) async fn session_status(context: &Context) -> Result<Option<SessionStatus>, Failure> {
+    if context.has_client() {
+        Ok(Some(context.client().await?.status()))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Prints the status; exits 3 when the profile is not authorized (for scripts).
 async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
-    let status = if context.has_client() {
-        Some(context.client().await?.status())
-    } else {
-        None
-    };
+    let status = session_status(context).await?;
     let now = now();
     if args.json {
         let value = status_json(context, status.as_ref(), now);
@@ -452,13 +495,32 @@ async fn status(context: &Context, args: &StatusArgs) -> Result<(), Failure> {
 
 // ---- token, refresh ------------------------------------------------------------------------
 
-async fn token(context: &Context) -> Result<(), Failure> {
+async fn token(context: &Context, args: &JsonArgs) -> Result<(), Failure> {
     let client = context.client().await?;
     // The library waits for a refresh it sent (bounded) and saves its answer before it hands
     // anything out; if that refresh failed, it hands out the still-valid current token.
     let token = client.access_token().await?;
     warn_if_refresh_failed(&client);
-    print_data(token.secret())
+    if !args.json {
+        return print_data(token.secret());
+    }
+    let status = client.status();
+    let now = now();
+    let (expires_at, expires_at_unix) = time_fields(status.expires_at);
+    // The one output of this CLI that holds a token, as `token` without --json does: it is
+    // what the user asked for, on stdout only.
+    let value = Zeroizing::new(
+        serde_json::to_string_pretty(&json!({
+            "profile": status.profile,
+            "access_token": token.secret(),
+            "token_type": "Bearer",
+            "expires_at": expires_at,
+            "expires_at_unix": expires_at_unix,
+            "expires_in_seconds": status.expires_at.map(|at| seconds_until(at, now)),
+        }))
+        .map_err(|e| Failure::local(format!("cannot write JSON: {e}")))?,
+    );
+    print_data(&value)
 }
 
 /// A still-valid token was handed out because its refresh failed: say so on stderr (the
@@ -475,20 +537,24 @@ fn warn_if_refresh_failed(client: &MailUpClient) {
     }
 }
 
-async fn refresh(context: &Context) -> Result<(), Failure> {
+async fn refresh(context: &Context, args: &JsonArgs) -> Result<(), Failure> {
     let client = context.client().await?;
     // A rejected or failed refresh is an error (exit 3 or 5), even while the current access
     // token is still valid.
     client.refresh().await?;
     let status = client.status();
+    if args.json {
+        return print_json(&session_json(context, &status, now()));
+    }
     match status.expires_at {
-        Some(at) => say!(
+        Some(at) => inform!(
+            stdout,
             "Refreshed profile `{}`: the access token expires {} ({}); the refresh token was rotated and stored.",
             status.profile,
             timefmt::display(at),
             timefmt::relative(at, now())
         ),
-        None => say!("Refreshed profile `{}`.", status.profile),
+        None => inform!(stdout, "Refreshed profile `{}`.", status.profile),
     }
     Ok(())
 }
@@ -565,7 +631,8 @@ async fn logout(context: &Context, args: &LogoutArgs) -> Result<(), Failure> {
         // A tombstone keeps the version, so a refresh still running elsewhere cannot bring
         // the record back.
         context.store.delete(profile).await.map_err(store_failure)?;
-        say!(
+        inform!(
+            stdout,
             "Logged out of profile `{profile}` and removed it: its tokens and client \
              registration are wiped from the token store (MailUp has no revocation endpoint)."
         );
@@ -581,7 +648,8 @@ async fn logout(context: &Context, args: &LogoutArgs) -> Result<(), Failure> {
     } else {
         ""
     };
-    say!(
+    inform!(
+        stdout,
         "Logged out of profile `{profile}`: its tokens are wiped from the token store \
          (MailUp has no revocation endpoint{kept})."
     );

@@ -4,6 +4,20 @@
 //! Every write of the CLI goes through them (or through `print_data`, which reports failures).
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `--quiet`: progress and confirmation messages ([`inform!`]) are dropped.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Sets `--quiet` for the rest of the process.
+pub(crate) fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub(crate) fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
 
 /// Writes one line on stdout, ignoring a closed or failing stdout.
 pub(crate) fn line(text: &str) {
@@ -73,6 +87,23 @@ macro_rules! say {
     };
 }
 pub(crate) use say;
+
+/// A progress or confirmation message for people ("Logged in", "Waiting for MailUp..."): on
+/// stdout (`inform!(stdout, ...)`) or stderr (`inform!(stderr, ...)`), dropped under
+/// `--quiet`. Data, warnings and errors never go through it.
+macro_rules! inform {
+    (stdout, $($arg:tt)*) => {
+        if !$crate::output::is_quiet() {
+            $crate::output::line(&format!($($arg)*))
+        }
+    };
+    (stderr, $($arg:tt)*) => {
+        if !$crate::output::is_quiet() {
+            $crate::output::stderr_line(&format!($($arg)*))
+        }
+    };
+}
+pub(crate) use inform;
 
 /// `eprintln!` that never panics on a closed stderr.
 macro_rules! note {

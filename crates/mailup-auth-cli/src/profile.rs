@@ -16,6 +16,8 @@ use mailup_auth::{
     RedisTokenStore, RefreshLease, TokenStore, Url,
 };
 
+use zeroize::Zeroizing;
+
 use crate::cli::{GlobalOptions, StoreKeyOption};
 use crate::failure::Failure;
 use crate::store::OnDemandSledStore;
@@ -57,49 +59,36 @@ impl Context {
     /// Loads the profile's record (waiting briefly while other `mailup-auth` processes use the
     /// store).
     pub(crate) async fn open(global: GlobalOptions) -> Result<Self, Failure> {
-        let redis_url = global
-            .store
-            .as_deref()
-            .and_then(Path::to_str)
-            .filter(|location| mailup_auth_store_redis::is_redis_url(location))
-            .map(str::to_owned);
-        let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
-            match redis_url {
-                Some(url) => {
-                    let builder = RedisTokenStore::builder(url.as_str());
-                    // The keychain entry of a Redis store is named by its location (no
-                    // password in it), as a sled store's is by its directory.
-                    let account = builder.location();
-                    let mut builder = builder.encryption_key_opt(key_source(&global, account)?);
-                    if let Some(ca) = store_ca(&global)? {
-                        builder = builder.tls_root_certificate(ca);
-                    }
-                    let store = builder.connect().await.map_err(store_failure)?;
-                    let lease = Arc::new(store.refresh_lease());
-                    let location = store.location().to_owned();
-                    (Arc::new(store), lease, location)
-                }
-                None => {
-                    let store_dir = match &global.store {
-                        Some(dir) => dir.clone(),
-                        None => mailup_auth::default_store_dir().ok_or_else(|| {
-                            Failure::usage(
-                                "no home directory for the default token store: pass --store DIR",
-                            )
-                        })?,
-                    };
-                    let absolute_dir = std::path::absolute(&store_dir)
-                        .unwrap_or_else(|_| store_dir.clone())
-                        .display()
-                        .to_string();
-                    let key = key_source(&global, absolute_dir)?;
-                    // The store is not held between operations, so parallel commands
-                    // coordinate their refreshes through a lock file per profile.
-                    let lease = Arc::new(SledRefreshLease::new(&store_dir));
-                    let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
-                    (store, lease, store_dir.display().to_string())
-                }
-            };
+        let (store, lease, store_location) = open_store(&global).await?;
+        Self::load(global, store, lease, store_location).await
+    }
+
+    /// The same store, another profile: for the commands that go over every profile.
+    pub(crate) async fn with_profile(&self, profile: &str) -> Result<Self, Failure> {
+        let mut global = self.global.clone();
+        global.profile = profile.to_owned();
+        Self::load(
+            global,
+            self.store.clone(),
+            self.lease.clone(),
+            self.store_location.clone(),
+        )
+        .await
+    }
+
+    /// The names of the profiles in the store, sorted.
+    pub(crate) async fn profile_names(&self) -> Result<Vec<String>, Failure> {
+        let mut names = self.store.profiles().await.map_err(store_failure)?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn load(
+        global: GlobalOptions,
+        store: Arc<dyn TokenStore>,
+        lease: Arc<dyn RefreshLease>,
+        store_location: String,
+    ) -> Result<Self, Failure> {
         // A corrupt record must not stop the commands that recover from it.
         let (record, corrupt) = match store.load(&global.profile).await {
             Ok(loaded) => (loaded.map(|versioned| versioned.value), None),
@@ -250,6 +239,104 @@ impl Context {
             self.global.profile
         ))
     }
+}
+
+/// Opens the store the global options name (a sled directory, opened per operation, or a
+/// Redis URL) with its refresh lease, and says where it is (never with a password).
+async fn open_store(
+    global: &GlobalOptions,
+) -> Result<(Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String), Failure> {
+    let redis_url = global
+        .store
+        .as_deref()
+        .and_then(Path::to_str)
+        .filter(|location| mailup_auth_store_redis::is_redis_url(location))
+        .map(str::to_owned);
+    let (store, lease, store_location): (Arc<dyn TokenStore>, Arc<dyn RefreshLease>, String) =
+        match redis_url {
+            Some(url) => {
+                let builder = RedisTokenStore::builder(url.as_str());
+                // The keychain entry of a Redis store is named by its location (no
+                // password in it), as a sled store's is by its directory.
+                let account = builder.location();
+                let mut builder = builder.encryption_key_opt(key_source(global, account)?);
+                if let Some(ca) = store_ca(global)? {
+                    builder = builder.tls_root_certificate(ca);
+                }
+                let store = builder.connect().await.map_err(store_failure)?;
+                let lease = Arc::new(store.refresh_lease());
+                let location = store.location().to_owned();
+                (Arc::new(store), lease, location)
+            }
+            None => {
+                let store_dir = match &global.store {
+                    Some(dir) => dir.clone(),
+                    None => mailup_auth::default_store_dir().ok_or_else(|| {
+                        Failure::usage(
+                            "no home directory for the default token store: pass --store DIR",
+                        )
+                    })?,
+                };
+                let absolute_dir = std::path::absolute(&store_dir)
+                    .unwrap_or_else(|_| store_dir.clone())
+                    .display()
+                    .to_string();
+                let key = key_source(global, absolute_dir)?;
+                // The store is not held between operations, so parallel commands
+                // coordinate their refreshes through a lock file per profile.
+                let lease = Arc::new(SledRefreshLease::new(&store_dir));
+                let store = Arc::new(OnDemandSledStore::new(store_dir.clone(), key));
+                (store, lease, store_dir.display().to_string())
+            }
+        };
+    Ok((store, lease, store_location))
+}
+
+/// The longest client secret file read: MailUp's secrets are a few dozen characters.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// `--client-secret-file PATH` / `MAILUP_CLIENT_SECRET_FILE`: reads the secret (its first
+/// line, without the line ending) from the file, or from standard input for `-`, into memory
+/// that is wiped, and puts it where `--client-secret` would be. Errors name the file, never
+/// its content.
+pub(crate) fn read_client_secret_file(global: &mut GlobalOptions) -> Result<(), Failure> {
+    use std::io::Read as _;
+    let Some(path) = global.client_secret_file.clone() else {
+        return Ok(());
+    };
+    let from_stdin = path.as_os_str() == "-";
+    let source = if from_stdin {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let unreadable = |why: String| {
+        Failure::usage(format!(
+            "--client-secret-file / MAILUP_CLIENT_SECRET_FILE: cannot read the client secret \
+             from {source}: {why}"
+        ))
+    };
+    let reader: Box<dyn std::io::Read> = if from_stdin {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(&path).map_err(|e| unreadable(e.to_string()))?)
+    };
+    // Reserved up front so that growing the buffer leaves no copy of the secret behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SECRET_FILE as usize + 1));
+    reader
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(unreadable("it is too large for a client secret".into()));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("it is not UTF-8".into()))?;
+    let secret = text.lines().next().unwrap_or("");
+    if secret.trim().is_empty() {
+        return Err(unreadable("it is empty".into()));
+    }
+    global.client_secret = Some(Zeroizing::new(secret.to_owned()));
+    Ok(())
 }
 
 /// The CA certificate to trust for a `rediss://` store, from `--store-ca` / `MAILUP_STORE_CA`.

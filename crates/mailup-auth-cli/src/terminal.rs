@@ -1,9 +1,8 @@
 //! The few things the CLI does with the person at the terminal: open a browser, show a
-//! spinner while waiting, ask for a username or a hidden password.
+//! spinner while waiting (not under `--quiet`), ask for a username or a hidden password.
 
 use std::future::Future;
 use std::io::{BufRead as _, IsTerminal as _};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -11,38 +10,30 @@ use zeroize::Zeroizing;
 use crate::failure::Failure;
 use crate::output;
 
-/// Tries to open `url` in the default browser; failure is silent (the URL is printed anyway).
+/// Tries to open `url` in the user's browser; failure is silent (the URL is printed anyway).
+///
+/// The `webbrowser` crate picks the browser as people expect: `$BROWSER` first (a command, or
+/// a list separated by `:`, with `%s` for the URL), then the desktop's default (`xdg-open`
+/// and friends, macOS `open`, Windows' URL handler), and under WSL the Windows browser. A
+/// graphical browser's output is suppressed; a text browser named in `$BROWSER` (lynx, w3m)
+/// runs in this terminal, where the LogOn form can be filled in too.
 pub(crate) fn open_browser(url: &str) {
-    let mut command = if cfg!(target_os = "macos") {
-        let mut c = Command::new("open");
-        c.arg(url);
-        c
-    } else if cfg!(windows) {
-        // Not `cmd /C start`: cmd.exe would cut the URL at its first `&`.
-        let mut c = Command::new("rundll32");
-        c.arg("url.dll,FileProtocolHandler").arg(url);
-        c
-    } else {
-        let mut c = Command::new("xdg-open");
-        c.arg(url);
-        c
-    };
-    let spawned = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    if let Ok(mut child) = spawned {
-        // Reap it in the background so it does not linger as a zombie.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-    }
+    let mut options = webbrowser::BrowserOptions::new();
+    options.with_suppress_output(true);
+    let url = url.to_owned();
+    // `webbrowser` waits for some launchers to exit: off the async workers, and never waited
+    // for (the listener must keep answering).
+    std::thread::spawn(move || {
+        let _ = webbrowser::open_browser_with_options(webbrowser::Browser::Default, &url, &options);
+    });
 }
 
 /// Runs `work`, showing `message` with a spinner on stderr while it runs, when stderr is a
 /// terminal (scripts and tests see no control characters).
 pub(crate) async fn with_spinner<T>(message: &str, work: impl Future<Output = T>) -> T {
+    if output::is_quiet() {
+        return work.await;
+    }
     if !std::io::stderr().is_terminal() {
         output::stderr_line(message);
         return work.await;

@@ -1,7 +1,7 @@
 //! The core driven by a blocking HTTP client (`ureq`), no async runtime: the code exchange,
 //! a refresh with rotation, and an API call with MailUp's 401 → one refresh → one retry.
 //!
-//! Run it against the emulator (`cargo run -p mailup-auth-emulator -- --port 8080` in another
+//! Run it against the emulator (`cargo run -p mailup-auth-emulator --features cli -- --port 8080` in another
 //! terminal):
 //!
 //! ```sh

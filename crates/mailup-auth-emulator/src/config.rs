@@ -444,6 +444,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// TOML syntax or shape error.
+    #[cfg(feature = "toml")]
     #[error("invalid TOML configuration: {0}")]
     Toml(#[from] toml::de::Error),
     /// JSON syntax or shape error.
@@ -455,7 +456,8 @@ pub enum ConfigError {
 }
 
 impl EmulatorConfig {
-    /// Parses a TOML configuration.
+    /// Parses a TOML configuration (the `toml` feature).
+    #[cfg(feature = "toml")]
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text)?;
         config.validate()?;
@@ -469,7 +471,8 @@ impl EmulatorConfig {
         Ok(config)
     }
 
-    /// Reads a configuration file: JSON if the name ends in `.json`, TOML otherwise.
+    /// Reads a configuration file: JSON if the name ends in `.json`, TOML otherwise (TOML
+    /// needs the `toml` feature; without it, such a file is [`ConfigError::Invalid`]).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -482,8 +485,22 @@ impl EmulatorConfig {
         {
             Self::from_json_str(&text)
         } else {
-            Self::from_toml_str(&text)
+            Self::from_toml_text(path, &text)
         }
+    }
+
+    #[cfg(feature = "toml")]
+    fn from_toml_text(_path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str(text)
+    }
+
+    #[cfg(not(feature = "toml"))]
+    fn from_toml_text(path: &Path, _text: &str) -> Result<Self, ConfigError> {
+        Err(ConfigError::Invalid(format!(
+            "{} is read as TOML, which needs the emulator's `toml` feature; \
+             use a .json file or enable the feature",
+            path.display()
+        )))
     }
 
     /// Checks what serde cannot: non-empty ids and names, a sane rate limit.
@@ -573,6 +590,7 @@ mod tests {
         assert!(!open.allows_redirect_uri("javascript:alert(1)"));
     }
 
+    #[cfg(feature = "toml")]
     #[test]
     fn toml_and_json_configs_parse() {
         let toml = r#"

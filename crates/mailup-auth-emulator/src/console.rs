@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand::RngCore as _;
 use serde::Serialize;
 
 use crate::config::User;
 use crate::seed::{ListSeed, RecipientSeed, RecipientStatus};
+use crate::state::fill_random;
 
 /// A list as `GET /Console/List/{id}` and `POST /Console/List` show it (MailUp's list detail
 /// uses `IdList` / `ListGuid` in PascalCase).
@@ -198,7 +198,7 @@ pub(crate) struct ConsoleAccount {
 /// A random GUID-shaped string, as MailUp's `listGuid`.
 fn random_guid() -> String {
     let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
+    fill_random(&mut b);
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -378,10 +377,18 @@ pub(crate) struct Shared {
 
 pub(crate) type AppState = Arc<Shared>;
 
+/// Fills `buf` from the operating system's generator (tokens, codes and ids must be
+/// unguessable even in an emulator: tests probe for guessing). No randomness is a panic.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    if let Err(error) = getrandom::getrandom(buf) {
+        panic!("the operating system's random generator failed: {error}");
+    }
+}
+
 /// A random, URL-safe token of `bytes` bytes of entropy.
 pub(crate) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
+    fill_random(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
 }
 

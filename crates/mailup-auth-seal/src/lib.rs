@@ -31,7 +31,6 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, Payload};
 use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
 use mailup_auth_core::ports::KeyProblem;
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -269,8 +268,7 @@ impl std::fmt::Debug for StoreKey {
 impl StoreKey {
     fn random() -> Result<Self, String> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rngs::OsRng
-            .try_fill_bytes(key.as_mut())
+        getrandom::getrandom(key.as_mut())
             .map_err(|error| format!("no randomness from the OS: {error}"))?;
         Ok(Self(key))
     }
@@ -365,8 +363,7 @@ impl Sealer {
 
     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut nonce)
+        getrandom::getrandom(&mut nonce)
             .map_err(|error| format!("no randomness from the OS: {error}"))?;
         let ciphertext = self
             .cipher

@@ -15,7 +15,7 @@
 //!
 //! Run it against the emulator:
 //! ```sh
-//! cargo run -p mailup-auth-emulator -- --port 8080 &
+//! cargo run -p mailup-auth-emulator --features cli -- --port 8080 &
 //! MAILUP_CLIENT_ID=mailup-demo-client MAILUP_CLIENT_SECRET=mailup-demo-secret \
 //!   MAILUP_AUTH_BASE=http://127.0.0.1:8080 cargo run -p mailup-auth --example web_app
 //! curl -i -H 'X-User: alice' http://127.0.0.1:3000/mailup/connect   # follow the Location

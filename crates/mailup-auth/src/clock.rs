@@ -5,7 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use mailup_auth_core::{CsrfState, UnixTime};
-use rand::RngCore as _;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -140,7 +139,7 @@ pub struct OsEntropy;
 impl Entropy for OsEntropy {
     fn csrf_state(&self) -> CsrfState {
         let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        os_random(&mut bytes);
         CsrfState::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
     }
 
@@ -149,7 +148,18 @@ impl Entropy for OsEntropy {
         if max_millis == 0 {
             return Duration::ZERO;
         }
-        Duration::from_millis(rand::rngs::OsRng.next_u64() % (max_millis + 1))
+        let mut bytes = [0u8; 8];
+        os_random(&mut bytes);
+        Duration::from_millis(u64::from_le_bytes(bytes) % (max_millis + 1))
+    }
+}
+
+/// Fills `bytes` from the operating system's generator. A system that cannot give random
+/// bytes cannot make an unguessable CSRF state either: that is a panic, as it was with `rand`'s
+/// `OsRng`, never a predictable value.
+fn os_random(bytes: &mut [u8]) {
+    if let Err(error) = getrandom::getrandom(bytes) {
+        panic!("the operating system's random generator failed: {error}");
     }
 }
 

@@ -8,6 +8,7 @@ use mailup_auth_core::{
     TransportError,
 };
 
+#[cfg(feature = "loopback")]
 use crate::loopback::LoopbackError;
 
 /// A failed facade operation.
@@ -100,6 +101,7 @@ pub enum Error {
     #[error("pagination: {0}")]
     Pagination(String),
     /// The loopback redirect listener failed.
+    #[cfg(feature = "loopback")]
     #[error("loopback redirect: {0}")]
     Loopback(#[from] LoopbackError),
     /// A building block is missing (e.g. no transport when the `reqwest` feature is off).

@@ -6,6 +6,7 @@ mod accounts;
 mod client;
 pub mod clock;
 mod error;
+#[cfg(feature = "loopback")]
 pub mod loopback;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
@@ -19,13 +20,16 @@ pub use crate::accounts::{
 };
 #[cfg(feature = "sled")]
 pub use crate::client::default_store_dir;
+#[cfg(feature = "loopback")]
+pub use crate::client::LoopbackLogin;
 pub use crate::client::{
-    AuthorizationStart, BackgroundRefresh, LoopbackLogin, MailUpClient, MailUpClientBuilder, Page,
-    Pages, RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
+    AuthorizationStart, BackgroundRefresh, MailUpClient, MailUpClientBuilder, Page, Pages,
+    RateLimitRetry, Service, ServiceClient, SessionStatus, TokenChange, TokensHook,
     DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
+#[cfg(feature = "loopback")]
 pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::MailUpMiddleware;

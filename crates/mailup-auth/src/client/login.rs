@@ -72,14 +72,15 @@ impl MailUpClient {
     /// URL (print it, open a browser), waits for the redirect, exchanges the code and stores
     /// the tokens; only then does the browser's page say "logged in" (a failure page
     /// otherwise).
+    #[cfg(feature = "loopback")]
     pub async fn login_with_loopback(
         &self,
         options: LoopbackLogin,
         show_url: impl FnOnce(&Url),
     ) -> Result<()> {
         let listener = match &options.redirect_uri {
-            Some(uri) => LoopbackRedirect::bind_for(uri).await?,
-            None => LoopbackRedirect::bind(options.port).await?,
+            Some(uri) => crate::loopback::LoopbackRedirect::bind_for(uri).await?,
+            None => crate::loopback::LoopbackRedirect::bind(options.port).await?,
         };
         let start =
             self.begin_authorization_with_redirect(Some(listener.redirect_uri().clone()))?;

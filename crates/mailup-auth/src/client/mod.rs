@@ -47,7 +47,6 @@ use tracing::Instrument as _;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::error::{Error, Result};
-use crate::loopback::LoopbackRedirect;
 
 /// A callback run whenever tokens change (after they are persisted).
 pub type TokensHook = Arc<dyn Fn(&TokenChange<'_>) + Send + Sync>;
@@ -86,6 +85,7 @@ pub struct AuthorizationStart {
 }
 
 /// Options of [`MailUpClient::login_with_loopback`].
+#[cfg(feature = "loopback")]
 #[derive(Clone, Debug)]
 pub struct LoopbackLogin {
     /// Port to listen on, 127.0.0.1 only (0 = any free port). Ignored when `redirect_uri` is set.
@@ -97,6 +97,7 @@ pub struct LoopbackLogin {
     pub redirect_uri: Option<Url>,
 }
 
+#[cfg(feature = "loopback")]
 impl Default for LoopbackLogin {
     fn default() -> Self {
         Self {
