@@ -30,8 +30,6 @@
 //! `redis-server` it says so and does nothing (under `CI` it fails).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailup_auth::{ClientSecret, MailUpClient, Password};
@@ -39,83 +37,26 @@ use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 use mailup_auth_store_redis::RedisServer;
+use mailup_auth_tests::Worker;
 
 const LIFETIME: Duration = Duration::from_secs(2);
 /// Past the expiry (and the emulator's one-second granularity) before each round.
 const PAST_EXPIRY: Duration = Duration::from_millis(2_300);
 const CACHED_READS: usize = 10_000;
 
-/// One worker process and its pipes.
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+/// Reads up to the `done` line of a `go`; panics on any failed call. Returns the calls
+/// served and the distinct tokens.
+fn served_by(worker: &mut Worker) -> (usize, Vec<String>) {
+    let round = worker.round_result();
+    assert!(
+        round.failed == 0 && round.errors.is_empty(),
+        "a call failed: {round:?}"
+    );
+    (round.ok, round.tokens)
 }
 
-impl Worker {
-    fn start(redis: &str, emulator: &Emulator, tasks: usize, home: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scale_out_worker"))
-            .args([
-                redis,
-                emulator.base_url().as_str(),
-                DEFAULT_CLIENT_ID,
-                DEFAULT_CLIENT_SECRET,
-                &tasks.to_string(),
-            ])
-            .current_dir(home)
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the worker starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut worker = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(worker.read_line(), "ready");
-        worker
-    }
-
-    fn send(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim_end().to_owned()
-    }
-
-    /// Reads up to the `done` line of a `go`; panics on any failed call. Returns the calls
-    /// served and the distinct tokens.
-    fn served(&mut self) -> (usize, Vec<String>) {
-        let line = self.read_line();
-        let mut parts = line
-            .strip_prefix("done ")
-            .unwrap_or_else(|| panic!("a call failed or the worker broke: {line:?}"))
-            .split(' ');
-        let ok: usize = parts.next().unwrap().parse().unwrap();
-        let failed: usize = parts.next().unwrap().parse().unwrap();
-        assert_eq!(failed, 0, "{line}");
-        (
-            ok,
-            parts.filter(|t| !t.is_empty()).map(str::to_owned).collect(),
-        )
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The worker binary (src/bin/scale_out_worker.rs).
+const WORKER: &str = env!("CARGO_BIN_EXE_scale_out_worker");
 
 /// Redis's own command counters (`INFO commandstats`), reset by [`reset`](Self::reset).
 struct RedisStats {
@@ -222,7 +163,7 @@ fn main() {
         .collect();
     let mut workers: Vec<Worker> = homes
         .iter()
-        .map(|home| Worker::start(&server.url(), &emulator, tasks, home.path()))
+        .map(|home| Worker::start(WORKER, &server.url(), &emulator, tasks, home.path()))
         .collect();
     let mut stats = RedisStats::connect(&server.url());
 
@@ -236,7 +177,7 @@ fn main() {
         let before = emulator.counters().token_requests;
         let started = Instant::now();
         workers[0].send("go 1");
-        let (ok, _) = workers[0].served();
+        let (ok, _) = served_by(&mut workers[0]);
         single.push(started.elapsed());
         assert_eq!(ok, 1);
         let requests = emulator.counters().token_requests - before;
@@ -256,7 +197,7 @@ fn main() {
         let mut served = 0;
         let mut tokens = Vec::new();
         for worker in &mut workers {
-            let (ok, mut distinct) = worker.served();
+            let (ok, mut distinct) = served_by(worker);
             served += ok;
             tokens.append(&mut distinct);
         }
@@ -287,7 +228,7 @@ fn main() {
             worker.send("go");
         }
         for worker in &mut workers {
-            worker.served();
+            served_by(worker);
         }
         floor.push(started.elapsed());
         eprintln!(

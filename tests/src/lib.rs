@@ -1,1 +1,145 @@
-//! End-to-end tests live in `tests/`; this library is empty.
+//! Shared helpers of the workspace's end-to-end tests and benches (`tests/tests`,
+//! `tests/benches`); the helper binaries are in `src/bin`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use mailup_auth::{ClientSecret, MailUpClient, Password};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
+
+/// Logs the default profile in through the emulator's password grant, saving the tokens to the
+/// Redis store at `redis`; returns the access token obtained.
+pub async fn log_in_to_redis(redis: &str, emulator: &Emulator) -> String {
+    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .store_url(redis)
+        .build()
+        .await
+        .expect("a client on the Redis store");
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .expect("the password login");
+    client
+        .access_token()
+        .await
+        .expect("the access token just obtained")
+        .secret()
+        .to_owned()
+}
+
+/// What a worker answered to a `go`: its calls served and failed, the distinct tokens served,
+/// and the error lines it printed.
+#[derive(Debug)]
+pub struct Round {
+    /// Calls served.
+    pub ok: usize,
+    /// Calls that failed.
+    pub failed: usize,
+    /// The distinct access tokens handed out.
+    pub tokens: Vec<String>,
+    /// The `error …` lines, one per failed call.
+    pub errors: Vec<String>,
+}
+
+/// One `scale_out_worker` process (src/bin/scale_out_worker.rs) and its pipes; killed on drop.
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    /// Starts the worker binary `exe` (`env!("CARGO_BIN_EXE_scale_out_worker")` in a test or a
+    /// bench) in a directory of its own (its "host": no file is shared with the others) with
+    /// `tasks` tasks on the Redis store at `redis`, and waits for `ready`.
+    pub fn start(exe: &str, redis: &str, emulator: &Emulator, tasks: usize, home: &Path) -> Self {
+        let mut child = Command::new(exe)
+            .args([
+                redis,
+                emulator.base_url().as_str(),
+                DEFAULT_CLIENT_ID,
+                DEFAULT_CLIENT_SECRET,
+                &tasks.to_string(),
+            ])
+            .current_dir(home)
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the worker starts");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut worker = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(worker.read_line(), "ready");
+        worker
+    }
+
+    /// Sends one command line (`go`, `go N`, `read N`, …).
+    pub fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").expect("the worker reads its commands");
+        self.stdin.flush().expect("the worker reads its commands");
+    }
+
+    /// The next line the worker printed, without its line end.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("the worker's output");
+        line.trim_end().to_owned()
+    }
+
+    /// Reads up to the `done` line of a `go`, collecting the `error` lines before it.
+    pub fn round_result(&mut self) -> Round {
+        let mut errors = Vec::new();
+        loop {
+            let line = self.read_line();
+            if let Some(error) = line.strip_prefix("error ") {
+                errors.push(error.to_owned());
+                continue;
+            }
+            let mut parts = line
+                .strip_prefix("done ")
+                .unwrap_or_else(|| panic!("unexpected worker output: {line:?}"))
+                .split(' ');
+            let ok = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("calls served");
+            let failed = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("calls failed");
+            let tokens = parts.filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            return Round {
+                ok,
+                failed,
+                tokens,
+                errors,
+            };
+        }
+    }
+
+    /// SIGKILLs the process and reaps it (the holder-killed tests).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the worker is killed");
+        self.child.wait().expect("the killed worker is reaped");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,32 +17,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mailup_auth::{
     ClientSecret, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, MailUpClient,
-    Password, ProfileRecord, ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport,
-    StoreError, StoredProfile, TokenStore, Transport, TransportError, UnixTime, Versioned,
+    ProfileRecord, ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError,
+    StoredProfile, TokenStore, Transport, TransportError, UnixTime, Versioned,
 };
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_tests::log_in_to_redis;
 use tokio::sync::Semaphore;
 
 /// The profile every client here uses (the builder's default).
 const PROFILE: &str = "default";
-
-/// Logs the default profile in through the emulator's password grant, saving to Redis.
-async fn log_in(redis: &str, emulator: &Emulator) -> String {
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .store_url(redis)
-        .build()
-        .await
-        .unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
-    client.access_token().await.unwrap().secret().to_owned()
-}
 
 /// A client instance of its own on `store` and `lease` (as another process would have).
 async fn instance(
@@ -132,7 +116,7 @@ async fn redis_emptied_mid_refresh_keeps_the_new_tokens() {
         return;
     };
     let emulator = Emulator::builder().start().await.unwrap();
-    let first = log_in(&server.url(), &emulator).await;
+    let first = log_in_to_redis(&server.url(), &emulator).await;
     let reader = RedisTokenStore::connect(server.url()).await.unwrap();
     let before = reader.load(PROFILE).await.unwrap().unwrap().version;
     let counters = emulator.counters();
@@ -183,7 +167,7 @@ async fn a_logout_while_refreshing_still_ends_logged_out() {
         return;
     };
     let emulator = Emulator::builder().start().await.unwrap();
-    log_in(&server.url(), &emulator).await;
+    log_in_to_redis(&server.url(), &emulator).await;
     let reader = RedisTokenStore::connect(server.url()).await.unwrap();
 
     let (refresh, gate) = refresh_held_at_the_gate(&server, &emulator).await;
@@ -348,7 +332,7 @@ async fn a_lease_lost_before_sending_sends_nothing_and_adopts_the_new_holders_to
         return;
     };
     let emulator = Emulator::builder().start().await.unwrap();
-    log_in(&server.url(), &emulator).await;
+    log_in_to_redis(&server.url(), &emulator).await;
     let successor_store = RedisTokenStore::connect(server.url()).await.unwrap();
     let successor = instance(
         &emulator,
@@ -391,7 +375,7 @@ async fn a_lease_lapsed_without_a_successor_sends_nothing_then_is_taken_again() 
         return;
     };
     let emulator = Emulator::builder().start().await.unwrap();
-    let first = log_in(&server.url(), &emulator).await;
+    let first = log_in_to_redis(&server.url(), &emulator).await;
     let paused = client_paused_after_taking_the_lease(&server, &emulator, None).await;
     let counters = emulator.counters();
 

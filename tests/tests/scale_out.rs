@@ -3,8 +3,6 @@
 //! loopback, and a real `redis-server` started by each test (skipped without the binary,
 //! failed under `CI`).
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,98 +17,11 @@ use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_tests::{log_in_to_redis, Round, Worker};
 use tokio::sync::Semaphore;
 
-/// One worker process and its pipes.
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Worker {
-    /// Starts a worker in a directory of its own (its "host": no file is shared with the
-    /// others), and waits for `ready`.
-    fn start(redis: &str, emulator: &Emulator, tasks: usize, home: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scale_out_worker"))
-            .args([
-                redis,
-                emulator.base_url().as_str(),
-                DEFAULT_CLIENT_ID,
-                DEFAULT_CLIENT_SECRET,
-                &tasks.to_string(),
-            ])
-            .current_dir(home)
-            .env("HOME", home)
-            .env("XDG_DATA_HOME", home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the worker starts");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut worker = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(worker.read_line(), "ready");
-        worker
-    }
-
-    fn send(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim_end().to_owned()
-    }
-
-    /// Reads up to the `done` line: (calls served, calls failed, distinct tokens, errors).
-    fn round_result(&mut self) -> (usize, usize, Vec<String>, Vec<String>) {
-        let mut errors = Vec::new();
-        loop {
-            let line = self.read_line();
-            if let Some(error) = line.strip_prefix("error ") {
-                errors.push(error.to_owned());
-                continue;
-            }
-            let mut parts = line
-                .strip_prefix("done ")
-                .unwrap_or_else(|| panic!("unexpected worker output: {line:?}"))
-                .split(' ');
-            let ok = parts.next().unwrap().parse().unwrap();
-            let failed = parts.next().unwrap().parse().unwrap();
-            let tokens = parts.filter(|t| !t.is_empty()).map(str::to_owned).collect();
-            return (ok, failed, tokens, errors);
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Logs the default profile in through the emulator's password grant, saving to Redis.
-async fn log_in(redis: &str, emulator: &Emulator) {
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .store_url(redis)
-        .build()
-        .await
-        .unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
-}
+/// The worker binary (src/bin/scale_out_worker.rs).
+const WORKER: &str = env!("CARGO_BIN_EXE_scale_out_worker");
 
 const LIFETIME: Duration = Duration::from_secs(2);
 const EXPIRIES: u64 = 5;
@@ -129,10 +40,10 @@ async fn processes_on_two_hosts_send_one_refresh_per_expiry() {
         .start()
         .await
         .unwrap();
-    log_in(&server.url(), &emulator).await;
+    log_in_to_redis(&server.url(), &emulator).await;
     let hosts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut workers: Vec<Worker> = (0..4)
-        .map(|i| Worker::start(&server.url(), &emulator, 250, hosts[i % 2].path()))
+        .map(|i| Worker::start(WORKER, &server.url(), &emulator, 250, hosts[i % 2].path()))
         .collect();
     for round in 1..=EXPIRIES {
         tokio::time::sleep(LIFETIME + Duration::from_millis(200)).await;
@@ -142,7 +53,12 @@ async fn processes_on_two_hosts_send_one_refresh_per_expiry() {
         }
         let mut served = 0;
         for worker in &mut workers {
-            let (ok, failed, tokens, errors) = worker.round_result();
+            let Round {
+                ok,
+                failed,
+                tokens,
+                errors,
+            } = worker.round_result();
             assert_eq!(failed, 0, "round {round}: {errors:?}");
             for token in &tokens {
                 assert!(
@@ -180,11 +96,11 @@ async fn a_killed_holder_is_replaced_after_the_lease_ttl_without_a_new_login() {
         .start()
         .await
         .unwrap();
-    log_in(&server.url(), &emulator).await;
+    log_in_to_redis(&server.url(), &emulator).await;
     let home = tempfile::tempdir().unwrap();
-    let mut holder = Worker::start(&server.url(), &emulator, 1, home.path());
-    let mut successor = Worker::start(&server.url(), &emulator, 1, home.path());
-    let mut other = Worker::start(&server.url(), &emulator, 1, home.path());
+    let mut holder = Worker::start(WORKER, &server.url(), &emulator, 1, home.path());
+    let mut successor = Worker::start(WORKER, &server.url(), &emulator, 1, home.path());
+    let mut other = Worker::start(WORKER, &server.url(), &emulator, 1, home.path());
     emulator.set_token_latency(Duration::from_secs(3600));
     let before = emulator.counters().token_requests;
     holder.send("refresh");
@@ -196,8 +112,7 @@ async fn a_killed_holder_is_replaced_after_the_lease_ttl_without_a_new_login() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    holder.child.kill().unwrap();
-    holder.child.wait().unwrap();
+    holder.kill();
     let killed_at = Instant::now();
     emulator.set_token_latency(Duration::ZERO);
     let after_kill = emulator.counters().token_requests;
@@ -217,11 +132,21 @@ async fn a_killed_holder_is_replaced_after_the_lease_ttl_without_a_new_login() {
     // It waited for the lease (it did not send the refresh token while the holder had it).
     assert!(takeover >= Duration::from_secs(5), "{takeover:?}");
     successor.send("go");
-    let (ok, failed, tokens, errors) = successor.round_result();
+    let Round {
+        ok,
+        failed,
+        tokens,
+        errors,
+    } = successor.round_result();
     assert_eq!((ok, failed), (1, 0), "{errors:?}");
     assert!(emulator.is_access_token_live(&tokens[0]));
     other.send("go");
-    let (ok, failed, other_tokens, errors) = other.round_result();
+    let Round {
+        ok,
+        failed,
+        tokens: other_tokens,
+        errors,
+    } = other.round_result();
     assert_eq!((ok, failed), (1, 0), "{errors:?}");
     assert_eq!(other_tokens, tokens, "both hold the one new token");
     assert_eq!(
@@ -410,7 +335,7 @@ async fn waiters_in_other_instances_adopt_the_save_without_taking_the_lease() {
         .start()
         .await
         .unwrap();
-    log_in(&server.url(), &emulator).await;
+    log_in_to_redis(&server.url(), &emulator).await;
     let send_gate = Arc::new(Semaphore::new(0));
     let release_gate = Arc::new(Semaphore::new(0));
     let instance =
