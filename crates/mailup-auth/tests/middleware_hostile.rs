@@ -181,3 +181,122 @@ async fn concurrent_requests_through_a_rejected_token_cause_one_refresh() {
     let after = emulator.counters();
     assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
 }
+
+#[tokio::test]
+async fn a_streaming_body_is_not_sent_again_after_a_401() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let client = logged_in(&emulator, None).await;
+    let http = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(MailUpMiddleware::new(client))
+    .build();
+    let url = format!("{}/{INFO}", emulator.console_api_base());
+    let before = emulator.counters();
+    emulator.expire_all_access_tokens();
+    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("{}")];
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = http.post(url.as_str()).body(body).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "returned, not resent"
+    );
+    let after = emulator.counters();
+    assert_eq!(after.api_calls - before.api_calls, 1);
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 0);
+    // The rejected token is not offered again: the next request refreshes first.
+    let response = http.get(url.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let last = emulator.counters();
+    assert_eq!(last.token_refresh_token - after.token_refresh_token, 1);
+    assert_eq!(last.api_unauthorized - after.api_unauthorized, 0);
+}
+
+#[tokio::test]
+async fn a_401_with_a_large_body_is_dropped_unread_and_the_retry_answers() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let calls = Arc::new(Mutex::new(0_u32));
+    let answer = |State(calls): State<Arc<Mutex<u32>>>| async move {
+        let mut calls = calls.lock().unwrap();
+        *calls += 1;
+        if *calls == 1 {
+            (StatusCode::UNAUTHORIZED, vec![b'x'; 64 << 20])
+        } else {
+            (StatusCode::OK, b"fine".to_vec())
+        }
+    };
+    let router = Router::new()
+        .fallback(get(answer))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = logged_in(&emulator, Some(&format!("http://{addr}"))).await;
+    let http = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(MailUpMiddleware::new(client))
+    .build();
+    let before = emulator.counters();
+    let response = http.get(format!("http://{addr}/x")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "fine");
+    assert_eq!(*calls.lock().unwrap(), 2);
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// The subscriber is the process's (a scoped one misses events whose callsites the other tests
+// of this file registered first); it sees their logs too, which must hold no secret either.
+#[tokio::test]
+async fn trace_logs_of_a_refresh_and_retry_hold_no_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let emulator = Emulator::builder().start().await.unwrap();
+    let client = logged_in(&emulator, None).await;
+    let http = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(MailUpMiddleware::new(client.clone()))
+    .build();
+    let url = format!("{}/{INFO}", emulator.console_api_base());
+    let old = client.access_token().await.unwrap();
+    emulator.expire_all_access_tokens();
+    let response = http.get(url.as_str()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let new = client.access_token().await.unwrap();
+    assert_ne!(old.secret(), new.secret());
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("401"), "the trace saw the retry: {logs}");
+    for secret in [
+        old.secret(),
+        new.secret(),
+        DEFAULT_CLIENT_SECRET,
+        DEFAULT_PASSWORD,
+    ] {
+        assert!(!logs.contains(secret), "a secret in the trace log");
+    }
+}
