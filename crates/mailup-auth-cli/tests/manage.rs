@@ -561,6 +561,12 @@ async fn completions_for_each_shell_and_man_pages() {
         "the page carries the help's notes"
     );
     let dir = setup.home.path().join("man");
+    // A file where the directory should be: said so, not "File exists".
+    let file = setup.home.path().join("man-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(setup.bare().args(["man", "--out"]).arg(&file)).await;
+    let err = assert_exit(&out, 1);
+    assert!(err.contains("it is not a directory"), "{err}");
     let out = run(setup.bare().args(["man", "--out"]).arg(&dir)).await;
     assert_success(&out);
     for page in [
