@@ -60,7 +60,12 @@ async fn look_alike_origins_get_no_token() {
     let client = logged_in(&emulator, Some(&format!("http://api.mailup.test:{port}"))).await;
     // Every name resolves to the recording server on 127.0.0.1.
     let mut plain = reqwest::Client::builder().no_proxy();
-    for host in ["api.mailup.test", "api.mailup.test.evil.test", "evil.test"] {
+    for host in [
+        "api.mailup.test",
+        "api.mailup.test.",
+        "api.mailup.test.evil.test",
+        "evil.test",
+    ] {
         plain = plain.resolve(host, addr);
     }
     let http = reqwest_middleware::ClientBuilder::new(plain.build().unwrap())
@@ -71,6 +76,8 @@ async fn look_alike_origins_get_no_token() {
         (format!("http://api.mailup.test:{port}/x"), true),
         (format!("http://API.MailUp.TEST:{port}/x"), true),
         (format!("http://api.mailup.test.evil.test:{port}/x"), false),
+        // A trailing dot names the same host in DNS, but it is another origin: no token.
+        (format!("http://api.mailup.test.:{port}/x"), false),
         (
             format!("http://api.mailup.test:{port}@evil.test:{port}/x"),
             false,
@@ -299,4 +306,95 @@ async fn trace_logs_of_a_refresh_and_retry_hold_no_token() {
     ] {
         assert!(!logs.contains(secret), "a secret in the trace log");
     }
+}
+
+// ---- tower ---------------------------------------------------------------------------------
+
+type Hyper = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+fn tower_stack(client: MailUpClient) -> mailup_auth::MailUpService<Hyper> {
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    tower::ServiceBuilder::new()
+        .layer(mailup_auth::MailUpLayer::new(client))
+        .service(hyper)
+}
+
+async fn tower_send(
+    service: &mut mailup_auth::MailUpService<Hyper>,
+    request: http::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> Result<StatusCode, String> {
+    use tower_service::Service as _;
+    std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(|e| e.to_string())?;
+    service
+        .call(request)
+        .await
+        .map(|response| response.status())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn the_layer_sends_no_token_through_userinfo_or_relative_uris_and_replaces_a_callers_own() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let (addr, seen) = recording_server().await;
+    let api_port = emulator.base_url().port().unwrap();
+    let client = logged_in(&emulator, None).await;
+    let mut service = tower_stack(client.clone());
+    // The API base's host and port as userinfo: the request goes to the recording server.
+    let request = http::Request::get(format!("http://127.0.0.1:{api_port}@{addr}/x"))
+        .body(Default::default())
+        .unwrap();
+    // hyper may refuse such a URI; either way no token reaches anyone.
+    let _ = tower_send(&mut service, request).await;
+    assert!(seen.lock().unwrap().iter().all(Option::is_none));
+    // A relative URI has no origin: passed through untouched (hyper then refuses it).
+    let request = http::Request::get(format!("/API/v1.1/Rest/ConsoleService.svc/{INFO}"))
+        .body(Default::default())
+        .unwrap();
+    assert!(tower_send(&mut service, request).await.is_err());
+    assert!(seen.lock().unwrap().iter().all(Option::is_none));
+
+    // A trusted origin: the caller's own Authorization is replaced, one header is sent.
+    let trusting = logged_in(&emulator, Some(&format!("http://{addr}"))).await;
+    let mut service = tower_stack(trusting.clone());
+    seen.lock().unwrap().clear();
+    let request = http::Request::get(format!("http://{addr}/x"))
+        .header("Authorization", "Bearer someone-else")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(tower_send(&mut service, request).await, Ok(StatusCode::OK));
+    let token = trusting.access_token().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![Some(format!("Bearer {}", token.secret()))]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_calls_through_the_layer_on_a_rejected_token_cause_one_refresh() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let client = logged_in(&emulator, None).await;
+    let service = tower_stack(client);
+    let url = format!("{}/{INFO}", emulator.console_api_base());
+    let before = emulator.counters();
+    emulator.expire_all_access_tokens();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut service = service.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = http::Request::get(url).body(Default::default()).unwrap();
+            tower_send(&mut service, request).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Ok(StatusCode::OK));
+    }
+    let after = emulator.counters();
+    assert_eq!(after.token_refresh_token - before.token_refresh_token, 1);
 }
