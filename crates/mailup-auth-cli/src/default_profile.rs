@@ -73,7 +73,16 @@ pub(crate) fn read_chosen(file: &Path) -> Result<Option<String>, Failure> {
     };
     let handle = match std::fs::File::open(file) {
         Ok(handle) => handle,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // No file, or no directory to hold one (a path component is a file): nothing chosen.
+        // `use` could not have written there; refusing would only block every command.
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
         Err(error) => return Err(broken(format!("cannot be read: {error}"))),
     };
     let mut text = String::new();

@@ -120,7 +120,7 @@ pub(crate) fn store_message(error: &StoreError) -> String {
 }
 
 /// `word`, quoted for a POSIX shell when it needs to be.
-fn shell_word(word: &str) -> String {
+pub(crate) fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()

@@ -15,7 +15,7 @@ use crate::commands::{
     is_authorized, now, print_data, print_json, session_status, status_json, status_text,
 };
 use crate::default_profile::{self, ProfileSource};
-use crate::failure::{Failure, EXIT_REAUTHORIZE};
+use crate::failure::{shell_word, Failure, EXIT_REAUTHORIZE};
 use crate::output::{inform, one_line};
 use crate::profile::Context;
 use crate::timefmt;
@@ -249,7 +249,7 @@ pub(crate) async fn use_profile(
                  (`mailup-auth --profile {} login`), or see `mailup-auth profiles`",
                 one_line(profile),
                 context.store_location,
-                one_line(profile)
+                shell_word(profile)
             )));
         }
     }

@@ -44,6 +44,13 @@ fn write_pages(command: clap::Command, dir: &Path) -> Result<usize, Failure> {
     let cannot = |what: &str, e: std::io::Error| {
         Failure::local(format!("cannot write {what} in {}: {e}", dir.display()))
     };
+    if dir.exists() && !dir.is_dir() {
+        // create_dir_all would say only "File exists".
+        return Err(Failure::local(format!(
+            "cannot write the man pages in {}: it is not a directory",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| cannot("the man pages", e))?;
     // Subcommand pages are named after the full command (`mailup-auth-login`), as `man` expects.
     let command = command.name(BIN);
@@ -66,10 +73,18 @@ fn write_pages(command: clap::Command, dir: &Path) -> Result<usize, Failure> {
         let mut text = Vec::new();
         clap_mangen::Man::new(page.clone())
             .render(&mut text)
-            .map_err(|e| cannot(&format!("{}", file.display()), e))?;
-        std::fs::write(&file, text).map_err(|e| cannot(&format!("{}", file.display()), e))?;
+            .map_err(|e| cannot(&page_name(&file), e))?;
+        std::fs::write(&file, text).map_err(|e| cannot(&page_name(&file), e))?;
     }
     Ok(pages.len())
+}
+
+/// A page's file name alone (the error names the directory once).
+fn page_name(file: &Path) -> String {
+    file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {

@@ -561,6 +561,12 @@ async fn completions_for_each_shell_and_man_pages() {
         "the page carries the help's notes"
     );
     let dir = setup.home.path().join("man");
+    // A file where the directory should be: said so, not "File exists".
+    let file = setup.home.path().join("man-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(setup.bare().args(["man", "--out"]).arg(&file)).await;
+    let err = assert_exit(&out, 1);
+    assert!(err.contains("it is not a directory"), "{err}");
     let out = run(setup.bare().args(["man", "--out"]).arg(&dir)).await;
     assert_success(&out);
     for page in [
@@ -663,4 +669,88 @@ async fn login_opens_the_browser_named_in_browser() {
         .expect("login ran");
     assert_success(&out);
     assert!(stdout(&out).contains("Logged in"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_profile_names_and_config_paths() {
+    let setup = Setup::start().await;
+    setup.login("work").await;
+    // A name with a space: the hint is a command that can be pasted into a shell.
+    let out = run(setup.bare().args(["use", "a b"])).await;
+    let err = assert_exit(&out, 2);
+    assert!(err.contains("`mailup-auth --profile 'a b' login`"), "{err}");
+    // A path-like name is a name like any other, not a file: nothing is written.
+    let out = run(setup.bare().args(["use", "../x"])).await;
+    assert_exit(&out, 2);
+    let out = run(setup.bare().args(["use", ""])).await;
+    assert_exit(&out, 2);
+    // A 10 KB name: a usage error of a few lines, not 10 KB.
+    let out = run(setup.bare().args(["use", &"n".repeat(10 * 1024)])).await;
+    let err = assert_exit(&out, 2);
+    assert!(err.len() < 300 && err.contains("(10240 bytes)"), "{err}");
+    assert!(!setup.home.path().join("config").exists(), "nothing chosen");
+
+    // The config directory's path runs through a file: nothing can be chosen there, so the
+    // commands run on `default` ...
+    let file = setup.home.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(setup
+        .bare()
+        .env("XDG_CONFIG_HOME", &file)
+        .args(["status", "--json"]))
+    .await;
+    assert_exit(&out, 3);
+    assert_eq!(json(&out)["profile"], "default");
+    let out = run(setup
+        .bare()
+        .env("XDG_CONFIG_HOME", &file)
+        .args(["--profile", "work", "token"]))
+    .await;
+    assert_success(&out);
+    // ... and `use` says it cannot write the choice (exit 1, naming the path).
+    let out = run(setup
+        .bare()
+        .env("XDG_CONFIG_HOME", &file)
+        .args(["use", "work"]))
+    .await;
+    let err = assert_exit(&out, 1);
+    assert!(err.contains(&file.display().to_string()), "{err}");
+
+    // A failing `--json` command: nothing on stdout, the error on stderr.
+    let out = run(setup
+        .bare()
+        .args(["--profile", "nobody", "token", "--json"]))
+    .await;
+    let err = assert_exit(&out, 3);
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(err.starts_with("error: "), "{err}");
+    let out = run(setup
+        .bare()
+        .args(["-q", "--profile", "work", "token", "--json"]))
+    .await;
+    assert_success(&out);
+    assert_eq!(json(&out)["profile"], "work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bash_completion_script_parses() {
+    let Ok(bash) = which_bash() else {
+        assert!(std::env::var_os("CI").is_none(), "bash is needed under CI");
+        return;
+    };
+    let setup = Setup::start().await;
+    let out = run(setup.bare().args(["completions", "bash"])).await;
+    assert_success(&out);
+    let script = setup.home.path().join("mailup-auth.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = run(Command::new(bash).arg("-n").arg(&script)).await;
+    assert_success(&check);
+}
+
+fn which_bash() -> Result<std::path::PathBuf, ()> {
+    ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.exists())
+        .ok_or(())
 }

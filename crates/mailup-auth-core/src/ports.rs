@@ -610,12 +610,18 @@ impl MemoryTokenStore {
     }
 }
 
-/// Checks a profile name: non-empty, at most 128 bytes, no control characters.
+/// Checks a profile name: non-empty, at most 128 bytes, no control characters. The error
+/// shows the name escaped, and only its first 64 characters when it is too long (a 10 KB name
+/// must not become a 10 KB message).
 pub fn validate_profile_name(profile: &str) -> Result<(), StoreError> {
     if profile.is_empty() || profile.len() > 128 || profile.chars().any(char::is_control) {
-        return Err(StoreError::InvalidProfile(
-            profile.escape_default().to_string(),
-        ));
+        let shown = if profile.len() > 128 {
+            let head: String = profile.chars().take(64).collect();
+            format!("{}... ({} bytes)", head.escape_default(), profile.len())
+        } else {
+            profile.escape_default().to_string()
+        };
+        return Err(StoreError::InvalidProfile(shown));
     }
     Ok(())
 }
@@ -809,6 +815,20 @@ mod tests {
             block_on(store.load("a\nb")),
             Err(StoreError::InvalidProfile(_))
         ));
+    }
+
+    #[test]
+    fn a_huge_profile_name_makes_a_short_error() {
+        let name = "a".repeat(10 * 1024);
+        let message = validate_profile_name(&name).unwrap_err().to_string();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("(10240 bytes)"), "{message}");
+        let name = format!("{}\u{1b}", "\u{e9}".repeat(200));
+        let message = validate_profile_name(&name).unwrap_err().to_string();
+        assert!(
+            message.len() < 600 && !message.contains('\u{1b}'),
+            "{message}"
+        );
     }
 
     #[test]

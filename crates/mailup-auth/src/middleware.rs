@@ -17,7 +17,11 @@ use crate::{MailUpAccounts, MailUpClient};
 ///
 /// - The token goes only to the client's API base origin and the origins added with
 ///   [`trust_origin`](crate::MailUpClientBuilder::trust_origin); a request anywhere else passes
-///   through untouched, with no `Authorization` header from here.
+///   through untouched, with no `Authorization` header from here. Origins are compared after
+///   parsing: a look-alike host (`services.mailup.com.evil.test`), another port or scheme, a
+///   `user@host` trick or a trailing dot is another origin; letter case is not.
+/// - Where the token goes, it replaces any `Authorization` the request already had (exactly
+///   one header is sent); elsewhere the caller's own header is left as it is.
 /// - A fresh token is taken for each request: a due refresh runs first, single flight with
 ///   every other user of the client.
 /// - On MailUp's 401 the token is refreshed once and the request sent once more (the core's

@@ -251,3 +251,110 @@ async fn a_server_that_lies_about_paging_cannot_make_it_loop() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// A collection of 25 numbers served in pages, each answer bent by `shape` (the route's name):
+/// `NoTotal` omits `TotalElementsCount`, `NegativeTotal` says -1, `HugeTotal` says more than
+/// `u64` holds, `ZeroPageSize` answers `PageSize: 0`.
+async fn odd_server() -> (String, Arc<AtomicU64>) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Paging {
+        page_number: u64,
+        page_size: u64,
+    }
+    fn page(p: &Paging) -> (Vec<u64>, u64) {
+        let skipped = p.page_number * p.page_size;
+        let items = (skipped..25).take(p.page_size as usize).collect();
+        (items, skipped)
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let router = Router::new()
+        .route(
+            "/API/v1.1/Rest/ConsoleService.svc/NoTotal",
+            get(
+                |State(calls): State<Arc<AtomicU64>>, Query(p): Query<Paging>| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let (items, skipped) = page(&p);
+                    Json(json!({
+                        "IsPaginated": true, "Items": items, "PageNumber": p.page_number,
+                        "PageSize": p.page_size, "Skipped": skipped,
+                    }))
+                },
+            ),
+        )
+        .route(
+            "/API/v1.1/Rest/ConsoleService.svc/ZeroPageSize",
+            get(
+                |State(calls): State<Arc<AtomicU64>>, Query(p): Query<Paging>| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let (items, skipped) = page(&p);
+                    Json(json!({
+                        "IsPaginated": true, "Items": items, "PageNumber": p.page_number,
+                        "PageSize": 0, "Skipped": skipped, "TotalElementsCount": 25,
+                    }))
+                },
+            ),
+        )
+        .route(
+            "/API/v1.1/Rest/ConsoleService.svc/NegativeTotal",
+            get(|| async {
+                r#"{"IsPaginated":true,"Items":[1],"PageNumber":0,"PageSize":10,"Skipped":0,"TotalElementsCount":-1}"#
+            }),
+        )
+        .route(
+            "/API/v1.1/Rest/ConsoleService.svc/HugeTotal",
+            get(|| async {
+                r#"{"IsPaginated":true,"Items":[1],"PageNumber":0,"PageSize":10,"Skipped":0,"TotalElementsCount":184467440737095516150}"#
+            }),
+        )
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (
+        format!("http://{addr}/API/v1.1/Rest/ConsoleService.svc"),
+        calls,
+    )
+}
+
+#[tokio::test]
+async fn a_page_without_a_total_does_not_end_the_collection_early() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let (api_base, calls) = odd_server().await;
+    let client = logged_in(&emulator, Some(&api_base)).await;
+    let items = client
+        .console()
+        .pages::<u64>("NoTotal", 10)
+        .collect_items()
+        .await
+        .unwrap();
+    assert_eq!(items, (0..25).collect::<Vec<_>>(), "every item, none lost");
+    // Pages 0 and 1 are full, page 2 is short: three requests.
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    calls.store(0, Ordering::SeqCst);
+    let items = client
+        .console()
+        .pages::<u64>("ZeroPageSize", 10)
+        .collect_items()
+        .await
+        .unwrap();
+    assert_eq!(items, (0..25).collect::<Vec<_>>());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_total_that_is_negative_or_too_large_is_a_decode_error() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let (api_base, _) = odd_server().await;
+    let client = logged_in(&emulator, Some(&api_base)).await;
+    for path in ["NegativeTotal", "HugeTotal"] {
+        let error = client
+            .console()
+            .pages::<u64>(path, 10)
+            .collect_items()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Decode(_)), "{path}: {error}");
+    }
+}

@@ -30,7 +30,8 @@ impl Service {
 }
 
 /// One page of a MailUp collection: `{"IsPaginated","Items","PageNumber","PageSize","Skipped",
-/// "TotalElementsCount"}`. Fields other than `Items` may be missing (they read as 0 / false).
+/// "TotalElementsCount"}`. Fields other than `Items` may be missing (they read as 0 / false;
+/// a missing `TotalElementsCount` does not end the paging early, see [`Page::is_last`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[non_exhaustive]
@@ -56,13 +57,15 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Whether no page follows this one: the server did not page, the page is empty or short
-    /// of `requested_size`, or it reaches `TotalElementsCount`.
+    /// of `requested_size`, or it reaches `TotalElementsCount`. A count of 0 beside items is
+    /// not believed (the field was missing): the short or empty page ends the collection then,
+    /// so no item is lost.
     pub fn is_last(&self, requested_size: u64) -> bool {
         let seen = self.skipped.saturating_add(self.items.len() as u64);
         !self.is_paginated
             || self.items.is_empty()
             || (self.items.len() as u64) < requested_size
-            || seen >= self.total_elements_count
+            || (self.total_elements_count > 0 && seen >= self.total_elements_count)
     }
 }
 
