@@ -125,6 +125,7 @@ use zeroize::Zeroizing;
 
 mod layout;
 mod lease;
+mod preopen;
 mod salvage;
 
 pub use crate::lease::SledRefreshLease;
@@ -453,6 +454,11 @@ impl SledTokenStore {
         let staging = store.join(layout::RECOVERING);
         // Left by a salvage that died: copies of records the damaged files still hold.
         layout::scrub(&staging)?;
+        // An open that died while sled had the files puts their bytes back first.
+        preopen::restore_pending(&store)?;
+        for generation in layout::generations(&store)? {
+            preopen::restore_pending(&layout::generation_dir(&store, generation))?;
+        }
         let scan = salvage::scan_store(&store)?;
         let sealer = salvage::check_key(&store, &scan, key)?;
         let plan = salvage::plan(&scan, sealer.as_ref());
@@ -1101,16 +1107,49 @@ fn removes_secrets(previous: &ProfileRecord, new: &ProfileRecord) -> bool {
 /// one this process just closed (its background threads letting go), or one a 0.1.0 program
 /// holds: wait briefly either way.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    salvage::check_log(dir)?;
+    // A copy that an open which died left is put back before anything reads the log.
+    preopen::restore_pending(dir)?;
+    let before = salvage::check_log(dir)?;
+    // sled's recovery rewrites what it cannot read: it sees the files only with their bytes
+    // copied aside, and they are put back when it fails or loses a record message.
+    let guard = preopen::take(dir)?;
+    crash_point("preopen-sled");
     let started = Instant::now();
     loop {
         match sled::Config::new().path(dir).open() {
-            Ok(db) => return Ok(db),
+            Ok(db) => {
+                let Some(guard) = guard else { return Ok(db) };
+                let lost = match salvage::lost_records(dir, &before) {
+                    Ok(lost) => lost,
+                    Err(error) => {
+                        drop(db);
+                        guard.restore()?;
+                        return Err(error);
+                    }
+                };
+                if lost == 0 {
+                    guard.release()?;
+                    return Ok(db);
+                }
+                drop(db);
+                guard.restore()?;
+                return Err(StoreError::Damaged {
+                    path: dir.display().to_string(),
+                    message: format!(
+                        "sled's recovery discarded {lost} intact record message(s) of its log \
+                         (damage it could not read comes before them); its files were put back \
+                         as they were; {SALVAGE_HINT}"
+                    ),
+                });
+            }
             Err(error) => {
                 let error = open_error(dir, error);
                 let lingering =
                     matches!(error, StoreError::Locked { .. }) && started.elapsed() < RELEASE_WAIT;
                 if !lingering {
+                    if let Some(guard) = guard {
+                        guard.restore()?;
+                    }
                     return Err(error);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -1361,8 +1400,8 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
         | sled::Error::Unsupported(_) => StoreError::Damaged {
             path: path.display().to_string(),
             message: format!(
-                "sled cannot read its files ({error}); sled may already have discarded the part \
-                 of its log it could not read; {SALVAGE_HINT}"
+                "sled cannot read its files ({error}); they were put back as they were before \
+                 sled opened them; {SALVAGE_HINT}"
             ),
         },
         sled::Error::Io(io)
@@ -1374,8 +1413,8 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
             StoreError::Damaged {
                 path: path.display().to_string(),
                 message: format!(
-                    "sled cannot read its files ({io}); sled may already have discarded the \
-                     part of its log it could not read; {SALVAGE_HINT}"
+                    "sled cannot read its files ({io}); they were put back as they were before \
+                     sled opened them; {SALVAGE_HINT}"
                 ),
             }
         }

@@ -136,6 +136,8 @@ pub(crate) struct Scan {
     damaged_messages: u64,
     scanned: u64,
     truncated: bool,
+    /// A fingerprint (stored CRC32 and length) of every intact message holding a record.
+    intact_records: Vec<u64>,
 }
 
 /// Reads every sled database in `store` (every generation, and the 0.1.0 files at the top).
@@ -161,11 +163,15 @@ pub(crate) fn scan_store(store: &Path) -> Result<Scan, StoreError> {
 /// without a word (a profile would look logged out, or an older, rotated refresh token would
 /// come back). A log cut at its end by a crash holds no such message (sled writes each
 /// buffer of messages whole), so this refuses only damage.
-pub(crate) fn check_log(dir: &Path) -> Result<(), StoreError> {
+///
+/// Returns the fingerprints of the intact record messages (sorted), for
+/// [`lost_records`] to tell whether sled's open kept them all.
+pub(crate) fn check_log(dir: &Path) -> Result<Vec<u64>, StoreError> {
     let mut scan = Scan::default();
     scan_file(&dir.join("db"), &mut scan)?;
     if scan.damaged_messages == 0 {
-        return Ok(());
+        scan.intact_records.sort_unstable();
+        return Ok(scan.intact_records);
     }
     Err(StoreError::Damaged {
         path: dir.display().to_string(),
@@ -176,6 +182,28 @@ pub(crate) fn check_log(dir: &Path) -> Result<(), StoreError> {
             crate::SALVAGE_HINT
         ),
     })
+}
+
+/// How many of the intact record messages `before` (from [`check_log`]) are no longer in the
+/// log of `dir`: what sled's open discarded.
+pub(crate) fn lost_records(dir: &Path, before: &[u64]) -> Result<usize, StoreError> {
+    let mut scan = Scan::default();
+    scan_file(&dir.join("db"), &mut scan)?;
+    let mut after = scan.intact_records;
+    after.sort_unstable();
+    // Both sorted: a merge counts what `before` holds more often than `after`.
+    let (mut lost, mut j) = (0, 0);
+    for fingerprint in before {
+        while j < after.len() && after[j] < *fingerprint {
+            j += 1;
+        }
+        if j < after.len() && after[j] == *fingerprint {
+            j += 1;
+        } else {
+            lost += 1;
+        }
+    }
+    Ok(lost)
 }
 
 fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
@@ -210,7 +238,7 @@ fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
             BLOB_LINK => INLINE_LINK,
             _ => continue,
         };
-        collect(kind, body, intact, scan);
+        let _ = collect(kind, body, intact, scan);
     }
     Ok(())
 }
@@ -277,15 +305,18 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
                 hasher.update(body);
                 hasher.update(&rest[4..header_len]);
                 if hasher.finalize() ^ 0xFFFF_FFFF == expected {
-                    collect(kind, body, true, scan);
+                    if collect(kind, body, true, scan) {
+                        scan.intact_records
+                            .push(u64::from(expected) << 32 | body_len as u64);
+                    }
                     at += header_len + body_len;
                     continue;
                 }
-                collect(kind, body, false, scan);
+                let _ = collect(kind, body, false, scan);
             }
             // Cut off by a truncation: what is there can still name the profiles lost.
             Some((header_len, _, kind)) if eof && rest.len() > header_len => {
-                collect(kind, &rest[header_len..], false, scan);
+                let _ = collect(kind, &rest[header_len..], false, scan);
             }
             _ => {}
         }
@@ -338,15 +369,15 @@ fn message_at(bytes: &[u8]) -> Option<(usize, usize, u8)> {
     Some((header_len, len, kind))
 }
 
-/// Adds the key/value pairs of a message body to the scan. A body that does not parse adds
-/// nothing.
-fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) {
+/// Adds the key/value pairs of a message body to the scan, and returns whether it holds a
+/// record. A body that does not parse adds nothing.
+fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) -> bool {
     let pairs = match kind {
         INLINE_LINK => parse_link(body),
         INLINE_NODE => parse_node(body),
         _ => None,
     };
-    let Some(pairs) = pairs else { return };
+    let Some(pairs) = pairs else { return false };
     let mut relevant = false;
     for (key, value) in pairs {
         let envelope = value.starts_with(ENVELOPE_PREFIX);
@@ -358,6 +389,7 @@ fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) {
     if relevant && !intact {
         scan.damaged_messages += 1;
     }
+    relevant
 }
 
 /// An update: `0`, then the key and the value (a set). Deletes and merges carry no record.
