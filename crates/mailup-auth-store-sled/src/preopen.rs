@@ -62,7 +62,7 @@ pub(crate) fn restore_pending(dir: &Path) -> Result<bool, StoreError> {
     } else {
         false
     };
-    layout::scrub(&dir.join(BACKUP_TMP))?;
+    layout::wipe(&dir.join(BACKUP_TMP))?;
     Ok(restored)
 }
 
@@ -97,7 +97,7 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
         });
     }
     let tmp = dir.join(BACKUP_TMP);
-    layout::scrub(&tmp)?;
+    layout::wipe(&tmp)?;
     std::fs::create_dir(&tmp).map_err(|error| io_error(&tmp, &error))?;
     for name in &names {
         let to = tmp.join(name);
@@ -133,7 +133,7 @@ impl Guard {
         // Renamed first: a wipe that dies half way must never be taken for a copy to put back.
         std::fs::rename(&backup, &tmp).map_err(|error| io_error(&backup, &error))?;
         layout::sync_dir(&self.dir)?;
-        layout::scrub(&tmp)
+        layout::wipe(&tmp)
     }
 
     /// Puts the original bytes back. sled must be closed (`db` dropped): this waits for its
@@ -176,12 +176,12 @@ fn restore(dir: &Path) -> Result<(), StoreError> {
             continue;
         };
         if guarded(&name) && !names.contains(&name.as_str()) {
-            layout::scrub(&entry.path())?;
+            layout::wipe(&entry.path())?;
         }
     }
     layout::sync_dir(dir)?;
     crate::crash_point("preopen-restored");
-    layout::scrub(&backup)?;
+    layout::wipe(&backup)?;
     layout::sync_dir(dir)
 }
 
