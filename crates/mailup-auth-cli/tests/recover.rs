@@ -469,7 +469,10 @@ async fn a_bit_flip_before_any_record_leaves_the_store_untouched_and_recover_bri
             String::from_utf8_lossy(&out.stderr)
         );
         for (profile, original) in PROFILES.iter().zip(&originals) {
-            assert!(stdout.contains(&format!("recovered: {profile}")), "{stdout}");
+            assert!(
+                stdout.contains(&format!("recovered: {profile}")),
+                "{stdout}"
+            );
             let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
             assert!(
                 out.status.success(),

@@ -1119,7 +1119,7 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
         match sled::Config::new().path(dir).open() {
             Ok(db) => {
                 let Some(guard) = guard else { return Ok(db) };
-                let lost = match salvage::lost_records(dir, &before) {
+                let lost = match lost_records(&db, dir, &before) {
                     Ok(lost) => lost,
                     Err(error) => {
                         drop(db);
@@ -1128,17 +1128,19 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                     }
                 };
                 if lost == 0 {
+                    crash_point("preopen-opened");
                     guard.release()?;
                     return Ok(db);
                 }
                 drop(db);
+                crash_point("preopen-failed");
                 guard.restore()?;
                 return Err(StoreError::Damaged {
                     path: dir.display().to_string(),
                     message: format!(
-                        "sled's recovery discarded {lost} intact record message(s) of its log \
-                         (damage it could not read comes before them); its files were put back \
-                         as they were; {SALVAGE_HINT}"
+                        "sled's recovery discarded the newest intact record of {lost} \
+                         profile(s) (damage it could not read comes before them); its files \
+                         were put back as they were; {SALVAGE_HINT}"
                     ),
                 });
             }
@@ -1148,6 +1150,7 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                     matches!(error, StoreError::Locked { .. }) && started.elapsed() < RELEASE_WAIT;
                 if !lingering {
                     if let Some(guard) = guard {
+                        crash_point("preopen-failed");
                         guard.restore()?;
                     }
                     return Err(error);
@@ -1156,6 +1159,34 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             }
         }
     }
+}
+
+/// How many profiles sled, having opened the log in `dir`, serves at an older version than
+/// the newest intact copy `before` (from the log check) holds, or not at all: what sled's
+/// recovery discarded.
+fn lost_records(
+    db: &sled::Db,
+    dir: &Path,
+    before: &BTreeMap<Vec<u8>, u64>,
+) -> Result<usize, StoreError> {
+    if before.is_empty() {
+        return Ok(0);
+    }
+    let profiles = db
+        .open_tree(PROFILES_TREE)
+        .map_err(|error| open_error(dir, error))?;
+    let mut lost = 0;
+    for (key, newest) in before {
+        let served = profiles
+            .get(key)
+            .map_err(|error| io_error("read", error))?
+            .and_then(|value| decode_head(&String::from_utf8_lossy(key), &value).ok())
+            .map(|head| head.version);
+        if served.is_none_or(|version| version < *newest) {
+            lost += 1;
+        }
+    }
+    Ok(lost)
 }
 
 /// Test hook, debug builds only: with [`CRASH_ENV`] set to `point`, the process kills itself

@@ -133,6 +133,7 @@ impl Guard {
         // Renamed first: a wipe that dies half way must never be taken for a copy to put back.
         std::fs::rename(&backup, &tmp).map_err(|error| io_error(&backup, &error))?;
         layout::sync_dir(&self.dir)?;
+        crate::crash_point("preopen-wiping");
         layout::wipe(&tmp)
     }
 

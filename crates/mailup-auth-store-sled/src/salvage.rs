@@ -136,8 +136,6 @@ pub(crate) struct Scan {
     damaged_messages: u64,
     scanned: u64,
     truncated: bool,
-    /// A fingerprint (stored CRC32 and length) of every intact message holding a record.
-    intact_records: Vec<u64>,
 }
 
 /// Reads every sled database in `store` (every generation, and the 0.1.0 files at the top).
@@ -164,14 +162,23 @@ pub(crate) fn scan_store(store: &Path) -> Result<Scan, StoreError> {
 /// come back). A log cut at its end by a crash holds no such message (sled writes each
 /// buffer of messages whole), so this refuses only damage.
 ///
-/// Returns the fingerprints of the intact record messages (sorted), for
-/// [`lost_records`] to tell whether sled's open kept them all.
-pub(crate) fn check_log(dir: &Path) -> Result<Vec<u64>, StoreError> {
+/// Returns the newest version of each profile found in an intact message (a record or a
+/// tombstone): what sled must still serve once it has opened the log.
+pub(crate) fn check_log(dir: &Path) -> Result<BTreeMap<Vec<u8>, u64>, StoreError> {
     let mut scan = Scan::default();
     scan_file(&dir.join("db"), &mut scan)?;
     if scan.damaged_messages == 0 {
-        scan.intact_records.sort_unstable();
-        return Ok(scan.intact_records);
+        let mut newest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for found in scan.found.iter().filter(|found| found.intact) {
+            let Ok(name) = std::str::from_utf8(&found.key) else {
+                continue;
+            };
+            if let Ok(head) = decode_head(name, &found.value) {
+                let version = newest.entry(found.key.clone()).or_insert(0);
+                *version = (*version).max(head.version);
+            }
+        }
+        return Ok(newest);
     }
     Err(StoreError::Damaged {
         path: dir.display().to_string(),
@@ -182,28 +189,6 @@ pub(crate) fn check_log(dir: &Path) -> Result<Vec<u64>, StoreError> {
             crate::SALVAGE_HINT
         ),
     })
-}
-
-/// How many of the intact record messages `before` (from [`check_log`]) are no longer in the
-/// log of `dir`: what sled's open discarded.
-pub(crate) fn lost_records(dir: &Path, before: &[u64]) -> Result<usize, StoreError> {
-    let mut scan = Scan::default();
-    scan_file(&dir.join("db"), &mut scan)?;
-    let mut after = scan.intact_records;
-    after.sort_unstable();
-    // Both sorted: a merge counts what `before` holds more often than `after`.
-    let (mut lost, mut j) = (0, 0);
-    for fingerprint in before {
-        while j < after.len() && after[j] < *fingerprint {
-            j += 1;
-        }
-        if j < after.len() && after[j] == *fingerprint {
-            j += 1;
-        } else {
-            lost += 1;
-        }
-    }
-    Ok(lost)
 }
 
 fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
@@ -305,10 +290,7 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
                 hasher.update(body);
                 hasher.update(&rest[4..header_len]);
                 if hasher.finalize() ^ 0xFFFF_FFFF == expected {
-                    if collect(kind, body, true, scan) {
-                        scan.intact_records
-                            .push(u64::from(expected) << 32 | body_len as u64);
-                    }
+                    let _ = collect(kind, body, true, scan);
                     at += header_len + body_len;
                     continue;
                 }

@@ -3,9 +3,12 @@
 //! it. Real sled stores in temp dirs, damaged before any record message (bytes 21 and 30, and
 //! a seeded sweep over the first bytes of the log) or followed by garbage: every open is
 //! `Damaged` naming `mailup-auth recover`, the files' bytes are unchanged afterwards, and a
-//! salvage recovers every profile whose record is intact. Seeded: `MAILUP_SWEEP_SEED`.
+//! salvage recovers every profile whose record is intact; a kill -9 at each step of an open
+//! (this test binary run as a child: `open_child`) never leaves the store worse. Seeded:
+//! `MAILUP_SWEEP_SEED`.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailup_auth_core::ports::{ProfileRecord, StoreError, StoredClient, TokenStore};
@@ -208,4 +211,155 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+const CHILD_STORE: &str = "MAILUP_SLED_RECOVERY_CHILD_STORE";
+const CHILD_CRASH_AT: &str = "MAILUP_AUTH_STORE_SLED_CRASH_AT";
+
+/// Runs in the child process: opens the store in `CHILD_STORE` and prints `OPENED` or
+/// `DAMAGED`; the library kills it at `CHILD_CRASH_AT`.
+#[test]
+#[ignore = "helper run as a child process by other tests"]
+fn open_child() {
+    let Ok(path) = std::env::var(CHILD_STORE) else {
+        return;
+    };
+    match open(Path::new(&path)) {
+        Ok(_) => println!("OPENED"),
+        Err(StoreError::Damaged { .. }) => println!("DAMAGED"),
+        Err(other) => println!("ERROR {other}"),
+    }
+}
+
+/// Runs `open_child` on `path`, killed at `point`; returns what it printed.
+fn open_in_child(path: &Path, point: &str) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "open_child", "--nocapture", "--ignored"])
+        .env(CHILD_STORE, path)
+        .env(CHILD_CRASH_AT, point)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn leftovers(path: &Path) -> Vec<String> {
+    std::fs::read_dir(current_dir(path))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("pre-open"))
+        .collect()
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn a_kill_at_each_step_of_an_open_never_leaves_the_store_worse() {
+    // A damaged store: killed anywhere, the next open puts the bytes back and refuses it.
+    for point in [
+        "preopen-copied",
+        "preopen-sled",
+        "preopen-failed",
+        "preopen-restored",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        build(&path);
+        flip(&current_dir(&path).join("db"), 21, 0);
+        let damaged = sled_files(&path);
+        let printed = open_in_child(&path, point);
+        assert!(!printed.contains("OPENED"), "{point}: {printed}");
+        assert!(
+            !printed.contains("DAMAGED"),
+            "{point}: the child was not killed"
+        );
+        // The next open puts back what the killed one copied aside (sled may have rewritten
+        // the log meanwhile), and refuses the store.
+        assert!(
+            matches!(open(&path), Err(StoreError::Damaged { .. })),
+            "{point}"
+        );
+        assert!(sled_files(&path) == damaged, "{point}: the bytes changed");
+        assert!(refused_untouched(&path), "{point}: the store opened");
+        assert_eq!(leftovers(&path), Vec::<String>::new(), "{point}");
+        recovers(&path, PROFILES.len());
+    }
+    // A healthy store: killed anywhere, it opens with every record.
+    for point in [
+        "preopen-copied",
+        "preopen-sled",
+        "preopen-opened",
+        "preopen-wiping",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        build(&path);
+        let printed = open_in_child(&path, point);
+        assert!(
+            !printed.contains("OPENED"),
+            "{point}: the child was not killed"
+        );
+        let store = open(&path).unwrap();
+        runtime().block_on(async {
+            for profile in PROFILES {
+                let loaded = store.load(profile).await.unwrap().unwrap();
+                assert_eq!(loaded.value, record(profile), "{point}: {profile}");
+            }
+        });
+        assert_eq!(leftovers(&path), Vec::<String>::new(), "{point}");
+    }
+}
+
+#[test]
+fn many_kills_during_saves_never_give_a_false_damaged() {
+    // Children save in a loop and are killed at random moments (kill -9 by the parent);
+    // every reopen must succeed with every profile.
+    let mut rng = StdRng::seed_from_u64(14);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    build(&path);
+    for round in 0..30 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "save_child", "--nocapture", "--ignored"])
+            .env(CHILD_STORE, &path)
+            .env_remove(CHILD_CRASH_AT)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let store = open(&path).unwrap_or_else(|error| panic!("round {round}: {error:?}"));
+        runtime().block_on(async {
+            for profile in PROFILES {
+                let loaded = store.load(profile).await.unwrap().unwrap();
+                assert_eq!(loaded.value.client, record(profile).client, "{profile}");
+            }
+        });
+        drop(store);
+        assert_eq!(leftovers(&path), Vec::<String>::new(), "round {round}");
+    }
+}
+
+/// Runs in the child process: saves the three profiles again and again (bounded) until killed.
+#[test]
+#[ignore = "helper run as a child process by other tests"]
+fn save_child() {
+    let Ok(path) = std::env::var(CHILD_STORE) else {
+        return;
+    };
+    let store = open(Path::new(&path)).unwrap();
+    runtime().block_on(async {
+        for _ in 0..2_000 {
+            for profile in PROFILES {
+                let expected = store.load(profile).await.unwrap().map(|v| v.version);
+                store
+                    .save(profile, &record(profile), expected)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
 }
