@@ -1177,12 +1177,14 @@ fn lost_records(
         .map_err(|error| open_error(dir, error))?;
     let mut lost = 0;
     for (key, newest) in before {
-        let served = profiles
-            .get(key)
-            .map_err(|error| io_error("read", error))?
-            .and_then(|value| decode_head(&String::from_utf8_lossy(key), &value).ok())
-            .map(|head| head.version);
-        if served.is_none_or(|version| version < *newest) {
+        let served = profiles.get(key).map_err(|error| io_error("read", error))?;
+        // A value that does not decode was written so (reading it is `Corrupt`, naming its
+        // profile); what counts is a profile gone, or served at an older version.
+        let older = served.is_none_or(|value| {
+            decode_head(&String::from_utf8_lossy(key), &value)
+                .is_ok_and(|head| head.version < *newest)
+        });
+        if older {
             lost += 1;
         }
     }
