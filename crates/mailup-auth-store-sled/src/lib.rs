@@ -57,12 +57,16 @@
 //! ## Damaged stores
 //!
 //! sled refuses a database whose files are damaged (bit flips, a truncated file) as a whole:
-//! opening one is [`StoreError::Damaged`]. sled's own recovery runs first and may already
-//! have rewritten the part of its log it could not read (a damaged message that holds no
-//! record, early in the log, costs every record after it). sled also takes a record
-//! message whose checksum fails for the torn end of its log and, opening it, silently drops
-//! that message and every one written after it; so `open` reads the log first and refuses such
-//! a store the same way. [`SledTokenStore::salvage`] then rebuilds the store from the records
+//! opening one is [`StoreError::Damaged`]. sled takes a message whose checksum fails for the
+//! torn end of its log and, opening it, silently drops that message and every one written
+//! after it; so `open` reads the log first and refuses a store with a damaged record message.
+//! A damaged message that holds no record (early in the log) passes that check, and sled's
+//! own recovery would then zero every record after it: so sled only ever opens its files with
+//! a byte copy of them aside (`pre-open/` in the database directory, crash-safe, wiped after a
+//! healthy open), which is put back when sled's open fails or sled then serves a profile at an
+//! older version than the newest intact copy in the log; the open is `Damaged` and the files
+//! are as they were. Files of more than 64 MiB in all are refused without letting sled touch
+//! them. [`SledTokenStore::salvage`] then rebuilds the store from the records
 //! that can still be read and verified (CRC32 of sled's messages, the envelope decoded in
 //! full, sealed records authenticated), moving the damaged directory aside; the CLI runs it
 //! as `mailup-auth recover`. A log cut short at its end (by a crash, or a truncation) opens
@@ -1109,6 +1113,7 @@ fn removes_secrets(previous: &ProfileRecord, new: &ProfileRecord) -> bool {
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     // A copy that an open which died left is put back before anything reads the log.
     preopen::restore_pending(dir)?;
+    preopen::check_size(dir)?;
     let before = salvage::check_log(dir)?;
     // sled's recovery rewrites what it cannot read: it sees the files only with their bytes
     // copied aside, and they are put back when it fails or loses a record message.
@@ -1149,9 +1154,15 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
                 let lingering =
                     matches!(error, StoreError::Locked { .. }) && started.elapsed() < RELEASE_WAIT;
                 if !lingering {
-                    if let Some(guard) = guard {
-                        crash_point("preopen-failed");
-                        guard.restore()?;
+                    match (guard, &error) {
+                        // sled could not lock its log: it read nothing, and whoever holds the
+                        // lock may be writing; the copy is only wiped.
+                        (Some(guard), StoreError::Locked { .. }) => guard.release()?,
+                        (Some(guard), _) => {
+                            crash_point("preopen-failed");
+                            guard.restore()?;
+                        }
+                        (None, _) => {}
                     }
                     return Err(error);
                 }

@@ -66,15 +66,16 @@ pub(crate) fn restore_pending(dir: &Path) -> Result<bool, StoreError> {
     Ok(restored)
 }
 
-/// Copies sled's files in `dir` (see the module docs). `None` when there is no log yet
-/// (nothing to protect).
-pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
-    if !dir.join("db").is_file() {
-        return Ok(None);
-    }
+/// The guarded files in `dir`, and their total size.
+fn guarded_files(dir: &Path) -> Result<(Vec<String>, u64), StoreError> {
     let mut names = Vec::new();
     let mut total = 0u64;
-    for entry in std::fs::read_dir(dir).map_err(|error| io_error(dir, &error))? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((names, 0)),
+        Err(error) => return Err(io_error(dir, &error)),
+    };
+    for entry in entries {
         let entry = entry.map_err(|error| io_error(dir, &error))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -85,6 +86,13 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
             names.push(name);
         }
     }
+    Ok((names, total))
+}
+
+/// Refuses files too large to copy (and far larger than a token store writes) as damaged,
+/// before anything reads them.
+pub(crate) fn check_size(dir: &Path) -> Result<(), StoreError> {
+    let (_, total) = guarded_files(dir)?;
     if total > MAX_GUARDED {
         return Err(StoreError::Damaged {
             path: dir.display().to_string(),
@@ -96,6 +104,17 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
             ),
         });
     }
+    Ok(())
+}
+
+/// Copies sled's files in `dir` (see the module docs). `None` when there is no log yet
+/// (nothing to protect).
+pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
+    if !dir.join("db").is_file() {
+        return Ok(None);
+    }
+    check_size(dir)?;
+    let (names, _) = guarded_files(dir)?;
     let tmp = dir.join(BACKUP_TMP);
     layout::wipe(&tmp)?;
     std::fs::create_dir(&tmp).map_err(|error| io_error(&tmp, &error))?;
