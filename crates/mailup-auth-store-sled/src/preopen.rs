@@ -5,21 +5,24 @@
 //! the database, it zeroes that message and everything after it, then may still fail. A flipped
 //! bit in a message that holds no record (early in the log) costs every record, and a log
 //! followed by garbage is cut short. So before sled sees a database, its files (`db`, `conf`,
-//! `snap.*`) are copied into `pre-open/` inside the database directory:
+//! `snap.*`) are copied into one file, `pre-open`, inside the database directory (their names,
+//! lengths and bytes, then a CRC32 of it all):
 //!
-//! 1. the copy is written into `pre-open.tmp/` with a manifest of the names, each file flushed,
-//!    then renamed to `pre-open/` (flushed): the copy is complete or absent;
-//! 2. sled opens the database; if it fails, or the record messages that verified before are
-//!    not all still in the log, sled is closed, the copies are renamed back over sled's files
-//!    (and files sled created are removed) and the open is [`StoreError::Damaged`];
-//! 3. otherwise `pre-open/` is renamed to `pre-open.tmp/` and wiped (it holds copies of
-//!    secrets).
+//! 1. the copy is written as `pre-open.tmp`, flushed, renamed to `pre-open` (the directory
+//!    flushed): a valid copy is complete;
+//! 2. sled opens the database; if it fails, or then serves a profile at an older version than
+//!    the newest intact copy in the log (or not at all), sled is closed, each file is written
+//!    back (as `restoring.<name>`, flushed, renamed over sled's), files sled created are
+//!    removed, and the open is [`StoreError::Damaged`];
+//! 3. otherwise the copy is overwritten with zeros, flushed (so that it is invalid on disk
+//!    before the store is used: it must never be put back over later writes), and removed.
 //!
-//! A crash (even `kill -9`) during 1 leaves the originals untouched and a `pre-open.tmp/` that
-//! the next open wipes; during 2 or the restore, a `pre-open/` that the next open (or salvage)
-//! puts back first, renaming file by file as the manifest lists them, which may be repeated;
-//! during 3, a `pre-open.tmp/` that is wiped. The files sled keeps in `blobs/` (values over
-//! 4 MiB, which a token store never writes) are not copied.
+//! One file keeps this to three flushes per open. A crash (even `kill -9`) during 1 leaves the
+//! originals untouched and a `pre-open.tmp` that the next open wipes; during 2 or the restore,
+//! a valid `pre-open` that the next open (or salvage) puts back first (repeating it is
+//! harmless); during 3 or the end of a restore, an invalid (partly zeroed) copy, which is
+//! wiped. The files sled keeps in `blobs/` (values over 4 MiB, which a token store never
+//! writes) are not copied.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -30,12 +33,14 @@ use mailup_auth_core::ports::StoreError;
 
 use crate::layout;
 
-/// The complete copy.
+/// The copy.
 const BACKUP: &str = "pre-open";
-/// A copy being written, or being wiped.
+/// A copy being written.
 const BACKUP_TMP: &str = "pre-open.tmp";
-/// The names of the files copied, one a line.
-const MANIFEST: &str = "MANIFEST";
+/// A file being put back is written as `restoring.<name>` first.
+const RESTORING_PREFIX: &str = "restoring.";
+/// What the copy starts with.
+const MAGIC: &[u8] = b"mailup-auth pre-open copy 1\n";
 /// The most bytes of sled's files copied: above it an open is refused as damaged, without
 /// letting sled touch the files. A token store's files are a few hundred KiB.
 pub(crate) const MAX_GUARDED: u64 = 64 << 20;
@@ -52,18 +57,25 @@ pub(crate) struct Guard {
     dir: PathBuf,
 }
 
-/// Puts back a copy that an open which died left in `dir`, and wipes a partial copy. Returns
-/// whether a copy was put back.
+/// Puts back a copy that an open which died left in `dir`, and wipes a partial or invalid
+/// one. Returns whether a copy was put back.
 pub(crate) fn restore_pending(dir: &Path) -> Result<bool, StoreError> {
-    let backup = dir.join(BACKUP);
-    let restored = if backup.is_dir() {
-        restore(dir)?;
-        true
-    } else {
-        false
-    };
     layout::wipe(&dir.join(BACKUP_TMP))?;
-    Ok(restored)
+    let backup = dir.join(BACKUP);
+    if !backup.is_file() {
+        return Ok(false);
+    }
+    match read_copy(&backup)? {
+        Some(files) => {
+            restore(dir, &files)?;
+            Ok(true)
+        }
+        // A copy being wiped when the process died: the files are sled's own.
+        None => {
+            layout::wipe(&backup)?;
+            Ok(false)
+        }
+    }
 }
 
 /// The guarded files in `dir`, and their total size.
@@ -86,6 +98,7 @@ fn guarded_files(dir: &Path) -> Result<(Vec<String>, u64), StoreError> {
             names.push(name);
         }
     }
+    names.sort();
     Ok((names, total))
 }
 
@@ -115,26 +128,20 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
     }
     check_size(dir)?;
     let (names, _) = guarded_files(dir)?;
-    let tmp = dir.join(BACKUP_TMP);
-    layout::wipe(&tmp)?;
-    std::fs::create_dir(&tmp).map_err(|error| io_error(&tmp, &error))?;
+    let mut copy = MAGIC.to_vec();
+    copy.extend_from_slice(&u32::try_from(names.len()).unwrap_or(u32::MAX).to_le_bytes());
     for name in &names {
-        let to = tmp.join(name);
-        std::fs::copy(dir.join(name), &to).map_err(|error| io_error(&to, &error))?;
-        File::open(&to)
-            .and_then(|file| file.sync_all())
-            .map_err(|error| io_error(&to, &error))?;
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, &error))?;
+        copy.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
+        copy.extend_from_slice(name.as_bytes());
+        copy.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        copy.extend_from_slice(&bytes);
     }
-    let manifest = tmp.join(MANIFEST);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&manifest)
-        .map_err(|error| io_error(&manifest, &error))?;
-    file.write_all(names.join("\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|error| io_error(&manifest, &error))?;
-    layout::sync_dir(&tmp)?;
+    let crc = crc32fast::hash(&copy);
+    copy.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join(BACKUP_TMP);
+    write_synced(&tmp, &copy)?;
     crate::crash_point("preopen-copied");
     let backup = dir.join(BACKUP);
     std::fs::rename(&tmp, &backup).map_err(|error| io_error(&backup, &error))?;
@@ -145,22 +152,25 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
 }
 
 impl Guard {
-    /// sled opened the database and lost nothing: the copy is wiped.
+    /// sled opened the database and lost nothing: the copy is wiped (invalid on disk before
+    /// this returns).
     pub(crate) fn release(self) -> Result<(), StoreError> {
-        let backup = self.dir.join(BACKUP);
-        let tmp = self.dir.join(BACKUP_TMP);
-        // Renamed first: a wipe that dies half way must never be taken for a copy to put back.
-        std::fs::rename(&backup, &tmp).map_err(|error| io_error(&backup, &error))?;
-        layout::sync_dir(&self.dir)?;
         crate::crash_point("preopen-wiping");
-        layout::wipe(&tmp)
+        layout::wipe(&self.dir.join(BACKUP))
     }
 
     /// Puts the original bytes back. sled must be closed (`db` dropped): this waits for its
     /// threads to let go of the log.
     pub(crate) fn restore(self) -> Result<(), StoreError> {
         wait_released(&self.dir.join("db"));
-        restore(&self.dir)
+        let backup = self.dir.join(BACKUP);
+        let files = read_copy(&backup)?.ok_or_else(|| {
+            StoreError::Io(format!(
+                "{}: the copy of sled's files taken before opening them does not verify",
+                backup.display()
+            ))
+        })?;
+        restore(&self.dir, &files)
     }
 }
 
@@ -176,35 +186,110 @@ fn wait_released(db: &Path) {
     }
 }
 
-/// Renames the copies in `dir/pre-open` back over sled's files, removes guarded files the
-/// manifest does not list (sled created them), and removes the copy. Repeating it after a
-/// crash half way is harmless: a name already put back is no longer in the copy.
-fn restore(dir: &Path) -> Result<(), StoreError> {
-    let backup = dir.join(BACKUP);
-    let manifest = backup.join(MANIFEST);
-    let listed = std::fs::read_to_string(&manifest).map_err(|error| io_error(&manifest, &error))?;
-    let names: Vec<&str> = listed.lines().filter(|name| guarded(name)).collect();
-    for name in &names {
-        let from = backup.join(name);
-        if from.is_file() {
-            std::fs::rename(&from, dir.join(name)).map_err(|error| io_error(&from, &error))?;
+/// Writes `bytes` to a new file at `path` (mode `0600`) and flushes it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|error| io_error(path, &error))
+}
+
+/// The files in the copy at `path`, or `None` when it does not verify (its CRC32, its form).
+fn read_copy(path: &Path) -> Result<Option<Vec<(String, Vec<u8>)>>, StoreError> {
+    let bytes = std::fs::read(path).map_err(|error| io_error(path, &error))?;
+    Ok(parse_copy(&bytes))
+}
+
+fn parse_copy(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return None;
+    }
+    let mut rest = body.strip_prefix(MAGIC)?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        rest = tail;
+        Some(head)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
+    let mut files = Vec::new();
+    for _ in 0..count {
+        let name_len = u16::from_le_bytes(take(2)?.try_into().ok()?);
+        let name = std::str::from_utf8(take(usize::from(name_len))?).ok()?;
+        if !guarded(name) || name.contains(['/', '\\']) {
+            return None;
         }
+        let len = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let data = take(usize::try_from(len).ok()?)?;
+        files.push((name.to_owned(), data.to_vec()));
+    }
+    Some(files)
+}
+
+/// Writes each file of the copy back over sled's (through `restoring.<name>` and a rename),
+/// removes guarded files the copy does not hold (sled created them), then wipes the copy.
+/// Repeating it after a crash half way is harmless.
+fn restore(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    for (name, bytes) in files {
+        let staging = dir.join(format!("{RESTORING_PREFIX}{name}"));
+        write_synced(&staging, bytes)?;
+        std::fs::rename(&staging, dir.join(name)).map_err(|error| io_error(&staging, &error))?;
     }
     for entry in std::fs::read_dir(dir).map_err(|error| io_error(dir, &error))? {
         let entry = entry.map_err(|error| io_error(dir, &error))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if guarded(&name) && !names.contains(&name.as_str()) {
+        let created = guarded(&name) && !files.iter().any(|(kept, _)| *kept == name);
+        if created || name.starts_with(RESTORING_PREFIX) {
             layout::wipe(&entry.path())?;
         }
     }
     layout::sync_dir(dir)?;
     crate::crash_point("preopen-restored");
-    layout::wipe(&backup)?;
+    layout::wipe(&dir.join(BACKUP))?;
     layout::sync_dir(dir)
 }
 
 fn io_error(path: &Path, error: &std::io::Error) -> StoreError {
     StoreError::Io(format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_reads_back_and_any_damage_or_zeroing_invalidates_it() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("db"), b"log bytes").expect("db");
+        std::fs::write(dir.path().join("conf"), b"conf bytes").expect("conf");
+        let guard = take(dir.path()).expect("copied").expect("a log");
+        let copy = std::fs::read(dir.path().join(BACKUP)).expect("the copy");
+        let files = parse_copy(&copy).expect("it verifies");
+        assert_eq!(
+            files,
+            [
+                ("conf".to_owned(), b"conf bytes".to_vec()),
+                ("db".to_owned(), b"log bytes".to_vec())
+            ]
+        );
+        for at in 0..copy.len() {
+            let mut damaged = copy.clone();
+            damaged[at] ^= 0x10;
+            assert_eq!(parse_copy(&damaged), None, "byte {at}");
+            let mut zeroed = copy.clone();
+            zeroed[..=at].fill(0);
+            assert_eq!(parse_copy(&zeroed), None, "zeroed to {at}");
+        }
+        guard.release().expect("wiped");
+        assert!(!dir.path().join(BACKUP).exists());
+    }
 }
