@@ -6,7 +6,7 @@
 //!   lock             an OS file lock, held by the process that has the store open
 //!   CURRENT          the pointer: the name of the current generation, e.g. `gen-3`
 //!   gen-3/           the sled database (sled's `conf`, `db`, `blobs/`, `snap.*`; during an
-//!                    open, `pre-open/`: a copy of them, see `preopen`)
+//!                    open, `pre-open`: a copy of them, see `preopen`)
 //!   refresh-locks/   the refresh lease's lock files (see `lease`)
 //!   recovering/      only while a salvage runs: the fresh store it builds
 //! ```

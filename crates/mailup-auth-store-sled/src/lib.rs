@@ -62,7 +62,7 @@
 //! after it; so `open` reads the log first and refuses a store with a damaged record message.
 //! A damaged message that holds no record (early in the log) passes that check, and sled's
 //! own recovery would then zero every record after it: so sled only ever opens its files with
-//! a byte copy of them aside (`pre-open/` in the database directory, crash-safe, wiped after a
+//! a byte copy of them aside (`pre-open` in the database directory, crash-safe, wiped after a
 //! healthy open), which is put back when sled's open fails or sled then serves a profile at an
 //! older version than the newest intact copy in the log; the open is `Damaged` and the files
 //! are as they were. Files of more than 64 MiB in all are refused without letting sled touch
