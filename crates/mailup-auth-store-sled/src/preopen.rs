@@ -52,6 +52,9 @@ fn guarded(name: &str) -> bool {
     name == "db" || name == "conf" || name.starts_with("snap.")
 }
 
+/// The files of a copy: name and bytes.
+type Files = Vec<(String, Vec<u8>)>;
+
 /// A copy taken before sled opened the database in `dir`.
 pub(crate) struct Guard {
     dir: PathBuf,
@@ -202,12 +205,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// The files in the copy at `path`, or `None` when it does not verify (its CRC32, its form).
-fn read_copy(path: &Path) -> Result<Option<Vec<(String, Vec<u8>)>>, StoreError> {
+fn read_copy(path: &Path) -> Result<Option<Files>, StoreError> {
     let bytes = std::fs::read(path).map_err(|error| io_error(path, &error))?;
     Ok(parse_copy(&bytes))
 }
 
-fn parse_copy(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+fn parse_copy(bytes: &[u8]) -> Option<Files> {
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     if crc32fast::hash(body).to_le_bytes() != crc {
         return None;
