@@ -419,3 +419,86 @@ async fn recover_killed_at_any_point_never_leaves_an_empty_store_and_runs_again(
     }
     emulator.shutdown().await;
 }
+
+/// A flipped bit before any record message (bytes 21 and 30 of the log): sled's recovery used
+/// to zero every record behind it on the first open, and `recover` then found nothing. Every
+/// command now refuses the store naming `recover`, its bytes unchanged, and `recover` brings
+/// every profile back, serving its own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bit_flip_before_any_record_leaves_the_store_untouched_and_recover_brings_every_profile_back(
+) {
+    let emulator = Emulator::builder()
+        .start()
+        .await
+        .expect("the emulator starts");
+    let base = emulator.base_url().to_string();
+    for byte in [21usize, 30] {
+        let home = tempfile::tempdir().unwrap();
+        let store = home.path().join("store");
+        let originals = logged_in_store(home.path(), &store, &base).await;
+        let db = current_files(&store)
+            .into_iter()
+            .find(|f| f.file_name().is_some_and(|n| n == "db"))
+            .expect("a log");
+        let mut bytes = std::fs::read(&db).unwrap();
+        bytes[byte] ^= 0x01;
+        std::fs::write(&db, &bytes).unwrap();
+        let files_before: Vec<(PathBuf, Vec<u8>)> = current_files(&store)
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+            .collect();
+
+        for profile in PROFILES {
+            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+            assert_eq!(out.status.code(), Some(1), "byte {byte}");
+            let error = one_error_line(&out);
+            assert!(error.contains("mailup-auth recover"), "{error}");
+            let files_now: Vec<(PathBuf, Vec<u8>)> = current_files(&store)
+                .into_iter()
+                .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+                .collect();
+            assert!(files_now == files_before, "byte {byte}: the store changed");
+        }
+
+        let out = run(home.path(), &store, &base, &["recover"]).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (profile, original) in PROFILES.iter().zip(&originals) {
+            assert!(
+                stdout.contains(&format!("recovered: {profile}")),
+                "{stdout}"
+            );
+            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
+            let call = run(
+                home.path(),
+                &store,
+                &base,
+                &[
+                    "call",
+                    "GET",
+                    "Console/Authentication/Info",
+                    "--profile",
+                    profile,
+                ],
+            )
+            .await;
+            assert!(
+                call.status.success(),
+                "{}",
+                String::from_utf8_lossy(&call.stderr)
+            );
+        }
+    }
+    emulator.shutdown().await;
+}

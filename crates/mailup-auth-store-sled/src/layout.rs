@@ -5,7 +5,8 @@
 //! <store>/
 //!   lock             an OS file lock, held by the process that has the store open
 //!   CURRENT          the pointer: the name of the current generation, e.g. `gen-3`
-//!   gen-3/           the sled database (sled's `conf`, `db`, `blobs/`, `snap.*`)
+//!   gen-3/           the sled database (sled's `conf`, `db`, `blobs/`, `snap.*`; during an
+//!                    open, `pre-open`: a copy of them, see `preopen`)
 //!   refresh-locks/   the refresh lease's lock files (see `lease`)
 //!   recovering/      only while a salvage runs: the fresh store it builds
 //! ```
@@ -176,6 +177,15 @@ pub(crate) fn remove_legacy_database(store: &Path) -> Result<(), StoreError> {
 /// NTFS) needs for the old bytes to be gone from the disk, not only from the directory;
 /// copy-on-write file systems and SSDs may keep old blocks regardless (see docs/security.md).
 pub(crate) fn scrub(path: &Path) -> Result<(), StoreError> {
+    scrub_at(path, true)
+}
+
+/// [`scrub`] without its crash point (the tests' kill at "scrubbing" aims at compactions).
+pub(crate) fn wipe(path: &Path) -> Result<(), StoreError> {
+    scrub_at(path, false)
+}
+
+fn scrub_at(path: &Path, crash: bool) -> Result<(), StoreError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -184,9 +194,11 @@ pub(crate) fn scrub(path: &Path) -> Result<(), StoreError> {
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).map_err(|e| io_error(path, &e))? {
             let entry = entry.map_err(|e| io_error(path, &e))?;
-            scrub(&entry.path())?;
+            scrub_at(&entry.path(), crash)?;
         }
-        crate::crash_point("scrubbing");
+        if crash {
+            crate::crash_point("scrubbing");
+        }
         return match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -57,12 +57,16 @@
 //! ## Damaged stores
 //!
 //! sled refuses a database whose files are damaged (bit flips, a truncated file) as a whole:
-//! opening one is [`StoreError::Damaged`]. sled's own recovery runs first and may already
-//! have rewritten the part of its log it could not read (a damaged message that holds no
-//! record, early in the log, costs every record after it). sled also takes a record
-//! message whose checksum fails for the torn end of its log and, opening it, silently drops
-//! that message and every one written after it; so `open` reads the log first and refuses such
-//! a store the same way. [`SledTokenStore::salvage`] then rebuilds the store from the records
+//! opening one is [`StoreError::Damaged`]. sled takes a message whose checksum fails for the
+//! torn end of its log and, opening it, silently drops that message and every one written
+//! after it; so `open` reads the log first and refuses a store with a damaged record message.
+//! A damaged message that holds no record (early in the log) passes that check, and sled's
+//! own recovery would then zero every record after it: so sled only ever opens its files with
+//! a byte copy of them aside (`pre-open` in the database directory, crash-safe, wiped after a
+//! healthy open), which is put back when sled's open fails or sled then serves a profile at an
+//! older version than the newest intact copy in the log; the open is `Damaged` and the files
+//! are as they were. Files of more than 64 MiB in all are refused without letting sled touch
+//! them. [`SledTokenStore::salvage`] then rebuilds the store from the records
 //! that can still be read and verified (CRC32 of sled's messages, the envelope decoded in
 //! full, sealed records authenticated), moving the damaged directory aside; the CLI runs it
 //! as `mailup-auth recover`. A log cut short at its end (by a crash, or a truncation) opens
@@ -125,6 +129,7 @@ use zeroize::Zeroizing;
 
 mod layout;
 mod lease;
+mod preopen;
 mod salvage;
 
 pub use crate::lease::SledRefreshLease;
@@ -453,6 +458,11 @@ impl SledTokenStore {
         let staging = store.join(layout::RECOVERING);
         // Left by a salvage that died: copies of records the damaged files still hold.
         layout::scrub(&staging)?;
+        // An open that died while sled had the files puts their bytes back first.
+        preopen::restore_pending(&store)?;
+        for generation in layout::generations(&store)? {
+            preopen::restore_pending(&layout::generation_dir(&store, generation))?;
+        }
         let scan = salvage::scan_store(&store)?;
         let sealer = salvage::check_key(&store, &scan, key)?;
         let plan = salvage::plan(&scan, sealer.as_ref());
@@ -1101,22 +1111,95 @@ fn removes_secrets(previous: &ProfileRecord, new: &ProfileRecord) -> bool {
 /// one this process just closed (its background threads letting go), or one a 0.1.0 program
 /// holds: wait briefly either way.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    salvage::check_log(dir)?;
+    // A copy that an open which died left is put back before anything reads the log.
+    preopen::restore_pending(dir)?;
+    preopen::check_size(dir)?;
+    let before = salvage::check_log(dir)?;
+    // sled's recovery rewrites what it cannot read: it sees the files only with their bytes
+    // copied aside, and they are put back when it fails or loses a record message.
+    let guard = preopen::take(dir)?;
+    crash_point("preopen-sled");
     let started = Instant::now();
     loop {
         match sled::Config::new().path(dir).open() {
-            Ok(db) => return Ok(db),
+            Ok(db) => {
+                let Some(guard) = guard else { return Ok(db) };
+                let lost = match lost_records(&db, dir, &before) {
+                    Ok(lost) => lost,
+                    Err(error) => {
+                        drop(db);
+                        guard.restore()?;
+                        return Err(error);
+                    }
+                };
+                if lost == 0 {
+                    crash_point("preopen-opened");
+                    guard.release()?;
+                    return Ok(db);
+                }
+                drop(db);
+                crash_point("preopen-failed");
+                guard.restore()?;
+                return Err(StoreError::Damaged {
+                    path: dir.display().to_string(),
+                    message: format!(
+                        "sled's recovery discarded the newest intact record of {lost} \
+                         profile(s) (damage it could not read comes before them); its files \
+                         were put back as they were; {SALVAGE_HINT}"
+                    ),
+                });
+            }
             Err(error) => {
                 let error = open_error(dir, error);
                 let lingering =
                     matches!(error, StoreError::Locked { .. }) && started.elapsed() < RELEASE_WAIT;
                 if !lingering {
+                    match (guard, &error) {
+                        // sled could not lock its log: it read nothing, and whoever holds the
+                        // lock may be writing; the copy is only wiped.
+                        (Some(guard), StoreError::Locked { .. }) => guard.release()?,
+                        (Some(guard), _) => {
+                            crash_point("preopen-failed");
+                            guard.restore()?;
+                        }
+                        (None, _) => {}
+                    }
                     return Err(error);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
+}
+
+/// How many profiles sled, having opened the log in `dir`, serves at an older version than
+/// the newest intact copy `before` (from the log check) holds, or not at all: what sled's
+/// recovery discarded.
+fn lost_records(
+    db: &sled::Db,
+    dir: &Path,
+    before: &BTreeMap<Vec<u8>, u64>,
+) -> Result<usize, StoreError> {
+    if before.is_empty() {
+        return Ok(0);
+    }
+    let profiles = db
+        .open_tree(PROFILES_TREE)
+        .map_err(|error| open_error(dir, error))?;
+    let mut lost = 0;
+    for (key, newest) in before {
+        let served = profiles.get(key).map_err(|error| io_error("read", error))?;
+        // A value that does not decode was written so (reading it is `Corrupt`, naming its
+        // profile); what counts is a profile gone, or served at an older version.
+        let older = served.is_none_or(|value| {
+            decode_head(&String::from_utf8_lossy(key), &value)
+                .is_ok_and(|head| head.version < *newest)
+        });
+        if older {
+            lost += 1;
+        }
+    }
+    Ok(lost)
 }
 
 /// Test hook, debug builds only: with [`CRASH_ENV`] set to `point`, the process kills itself
@@ -1361,8 +1444,8 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
         | sled::Error::Unsupported(_) => StoreError::Damaged {
             path: path.display().to_string(),
             message: format!(
-                "sled cannot read its files ({error}); sled may already have discarded the part \
-                 of its log it could not read; {SALVAGE_HINT}"
+                "sled cannot read its files ({error}); they were put back as they were before \
+                 sled opened them; {SALVAGE_HINT}"
             ),
         },
         sled::Error::Io(io)
@@ -1374,8 +1457,8 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
             StoreError::Damaged {
                 path: path.display().to_string(),
                 message: format!(
-                    "sled cannot read its files ({io}); sled may already have discarded the \
-                     part of its log it could not read; {SALVAGE_HINT}"
+                    "sled cannot read its files ({io}); they were put back as they were before \
+                     sled opened them; {SALVAGE_HINT}"
                 ),
             }
         }

@@ -161,11 +161,24 @@ pub(crate) fn scan_store(store: &Path) -> Result<Scan, StoreError> {
 /// without a word (a profile would look logged out, or an older, rotated refresh token would
 /// come back). A log cut at its end by a crash holds no such message (sled writes each
 /// buffer of messages whole), so this refuses only damage.
-pub(crate) fn check_log(dir: &Path) -> Result<(), StoreError> {
+///
+/// Returns the newest version of each profile found in an intact message (a record or a
+/// tombstone): what sled must still serve once it has opened the log.
+pub(crate) fn check_log(dir: &Path) -> Result<BTreeMap<Vec<u8>, u64>, StoreError> {
     let mut scan = Scan::default();
     scan_file(&dir.join("db"), &mut scan)?;
     if scan.damaged_messages == 0 {
-        return Ok(());
+        let mut newest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        for found in scan.found.iter().filter(|found| found.intact) {
+            let Ok(name) = std::str::from_utf8(&found.key) else {
+                continue;
+            };
+            if let Ok(head) = decode_head(name, &found.value) {
+                let version = newest.entry(found.key.clone()).or_insert(0);
+                *version = (*version).max(head.version);
+            }
+        }
+        return Ok(newest);
     }
     Err(StoreError::Damaged {
         path: dir.display().to_string(),
@@ -210,7 +223,7 @@ fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
             BLOB_LINK => INLINE_LINK,
             _ => continue,
         };
-        collect(kind, body, intact, scan);
+        let _ = collect(kind, body, intact, scan);
     }
     Ok(())
 }
@@ -277,15 +290,15 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
                 hasher.update(body);
                 hasher.update(&rest[4..header_len]);
                 if hasher.finalize() ^ 0xFFFF_FFFF == expected {
-                    collect(kind, body, true, scan);
+                    let _ = collect(kind, body, true, scan);
                     at += header_len + body_len;
                     continue;
                 }
-                collect(kind, body, false, scan);
+                let _ = collect(kind, body, false, scan);
             }
             // Cut off by a truncation: what is there can still name the profiles lost.
             Some((header_len, _, kind)) if eof && rest.len() > header_len => {
-                collect(kind, &rest[header_len..], false, scan);
+                let _ = collect(kind, &rest[header_len..], false, scan);
             }
             _ => {}
         }
@@ -338,15 +351,15 @@ fn message_at(bytes: &[u8]) -> Option<(usize, usize, u8)> {
     Some((header_len, len, kind))
 }
 
-/// Adds the key/value pairs of a message body to the scan. A body that does not parse adds
-/// nothing.
-fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) {
+/// Adds the key/value pairs of a message body to the scan, and returns whether it holds a
+/// record. A body that does not parse adds nothing.
+fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) -> bool {
     let pairs = match kind {
         INLINE_LINK => parse_link(body),
         INLINE_NODE => parse_node(body),
         _ => None,
     };
-    let Some(pairs) = pairs else { return };
+    let Some(pairs) = pairs else { return false };
     let mut relevant = false;
     for (key, value) in pairs {
         let envelope = value.starts_with(ENVELOPE_PREFIX);
@@ -358,6 +371,7 @@ fn collect(kind: u8, body: &[u8], intact: bool, scan: &mut Scan) {
     if relevant && !intact {
         scan.damaged_messages += 1;
     }
+    relevant
 }
 
 /// An update: `0`, then the key and the value (a set). Deletes and merges carry no record.
