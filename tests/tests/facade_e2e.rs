@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailup_auth::{
-    Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
-    Password, ReauthReason, SledTokenStore, TokenStore,
+    Error, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
-    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    Emulator, Fault, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
+use mailup_auth_tests::{builder, emulator_with_lifetime, password_login};
 
 const INFO: &str = "Console/Authentication/Info";
 
@@ -19,32 +19,8 @@ async fn emulator() -> Emulator {
     Emulator::builder().start().await.expect("emulator starts")
 }
 
-async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
-    Emulator::builder()
-        .access_token_lifetime(lifetime)
-        .start()
-        .await
-        .expect("emulator starts")
-}
-
-fn builder(emulator: &Emulator) -> MailUpClientBuilder {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        })
-}
-
 fn sled_store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
     Arc::new(SledTokenStore::open(dir.path().join("tokens")).expect("sled opens"))
-}
-
-async fn password_login(client: &MailUpClient) {
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("password login");
 }
 
 /// The refresh token stored under the default profile.

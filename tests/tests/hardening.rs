@@ -6,37 +6,11 @@ use std::time::{Duration, Instant};
 
 use mailup_auth::core::{CallbackError, ConfigError};
 use mailup_auth::{
-    Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
-    Password, SledTokenStore, TokenStore,
+    ClientSecret, Error, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
-use mailup_auth_emulator::{
-    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
-
-async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
-    Emulator::builder()
-        .access_token_lifetime(lifetime)
-        .start()
-        .await
-        .expect("emulator starts")
-}
-
-fn builder(emulator: &Emulator) -> MailUpClientBuilder {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        })
-}
-
-async fn password_login(client: &MailUpClient) {
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("password login");
-}
+use mailup_auth_emulator::{Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+use mailup_auth_tests::{builder, emulator_with_lifetime, password_login};
 
 /// Item 1: plain http to a host that is not a loopback address is a typed configuration error
 /// before any I/O, unless explicitly allowed.
