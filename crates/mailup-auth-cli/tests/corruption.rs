@@ -10,8 +10,8 @@ use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-mod damaged_store;
-use damaged_store::*;
+mod common;
+use common::damaged_store::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() {

@@ -11,8 +11,8 @@ use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-mod damaged_store;
-use damaged_store::*;
+mod common;
+use common::damaged_store::*;
 
 /// Logs every profile in to a new store at `store`; returns their access tokens.
 async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
