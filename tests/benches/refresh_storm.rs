@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mailup_auth_store_redis::RedisServer;
-use mailup_auth_tests::{client_builder, emulator_with_lifetime, password_login, Worker};
+use mailup_auth_tests::{client_builder, emulator_with_lifetime, logged_in, Worker};
 
 const LIFETIME: Duration = Duration::from_secs(2);
 /// Past the expiry (and the emulator's one-second granularity) before each round.
@@ -136,12 +136,7 @@ fn main() {
         .unwrap();
     let emulator = runtime.block_on(async {
         let emulator = emulator_with_lifetime(LIFETIME).await;
-        let client = client_builder(&emulator)
-            .store_url(server.url())
-            .build()
-            .await
-            .unwrap();
-        password_login(&client).await;
+        let _client = logged_in(client_builder(&emulator).store_url(server.url())).await;
         emulator.set_token_latency(token_latency);
         emulator
     });

@@ -38,7 +38,7 @@ use mailup_auth::{MailUpClient, SledTokenStore};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_tests::{client_builder, emulator_with_lifetime, password_login};
+use mailup_auth_tests::{client_builder, emulator_with_lifetime, logged_in};
 use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::storage::{TokenInfo, TokenStorage, TokenStorageError};
 use yup_oauth2::{ApplicationSecret, CustomHyperClientBuilder, DeviceFlowAuthenticator};
@@ -142,14 +142,12 @@ async fn yup_for(emulator: &Emulator, http: &reqwest::Client) -> (Yup, Arc<OneTo
 
 async fn ours_for(emulator: &Emulator, dir: &std::path::Path) -> MailUpClient {
     let store = Arc::new(SledTokenStore::open(dir).unwrap());
-    let client = client_builder(emulator)
-        .api_base(emulator.console_api_base().as_str())
-        .store(store)
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
-    client
+    logged_in(
+        client_builder(emulator)
+            .api_base(emulator.console_api_base().as_str())
+            .store(store),
+    )
+    .await
 }
 
 /// Polls a future that must be ready at once (a cached read never waits).

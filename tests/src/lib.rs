@@ -3,7 +3,7 @@
 //!
 //! - Starting points: [`emulator_with_lifetime`], [`client_builder`] (the emulator's default
 //!   client, library defaults otherwise), [`builder`] (the same with a short backoff),
-//!   [`password_login`], [`log_in_to_redis`].
+//!   [`password_login`], [`logged_in`] (build and log in), [`log_in_to_redis`].
 //! - Waiting without a timed assertion: [`until`] (bounded polling).
 //! - The scale-out worker processes: [`Worker`] and the [`Round`] it answers.
 
@@ -50,6 +50,14 @@ pub async fn password_login(client: &MailUpClient) {
         .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
         .await
         .expect("password login");
+}
+
+/// Builds the client `builder` describes and logs it in ([`password_login`]); panics if either
+/// fails.
+pub async fn logged_in(builder: MailUpClientBuilder) -> MailUpClient {
+    let client = builder.build().await.expect("the client builds");
+    password_login(&client).await;
+    client
 }
 
 /// Waits until `done` says so, polling every 10 ms; panics naming `what` after 20 s (a bound
