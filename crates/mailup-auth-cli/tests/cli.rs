@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::browser::Consent;
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -23,14 +23,7 @@ use common::*;
 
 /// Checks the exit code and that the error is one `error: ...` line on stderr.
 fn assert_failure(out: &Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-    let err = stderr(out);
+    let err = assert_exit(out, code);
     if code != 2 || err.starts_with("error: ") {
         let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(lines.len(), 1, "one error line expected: {err}");
@@ -65,11 +58,7 @@ async fn browser_login_with(setup: &Setup, consent: Consent, extra: &[&str]) -> 
     // store would make this wait 5 s and exit 1).
     let other = run(setup.bare().args(["--profile", "other", "status"])).await;
     assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, consent)
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (browser, location) = authorize_in_browser(&logon_url, consent).await;
     assert_eq!(location.host_str(), Some("127.0.0.1"));
     let page = browser
         .follow(&location)

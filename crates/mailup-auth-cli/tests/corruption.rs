@@ -22,37 +22,7 @@ async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() 
     let base = emulator.base_url().to_string();
     let home = tempfile::tempdir().unwrap();
     let pristine = home.path().join("pristine");
-    let mut originals = Vec::new();
-    for profile in PROFILES {
-        let out = run(
-            home.path(),
-            &pristine,
-            &base,
-            &[
-                "login",
-                "--password",
-                "--username",
-                DEFAULT_USERNAME,
-                "--profile",
-                profile,
-            ],
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = run(
-            home.path(),
-            &pristine,
-            &base,
-            &["token", "--profile", profile],
-        )
-        .await;
-        assert!(token.status.success());
-        originals.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
-    }
+    let originals = logged_in_store(home.path(), &pristine, &base).await;
 
     let trials = env_u64("MAILUP_CORRUPT_TRIALS", 12);
     let mut rng = StdRng::seed_from_u64(env_u64("MAILUP_CORRUPT_SEED", 3));

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailup_auth::{ProfileRecord, StoredClient};
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::browser::Consent;
 use mailup_auth_emulator::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -183,16 +183,7 @@ async fn the_browser_sees_logged_in_after_a_successful_cli_login() {
         .spawn()
         .expect("login starts");
     let (logon_url, _rest_of_stderr) = read_logon_url(&mut child).await;
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(
-            &logon_url,
-            DEFAULT_USERNAME,
-            DEFAULT_PASSWORD,
-            Consent::Allow,
-        )
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (browser, location) = authorize_in_browser(&logon_url, Consent::Allow).await;
     let page = browser.follow(&location).await;
     let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
         .await

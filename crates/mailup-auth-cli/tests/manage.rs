@@ -10,7 +10,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::browser::Consent;
 use mailup_auth_emulator::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -529,16 +529,7 @@ async fn login_opens_the_browser_named_in_browser() {
     }
     let logon_url = url.expect("the browser named in BROWSER was started with the LogOn URL");
     assert_eq!(logon_url.path(), "/Authorization/OAuth/LogOn");
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(
-            &logon_url,
-            DEFAULT_USERNAME,
-            DEFAULT_PASSWORD,
-            Consent::Allow,
-        )
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (browser, location) = authorize_in_browser(&logon_url, Consent::Allow).await;
     let page = browser
         .follow(&location)
         .await

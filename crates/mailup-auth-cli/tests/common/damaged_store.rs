@@ -1,11 +1,14 @@
 //! What the damaged-store tests (corruption.rs, recover.rs) share besides the common harness:
-//! running the `mailup-auth` binary against a store and the emulator, copying a store, listing
-//! the current generation's files, and damaging one of them (seeded bit flips or a truncation).
+//! running the `mailup-auth` binary against a store and the emulator, logging every profile in
+//! to a new store, copying a store, listing the current generation's files, and damaging one of
+//! them (seeded bit flips or a truncation).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use mailup_auth_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD};
+use mailup_auth_emulator::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
 use rand::rngs::StdRng;
 use rand::Rng as _;
 
@@ -46,6 +49,32 @@ pub(crate) async fn run_with(
         .envs(extra_env.iter().copied())
         .args(args);
     super::run(&mut command).await
+}
+
+/// Logs every profile of [`PROFILES`] in to a new store at `store`; returns their access
+/// tokens.
+pub(crate) async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for profile in PROFILES {
+        let login = [
+            "login",
+            "--password",
+            "--username",
+            DEFAULT_USERNAME,
+            "--profile",
+            profile,
+        ];
+        let out = run(home, store, base, &login).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = run(home, store, base, &["token", "--profile", profile]).await;
+        assert!(token.status.success());
+        tokens.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
+    }
+    tokens
 }
 
 /// Copies the directory `from` (recursively) to `to`.

@@ -1,8 +1,9 @@
 //! The harness the CLI's integration tests share, so that each test file says only what it
 //! tests: the `mailup-auth` binary run in a clean, isolated environment with a bounded time
 //! ([`clean_command`], [`Setup`], [`run`]), its output read and checked ([`stdout`],
-//! [`assert_success`], [`assert_exit`], [`read_logon_url`]), and a sled store read and written
-//! directly between two runs ([`load_record`], [`save_record`], [`make_token_expire_in`]).
+//! [`assert_success`], [`assert_exit`]), a browser login driven by hand ([`read_logon_url`],
+//! [`authorize_in_browser`]), and a sled store read and written directly between two runs
+//! ([`load_record`], [`save_record`], [`make_token_expire_in`]).
 //! The damaged-store tests (corruption.rs, recover.rs) add [`damaged_store`].
 //!
 //! A test file includes it with `mod common;`; each uses its own part.
@@ -15,6 +16,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore as _, UnixTime};
+use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -230,6 +232,21 @@ pub(crate) async fn read_logon_url(child: &mut Child) -> (Url, tokio::task::Join
         rest
     });
     (url, rest)
+}
+
+/// The emulator's default user at a browser (a [`ScriptedBrowser`] with a 10 s step timeout):
+/// opens `logon_url`, logs in and answers the consent page with `consent`; returns the browser
+/// and where the emulator redirected it (the loopback listener's callback), not yet followed.
+pub(crate) async fn authorize_in_browser(
+    logon_url: &Url,
+    consent: Consent,
+) -> (ScriptedBrowser, Url) {
+    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
+    let location = browser
+        .authorize(logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, consent)
+        .await
+        .expect("the scripted user gets through the LogOn pages");
+    (browser, location)
 }
 
 /// The current time, as the store records it.
