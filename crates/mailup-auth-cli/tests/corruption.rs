@@ -6,7 +6,7 @@
 //! tests/recover.rs and docs/reliability.md). Seeded: `MAILUP_CORRUPT_TRIALS` (default 12) and
 //! `MAILUP_CORRUPT_SEED`.
 
-use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
+use mailup_auth_emulator::Emulator;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -66,20 +66,7 @@ async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() 
                     println!("trial {trial} ({what}): {profile}: {}", stderr.trim());
                 }
                 // Logging in again recovers a damaged record when the store itself opens.
-                let login = run(
-                    home.path(),
-                    &store,
-                    &base,
-                    &[
-                        "login",
-                        "--password",
-                        "--username",
-                        DEFAULT_USERNAME,
-                        "--profile",
-                        profile,
-                    ],
-                )
-                .await;
+                let login = run(home.path(), &store, &base, &login_args(profile)).await;
                 assert_ne!(login.status.code(), Some(101), "trial {trial} ({what})");
                 if login.status.success() {
                     recovered += 1;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
+use mailup_auth_emulator::Emulator;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
@@ -116,14 +116,7 @@ async fn recover_rebuilds_the_other_profiles_and_never_accepts_a_changed_token()
     }
     let out = run(home.path(), &store, &base, &["token", "--profile", "gamma"]).await;
     assert_eq!(out.status.code(), Some(3));
-    let login = [
-        "login",
-        "--password",
-        "--username",
-        DEFAULT_USERNAME,
-        "--profile",
-        "gamma",
-    ];
+    let login = login_args("gamma");
     assert!(run(home.path(), &store, &base, &login)
         .await
         .status

@@ -51,20 +51,25 @@ pub(crate) async fn run_with(
     super::run(&mut command).await
 }
 
+/// The arguments of a password login of `profile` as the emulator's default user (the
+/// password comes from the environment [`run`] sets).
+pub(crate) fn login_args(profile: &str) -> [&str; 6] {
+    [
+        "login",
+        "--password",
+        "--username",
+        DEFAULT_USERNAME,
+        "--profile",
+        profile,
+    ]
+}
+
 /// Logs every profile of [`PROFILES`] in to a new store at `store`; returns their access
 /// tokens.
 pub(crate) async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     for profile in PROFILES {
-        let login = [
-            "login",
-            "--password",
-            "--username",
-            DEFAULT_USERNAME,
-            "--profile",
-            profile,
-        ];
-        let out = run(home, store, base, &login).await;
+        let out = run(home, store, base, &login_args(profile)).await;
         assert!(
             out.status.success(),
             "{}",
