@@ -74,67 +74,82 @@ impl MailUpClient {
         }
     }
 
-    /// When the background should next look at this client: the session's next due time
-    /// (`poll_timeout`: the refresh time, or the end of a backoff), minus a random jitter of up
-    /// to half the effective skew (capped at 30 s), never within a second of the tokens being
-    /// obtained. `None` when nothing is due (no tokens, or a login is needed). The one place
-    /// that decides it.
+    /// When the background should next look at this client ([`next_wakeup`] with a random
+    /// jitter). `None` when nothing is due (no tokens, or a login is needed).
     pub(crate) fn next_background_due(&self) -> Option<UnixTime> {
-        let (due, obtained_at) = {
-            let shared = self.shared();
-            (
-                shared.session.poll_timeout()?,
-                shared.session.tokens().map(|t| t.obtained_at),
-            )
-        };
-        let early = due.saturating_sub(self.inner.settings.entropy.jitter(self.jitter_max()));
-        let earliest = obtained_at
-            .unwrap_or(UnixTime::EPOCH)
-            .saturating_add(MIN_BACKGROUND_INTERVAL);
-        Some(early.max(earliest))
-    }
-
-    /// Half the effective skew of the current tokens, capped at 30 s.
-    pub(super) fn jitter_max(&self) -> Duration {
-        let skew = self
-            .shared()
-            .session
-            .tokens()
-            .map_or(self.inner.settings.skew, |tokens| {
-                tokens.effective_skew(self.inner.settings.skew)
-            });
-        (skew / 2).min(Duration::from_secs(30))
+        let entropy = &self.inner.settings.entropy;
+        next_wakeup(
+            &self.lock_state().session,
+            self.inner.settings.skew(),
+            |max| entropy.jitter(max),
+        )
+        .map(|wakeup| wakeup.at)
     }
 
     /// The background job: refresh if due (or about to be, within the jitter), else nothing.
     pub(crate) async fn refresh_ahead(&self) -> Result<()> {
-        self.locked(|client| async move {
-            let deadline = client.deadline();
-            client.sync_from_store().await?;
-            let now = client.inner.settings.clock.now();
-            let (due, obtained_at) = {
-                let shared = client.shared();
-                (
-                    shared.session.poll_timeout(),
-                    shared.session.tokens().map(|t| t.obtained_at),
-                )
-            };
-            let Some(due) = due else { return Ok(()) };
-            let too_early = now.saturating_add(client.jitter_max()) < due;
-            let just_refreshed =
-                obtained_at.is_some_and(|at| now < at.saturating_add(MIN_BACKGROUND_INTERVAL));
-            if too_early || just_refreshed {
-                return Ok(()); // the loop sleeps again
+        self.run_driver(|driver| async move {
+            let deadline = driver.deadline();
+            driver.sync_from_store().await?;
+            let now = driver.inner.settings.clock.now();
+            // The earliest moment the scheduler may have woken us for (the largest jitter).
+            let wakeup = next_wakeup(
+                &driver.lock_state().session,
+                driver.inner.settings.skew(),
+                |max| max,
+            );
+            let Some(wakeup) = wakeup else { return Ok(()) };
+            if now < wakeup.at {
+                return Ok(()); // too early, or the tokens are too young: the loop sleeps again
             }
-            if now < due {
+            if now < wakeup.due {
                 // Ahead of time: force it; callers keep the current token meanwhile.
-                return client.force_refresh_locked(deadline).await.map(drop);
+                return driver.force_refresh(deadline).await.map(drop);
             }
-            client.shared().session.handle_timeout(now);
-            client.obtain_locked(deadline).await.map(drop)
+            driver.lock_state().session.handle_timeout(now);
+            driver.obtain(deadline).await.map(drop)
         })
         .await
     }
+}
+
+/// The background's next look at a session: [`next_wakeup`]'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wakeup {
+    /// When to wake up and refresh ahead.
+    pub(crate) at: UnixTime,
+    /// When the session itself says a refresh is due (`poll_timeout`: the refresh time, or the
+    /// end of a backoff); `at` is at or before it, unless the tokens are too young.
+    pub(crate) due: UnixTime,
+}
+
+/// The one rule for when the background refreshes a session: at the session's due time
+/// (`poll_timeout`), minus `jitter(max)` where `max` is half the effective skew of the current
+/// tokens (`skew` while none are held), capped at 30 s; but never within
+/// `MIN_BACKGROUND_INTERVAL` (1 s) of the tokens being obtained, so a server whose tokens live
+/// barely longer than the skew is not flooded. `None` when nothing is due (no tokens, or a
+/// login is needed).
+///
+/// The scheduler sleeps until `at` with a random jitter (spreading many clients' refreshes);
+/// the job it wakes asks again with the largest jitter (`|max| max`), the earliest the
+/// scheduler could have woken, and refreshes only once that moment has come.
+pub(crate) fn next_wakeup(
+    session: &Session,
+    skew: Duration,
+    jitter: impl FnOnce(Duration) -> Duration,
+) -> Option<Wakeup> {
+    let due = session.poll_timeout()?;
+    let tokens = session.tokens();
+    let effective_skew = tokens.map_or(skew, |tokens| tokens.effective_skew(skew));
+    let max_jitter = (effective_skew / 2).min(MAX_BACKGROUND_JITTER);
+    let early = due.saturating_sub(jitter(max_jitter));
+    let earliest = tokens
+        .map_or(UnixTime::EPOCH, |tokens| tokens.obtained_at)
+        .saturating_add(MIN_BACKGROUND_INTERVAL);
+    Some(Wakeup {
+        at: early.max(earliest),
+        due,
+    })
 }
 
 /// The handle of [`MailUpClient::spawn_background_refresh`]; the task runs while any handle
