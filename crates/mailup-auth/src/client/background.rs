@@ -178,3 +178,131 @@ impl Drop for RunningTask {
         self.handle.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mailup_auth_core::{RefreshToken, TransportErrorKind};
+
+    use super::*;
+    use crate::test_support::NOW;
+
+    const SKEW: Duration = Duration::from_secs(60);
+
+    fn session(lifetime: Duration) -> Session {
+        let config = ClientConfig::builder("cid", ClientSecret::new("csecret"))
+            .refresh_skew(SKEW)
+            .build()
+            .unwrap();
+        let obtained_at = UnixTime::from_secs(NOW);
+        Session::with_tokens(
+            config,
+            TokenSet {
+                access_token: AccessToken::new("access"),
+                refresh_token: Some(RefreshToken::new("refresh")),
+                expires_at: obtained_at.saturating_add(lifetime),
+                obtained_at,
+                token_type: None,
+                scope: None,
+            },
+        )
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::from_secs(NOW + secs)
+    }
+
+    #[test]
+    fn nothing_is_due_without_tokens() {
+        let config = ClientConfig::builder("cid", ClientSecret::new("csecret"))
+            .build()
+            .unwrap();
+        assert_eq!(next_wakeup(&Session::new(config), SKEW, |max| max), None);
+    }
+
+    #[test]
+    fn the_wakeup_is_the_refresh_time_minus_the_jitter_asked_for() {
+        let session = session(Duration::from_secs(3600));
+        let mut asked = None;
+        let wakeup = next_wakeup(&session, SKEW, |max| {
+            asked = Some(max);
+            Duration::from_secs(10)
+        });
+        // Half the skew is the most the jitter may take.
+        assert_eq!(asked, Some(Duration::from_secs(30)));
+        assert_eq!(
+            wakeup,
+            Some(Wakeup {
+                at: at(3530),
+                due: at(3540)
+            })
+        );
+    }
+
+    #[test]
+    fn the_jitter_is_at_most_half_the_effective_skew_and_never_above_30_s() {
+        let max = |session: &Session, skew| {
+            let mut asked = Duration::MAX;
+            next_wakeup(session, skew, |max| {
+                asked = max;
+                Duration::ZERO
+            });
+            asked
+        };
+        let hour = session(Duration::from_secs(3600));
+        assert_eq!(
+            max(&hour, Duration::from_secs(600)),
+            Duration::from_secs(30)
+        );
+        // A 20 s token: the effective skew is 10 s (half its life), the jitter at most 5 s.
+        let short = session(Duration::from_secs(20));
+        assert_eq!(max(&short, SKEW), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn never_within_a_second_of_the_tokens_being_obtained() {
+        // A 2 s token is due after 1 s; however large the jitter, not before that second.
+        let session = session(Duration::from_secs(2));
+        let wakeup = next_wakeup(&session, SKEW, |max| max).unwrap();
+        assert_eq!(wakeup.due, at(1));
+        assert_eq!(wakeup.at, at(1));
+    }
+
+    #[test]
+    fn any_jitter_wakes_the_job_no_earlier_than_the_largest_one_allows() {
+        // The scheduler sleeps with a random jitter; the job it wakes refreshes once the
+        // largest jitter's moment has come. So every wake-up finds the job ready to refresh.
+        for lifetime in [2, 20, 120, 3600] {
+            let session = session(Duration::from_secs(lifetime));
+            let earliest = next_wakeup(&session, SKEW, |max| max).unwrap().at;
+            for millis in (0..=30_000).step_by(250) {
+                let jitter = Duration::from_millis(millis);
+                let wakeup = next_wakeup(&session, SKEW, |max| jitter.min(max)).unwrap();
+                assert!(
+                    wakeup.at >= earliest,
+                    "lifetime {lifetime} s, jitter {jitter:?}"
+                );
+                assert!(wakeup.at <= wakeup.due.max(earliest));
+            }
+        }
+    }
+
+    #[test]
+    fn a_backing_off_session_wakes_for_its_retry() {
+        let mut session = session(Duration::from_secs(3600));
+        let id = session.refresh_now().unwrap();
+        let request = session.poll_request().unwrap();
+        assert_eq!(request.id(), id);
+        let failure = TransportError::new(TransportErrorKind::Connect, "refused");
+        session.handle_token_response(at(10), id, Err(failure));
+        let retry_at = session.poll_timeout().unwrap();
+        assert!(retry_at > at(10));
+        let wakeup = next_wakeup(&session, SKEW, |_| Duration::ZERO).unwrap();
+        assert_eq!(
+            wakeup,
+            Wakeup {
+                at: retry_at,
+                due: retry_at
+            }
+        );
+    }
+}
