@@ -1,6 +1,6 @@
 //! The token lifecycle: the public token operations, and what a [`Driver`] does to obtain a
 //! token (bounded retries, the lease lost and retaken, rejections settled against the store).
-//! The pumping itself is in [`driver`](super::driver).
+//! The pumping itself is in [`driver`].
 
 use super::driver::Driver;
 use super::*;
@@ -161,7 +161,7 @@ impl Driver {
                     }
                     lease_error = refused.or(lease_error);
                     if report.sent == 0 && !report.adopted {
-                        // Every token request is driven under the refresh lock, in a task
+                        // Every token request is sent by the driver holding the flight, in a task
                         // that runs to completion; nothing else can be holding one.
                         return Err(Error::Cancelled);
                     }
