@@ -74,16 +74,13 @@ impl MailUpClient {
         }
     }
 
-    /// When the background should next look at this client ([`next_wakeup`] with a random
-    /// jitter). `None` when nothing is due (no tokens, or a login is needed).
+    /// When the background should next look at this client: [`next_wakeup`] with a random
+    /// jitter. `None` when nothing is due (no tokens, or a login is needed).
     pub(crate) fn next_background_due(&self) -> Option<UnixTime> {
-        let entropy = &self.inner.settings.entropy;
-        next_wakeup(
-            &self.lock_state().session,
-            self.inner.settings.skew(),
-            |max| entropy.jitter(max),
-        )
-        .map(|wakeup| wakeup.at)
+        let wakeup = next_wakeup(&self.lock_state().session, self.inner.settings.skew())?;
+        // Drawn with the state lock released: the entropy source is the application's.
+        let jitter = self.inner.settings.entropy.jitter(wakeup.max_jitter);
+        Some(wakeup.at(jitter))
     }
 
     /// The background job: refresh if due (or about to be, within the jitter), else nothing.
@@ -92,14 +89,9 @@ impl MailUpClient {
             let deadline = driver.deadline();
             driver.sync_from_store().await?;
             let now = driver.inner.settings.clock.now();
-            // The earliest moment the scheduler may have woken us for (the largest jitter).
-            let wakeup = next_wakeup(
-                &driver.lock_state().session,
-                driver.inner.settings.skew(),
-                |max| max,
-            );
+            let wakeup = next_wakeup(&driver.lock_state().session, driver.inner.settings.skew());
             let Some(wakeup) = wakeup else { return Ok(()) };
-            if now < wakeup.at {
+            if now < wakeup.earliest() {
                 return Ok(()); // too early, or the tokens are too young: the loop sleeps again
             }
             if now < wakeup.due {
@@ -113,42 +105,48 @@ impl MailUpClient {
     }
 }
 
-/// The background's next look at a session: [`next_wakeup`]'s answer.
+/// When the background refreshes a session ([`next_wakeup`]'s answer): at `due` minus a jitter
+/// of at most `max_jitter`, but not before `not_before`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Wakeup {
-    /// When to wake up and refresh ahead.
-    pub(crate) at: UnixTime,
-    /// When the session itself says a refresh is due (`poll_timeout`: the refresh time, or the
-    /// end of a backoff); `at` is at or before it, unless the tokens are too young.
+    /// When the session says a refresh is due (`poll_timeout`: the refresh time, or the end of
+    /// a backoff).
     pub(crate) due: UnixTime,
+    /// The largest jitter to wake up earlier by: half the effective skew, capped at 30 s.
+    pub(crate) max_jitter: Duration,
+    /// A second after the tokens were obtained: never sooner.
+    pub(crate) not_before: UnixTime,
+}
+
+impl Wakeup {
+    /// The moment to wake up with this `jitter` (at most `max_jitter`). The scheduler sleeps
+    /// until it with a random jitter, spreading many clients' refreshes.
+    pub(crate) fn at(&self, jitter: Duration) -> UnixTime {
+        self.due.saturating_sub(jitter).max(self.not_before)
+    }
+
+    /// The earliest moment any jitter wakes up at: the job the scheduler wakes refreshes once
+    /// this has come, so it always acts when woken.
+    pub(crate) fn earliest(&self) -> UnixTime {
+        self.at(self.max_jitter)
+    }
 }
 
 /// The one rule for when the background refreshes a session: at the session's due time
-/// (`poll_timeout`), minus `jitter(max)` where `max` is half the effective skew of the current
-/// tokens (`skew` while none are held), capped at 30 s; but never within
-/// `MIN_BACKGROUND_INTERVAL` (1 s) of the tokens being obtained, so a server whose tokens live
-/// barely longer than the skew is not flooded. `None` when nothing is due (no tokens, or a
-/// login is needed).
-///
-/// The scheduler sleeps until `at` with a random jitter (spreading many clients' refreshes);
-/// the job it wakes asks again with the largest jitter (`|max| max`), the earliest the
-/// scheduler could have woken, and refreshes only once that moment has come.
-pub(crate) fn next_wakeup(
-    session: &Session,
-    skew: Duration,
-    jitter: impl FnOnce(Duration) -> Duration,
-) -> Option<Wakeup> {
+/// (`poll_timeout`), minus a jitter of at most half the effective skew of the current tokens
+/// (`skew` while none are held), capped at 30 s; but never within `MIN_BACKGROUND_INTERVAL`
+/// (1 s) of the tokens being obtained, so a server whose tokens live barely longer than the
+/// skew is not flooded. `None` when nothing is due (no tokens, or a login is needed).
+pub(crate) fn next_wakeup(session: &Session, skew: Duration) -> Option<Wakeup> {
     let due = session.poll_timeout()?;
     let tokens = session.tokens();
     let effective_skew = tokens.map_or(skew, |tokens| tokens.effective_skew(skew));
-    let max_jitter = (effective_skew / 2).min(MAX_BACKGROUND_JITTER);
-    let early = due.saturating_sub(jitter(max_jitter));
-    let earliest = tokens
-        .map_or(UnixTime::EPOCH, |tokens| tokens.obtained_at)
-        .saturating_add(MIN_BACKGROUND_INTERVAL);
     Some(Wakeup {
-        at: early.max(earliest),
         due,
+        max_jitter: (effective_skew / 2).min(MAX_BACKGROUND_JITTER),
+        not_before: tokens
+            .map_or(UnixTime::EPOCH, |tokens| tokens.obtained_at)
+            .saturating_add(MIN_BACKGROUND_INTERVAL),
     })
 }
 
@@ -216,72 +214,59 @@ mod tests {
         let config = ClientConfig::builder("cid", ClientSecret::new("csecret"))
             .build()
             .unwrap();
-        assert_eq!(next_wakeup(&Session::new(config), SKEW, |max| max), None);
+        assert_eq!(next_wakeup(&Session::new(config), SKEW), None);
     }
 
     #[test]
-    fn the_wakeup_is_the_refresh_time_minus_the_jitter_asked_for() {
-        let session = session(Duration::from_secs(3600));
-        let mut asked = None;
-        let wakeup = next_wakeup(&session, SKEW, |max| {
-            asked = Some(max);
-            Duration::from_secs(10)
-        });
-        // Half the skew is the most the jitter may take.
-        assert_eq!(asked, Some(Duration::from_secs(30)));
+    fn the_wakeup_is_the_refresh_time_minus_the_jitter() {
+        let wakeup = next_wakeup(&session(Duration::from_secs(3600)), SKEW).unwrap();
         assert_eq!(
             wakeup,
-            Some(Wakeup {
-                at: at(3530),
-                due: at(3540)
-            })
+            Wakeup {
+                due: at(3540),
+                // Half the skew.
+                max_jitter: Duration::from_secs(30),
+                not_before: at(1),
+            }
         );
+        assert_eq!(wakeup.at(Duration::from_secs(10)), at(3530));
+        assert_eq!(wakeup.earliest(), at(3510));
     }
 
     #[test]
     fn the_jitter_is_at_most_half_the_effective_skew_and_never_above_30_s() {
-        let max = |session: &Session, skew| {
-            let mut asked = Duration::MAX;
-            next_wakeup(session, skew, |max| {
-                asked = max;
-                Duration::ZERO
-            });
-            asked
-        };
         let hour = session(Duration::from_secs(3600));
-        assert_eq!(
-            max(&hour, Duration::from_secs(600)),
-            Duration::from_secs(30)
-        );
+        let wakeup = next_wakeup(&hour, Duration::from_secs(600)).unwrap();
+        assert_eq!(wakeup.max_jitter, Duration::from_secs(30));
         // A 20 s token: the effective skew is 10 s (half its life), the jitter at most 5 s.
-        let short = session(Duration::from_secs(20));
-        assert_eq!(max(&short, SKEW), Duration::from_secs(5));
+        let short = next_wakeup(&session(Duration::from_secs(20)), SKEW).unwrap();
+        assert_eq!(short.max_jitter, Duration::from_secs(5));
+        assert_eq!(short.earliest(), at(5));
     }
 
     #[test]
     fn never_within_a_second_of_the_tokens_being_obtained() {
         // A 2 s token is due after 1 s; however large the jitter, not before that second.
-        let session = session(Duration::from_secs(2));
-        let wakeup = next_wakeup(&session, SKEW, |max| max).unwrap();
+        let wakeup = next_wakeup(&session(Duration::from_secs(2)), SKEW).unwrap();
         assert_eq!(wakeup.due, at(1));
-        assert_eq!(wakeup.at, at(1));
+        assert_eq!(wakeup.at(Duration::from_secs(30)), at(1));
+        assert_eq!(wakeup.earliest(), at(1));
     }
 
     #[test]
-    fn any_jitter_wakes_the_job_no_earlier_than_the_largest_one_allows() {
-        // The scheduler sleeps with a random jitter; the job it wakes refreshes once the
-        // largest jitter's moment has come. So every wake-up finds the job ready to refresh.
+    fn any_jitter_wakes_the_job_no_earlier_than_it_refreshes() {
+        // The scheduler sleeps with a random jitter up to the largest; the job it wakes
+        // refreshes once `earliest` has come. So every wake-up finds the job ready to refresh.
         for lifetime in [2, 20, 120, 3600] {
-            let session = session(Duration::from_secs(lifetime));
-            let earliest = next_wakeup(&session, SKEW, |max| max).unwrap().at;
-            for millis in (0..=30_000).step_by(250) {
-                let jitter = Duration::from_millis(millis);
-                let wakeup = next_wakeup(&session, SKEW, |max| jitter.min(max)).unwrap();
+            let wakeup = next_wakeup(&session(Duration::from_secs(lifetime)), SKEW).unwrap();
+            let max = wakeup.max_jitter.as_millis() as u64;
+            for millis in (0..=max).step_by(250) {
+                let woken = wakeup.at(Duration::from_millis(millis));
                 assert!(
-                    wakeup.at >= earliest,
-                    "lifetime {lifetime} s, jitter {jitter:?}"
+                    woken >= wakeup.earliest(),
+                    "lifetime {lifetime} s, {millis} ms"
                 );
-                assert!(wakeup.at <= wakeup.due.max(earliest));
+                assert!(woken <= wakeup.due.max(wakeup.not_before));
             }
         }
     }
@@ -296,13 +281,8 @@ mod tests {
         session.handle_token_response(at(10), id, Err(failure));
         let retry_at = session.poll_timeout().unwrap();
         assert!(retry_at > at(10));
-        let wakeup = next_wakeup(&session, SKEW, |_| Duration::ZERO).unwrap();
-        assert_eq!(
-            wakeup,
-            Wakeup {
-                at: retry_at,
-                due: retry_at
-            }
-        );
+        let wakeup = next_wakeup(&session, SKEW).unwrap();
+        assert_eq!(wakeup.due, retry_at);
+        assert_eq!(wakeup.at(Duration::ZERO), retry_at);
     }
 }
