@@ -2,6 +2,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The facade's tests (integration and unit) share one helper module, `tests/support`, which
+// names this crate `mailup_auth` as an integration test does.
+#[cfg(test)]
+extern crate self as mailup_auth;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
+
 mod accounts;
 mod client;
 pub mod clock;
