@@ -466,6 +466,7 @@ impl MailUpClient {
                 settings,
                 cache: ArcSwapOption::empty(),
                 refresh_flight: Arc::new(tokio::sync::Mutex::new(())),
+                flight_ended: Arc::new(tokio::sync::Notify::new()),
                 scheduler: Mutex::new(Weak::new()),
                 standalone: Mutex::new(Weak::new()),
             }),

@@ -206,6 +206,9 @@ struct Inner {
     /// The refresh flight ([`locks`]): whoever holds it is this client's one
     /// [`Driver`](driver::Driver) (single flight).
     refresh_flight: Arc<tokio::sync::Mutex<()>>,
+    /// Announces each release of the refresh flight to the callers waiting for it to end
+    /// ([`locks`]).
+    flight_ended: Arc<tokio::sync::Notify>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
     /// The task of `spawn_background_refresh`, while any of its handles is alive.
