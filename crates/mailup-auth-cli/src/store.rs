@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailup_auth::core::ports::{StoredProfile, Versioned};
+use mailup_auth::core::{StoredProfile, Versioned};
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore, UnixTime};
 use mailup_auth_store_sled::KeySource;
 

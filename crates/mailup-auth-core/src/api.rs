@@ -15,6 +15,7 @@ use crate::time::UnixTime;
 use crate::token::{parse_json_object, truncate};
 
 /// MailUp's error fields, as found in an API error body (all optional: proxies send HTML).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct MailUpError {
     /// HTTP status.
@@ -165,6 +166,10 @@ fn retry_after_value(response: &HttpResponse) -> Option<&str> {
 ///
 /// Exhaustive on purpose: a driver must handle every step (a new one must break its `match`
 /// at compile time rather than fall into a wildcard that cannot know what to do).
+#[allow(
+    clippy::exhaustive_enums,
+    reason = "exhaustive on purpose: a driver's `match` must break at compile time when a step is added"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiStep {
     /// The call succeeded.

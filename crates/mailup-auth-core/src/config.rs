@@ -17,11 +17,11 @@ pub const MAILUP_CONSOLE_API_BASE: &str =
 /// MailUp's production authorization server base (LogOn and Token paths hang off it).
 pub const MAILUP_AUTH_BASE: &str = "https://services.mailup.com";
 /// Path of the LogOn page below an authorization base URL.
-pub const LOGON_PATH: &str = "/Authorization/OAuth/LogOn";
+pub(crate) const LOGON_PATH: &str = "/Authorization/OAuth/LogOn";
 /// Path of the token endpoint below an authorization base URL.
-pub const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
+pub(crate) const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
 /// Path of the Console API below a base URL.
-pub const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
+pub(crate) const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
 
 /// Default refresh skew: a token is treated as expired this long before its real expiry.
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(60);
@@ -81,6 +81,7 @@ pub enum ConfigError {
 /// `Debug` shows each URL as its string (not `Url`'s internals). With the `serde` feature it
 /// serializes as `{"logon": "...", "token": "...", "api_base": "..."}`, for a status page: no
 /// URL here holds a secret.
+#[non_exhaustive]
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Endpoints {
@@ -128,6 +129,10 @@ impl Default for Endpoints {
 }
 
 /// Exponential backoff after transient token-endpoint failures.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a configuration value applications build with a literal; two durations is all it is"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Delay after the first failure.

@@ -130,6 +130,10 @@ impl std::fmt::Debug for HttpRequest {
 
 /// An HTTP response as received. The body may hold tokens, so `Debug` shows only its length
 /// and the body is wiped when the response is dropped.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "transports build it with a literal; a status, headers and a body is all an HTTP response is"
+)]
 #[derive(Clone)]
 pub struct HttpResponse {
     /// The status code as received (redirects are not followed: a 3xx arrives as is).
@@ -207,6 +211,7 @@ impl std::fmt::Display for TransportErrorKind {
 ///
 /// `message` is for people; it must never hold a secret (transports build it from the error
 /// kind and the URL, and the core never puts secrets in URLs).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct TransportError {

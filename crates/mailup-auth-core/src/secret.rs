@@ -15,7 +15,7 @@
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {
-//! use mailup_auth_core::secret::ExposeSecrets;
+//! use mailup_auth_core::ExposeSecrets;
 //! use mailup_auth_core::{AccessToken, ProfileRecord, TokenSet, UnixTime};
 //!
 //! let record = ProfileRecord::with_tokens(TokenSet {
@@ -43,7 +43,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The marker `Debug` prints in place of a secret value.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 macro_rules! secret_type {
     ($(#[$meta:meta])* $name:ident $(, $derive:ident)*) => {
@@ -200,6 +200,10 @@ secret_type!(
 /// Implemented for [`ProfileRecord`](crate::ProfileRecord), [`TokenSet`](crate::TokenSet) and
 /// [`StoredClient`](crate::StoredClient); the JSON it writes is what the derive of earlier
 /// releases wrote, so stored records keep loading.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a one-field wrapper built as `ExposeSecrets(&record)` at the call site"
+)]
 #[cfg(feature = "serde")]
 #[derive(Clone, Copy, Debug)]
 pub struct ExposeSecrets<'a, T: ?Sized>(pub &'a T);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use mailup_auth_core::api::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
 use mailup_auth_core::StoreError;
+use mailup_auth_core::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
 use mailup_auth_core::{
     is_header_safe_token, parse_token_response, AccessToken, ClientConfig, ClientSecret, CsrfState,
     Endpoints, HttpResponse, Password, PendingAuthorization, RefreshToken, RequestId, Session,

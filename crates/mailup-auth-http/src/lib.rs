@@ -14,8 +14,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
-use mailup_auth_core::ports::Transport;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 use url::Url;
 use zeroize::Zeroizing;
 

@@ -9,14 +9,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::Router;
-use mailup_auth_core::config::ClientConfig;
-use mailup_auth_core::http::{
+use mailup_auth_core::internal::refresh_request;
+use mailup_auth_core::ClientConfig;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{ClientSecret, RefreshToken};
+use mailup_auth_core::{
     HttpRequest, TransportError, TransportErrorKind, DEFAULT_API_RESPONSE_LIMIT,
     TOKEN_RESPONSE_LIMIT,
 };
-use mailup_auth_core::ports::Transport;
-use mailup_auth_core::requests::refresh_request;
-use mailup_auth_core::secret::{ClientSecret, RefreshToken};
 use mailup_auth_http::{ReqwestTransport, DEFAULT_USER_AGENT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

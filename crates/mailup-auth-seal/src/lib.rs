@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, Payload};
 use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
-use mailup_auth_core::ports::KeyProblem;
+use mailup_auth_core::KeyProblem;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use mailup_auth_core::ports::{MemoryTokenStore, TokenStore};
+//! use mailup_auth_core::{MemoryTokenStore, TokenStore};
 //!
 //! mailup_auth_store_conformance::token_store_conformance!(memory, |_path| async {
 //!     Some((Arc::new(MemoryTokenStore::new()) as Arc<dyn TokenStore>, ()))
@@ -41,12 +41,12 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mailup_auth_core::ports::{
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{
     ProfileRecord, StoreError, StoredClient, StoredProfile, TokenStore, Versioned,
 };
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
 
 /// Token set number `n`: distinct tokens and times per `n`.
 pub fn tokens(n: u64) -> TokenSet {

@@ -6,8 +6,8 @@
 //! sealing is `mailup-auth-seal`'s, as in the sled store), and `{"format": 1, "version": N,
 //! "deleted": true}` for a tombstone (written by the delete script itself).
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError};
-use mailup_auth_core::secret::ExposeSecrets;
+use mailup_auth_core::ExposeSecrets;
+use mailup_auth_core::{ProfileRecord, StoreError};
 use mailup_auth_seal::Sealer;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -202,7 +202,7 @@ fn corrupt(profile: &str, part: &str, error: &serde_json::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailup_auth_core::secret::{AccessToken, RefreshToken};
+    use mailup_auth_core::{AccessToken, RefreshToken};
     use mailup_auth_core::{TokenSet, UnixTime};
 
     #[test]

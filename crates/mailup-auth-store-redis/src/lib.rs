@@ -69,11 +69,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::ports::{
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{
     next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, StoredProfile,
     TokenStore, Versioned,
 };
-use mailup_auth_core::UnixTime;
 use mailup_auth_seal::{EncryptionMarker, Sealer};
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -1106,7 +1106,7 @@ fn check_url(url: &str, location: &str, allow_insecure: bool) -> Result<bool, St
     match parsed.scheme() {
         "rediss" => Ok(true),
         "redis+unix" | "unix" => Ok(false),
-        "redis" if allow_insecure || mailup_auth_core::config::is_loopback_host(&parsed) => {
+        "redis" if allow_insecure || mailup_auth_core::internal::is_loopback_host(&parsed) => {
             Ok(false)
         }
         "redis" => Err(StoreError::Insecure {

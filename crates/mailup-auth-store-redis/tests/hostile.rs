@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::ports::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
 use mailup_auth_store_redis::{RedisServer, RedisTokenStore, MAX_RECORD_BYTES};
 
 const RECORD_KEY: &str = "mailup-auth:record:alice";
@@ -271,7 +271,7 @@ async fn a_database_number_out_of_range_is_named() {
 /// store's marker comes back with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_server_is_told_from_a_logout_and_the_record_can_be_restored() {
-    use mailup_auth_core::ports::StoredProfile;
+    use mailup_auth_core::StoredProfile;
     let Some(server) = RedisServer::start() else {
         return;
     };

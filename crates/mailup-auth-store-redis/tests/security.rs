@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::ports::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
 use mailup_auth_store_redis::{PrivatePki, RedisServer, RedisTokenStore};
 
 const PASSWORD: &str = "default-pw-5d1c9a";

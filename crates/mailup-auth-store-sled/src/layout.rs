@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use mailup_auth_core::ports::StoreError;
+use mailup_auth_core::StoreError;
 
 /// The pointer file.
 const POINTER: &str = "CURRENT";

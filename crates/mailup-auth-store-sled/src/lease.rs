@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::ports::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
+use mailup_auth_core::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
 
 /// The subdirectory of the store directory that holds the lock files.
 const LOCK_DIR: &str = "refresh-locks";

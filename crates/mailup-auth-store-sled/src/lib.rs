@@ -8,7 +8,7 @@
 //! [`SledTokenStore::open_encrypted`], sealed with a key kept elsewhere (see
 //! [Encryption](#encryption)). It is not shared between processes: one process opens a store
 //! at a time, and a second one gets [`StoreError::Locked`]. Tests and short-lived programs that
-//! need no disk can use [`MemoryTokenStore`](mailup_auth_core::ports::MemoryTokenStore) from the
+//! need no disk can use [`MemoryTokenStore`](mailup_auth_core::MemoryTokenStore) from the
 //! core, which has the same version and compare-and-swap semantics.
 //!
 //! ## Layout on disk
@@ -118,12 +118,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailup_auth_core::ports::{
+use mailup_auth_core::ExposeSecrets;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{
     next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, StoredProfile,
     TokenStore, Versioned,
 };
-use mailup_auth_core::secret::ExposeSecrets;
-use mailup_auth_core::UnixTime;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

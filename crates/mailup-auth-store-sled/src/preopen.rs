@@ -29,7 +29,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::StoreError;
+use mailup_auth_core::StoreError;
 
 use crate::layout;
 

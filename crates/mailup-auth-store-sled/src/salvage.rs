@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use mailup_auth_core::ports::{validate_profile_name, KeyProblem, ProfileRecord, StoreError};
+use mailup_auth_core::{validate_profile_name, KeyProblem, ProfileRecord, StoreError};
 
 use mailup_auth_seal::{EncryptionMarker, Sealer};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::api::ApiPathError;
+use mailup_auth_core::ApiPathError;
 use mailup_auth_core::{
     ApiError, AuthorizationError, CallbackError, ConfigError, ReauthReason, StoreError, TokenError,
     TransportError,

@@ -46,7 +46,7 @@ pub use mailup_auth_core as core;
 pub use async_trait::async_trait;
 /// The `http` crate this library's request and response types are built on (the same version).
 pub use http;
-pub use mailup_auth_core::api::ApiPathError;
+pub use mailup_auth_core::ApiPathError;
 pub use mailup_auth_core::{
     AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
     ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,

@@ -87,7 +87,8 @@ impl MailUpClient {
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>> {
         let (parts, body) = request.into_parts();
-        let url = mailup_auth_core::config::parse_http_url("request url", &parts.uri.to_string())?;
+        let url =
+            mailup_auth_core::internal::parse_http_url("request url", &parts.uri.to_string())?;
         let mut request = HttpRequest::new(parts.method, url).with_body(body);
         *request.headers_mut() = parts.headers;
         let response = self.send(request).await?;

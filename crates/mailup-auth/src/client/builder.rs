@@ -92,11 +92,11 @@ impl MailUpClientBuilder {
             max_refresh_attempts: 4,
             rejected_reload_wait: Duration::from_millis(500),
             rate_limit: None,
-            skew: mailup_auth_core::config::DEFAULT_REFRESH_SKEW,
+            skew: mailup_auth_core::DEFAULT_REFRESH_SKEW,
             trusted_origins: Vec::new(),
             lease: LeaseChoice::Default,
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
-            max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
+            max_response_bytes: mailup_auth_core::DEFAULT_API_RESPONSE_LIMIT,
             allow_insecure_redis: false,
             redis_root_certificate: None,
         }
@@ -373,7 +373,7 @@ impl MailUpClientBuilder {
             .iter()
             .map(|url| config.check_url("trusted origin", url).map(|u| u.origin()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        mailup_auth_core::ports::validate_profile_name(&self.profile)?;
+        mailup_auth_core::validate_profile_name(&self.profile)?;
         let transport = match self.transport {
             Some(transport) => transport,
             None => default_transport()?,
@@ -427,7 +427,7 @@ impl MailUpClientBuilder {
 impl MailUpClient {
     /// A client for `profile` over shared settings, with the profile's stored tokens loaded.
     pub(crate) async fn load(settings: Arc<ClientSettings>, profile: String) -> Result<Self> {
-        mailup_auth_core::ports::validate_profile_name(&profile)?;
+        mailup_auth_core::validate_profile_name(&profile)?;
         let client = MailUpClient {
             inner: Arc::new(Inner {
                 profile,

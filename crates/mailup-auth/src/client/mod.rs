@@ -32,7 +32,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::Method;
-use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
+use mailup_auth_core::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
     Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, Password,
