@@ -36,7 +36,7 @@ use mailup_auth::{ClientSecret, MailUpClient, Password};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_store_redis::RedisServer;
+use mailup_auth_store_redis::internal::RedisServer;
 use mailup_auth_tests::Worker;
 
 const LIFETIME: Duration = Duration::from_secs(2);

@@ -8,7 +8,7 @@ use mailup_auth::{
     Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
     Password, ReauthReason, SledTokenStore, TokenStore,
 };
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

@@ -21,7 +21,8 @@ use mailup_auth::{
     StoredProfile, TokenStore, Transport, TransportError, UnixTime, Versioned,
 };
 use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
-use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisRefreshLease;
 use mailup_auth_tests::log_in_to_redis;
 use tokio::sync::Semaphore;
 

@@ -16,7 +16,8 @@ use mailup_auth::{
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisRefreshLease;
 use mailup_auth_tests::{log_in_to_redis, Round, Worker};
 use tokio::sync::Semaphore;
 

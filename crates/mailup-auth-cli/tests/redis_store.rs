@@ -8,7 +8,7 @@ use std::time::Duration;
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_store_redis::RedisServer;
+use mailup_auth_store_redis::internal::RedisServer;
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");

@@ -13,8 +13,8 @@ use mailup_auth_core::{
     Endpoints, HttpResponse, Password, PendingAuthorization, RefreshToken, RequestId, Session,
     TokenAccess, TokenError, TokenSet, TransportError, TransportErrorKind, UnixTime, Url,
 };
-use mailup_auth_store_redis::fuzzing as redis_fuzzing;
-use mailup_auth_store_sled::envelope;
+use mailup_auth_store_redis::internal as redis_fuzzing;
+use mailup_auth_store_sled::internal::envelope;
 
 use crate::input::Reader;
 

@@ -9,6 +9,9 @@
 //! does not log: retries, backoff and the meaning of a status belong to the core and the facade.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::error::Error as _;
 use std::time::Duration;

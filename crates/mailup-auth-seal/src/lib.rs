@@ -24,6 +24,9 @@
 //! so a record sealed by one opens in the other under the same key.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::path::{Path, PathBuf};
 

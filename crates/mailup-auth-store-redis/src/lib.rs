@@ -64,6 +64,9 @@
 //! the records are sealed is put back by the first process whose key opens them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,16 +82,25 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 mod envelope;
-#[doc(hidden)]
-pub mod fuzzing;
+mod fuzzing;
 mod lease;
 #[cfg(feature = "test-server")]
 mod test_server;
 
 pub use crate::lease::{RedisRefreshLease, DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASE_HOLD};
-#[cfg(feature = "test-server")]
+
+/// Plumbing for this workspace's own tests and fuzz targets: the record codec without a server
+/// (`decode`, `encode`) and, with the `test-server` feature, a throwaway `redis-server` on a
+/// free loopback port (`RedisServer`, `PrivatePki`).
+///
+/// **Not covered by semantic versioning**: anything here may change or go away in a patch
+/// release.
 #[doc(hidden)]
-pub use crate::test_server::{PrivatePki, RedisServer};
+pub mod internal {
+    pub use crate::fuzzing::{decode, encode};
+    #[cfg(feature = "test-server")]
+    pub use crate::test_server::{PrivatePki, RedisServer};
+}
 /// Where an encrypted store's key is kept (from `mailup-auth-seal`, the same type as the sled
 /// store's).
 pub use mailup_auth_seal::KeySource;

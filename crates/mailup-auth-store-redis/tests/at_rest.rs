@@ -8,7 +8,8 @@ use mailup_auth_core::TokenSet;
 use mailup_auth_core::UnixTime;
 use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
 use mailup_auth_core::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
-use mailup_auth_store_redis::{KeySource, RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::{KeySource, RedisTokenStore};
 
 const REFRESH: &str = "refresh-token-b41f0c";
 const ACCESS: &str = "access-token-6e2a99";

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use mailup_auth_core::TokenStore;
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisTokenStore;
 
 mailup_auth_store_conformance::token_store_conformance!(redis, |_path| async {
     let server = RedisServer::start()?;

@@ -10,7 +10,8 @@ use mailup_auth_core::TokenSet;
 use mailup_auth_core::UnixTime;
 use mailup_auth_core::{AccessToken, RefreshToken};
 use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore, MAX_RECORD_BYTES};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::{RedisTokenStore, MAX_RECORD_BYTES};
 
 const RECORD_KEY: &str = "mailup-auth:record:alice";
 const PROFILES_KEY: &str = "mailup-auth:profiles";

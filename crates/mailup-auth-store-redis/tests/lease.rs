@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use mailup_auth_core::{LeaseAttempt, RefreshLease, StoreError};
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisTokenStore;
 
 async fn store(server: &RedisServer, ttl: Duration) -> RedisTokenStore {
     RedisTokenStore::builder(server.url())

@@ -11,7 +11,8 @@ use mailup_auth_core::TokenSet;
 use mailup_auth_core::UnixTime;
 use mailup_auth_core::{AccessToken, RefreshToken};
 use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_store_redis::{PrivatePki, RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::internal::{PrivatePki, RedisServer};
+use mailup_auth_store_redis::RedisTokenStore;
 
 const PASSWORD: &str = "default-pw-5d1c9a";
 const ALICE_PASSWORD: &str = "alice-pw-93e0b7";

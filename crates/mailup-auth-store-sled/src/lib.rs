@@ -109,6 +109,9 @@
 //! it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1283,45 +1286,51 @@ impl TokenStore for SledTokenStore {
     }
 }
 
-/// The envelope codec of an unencrypted store, without a database: what `load` does with the
-/// bytes of one profile, and what `save` writes. For the fuzz targets and their stable loop
-/// (`crates/mailup-auth-fuzz-bodies`); not a stable API.
+/// Plumbing for this workspace's fuzz targets and their stable loop
+/// (`crates/mailup-auth-fuzz-bodies`).
+///
+/// **Not covered by semantic versioning**: anything here may change or go away in a patch
+/// release.
 #[doc(hidden)]
-pub mod envelope {
-    use super::*;
+pub mod internal {
+    /// The envelope codec of an unencrypted store, without a database: what `load` does with
+    /// the bytes of one profile, and what `save` writes.
+    pub mod envelope {
+        use crate::*;
 
-    /// Decodes a stored value as `load` does in a store without a key: `Ok(None)` for a
-    /// tombstone, a [`StoreError::Corrupt`] for anything it cannot read.
-    pub fn decode(
-        profile: &str,
-        bytes: &[u8],
-    ) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
-        let head = decode_head(profile, bytes)?;
-        if head.deleted {
-            return Ok(None);
+        /// Decodes a stored value as `load` does in a store without a key: `Ok(None)` for a
+        /// tombstone, a [`StoreError::Corrupt`] for anything it cannot read.
+        pub fn decode(
+            profile: &str,
+            bytes: &[u8],
+        ) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
+            let head = decode_head(profile, bytes)?;
+            if head.deleted {
+                return Ok(None);
+            }
+            if head.format != CLEAR_FORMAT {
+                return Err(StoreError::Corrupt {
+                    profile: profile.to_owned(),
+                    message: "it is encrypted, but the store was opened without a key".into(),
+                });
+            }
+            let record = decode_clear_record(profile, bytes)?;
+            Ok(Some(Versioned {
+                version: head.version,
+                value: record,
+            }))
         }
-        if head.format != CLEAR_FORMAT {
-            return Err(StoreError::Corrupt {
-                profile: profile.to_owned(),
-                message: "it is encrypted, but the store was opened without a key".into(),
-            });
-        }
-        let record = decode_clear_record(profile, bytes)?;
-        Ok(Some(Versioned {
-            version: head.version,
-            value: record,
-        }))
-    }
 
-    /// Encodes a record as `save` does in a store without a key.
-    pub fn encode(version: u64, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
-        super::encode(&EnvelopeOut {
-            format: CLEAR_FORMAT,
-            version,
-            record: Some(ExposeSecrets(record)),
-            sealed: None,
-            deleted: false,
-        })
+        /// Encodes a record as `save` does in a store without a key.
+        pub fn encode(version: u64, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
+            crate::encode(&EnvelopeOut {
+                format: CLEAR_FORMAT,
+                version,
+                record: Some(ExposeSecrets(record)),
+                sealed: None,
+                deleted: false,
+            })
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 mod accounts;
 mod client;
-pub mod clock;
+mod clock;
 mod error;
 #[cfg(feature = "loopback")]
-pub mod loopback;
+mod loopback;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod scheduler;
@@ -30,7 +33,9 @@ pub use crate::client::{
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 #[cfg(feature = "loopback")]
-pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+pub use crate::loopback::{
+    LoopbackCallback, LoopbackError, LoopbackRedirect, DEFAULT_CALLBACK_PATH,
+};
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
