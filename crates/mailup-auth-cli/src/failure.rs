@@ -160,7 +160,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         // Nobody came back through the browser in time, or the listener broke.
         Error::Loopback(_) => EXIT_UNAVAILABLE,
         Error::Store(_) => EXIT_LOCAL,
-        Error::Decode(_) => EXIT_API,
+        Error::Decode { .. } => EXIT_API,
         // A future variant: treat it as a local failure rather than guess.
         _ => EXIT_LOCAL,
     }

@@ -60,9 +60,7 @@ impl OnDemandSledStore {
         let store =
             tokio::task::spawn_blocking(move || open_waiting(&dir, key.as_ref(), lock_wait))
                 .await
-                .map_err(|e| {
-                    StoreError::Io(format!("opening the token store did not complete: {e}"))
-                })??;
+                .map_err(|e| StoreError::io("opening the token store did not complete", e))??;
         // The operation gets a clone; ours is dropped last, off the async workers (sled joins
         // its flusher when the last handle goes), before the turn is given up.
         let result = operation(store.clone()).await;

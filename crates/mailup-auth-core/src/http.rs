@@ -7,6 +7,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::error_source::ErrorSource;
+
 /// The most response body bytes a transport reads for a request by default (32 MiB): API
 /// answers. Change it per request with [`HttpRequest::with_response_limit`].
 pub const DEFAULT_API_RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
@@ -210,16 +212,20 @@ impl std::fmt::Display for TransportErrorKind {
 /// A failure to get an HTTP response at all.
 ///
 /// `message` is for people; it must never hold a secret (transports build it from the error
-/// kind and the URL, and the core never puts secrets in URLs).
-#[non_exhaustive]
+/// kind and the URL, and the core never puts secrets in URLs). The HTTP client's own error,
+/// when the transport keeps it ([`TransportError::with_source`]), is `source()`; equality
+/// compares it by message (see [`ErrorSource`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
+#[non_exhaustive]
 pub struct TransportError {
     /// The kind of failure (timeout, connection, body, size, other), for logs and metrics; the
     /// session keeps the tokens and backs off after any of them.
     pub kind: TransportErrorKind,
     /// A human-readable description without secrets.
     pub message: String,
+    /// The HTTP client's error, kept as `source()`.
+    source: Option<ErrorSource>,
 }
 
 impl TransportError {
@@ -228,7 +234,17 @@ impl TransportError {
         Self {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// Keeps the HTTP client's error as `source()`. Its message must hold no secret: strip
+    /// the URL from it first if the client prints the URL with its query (reqwest's
+    /// `without_url`).
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(ErrorSource::new(source));
+        self
     }
 }
 
@@ -313,5 +329,36 @@ mod tests {
             TransportErrorKind::ResponseTooLarge,
             TransportErrorKind::Body
         );
+    }
+
+    #[test]
+    fn the_clients_error_is_the_source_and_compares_by_message() {
+        use std::error::Error as _;
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+            .with_source(refused);
+        let source = error.source().expect("the client's error is kept");
+        assert_eq!(
+            source
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // Display is unchanged by the source; equality compares it by message.
+        assert_eq!(
+            error.to_string(),
+            "could not connect: GET http://127.0.0.1:9/"
+        );
+        let again = TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+            .with_source(std::io::Error::other("refused"));
+        assert_eq!(error, again);
+        assert_ne!(
+            error,
+            TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+        );
+        assert!(TransportError::new(TransportErrorKind::Other, "x")
+            .source()
+            .is_none());
     }
 }

@@ -11,6 +11,7 @@
 mod api;
 mod authorize;
 mod config;
+mod error_source;
 mod http;
 mod ports;
 mod requests;
@@ -51,6 +52,9 @@ pub use crate::secret::ExposeSecrets;
 pub use crate::secret::{
     AccessToken, AuthorizationCode, ClientSecret, CsrfState, Password, RefreshToken,
 };
+
+// The underlying error that `StoreError::Io` and `TransportError` keep as `source()`.
+pub use crate::error_source::ErrorSource;
 
 // HTTP as data, and the transport port.
 pub use crate::http::{

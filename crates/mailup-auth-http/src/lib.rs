@@ -86,7 +86,7 @@ impl ReqwestTransport {
         let mut response = builder
             .send()
             .await
-            .map_err(|error| classify(&error, Phase::Send, &method, &url))?;
+            .map_err(|error| classify(error, Phase::Send, &method, &url))?;
         let status = response.status();
         let headers = response.headers().clone();
         let announced = response.content_length();
@@ -98,7 +98,7 @@ impl ReqwestTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| classify(&error, Phase::Body, &method, &url))?
+            .map_err(|error| classify(error, Phase::Body, &method, &url))?
         {
             if body.push(&chunk).is_err() {
                 return Err(too_large(limit, &method, &url));
@@ -272,9 +272,10 @@ enum Phase {
 /// Maps a reqwest error to the core's transport error.
 ///
 /// The message is built from the method, the URL without its query, fragment or credentials,
-/// and the innermost cause. reqwest's own `Display` is never used: it prints the full URL.
+/// and the innermost cause. reqwest's own `Display` prints the full URL, so the error kept as
+/// `source()` is reqwest's with its URL removed (`without_url`).
 fn classify(
-    error: &reqwest::Error,
+    error: reqwest::Error,
     phase: Phase,
     method: &http::Method,
     url: &Url,
@@ -283,7 +284,7 @@ fn classify(
         TransportErrorKind::Timeout
     } else if error.is_connect() {
         TransportErrorKind::Connect
-    } else if connection_closed(error) {
+    } else if connection_closed(&error) {
         TransportErrorKind::ConnectionClosed
     } else if phase == Phase::Body || error.is_body() || error.is_decode() {
         TransportErrorKind::Body
@@ -291,12 +292,12 @@ fn classify(
         TransportErrorKind::Other
     };
     let mut message = format!("{method} {}", url_without_query(url));
-    if let Some(cause) = innermost_cause(error) {
+    if let Some(cause) = innermost_cause(&error) {
         message.push_str(" (");
         message.push_str(&cause);
         message.push(')');
     }
-    TransportError::new(kind, message)
+    TransportError::new(kind, message).with_source(error.without_url())
 }
 
 /// Whether the cause chain says the peer closed or reset the connection before the response

@@ -61,7 +61,7 @@ pub(crate) fn encode_with(
 ) -> Result<Vec<u8>, StoreError> {
     // Cannot fail for these types (string keys only); the error text is dropped all the same,
     // since it could quote a value.
-    let serialize_error = |_| StoreError::Io("cannot serialize the record".into());
+    let serialize_error = |_| StoreError::io_context("cannot serialize the record");
     let envelope = match sealer {
         None => EnvelopeOut {
             format: CLEAR_FORMAT,
@@ -80,7 +80,7 @@ pub(crate) fn encode_with(
                 sealed: Some(
                     sealer
                         .seal_record(profile, version, &plaintext)
-                        .map_err(StoreError::Io)?,
+                        .map_err(StoreError::io_context)?,
                 ),
             }
         }

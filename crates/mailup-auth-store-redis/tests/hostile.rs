@@ -134,7 +134,9 @@ async fn a_profile_set_of_another_type_fails_saves_before_anything_is_written() 
     command(&mut redis, &["DEL", PROFILES_KEY]).await;
     command(&mut redis, &["SET", PROFILES_KEY, "not a set"]).await;
     let not_a_set = |result: Result<(), StoreError>| match result {
-        Err(StoreError::Io(message)) => {
+        Err(StoreError::Io {
+            context: message, ..
+        }) => {
             assert!(message.contains(PROFILES_KEY), "{message}");
         }
         other => panic!("expected an I/O error naming the set, got {other:?}"),
@@ -147,7 +149,9 @@ async fn a_profile_set_of_another_type_fails_saves_before_anything_is_written() 
     );
     not_a_set(store.delete("alice").await);
     match store.profiles().await {
-        Err(StoreError::Io(message)) => assert!(message.contains("WRONGTYPE"), "{message}"),
+        Err(StoreError::Io {
+            context: message, ..
+        }) => assert!(message.contains("WRONGTYPE"), "{message}"),
         other => panic!("expected an I/O error, got {other:?}"),
     }
     let stored = store.load("alice").await.unwrap().unwrap();

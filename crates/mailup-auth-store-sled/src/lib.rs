@@ -168,7 +168,7 @@ const META_SCRUB_PENDING: &[u8] = b"scrub-pending";
 /// How many times a save retries a compare-and-swap that lost to a writer which left the
 /// version it expected in place (a delete and re-create between its read and its swap).
 /// A writer that changed the version makes the save fail with a conflict at once.
-const MAX_SWAP_ATTEMPTS: usize = 16;
+const MAX_SWAP_ATTEMPTS: u32 = 16;
 
 /// The environment variable of the crash test hook (debug builds only): the process kills
 /// itself at the named point of a compaction or migration.
@@ -330,7 +330,7 @@ impl SledTokenStore {
     pub fn open_with(path: impl AsRef<Path>, key: Option<&KeySource>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         create_private_dir(&path)?;
-        let registered = std::fs::canonicalize(&path).map_err(|error| dir_error(&path, &error))?;
+        let registered = std::fs::canonicalize(&path).map_err(|error| dir_error(&path, error))?;
         let previously = {
             let mut opened = opened_here();
             let previously = opened.get(&registered).copied();
@@ -443,14 +443,14 @@ impl SledTokenStore {
     ) -> Result<SalvageReport, StoreError> {
         let path = path.as_ref();
         if !path.is_dir() {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::io_context(format!(
                 "{}: there is no store directory to recover",
                 path.display()
             )));
         }
         // The real directory: through a symbolic link, the store is rebuilt where it points
         // (renaming the link would leave the damaged store in place and a new one elsewhere).
-        let store = std::fs::canonicalize(path).map_err(|error| dir_error(path, &error))?;
+        let store = std::fs::canonicalize(path).map_err(|error| dir_error(path, error))?;
         if opened_here().get(&store) == Some(&Registration::Open) {
             return Err(StoreError::Locked {
                 path: path.display().to_string(),
@@ -481,11 +481,11 @@ impl SledTokenStore {
         let next = layout::generations(&store)?
             .last()
             .map_or(Some(1), |last| last.checked_add(1))
-            .ok_or_else(|| StoreError::Io("the store's generation counter is exhausted".into()))?;
+            .ok_or_else(|| StoreError::io_context("the store's generation counter is exhausted"))?;
         // Not current yet: an open before the switch below would wipe it as a leftover.
         let fresh = layout::generation_dir(&store, next);
         std::fs::rename(layout::generation_dir(&staging, 1), &fresh)
-            .map_err(|error| dir_error(&fresh, &error))?;
+            .map_err(|error| dir_error(&fresh, error))?;
         let moved_to = move_damaged_aside(&store, next, stamp)?;
         crash_point("salvage-moved");
         layout::write_pointer(&store, next)?;
@@ -602,7 +602,7 @@ impl SledTokenStore {
         let next = database
             .generation
             .checked_add(1)
-            .ok_or_else(|| StoreError::Io("the store's generation counter is exhausted".into()))?;
+            .ok_or_else(|| StoreError::io_context("the store's generation counter is exhausted"))?;
         // Left by a compaction that died before its switch (normally wiped at open).
         layout::scrub(&layout::generation_dir(store, next))?;
         let fresh = Database::open(store, next)?;
@@ -625,10 +625,11 @@ impl SledTokenStore {
         drop(old);
         drop(database);
         layout::scrub(&layout::generation_dir(store, old_generation)).map_err(|error| {
-            StoreError::Io(format!(
-                "the store was compacted but its old files could not all be removed ({error}); \
-                 they are removed the next time the store is opened"
-            ))
+            StoreError::io(
+                "the store was compacted but its old files could not all be removed (they are \
+                 removed the next time the store is opened)",
+                error,
+            )
         })
     }
 
@@ -803,10 +804,10 @@ impl SledTokenStore {
                 return self.scrub_removed();
             }
         }
-        Err(StoreError::Io(format!(
-            "profile `{}` kept changing while it was being deleted",
-            profile.escape_default()
-        )))
+        Err(StoreError::Contended {
+            profile: profile.to_owned(),
+            attempts: MAX_SWAP_ATTEMPTS,
+        })
     }
 
     fn profiles_blocking(&self) -> Result<Vec<String>, StoreError> {
@@ -876,11 +877,11 @@ impl SledTokenStore {
         };
         let plaintext = Zeroizing::new(
             serde_json::to_vec(&ExposeSecrets(record))
-                .map_err(|_| StoreError::Io("cannot serialize the record".into()))?,
+                .map_err(|_| StoreError::io_context("cannot serialize the record"))?,
         );
         let sealed = sealer
             .seal_record(profile, version, &plaintext)
-            .map_err(StoreError::Io)?;
+            .map_err(StoreError::io_context)?;
         encode(&EnvelopeOut {
             format: SEALED_FORMAT,
             version,
@@ -938,9 +939,7 @@ impl SledTokenStore {
                 handle
                     .spawn_blocking(move || operation(&store))
                     .await
-                    .map_err(|error| {
-                        StoreError::Io(format!("token store task did not complete: {error}"))
-                    })?
+                    .map_err(|error| StoreError::io("token store task did not complete", error))?
             }
             Err(_) => operation(self),
         }
@@ -955,7 +954,7 @@ fn open_current(store: &Path) -> Result<Database, StoreError> {
         if !dir.join("conf").is_file() {
             // Never an empty store in its place (the user would think they were logged out),
             // and nothing removed: putting the right pointer back recovers everything.
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::io_context(format!(
                 "{} names {}, which is missing: the store is damaged (nothing was removed; \
                  the generations present are {:?})",
                 store.join("CURRENT").display(),
@@ -978,7 +977,7 @@ fn open_current(store: &Path) -> Result<Database, StoreError> {
             }
         }
         if !with_records.is_empty() {
-            return Err(StoreError::Io(format!(
+            return Err(StoreError::io_context(format!(
                 "the store at {} has lost its pointer file (CURRENT) but generations {:?} hold \
                  records: nothing was removed; write `gen-N` (the newest complete generation) \
                  into {} to recover",
@@ -1026,7 +1025,7 @@ fn check_encryption(
         .map_err(|error| io_error("read", error))?
         .map(|bytes| {
             serde_json::from_slice::<EncryptionMarker>(&bytes).map_err(|_| {
-                StoreError::Io(format!(
+                StoreError::io_context(format!(
                     "the encryption marker of the store at {} is damaged",
                     store.display()
                 ))
@@ -1078,7 +1077,7 @@ fn check_encryption(
                 .marker(source)
                 .map_err(|message| key_error(source.unusable(&message)))?;
             let marker = serde_json::to_vec(&marker)
-                .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+                .map_err(|_| StoreError::io_context("cannot serialize the encryption marker"))?;
             database
                 .meta
                 .insert(META_ENCRYPTION, marker)
@@ -1421,7 +1420,7 @@ fn corrupt(profile: &str, part: &str, error: &serde_json::Error) -> StoreError {
 fn encode(envelope: &EnvelopeOut<'_>) -> Result<Vec<u8>, StoreError> {
     // Cannot fail for these types (string keys only); the error text is dropped all the same,
     // since it could quote a value.
-    serde_json::to_vec(envelope).map_err(|_| StoreError::Io("cannot serialize the record".into()))
+    serde_json::to_vec(envelope).map_err(|_| StoreError::io_context("cannot serialize the record"))
 }
 
 fn conflict(profile: &str, expected: Option<u64>, found: Option<u64>) -> StoreError {
@@ -1433,7 +1432,7 @@ fn conflict(profile: &str, expected: Option<u64>, found: Option<u64>) -> StoreEr
 }
 
 fn io_error(operation: &str, error: sled::Error) -> StoreError {
-    StoreError::Io(format!("{operation} failed: {error}"))
+    StoreError::io(format!("{operation} failed"), error)
 }
 
 fn open_error(path: &Path, error: sled::Error) -> StoreError {
@@ -1471,10 +1470,10 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
                 ),
             }
         }
-        other => StoreError::Io(format!(
-            "cannot open the database at {}: {other}",
-            path.display()
-        )),
+        other => StoreError::io(
+            format!("cannot open the database at {}", path.display()),
+            other,
+        ),
     }
 }
 
@@ -1486,7 +1485,7 @@ const SALVAGE_HINT: &str = "`SledTokenStore::salvage` (`mailup-auth recover`) re
 fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
     let name = path
         .file_name()
-        .ok_or_else(|| StoreError::Io(format!("{}: not a directory name", path.display())))?
+        .ok_or_else(|| StoreError::io_context(format!("{}: not a directory name", path.display())))?
         .to_string_lossy()
         .into_owned();
     for attempt in 0..1000u32 {
@@ -1498,7 +1497,7 @@ fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
             return Ok(candidate);
         }
     }
-    Err(StoreError::Io(format!(
+    Err(StoreError::io_context(format!(
         "{}: too many earlier recoveries beside it",
         path.display()
     )))
@@ -1511,8 +1510,8 @@ fn free_sibling(path: &Path, suffix: &str) -> Result<PathBuf, StoreError> {
 fn move_damaged_aside(store: &Path, keep: u64, stamp: u64) -> Result<PathBuf, StoreError> {
     let entries = |store: &Path| -> Result<Vec<std::ffi::OsString>, StoreError> {
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(store).map_err(|error| dir_error(store, &error))? {
-            let name = entry.map_err(|error| dir_error(store, &error))?.file_name();
+        for entry in std::fs::read_dir(store).map_err(|error| dir_error(store, error))? {
+            let name = entry.map_err(|error| dir_error(store, error))?.file_name();
             if name
                 .to_str()
                 .is_some_and(|name| layout::is_database_entry(name, keep))
@@ -1537,11 +1536,11 @@ fn move_damaged_aside(store: &Path, keep: u64, stamp: u64) -> Result<PathBuf, St
                 create_private_dir(&moved_to)?;
                 for name in &names {
                     std::fs::rename(store.join(name), moved_to.join(name))
-                        .map_err(|error| dir_error(&store.join(name), &error))?;
+                        .map_err(|error| dir_error(&store.join(name), error))?;
                 }
                 break;
             }
-            Err(error) => return Err(dir_error(&store.join(name), &error)),
+            Err(error) => return Err(dir_error(&store.join(name), error)),
         }
     }
     layout::sync_dir(&moved_to)?;
@@ -1559,16 +1558,16 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|error| dir_error(path, &error))?;
+        .map_err(|error| dir_error(path, error))?;
     // An existing directory keeps its mode under `create`; tokens must not be readable by
     // others whatever it was.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|error| dir_error(path, &error))
+        .map_err(|error| dir_error(path, error))
 }
 
 #[cfg(not(unix))]
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(path).map_err(|error| dir_error(path, &error))
+    std::fs::create_dir_all(path).map_err(|error| dir_error(path, error))
 }
 
 /// Sets every file under `dir` to `0600` and every directory to `0700`.
@@ -1576,13 +1575,11 @@ fn create_private_dir(path: &Path) -> Result<(), StoreError> {
 fn restrict_files(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
 
-    let entries = std::fs::read_dir(dir).map_err(|error| dir_error(dir, &error))?;
+    let entries = std::fs::read_dir(dir).map_err(|error| dir_error(dir, error))?;
     for entry in entries {
-        let entry = entry.map_err(|error| dir_error(dir, &error))?;
+        let entry = entry.map_err(|error| dir_error(dir, error))?;
         let path = entry.path();
-        let file_type = entry
-            .file_type()
-            .map_err(|error| dir_error(&path, &error))?;
+        let file_type = entry.file_type().map_err(|error| dir_error(&path, error))?;
         let mode = if file_type.is_dir() {
             restrict_files(&path)?;
             0o700
@@ -1592,7 +1589,7 @@ fn restrict_files(dir: &Path) -> Result<(), StoreError> {
             continue;
         };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(|error| dir_error(&path, &error))?;
+            .map_err(|error| dir_error(&path, error))?;
     }
     Ok(())
 }
@@ -1602,6 +1599,6 @@ fn restrict_files(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn dir_error(path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::Io(format!("{}: {error}", path.display()))
+fn dir_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::io(path.display().to_string(), error)
 }

@@ -444,7 +444,7 @@ fn an_open_store_is_not_salvaged() {
     drop(store);
     assert!(matches!(
         SledTokenStore::salvage(dir.path().join("nothing"), None),
-        Err(StoreError::Io(_))
+        Err(StoreError::Io { .. })
     ));
 }
 

@@ -54,7 +54,7 @@ pub use http;
 pub use mailup_auth_core::ApiPathError;
 pub use mailup_auth_core::{
     AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
-    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
+    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, ErrorSource, Grant, HttpRequest,
     HttpResponse, KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
     StoreError, StoredClient, StoredProfile, TokenError, TokenSet, TokenStore, Transport,

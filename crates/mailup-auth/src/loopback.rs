@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mailup_auth_core::CsrfState;
+use mailup_auth_core::{CsrfState, ErrorSource};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
@@ -39,9 +39,10 @@ pub enum LoopbackError {
     /// A redirect URI that is not `http://127.0.0.1:PORT/..` or `http://localhost:PORT/..`.
     #[error("not a loopback redirect URI with an explicit port: {0}")]
     NotLoopback(String),
-    /// Accepting connections failed.
+    /// Accepting connections failed; the error underneath (an `std::io::Error`, a URL that
+    /// cannot be built) is kept as `source()`.
     #[error("loopback listener I/O error: {0}")]
-    Io(String),
+    Io(#[source] ErrorSource),
 }
 
 /// How long the browser's request waits for the application to report the login's outcome.
@@ -145,10 +146,10 @@ impl LoopbackRedirect {
             })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+            .map_err(|e| LoopbackError::Io(ErrorSource::new(e)))?;
         let path = format!("/{}", path.trim_start_matches('/'));
         let redirect_uri = Url::parse(&format!("http://127.0.0.1:{}{}", addr.port(), path))
-            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+            .map_err(|e| LoopbackError::Io(ErrorSource::new(e)))?;
         Ok(Self {
             listener,
             ipv6: None,

@@ -98,7 +98,10 @@ impl MailUpClient {
         }
         builder
             .body(response.body.to_vec())
-            .map_err(|e| Error::Decode(e.to_string()))
+            .map_err(|e| Error::Decode {
+                context: "cannot rebuild it as an http::Response".into(),
+                source: Some(mailup_auth_core::ErrorSource::new(e)),
+            })
     }
 
     /// An API request for `path` (relative to the API base, or a full http(s) URL) with an
@@ -166,8 +169,10 @@ impl MailUpClient {
 }
 
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
-    serde_json::to_vec(body)
-        .map_err(|e| Error::Decode(format!("cannot encode the request body: {e}")))
+    serde_json::to_vec(body).map_err(|e| Error::Decode {
+        context: "cannot encode the request body".into(),
+        source: Some(mailup_auth_core::ErrorSource::new(e)),
+    })
 }
 
 pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> {
@@ -177,12 +182,13 @@ pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> 
         &response.body
     };
     // serde_json's message can quote part of the body; report only where it failed.
-    serde_json::from_slice(body).map_err(|e| {
-        Error::Decode(format!(
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        context: format!(
             "{:?} error at line {}, column {}",
             e.classify(),
             e.line(),
             e.column()
-        ))
+        ),
+        source: None,
     })
 }

@@ -522,7 +522,7 @@ pub(super) fn open_sled(
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
     dir.create(&path)
-        .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StoreError::io(path.display().to_string(), e))?;
     let key = std::fs::canonicalize(&path).unwrap_or(path);
     let mut open = OPEN
         .get_or_init(Default::default)

@@ -140,7 +140,6 @@ impl MailUpClient {
     /// Returns the record's new version.
     pub(super) async fn forget_stored_tokens(&self) -> Result<Option<u64>> {
         let profile = &self.inner.profile;
-        let mut last_conflict = None;
         for _ in 0..MAX_SAVE_ATTEMPTS {
             let Some(stored) = self.inner.settings.store.load(profile).await? else {
                 return Ok(None);
@@ -161,7 +160,7 @@ impl MailUpClient {
                 .await
             {
                 Ok(version) => return Ok(Some(version)),
-                Err(conflict @ StoreError::Conflict { .. }) => last_conflict = Some(conflict),
+                Err(StoreError::Conflict { .. }) => {}
                 // A damaged record whose version cannot grow: forgetting the tokens means
                 // removing it (its client registration with it); the next login starts anew.
                 Err(StoreError::VersionExhausted { .. }) => {
@@ -171,8 +170,10 @@ impl MailUpClient {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(last_conflict
-            .unwrap_or_else(|| StoreError::Io("the record kept changing".into()))
-            .into())
+        Err(StoreError::Contended {
+            profile: profile.clone(),
+            attempts: MAX_SAVE_ATTEMPTS,
+        }
+        .into())
     }
 }

@@ -669,8 +669,9 @@ impl MailUpClient {
                 }
             }
         }
-        Err(Error::Store(StoreError::Io(
-            "the record kept changing concurrently".into(),
-        )))
+        Err(Error::Store(StoreError::Contended {
+            profile: self.inner.profile.clone(),
+            attempts: MAX_SAVE_ATTEMPTS,
+        }))
     }
 }
