@@ -26,12 +26,12 @@ pub const DEFAULT_CALLBACK_PATH: &str = "/callback";
 #[non_exhaustive]
 pub enum LoopbackError {
     /// The port could not be bound.
-    #[error("cannot listen on 127.0.0.1:{port}: {message}")]
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Bind {
         /// The port asked for.
         port: u16,
-        /// Why.
-        message: String,
+        /// Why: the operating system's error (`std::io::Error`), kept as `source()`.
+        source: ErrorSource,
     },
     /// No valid callback arrived in time.
     #[error("no authorization callback within {} s", .0.as_secs())]
@@ -142,7 +142,7 @@ impl LoopbackRedirect {
             .await
             .map_err(|e| LoopbackError::Bind {
                 port,
-                message: e.to_string(),
+                source: ErrorSource::new(e),
             })?;
         let addr = listener
             .local_addr()
