@@ -39,12 +39,12 @@ pub enum ConfigError {
     #[error("the client id is empty")]
     EmptyClientId,
     /// A URL does not parse.
-    #[error("{field} is not a valid URL: {reason}")]
+    #[error("{field} is not a valid URL: {source}")]
     InvalidUrl {
         /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
-        /// Why it does not parse.
-        reason: String,
+        /// Why it does not parse: the `url` crate's error, also `source()`.
+        source: url::ParseError,
     },
     /// A URL is not an absolute `http` or `https` URL with a host.
     #[error("{field} must be an absolute http(s) URL with a host")]
@@ -448,10 +448,8 @@ fn require_secure_transport(field: &'static str, url: &Url) -> Result<(), Config
 
 /// Parses an absolute `http`/`https` URL with a host, or says which setting is wrong.
 pub fn parse_http_url(field: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim()).map_err(|e| ConfigError::InvalidUrl {
-        field,
-        reason: e.to_string(),
-    })?;
+    let url =
+        Url::parse(value.trim()).map_err(|source| ConfigError::InvalidUrl { field, source })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::NotHttpUrl { field });
     }
@@ -527,6 +525,13 @@ mod tests {
             ConfigError::NotHttpUrl {
                 field: "redirect uri"
             }
+        );
+        let not_a_url = builder().token_url("not a url").build().unwrap_err();
+        assert_eq!(
+            std::error::Error::source(&not_a_url)
+                .and_then(|source| source.downcast_ref::<url::ParseError>()),
+            Some(&url::ParseError::RelativeUrlWithoutBase),
+            "the url crate's error is the source"
         );
         assert!(matches!(
             builder()
