@@ -32,12 +32,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mailup_auth::{ClientSecret, MailUpClient, Password};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
 use mailup_auth_store_redis::internal::RedisServer;
-use mailup_auth_tests::Worker;
+use mailup_auth_tests::{client_builder, emulator_with_lifetime, logged_in, Worker};
 
 const LIFETIME: Duration = Duration::from_secs(2);
 /// Past the expiry (and the emulator's one-second granularity) before each round.
@@ -139,22 +135,8 @@ fn main() {
         .build()
         .unwrap();
     let emulator = runtime.block_on(async {
-        let emulator = Emulator::builder()
-            .access_token_lifetime(LIFETIME)
-            .start()
-            .await
-            .unwrap();
-        let client =
-            MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-                .auth_base(emulator.base_url().as_str())
-                .store_url(server.url())
-                .build()
-                .await
-                .unwrap();
-        client
-            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-            .await
-            .unwrap();
+        let emulator = emulator_with_lifetime(LIFETIME).await;
+        let _client = logged_in(client_builder(&emulator).store_url(server.url())).await;
         emulator.set_token_latency(token_latency);
         emulator
     });

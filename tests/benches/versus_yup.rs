@@ -34,10 +34,11 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
-use mailup_auth::{ClientSecret, MailUpClient, Password, SledTokenStore};
+use mailup_auth::{MailUpClient, SledTokenStore};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
+use mailup_auth_tests::{client_builder, emulator_with_lifetime, logged_in};
 use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::storage::{TokenInfo, TokenStorage, TokenStorageError};
 use yup_oauth2::{ApplicationSecret, CustomHyperClientBuilder, DeviceFlowAuthenticator};
@@ -141,18 +142,12 @@ async fn yup_for(emulator: &Emulator, http: &reqwest::Client) -> (Yup, Arc<OneTo
 
 async fn ours_for(emulator: &Emulator, dir: &std::path::Path) -> MailUpClient {
     let store = Arc::new(SledTokenStore::open(dir).unwrap());
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .api_base(emulator.console_api_base().as_str())
-        .store(store)
-        .build()
-        .await
-        .unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
-    client
+    logged_in(
+        client_builder(emulator)
+            .api_base(emulator.console_api_base().as_str())
+            .store(store),
+    )
+    .await
 }
 
 /// Polls a future that must be ready at once (a cached read never waits).
@@ -223,11 +218,7 @@ async fn storms(tasks: usize, rounds: usize) -> StormFigures {
     // 2 s tokens for us: our client's token expires between rounds on the real clock. Hour-long
     // ones for yup-oauth2, which takes any token within a minute of its expiry for expired
     // (the bench expires its stored token itself).
-    let emulator = Emulator::builder()
-        .access_token_lifetime(Duration::from_secs(2))
-        .start()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
     let yup_emulator = Emulator::builder().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();

@@ -1,28 +1,84 @@
 //! Shared helpers of the workspace's end-to-end tests and benches (`tests/tests`,
 //! `tests/benches`); the helper binaries are in `src/bin`.
+//!
+//! - Starting points: [`emulator_with_lifetime`], [`client_builder`] (the emulator's default
+//!   client, library defaults otherwise), [`builder`] (the same with a short backoff),
+//!   [`password_login`], [`logged_in`] (build and log in), [`log_in_to_redis`].
+//! - Waiting without a timed assertion: [`until`] (bounded polling).
+//! - The scale-out worker processes: [`Worker`] and the [`Round`] it answers.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use mailup_auth::{ClientSecret, MailUpClient, Password};
+use mailup_auth::{Backoff, ClientSecret, MailUpClient, MailUpClientBuilder, Password};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 
+/// An emulator on 127.0.0.1 (a free port) whose access tokens live `lifetime`.
+pub async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
+    Emulator::builder()
+        .access_token_lifetime(lifetime)
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
+/// A facade builder for the emulator's default client (`DEFAULT_CLIENT_ID` and its secret)
+/// against `emulator`'s auth base; every other setting is the library's default, and no store
+/// is chosen yet.
+pub fn client_builder(emulator: &Emulator) -> MailUpClientBuilder {
+    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+}
+
+/// [`client_builder`] with a short backoff (20 ms doubling up to 200 ms), so the tests that
+/// make the token endpoint fail do not wait out the default backoff.
+pub fn builder(emulator: &Emulator) -> MailUpClientBuilder {
+    client_builder(emulator).backoff(Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+    })
+}
+
+/// Logs `client` in with the emulator's default user through the password grant; panics if
+/// the login fails.
+pub async fn password_login(client: &MailUpClient) {
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .expect("password login");
+}
+
+/// Builds the client `builder` describes and logs it in ([`password_login`]); panics if either
+/// fails.
+pub async fn logged_in(builder: MailUpClientBuilder) -> MailUpClient {
+    let client = builder.build().await.expect("the client builds");
+    password_login(&client).await;
+    client
+}
+
+/// Waits until `done` says so, polling every 10 ms; panics naming `what` after 20 s (a bound
+/// against a hang, not a timed assertion).
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Logs the default profile in through the emulator's password grant, saving the tokens to the
 /// Redis store at `redis`; returns the access token obtained.
 pub async fn log_in_to_redis(redis: &str, emulator: &Emulator) -> String {
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
+    let client = client_builder(emulator)
         .store_url(redis)
         .build()
         .await
         .expect("a client on the Redis store");
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("the password login");
+    password_login(&client).await;
     client
         .access_token()
         .await

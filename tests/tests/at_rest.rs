@@ -2,10 +2,9 @@
 //! and for a Redis URL (there over `rediss://` with a private CA, `redis_root_certificate`).
 
 use mailup_auth::core::{KeyProblem, StoreError};
-use mailup_auth::{ClientSecret, Error, KeySource, MailUpClient, Password};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth::{Error, KeySource};
+use mailup_auth_emulator::Emulator;
+use mailup_auth_tests::{client_builder, password_login};
 
 fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
     let mut stack = vec![dir.to_path_buf()];
@@ -27,21 +26,14 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("tokens");
     let key = dir.path().join("keys").join("store.key");
-    let builder = || {
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .store_path(&store)
-    };
+    let builder = || client_builder(&emulator).store_path(&store);
     let access = {
         let client = builder()
             .store_key(KeySource::File(key.clone()))
             .build()
             .await
             .unwrap();
-        client
-            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-            .await
-            .unwrap();
+        password_login(&client).await;
         client.access_token().await.unwrap().secret().to_owned()
     };
     // Closed: sled lets go of the directory a moment after the last handle.
@@ -79,20 +71,13 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
 async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_process() {
     let emulator = Emulator::builder().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let builder = |store: &std::path::Path| {
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .store_path(store)
-    };
+    let builder = |store: &std::path::Path| client_builder(&emulator).store_path(store);
     let mut accepted = Vec::new();
 
     // A clear store, open in this process; then a client that asks for encryption.
     let clear = dir.path().join("clear");
     let first = builder(&clear).build().await.unwrap();
-    first
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
+    password_login(&first).await;
     let keyed = builder(&clear)
         .store_key(KeySource::File(dir.path().join("clear.key")))
         .build()
@@ -108,10 +93,7 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
         .build()
         .await
         .unwrap();
-    owner
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
+    password_login(&owner).await;
     let other_key = KeySource::File(dir.path().join("other.key"));
     drop(
         builder(&dir.path().join("other"))
@@ -146,16 +128,12 @@ async fn store_key_applies_to_a_redis_store_url_over_tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let key = KeySource::File(dir.path().join("redis.key"));
     let builder = || {
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
+        client_builder(&emulator)
             .store_url(server.url())
             .redis_root_certificate(ca.clone())
     };
     let client = builder().store_key(key.clone()).build().await.unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
+    password_login(&client).await;
     let access = client.access_token().await.unwrap().secret().to_owned();
 
     // What Redis holds, read with a raw connection that trusts the same CA.

@@ -2,10 +2,8 @@
 //! subscribe a recipient, put it in a group, list the group, unsubscribe it, read the
 //! unsubscribed list. Real HTTP over 127.0.0.1, an in-memory token store.
 
-use mailup_auth::{ClientSecret, MailUpClient, Password};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth_emulator::Emulator;
+use mailup_auth_tests::{client_builder, password_login};
 use serde_json::{json, Value};
 
 fn emails(page: &Value) -> Vec<String> {
@@ -20,16 +18,12 @@ fn emails(page: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_group_list_unsubscribe_through_the_facade() {
     let emulator = Emulator::builder().start().await.expect("emulator starts");
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
+    let client = client_builder(&emulator)
         .memory_store()
         .build()
         .await
         .expect("client builds");
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("password login");
+    password_login(&client).await;
 
     // The first calls find the demo data: a list, its groups, the personal data fields.
     let lists: Value = client

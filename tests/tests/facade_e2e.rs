@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailup_auth::{
-    Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
-    Password, ReauthReason, SledTokenStore, TokenStore,
+    Error, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
-    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    Emulator, Fault, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
+use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in, password_login};
 
 const INFO: &str = "Console/Authentication/Info";
 
@@ -19,32 +19,8 @@ async fn emulator() -> Emulator {
     Emulator::builder().start().await.expect("emulator starts")
 }
 
-async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
-    Emulator::builder()
-        .access_token_lifetime(lifetime)
-        .start()
-        .await
-        .expect("emulator starts")
-}
-
-fn builder(emulator: &Emulator) -> MailUpClientBuilder {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        })
-}
-
 fn sled_store(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
     Arc::new(SledTokenStore::open(dir.path().join("tokens")).expect("sled opens"))
-}
-
-async fn password_login(client: &MailUpClient) {
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("password login");
 }
 
 /// The refresh token stored under the default profile.
@@ -177,13 +153,7 @@ async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
 async fn proactive_refresh_when_expiry_approaches_and_401_driven_refresh() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).clock(clock.clone()).memory_store()).await;
     let first = client.access_token().await.unwrap();
 
     // 30 s before expiry (inside the 60 s skew): proactive refresh, no 401 needed.
@@ -212,13 +182,12 @@ async fn a_thousand_concurrent_callers_on_an_expired_token_cause_one_refresh() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
     let dir = tempfile::tempdir().unwrap();
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .store(sled_store(&dir))
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .store(sled_store(&dir)),
+    )
+    .await;
     let old = client.access_token().await.unwrap();
     clock.advance(Duration::from_secs(7200));
     let before = emulator.counters();
@@ -255,12 +224,7 @@ async fn rotation_survives_a_restart() {
     let original;
     {
         let store: Arc<dyn TokenStore> = Arc::new(SledTokenStore::open(&path).unwrap());
-        let client = builder(&emulator)
-            .store(store.clone())
-            .build()
-            .await
-            .unwrap();
-        password_login(&client).await;
+        let client = logged_in(builder(&emulator).store(store.clone())).await;
         original = stored_refresh_token(&store).await;
         client.refresh().await.unwrap();
         rotated = stored_refresh_token(&store).await;
@@ -313,14 +277,13 @@ async fn open_again(path: &std::path::Path) -> Arc<dyn TokenStore> {
 async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .rejected_refresh_grace(Duration::from_millis(100))
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .rejected_refresh_grace(Duration::from_millis(100))
+            .memory_store(),
+    )
+    .await;
     emulator.revoke_all_refresh_tokens();
     clock.advance(Duration::from_secs(7200));
     let before = emulator.counters();
@@ -357,13 +320,7 @@ async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
 async fn transient_token_endpoint_failures_back_off_then_succeed() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).clock(clock.clone()).memory_store()).await;
     let old = client.access_token().await.unwrap();
 
     // Token endpoint down while the access token is still valid: calls keep working.
@@ -405,14 +362,13 @@ async fn transient_token_endpoint_failures_back_off_then_succeed() {
 async fn a_token_endpoint_that_stays_down_gives_a_bounded_transient_error() {
     let emulator = emulator().await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .max_refresh_attempts(3)
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .max_refresh_attempts(3)
+            .memory_store(),
+    )
+    .await;
     clock.advance(Duration::from_secs(7200));
     emulator.fail_next_token_requests(1000, Fault::HtmlErrorPage);
     let ticker = {
@@ -440,13 +396,7 @@ async fn two_instances_on_one_store_race_a_refresh_and_agree() {
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
     let clock = Arc::new(ManualClock::starting_now());
-    let a = builder(&emulator)
-        .clock(clock.clone())
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
-    password_login(&a).await;
+    let a = logged_in(builder(&emulator).clock(clock.clone()).store(store.clone())).await;
     let b = builder(&emulator)
         .clock(clock.clone())
         .store(store.clone())
@@ -498,12 +448,7 @@ async fn logout_forgets_the_tokens_in_the_store() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
-    let client = builder(&emulator)
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).store(store.clone())).await;
     client.logout().await.unwrap();
     assert!(store.load("default").await.unwrap().is_none());
     assert!(client
@@ -548,8 +493,7 @@ async fn the_background_task_refreshes_ahead_of_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_typed_errors_or_a_bounded_wait() {
     let emulator = emulator().await;
-    let strict = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&strict).await;
+    let strict = logged_in(builder(&emulator).memory_store()).await;
     emulator.set_rate_limit(Some((2, Duration::from_secs(1))));
     let mut limited = None;
     for _ in 0..3 {
@@ -604,13 +548,12 @@ async fn rate_limits_are_typed_errors_or_a_bounded_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_refresh_that_is_rejected_or_fails_is_reported() {
     let emulator = emulator().await;
-    let client = builder(&emulator)
-        .rejected_refresh_grace(Duration::from_millis(50))
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .rejected_refresh_grace(Duration::from_millis(50))
+            .memory_store(),
+    )
+    .await;
     emulator.fail_next_token_requests(1, Fault::Status503);
     let err = client.refresh().await.unwrap_err();
     assert!(
@@ -635,13 +578,7 @@ async fn a_caller_that_gives_up_mid_refresh_does_not_wedge_the_client() {
     let clock = Arc::new(ManualClock::starting_now());
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).clock(clock.clone()).store(store.clone())).await;
     clock.advance(Duration::from_secs(7200));
     emulator.set_token_latency(Duration::from_millis(300));
     let gave_up = tokio::time::timeout(Duration::from_millis(50), client.access_token()).await;
@@ -670,8 +607,7 @@ async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
     // A zero lifetime: no token is ever fresh, whatever the skew (a lifetime merely shorter
     // than the skew works: see hardening.rs).
     let emulator = emulator_with_lifetime(Duration::from_millis(1)).await;
-    let client = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
     let err = client.access_token().await.unwrap_err();
     assert!(matches!(err, Error::TokensNeverFresh { .. }), "{err:?}");
     assert!(emulator.counters().token_refresh_token <= 3, "bounded");
@@ -682,8 +618,7 @@ async fn the_background_task_does_not_flood_a_server_with_short_lived_tokens() {
     // 2 s tokens: due after 1 s (effective skew), and the task never refreshes a set younger
     // than 1 s.
     let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
-    let client = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
     let _task = client.spawn_background_refresh();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let refreshes = emulator.counters().token_refresh_token;
@@ -724,8 +659,7 @@ async fn hooks_may_call_the_client_and_logout_reports_store_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_token_only_goes_to_trusted_origins() {
     let emulator = emulator().await;
-    let client = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
     let before = emulator.counters().api_calls;
     let err = client
         .get::<serde_json::Value>("http://127.0.0.1:1/steal")
@@ -744,13 +678,12 @@ async fn the_access_token_only_goes_to_trusted_origins() {
     assert_eq!(info["Username"], DEFAULT_USERNAME);
     assert_eq!(emulator.counters().api_calls, before + 1);
 
-    let trusting = builder(&emulator)
-        .memory_store()
-        .trust_origin("http://127.0.0.1:1/")
-        .build()
-        .await
-        .unwrap();
-    password_login(&trusting).await;
+    let trusting = logged_in(
+        builder(&emulator)
+            .memory_store()
+            .trust_origin("http://127.0.0.1:1/"),
+    )
+    .await;
     let err = trusting
         .get::<serde_json::Value>("http://127.0.0.1:1/x")
         .await
@@ -767,14 +700,13 @@ async fn a_rejection_is_recorded_so_the_next_process_knows_without_trying() {
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
     let clock = Arc::new(ManualClock::starting_now());
-    let first = builder(&emulator)
-        .clock(clock.clone())
-        .store(store.clone())
-        .rejected_refresh_grace(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap();
-    password_login(&first).await;
+    let first = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .store(store.clone())
+            .rejected_refresh_grace(Duration::from_millis(50)),
+    )
+    .await;
     emulator.revoke_all_refresh_tokens();
     assert!(first
         .refresh()

@@ -6,37 +6,11 @@ use std::time::{Duration, Instant};
 
 use mailup_auth::core::{CallbackError, ConfigError};
 use mailup_auth::{
-    Backoff, ClientSecret, Error, LoopbackLogin, MailUpClient, MailUpClientBuilder, ManualClock,
-    Password, SledTokenStore, TokenStore,
+    ClientSecret, Error, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::{Consent, ScriptedBrowser};
-use mailup_auth_emulator::{
-    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
-
-async fn emulator_with_lifetime(lifetime: Duration) -> Emulator {
-    Emulator::builder()
-        .access_token_lifetime(lifetime)
-        .start()
-        .await
-        .expect("emulator starts")
-}
-
-fn builder(emulator: &Emulator) -> MailUpClientBuilder {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .backoff(Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        })
-}
-
-async fn password_login(client: &MailUpClient) {
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .expect("password login");
-}
+use mailup_auth_emulator::{Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in};
 
 /// Item 1: plain http to a host that is not a loopback address is a typed configuration error
 /// before any I/O, unless explicitly allowed.
@@ -75,12 +49,7 @@ async fn a_one_off_refusal_does_not_lock_the_profile_out() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn TokenStore> = Arc::new(SledTokenStore::open(dir.path().join("t")).unwrap());
-    let client = builder(&emulator)
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).store(store.clone())).await;
     let before = store.load("default").await.unwrap().unwrap();
 
     for fault in [Fault::NotFoundHtml, Fault::InvalidRequest] {
@@ -194,16 +163,15 @@ async fn a_pending_authorization_is_single_use_and_expires() {
 async fn a_still_valid_token_is_served_while_the_token_endpoint_is_down() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
     let clock = Arc::new(ManualClock::starting_now());
-    let client = builder(&emulator)
-        .clock(clock.clone())
-        // The manual clock does not move while the client backs off: give up after the
-        // second failed attempt instead of waiting out the operation's time.
-        .max_refresh_attempts(2)
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            // The manual clock does not move while the client backs off: give up after the
+            // second failed attempt instead of waiting out the operation's time.
+            .max_refresh_attempts(2)
+            .memory_store(),
+    )
+    .await;
     let token = client.access_token().await.unwrap();
     clock.advance(Duration::from_secs(3600 - 57));
     emulator.fail_next_token_requests(1000, Fault::Status503);
@@ -240,13 +208,12 @@ async fn a_still_valid_token_is_served_while_the_token_endpoint_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_token_endpoint_is_bounded_by_the_operation_timeout() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
-    let client = builder(&emulator)
-        .token_operation_timeout(Duration::from_millis(800))
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .token_operation_timeout(Duration::from_millis(800))
+            .memory_store(),
+    )
+    .await;
     emulator.set_token_latency(Duration::from_secs(20));
     let started = Instant::now();
     let error = client.refresh().await.unwrap_err();
@@ -303,13 +270,12 @@ async fn the_loopback_page_reflects_the_code_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_shorter_than_the_skew_just_work() {
     let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
-    let client = builder(&emulator)
-        .refresh_skew(Duration::from_secs(60))
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&client).await;
+    let client = logged_in(
+        builder(&emulator)
+            .refresh_skew(Duration::from_secs(60))
+            .memory_store(),
+    )
+    .await;
     let first = client.access_token().await.expect("fresh on arrival");
     let _: serde_json::Value = client.get("Console/Authentication/Info").await.unwrap();
     assert_eq!(emulator.counters().token_refresh_token, 0);
@@ -325,12 +291,7 @@ async fn tokens_shorter_than_the_skew_just_work() {
 async fn clients_sharing_a_store_directory_refresh_once() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
     let dir = tempfile::tempdir().unwrap();
-    let first = builder(&emulator)
-        .store_path(dir.path().join("t"))
-        .build()
-        .await
-        .unwrap();
-    password_login(&first).await;
+    let _first = logged_in(builder(&emulator).store_path(dir.path().join("t"))).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(
@@ -369,13 +330,7 @@ async fn clients_sharing_a_store_directory_refresh_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_answers_over_the_configured_limit_are_refused() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
-    let small = builder(&emulator)
-        .max_response_bytes(16)
-        .memory_store()
-        .build()
-        .await
-        .unwrap();
-    password_login(&small).await;
+    let small = logged_in(builder(&emulator).max_response_bytes(16).memory_store()).await;
     let error = small
         .get::<serde_json::Value>("Console/Authentication/Info")
         .await
@@ -388,8 +343,7 @@ async fn api_answers_over_the_configured_limit_are_refused() {
         ),
         other => panic!("{other:?}"),
     }
-    let roomy = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&roomy).await;
+    let roomy = logged_in(builder(&emulator).memory_store()).await;
     let _: serde_json::Value = roomy.get("Console/Authentication/Info").await.unwrap();
 }
 
@@ -398,8 +352,7 @@ async fn api_answers_over_the_configured_limit_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_http_date_is_read_by_the_facade() {
     let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
-    let client = builder(&emulator).memory_store().build().await.unwrap();
-    password_login(&client).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
     emulator.fail_next_api_requests(1, Fault::TooManyRequestsDate);
     let error = client
         .get::<serde_json::Value>("Console/Authentication/Info")

@@ -11,6 +11,7 @@ use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
+use mailup_auth_tests::client_builder;
 
 fn builder() -> mailup_auth::MailUpClientBuilder {
     MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
@@ -86,8 +87,7 @@ async fn two_concurrent_completions_exchange_the_code_once() {
     let store: Arc<dyn TokenStore> = Arc::new(SledTokenStore::open(dir.path().join("t")).unwrap());
     let redirect = "http://127.0.0.1:9/callback";
     let make = |profile: &str| {
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
+        client_builder(&emulator)
             .redirect_uri(redirect)
             .store(store.clone())
             .profile(profile)

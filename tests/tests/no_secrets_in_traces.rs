@@ -4,10 +4,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailup_auth::{ClientSecret, MailUpClient, ManualClock, Password};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth::ManualClock;
+use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD};
+use mailup_auth_tests::{client_builder, password_login};
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]
@@ -51,27 +50,22 @@ fn trace_output_contains_no_secret() {
         let clock = Arc::new(ManualClock::starting_now());
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let hook_seen = seen.clone();
-        let client =
-            MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-                .auth_base(emulator.base_url().as_str())
-                .clock(clock.clone())
-                .memory_store()
-                .on_tokens_changed(move |change| {
-                    if let Some(tokens) = change.tokens {
-                        let mut seen = hook_seen.lock().unwrap();
-                        seen.push(tokens.access_token.secret().to_owned());
-                        if let Some(refresh) = &tokens.refresh_token {
-                            seen.push(refresh.secret().to_owned());
-                        }
+        let client = client_builder(&emulator)
+            .clock(clock.clone())
+            .memory_store()
+            .on_tokens_changed(move |change| {
+                if let Some(tokens) = change.tokens {
+                    let mut seen = hook_seen.lock().unwrap();
+                    seen.push(tokens.access_token.secret().to_owned());
+                    if let Some(refresh) = &tokens.refresh_token {
+                        seen.push(refresh.secret().to_owned());
                     }
-                })
-                .build()
-                .await
-                .unwrap();
-        client
-            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+                }
+            })
+            .build()
             .await
             .unwrap();
+        password_login(&client).await;
         let _: serde_json::Value = client.get("Console/Authentication/Info").await.unwrap();
         clock.advance(Duration::from_secs(7200));
         let _: serde_json::Value = client.get("Console/User/Lists").await.unwrap();

@@ -12,18 +12,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use mailup_auth::{
-    ClientSecret, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, MailUpClient,
-    ProfileRecord, ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError,
-    StoredProfile, TokenStore, Transport, TransportError, UnixTime, Versioned,
+    Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, MailUpClient, ProfileRecord,
+    ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError, StoredProfile,
+    TokenStore, Transport, TransportError, UnixTime, Versioned,
 };
-use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use mailup_auth_emulator::Emulator;
 use mailup_auth_store_redis::internal::RedisServer;
 use mailup_auth_store_redis::RedisRefreshLease;
-use mailup_auth_tests::log_in_to_redis;
+use mailup_auth_tests::{client_builder, log_in_to_redis, until};
 use tokio::sync::Semaphore;
 
 /// The profile every client here uses (the builder's default).
@@ -36,8 +36,7 @@ async fn instance(
     store: Arc<dyn TokenStore>,
     lease: Arc<dyn RefreshLease>,
 ) -> MailUpClient {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
+    client_builder(emulator)
         .transport(transport)
         .store(store)
         .refresh_lease(Some(lease))
@@ -69,15 +68,6 @@ impl Transport for AnswerGate {
         self.answered.fetch_add(1, Ordering::SeqCst);
         self.gate.acquire().await.expect("gate open").forget();
         answer
-    }
-}
-
-/// Waits (bounded) until `done` says so.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

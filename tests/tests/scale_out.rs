@@ -9,16 +9,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth::{
-    Backoff, ClientSecret, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard,
-    MailUpClient, Password, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError, Transport,
-    TransportError,
-};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    Backoff, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, RedisTokenStore,
+    RefreshLease, ReqwestTransport, StoreError, Transport, TransportError,
 };
 use mailup_auth_store_redis::internal::RedisServer;
 use mailup_auth_store_redis::RedisRefreshLease;
-use mailup_auth_tests::{log_in_to_redis, Round, Worker};
+use mailup_auth_tests::{
+    client_builder, emulator_with_lifetime, log_in_to_redis, password_login, until, Round, Worker,
+};
 use tokio::sync::Semaphore;
 
 /// The worker binary (src/bin/scale_out_worker.rs).
@@ -36,11 +34,7 @@ async fn processes_on_two_hosts_send_one_refresh_per_expiry() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let emulator = Emulator::builder()
-        .access_token_lifetime(LIFETIME)
-        .start()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(LIFETIME).await;
     log_in_to_redis(&server.url(), &emulator).await;
     let hosts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut workers: Vec<Worker> = (0..4)
@@ -92,11 +86,7 @@ async fn a_killed_holder_is_replaced_after_the_lease_ttl_without_a_new_login() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let emulator = Emulator::builder()
-        .access_token_lifetime(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(Duration::from_secs(3600)).await;
     log_in_to_redis(&server.url(), &emulator).await;
     let home = tempfile::tempdir().unwrap();
     let mut holder = Worker::start(WORKER, &server.url(), &emulator, 1, home.path());
@@ -168,13 +158,8 @@ async fn redis_down_serves_valid_tokens_fails_typed_and_recovers() {
     // Due at 7 s (the skew), handed out until 9 s (expiry minus 5 s of safety).
     let lifetime = Duration::from_secs(14);
     let skew = Duration::from_secs(7);
-    let emulator = Emulator::builder()
-        .access_token_lifetime(lifetime)
-        .start()
-        .await
-        .unwrap();
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
+    let emulator = emulator_with_lifetime(lifetime).await;
+    let client = client_builder(&emulator)
         .store_url(server.url())
         .refresh_skew(skew)
         .backoff(Backoff {
@@ -184,10 +169,7 @@ async fn redis_down_serves_valid_tokens_fails_typed_and_recovers() {
         .build()
         .await
         .unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
+    password_login(&client).await;
     let logged_in_at = Instant::now();
     let token = client.access_token().await.unwrap();
     server.shutdown_saving();
@@ -312,15 +294,6 @@ impl Transport for GatedTransport {
     }
 }
 
-/// Waits (bounded) until `done` says so.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Three client instances on one Redis, as three processes would be (nothing shared but the
 /// server): the holder takes the lease and its refresh is held at the gate; the two others
 /// find the lease taken and wait. The holder saves but keeps the lease (its release is held
@@ -331,11 +304,7 @@ async fn waiters_in_other_instances_adopt_the_save_without_taking_the_lease() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let emulator = Emulator::builder()
-        .access_token_lifetime(LIFETIME)
-        .start()
-        .await
-        .unwrap();
+    let emulator = emulator_with_lifetime(LIFETIME).await;
     log_in_to_redis(&server.url(), &emulator).await;
     let send_gate = Arc::new(Semaphore::new(0));
     let release_gate = Arc::new(Semaphore::new(0));
@@ -348,8 +317,7 @@ async fn waiters_in_other_instances_adopt_the_save_without_taking_the_lease() {
                 }),
                 None => Arc::new(ReqwestTransport::new().unwrap()),
             };
-            MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-                .auth_base(emulator.base_url().as_str())
+            client_builder(&emulator)
                 .transport(transport)
                 .store(Arc::new(store))
                 .refresh_lease(Some(lease))

@@ -8,8 +8,7 @@
 //! `MAILUP_*` variables, and a bounded timeout.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use mailup_auth_emulator::{
     Emulator, RegisteredClient, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD,
@@ -18,58 +17,30 @@ use mailup_auth_emulator::{
 use tempfile::TempDir;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
+
 const VICTIM_CLIENT_ID: &str = "victim-client";
 const VICTIM_CLIENT_SECRET: &str = "victim-client-secret-5d9c";
 
-struct Setup {
-    emulator: Emulator,
-    home: TempDir,
+/// A [`Setup`] whose emulator also registers the victim client.
+async fn setup() -> Setup {
+    let emulator = Emulator::builder()
+        .client(RegisteredClient::new(
+            VICTIM_CLIENT_ID,
+            VICTIM_CLIENT_SECRET,
+        ))
+        .start()
+        .await
+        .expect("emulator starts");
+    Setup::with_emulator(emulator)
 }
 
 impl Setup {
-    async fn start() -> Self {
-        let emulator = Emulator::builder()
-            .client(RegisteredClient::new(
-                VICTIM_CLIENT_ID,
-                VICTIM_CLIENT_SECRET,
-            ))
-            .start()
-            .await
-            .expect("emulator starts");
-        Self {
-            emulator,
-            home: TempDir::new().expect("temp dir"),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.home.path().join("store")
-    }
-
     /// The binary with a clean environment, `--store` and `--profile`.
     fn command(&self, profile: &str) -> Command {
-        let mut command = Command::new(BIN);
-        for (var, _) in std::env::vars_os() {
-            let name = var.to_string_lossy();
-            if name.starts_with("MAILUP_") || name == "RUST_LOG" || name.ends_with("_proxy") {
-                command.env_remove(&var);
-            }
-        }
-        for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-            command.env_remove(var);
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("NO_COLOR", "1")
-            .arg("--store")
-            .arg(self.store())
-            .arg("--profile")
-            .arg(profile)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        let mut command = self.bare();
+        command.arg("--profile").arg(profile);
         command
     }
 
@@ -119,24 +90,6 @@ impl Setup {
         }
         assert_success(&run(&mut command).await);
     }
-}
-
-async fn run(command: &mut Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The needles found in any regular file under `dir` (read as bytes), with the file.
@@ -191,7 +144,7 @@ async fn login_and_refresh(
 }
 
 async fn logout_wipes_the_tokens(others: usize) {
-    let setup = Setup::start().await;
+    let setup = setup().await;
     let mut kept = Vec::new();
     for i in 0..others {
         let profile = format!("other-{i}");
@@ -207,11 +160,11 @@ async fn logout_wipes_the_tokens(others: usize) {
         &[],
     )
     .await;
-    let live_before = scan(&setup.store(), &issued).len();
+    let live_before = scan(&setup.store_dir(), &issued).len();
     assert!(live_before > 0, "the tokens are on disk before the logout");
 
     setup.run_ok("victim", &["logout"], &[]).await;
-    let found = scan(&setup.store(), &issued);
+    let found = scan(&setup.store_dir(), &issued);
     assert_eq!(found, [], "{} tokens issued", issued.len());
     eprintln!(
         "scan ({} profiles): {} tokens issued to the victim, {} hits before logout, {} after",
@@ -222,7 +175,7 @@ async fn logout_wipes_the_tokens(others: usize) {
     );
     // The client registration is kept: a new login needs no client options.
     let secret = vec![VICTIM_CLIENT_SECRET.to_owned()];
-    assert!(!scan(&setup.store(), &secret).is_empty());
+    assert!(!scan(&setup.store_dir(), &secret).is_empty());
     // Every other profile is intact: the same access token, no new login.
     for (profile, token) in &kept {
         assert_eq!(&setup.token(profile, &[]).await, token, "{profile}");
@@ -231,8 +184,8 @@ async fn logout_wipes_the_tokens(others: usize) {
     setup
         .run_ok("victim", &["logout", "--forget-client"], &[])
         .await;
-    assert_eq!(scan(&setup.store(), &secret), []);
-    assert_eq!(scan(&setup.store(), &issued), []);
+    assert_eq!(scan(&setup.store_dir(), &secret), []);
+    assert_eq!(scan(&setup.store_dir(), &issued), []);
     let mut status = setup.command("victim");
     status.arg("status");
     assert_eq!(run(&mut status).await.status.code(), Some(3));
@@ -253,7 +206,7 @@ async fn logout_of_one_of_fifty_profiles_wipes_its_tokens_and_keeps_the_others()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_store_holds_no_secret_in_clear_and_needs_its_key() {
-    let setup = Setup::start().await;
+    let setup = setup().await;
     let key_path = setup.home.path().join("keys").join("store.key");
     let key_option = format!("file:{}", key_path.display());
     let env = [("MAILUP_STORE_KEY", key_option.as_str())];
@@ -266,7 +219,7 @@ async fn an_encrypted_store_holds_no_secret_in_clear_and_needs_its_key() {
     .await;
     let mut secrets = issued.clone();
     secrets.push(DEFAULT_CLIENT_SECRET.to_owned());
-    assert_eq!(scan(&setup.store(), &secrets), []);
+    assert_eq!(scan(&setup.store_dir(), &secrets), []);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -306,7 +259,7 @@ async fn an_encrypted_store_holds_no_secret_in_clear_and_needs_its_key() {
     let token = setup.token("default", &env).await;
     assert_eq!(&token, &issued[2]);
     setup.run_ok("default", &["logout"], &env).await;
-    assert_eq!(scan(&setup.store(), &secrets), []);
+    assert_eq!(scan(&setup.store_dir(), &secrets), []);
 }
 
 /// Hostile review 3. A careless user puts the key itself in `MAILUP_STORE_KEY` (or

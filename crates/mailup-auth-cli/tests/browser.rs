@@ -18,7 +18,9 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+mod common;
+use common::clean_command;
+
 /// The W3C WebDriver element reference key.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -270,20 +272,15 @@ async fn start_login(
     emulator: &Emulator,
     home: &TempDir,
 ) -> Result<(Child, String, tokio::task::JoinHandle<String>), String> {
-    let mut child = Command::new(BIN)
-        .env_remove("MAILUP_PROFILE")
-        .env_remove("MAILUP_REDIRECT_URI")
-        .env("HOME", home.path())
+    let mut child = clean_command(home.path())
         .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
         .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
         .env("MAILUP_AUTH_BASE", emulator.base_url().as_str())
         .arg("--store")
         .arg(home.path().join("store"))
         .args(["login", "--no-browser", "--timeout", "60"])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start mailup-auth: {e}"))?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
@@ -394,16 +391,10 @@ async fn headless_chromium_logs_in_through_the_printed_url() {
     assert_eq!(counters.consents_denied, 0);
 
     // The tokens are stored: another process gets a live access token from the profile alone.
-    let token = Command::new(BIN)
-        .env_remove("MAILUP_CLIENT_ID")
-        .env_remove("MAILUP_CLIENT_SECRET")
-        .env_remove("MAILUP_AUTH_BASE")
-        .env("HOME", home.path())
+    let token = clean_command(home.path())
         .arg("--store")
         .arg(home.path().join("store"))
         .arg("token")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
         .output();
     let token = tokio::time::timeout(STEP_TIMEOUT, token)
         .await

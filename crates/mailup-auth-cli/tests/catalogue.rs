@@ -22,7 +22,9 @@ use mailup_auth_emulator::{
 use tempfile::TempDir;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+mod common;
+use common::clean_command;
+
 /// The client's timeout in this test: the never-ending answers cost this much each.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// A hard bound on every operation: far above the timeout, never reached unless a bound broke.
@@ -242,26 +244,15 @@ struct Cli {
 
 impl Cli {
     fn command(&self) -> Command {
-        let mut command = Command::new(BIN);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("MAILUP_") || key.to_ascii_lowercase().ends_with("_proxy") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = clean_command(self.home.path());
         command
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
             .env("MAILUP_STORE", self.home.path().join("store"))
             .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
             .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
             .env("MAILUP_AUTH_BASE", &self.base)
             .env("MAILUP_HTTP_TIMEOUT", TIMEOUT.as_secs().to_string())
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         command
     }
 

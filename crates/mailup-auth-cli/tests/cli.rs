@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mailup_auth_emulator::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::Consent;
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -18,132 +18,12 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 use url::Url;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const MAILUP_VARS: [&str; 12] = [
-    "MAILUP_REFRESH_SKEW",
-    "MAILUP_PROFILE",
-    "MAILUP_STORE",
-    "MAILUP_CLIENT_ID",
-    "MAILUP_CLIENT_SECRET",
-    "MAILUP_REDIRECT_URI",
-    "MAILUP_AUTH_BASE",
-    "MAILUP_LOGON_URL",
-    "MAILUP_TOKEN_URL",
-    "MAILUP_API_BASE",
-    "MAILUP_USERNAME",
-    "MAILUP_PASSWORD",
-];
-
-/// One emulator and one store directory per test.
-struct Setup {
-    emulator: Emulator,
-    home: TempDir,
-}
-
-impl Setup {
-    async fn start() -> Self {
-        let emulator = Emulator::builder().start().await.expect("emulator starts");
-        Self {
-            emulator,
-            home: TempDir::new().expect("temp dir"),
-        }
-    }
-
-    fn store(&self) -> String {
-        self.home.path().join("store").display().to_string()
-    }
-
-    fn auth_base(&self) -> String {
-        self.emulator.base_url().to_string()
-    }
-
-    /// The binary with a clean environment and `--store`; nothing else.
-    fn bare(&self) -> Command {
-        let mut command = Command::new(BIN);
-        for var in MAILUP_VARS {
-            command.env_remove(var);
-        }
-        // The tests talk to 127.0.0.1 and assert on quiet stderr.
-        for var in [
-            "RUST_LOG",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        ] {
-            command.env_remove(var);
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("NO_COLOR", "1")
-            .arg("--store")
-            .arg(self.store())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// The binary with the emulator's client registration and auth base (what `login` needs).
-    fn with_client(&self) -> Command {
-        let mut command = self.bare();
-        command
-            .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
-            .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
-            .env("MAILUP_AUTH_BASE", self.auth_base());
-        command
-    }
-
-    /// Logs in with the password grant.
-    async fn password_login(&self) {
-        let out = run(self
-            .with_client()
-            .args(["login", "--password", "--username", DEFAULT_USERNAME])
-            .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
-        .await;
-        assert_success(&out);
-    }
-}
-
-async fn run(command: &mut Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-}
+mod common;
+use common::*;
 
 /// Checks the exit code and that the error is one `error: ...` line on stderr.
 fn assert_failure(out: &Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-    let err = stderr(out);
+    let err = assert_exit(out, code);
     if code != 2 || err.starts_with("error: ") {
         let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(lines.len(), 1, "one error line expected: {err}");
@@ -178,11 +58,7 @@ async fn browser_login_with(setup: &Setup, consent: Consent, extra: &[&str]) -> 
     // store would make this wait 5 s and exit 1).
     let other = run(setup.bare().args(["--profile", "other", "status"])).await;
     assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(&logon_url, DEFAULT_USERNAME, DEFAULT_PASSWORD, consent)
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (browser, location) = authorize_in_browser(&logon_url, consent).await;
     assert_eq!(location.host_str(), Some("127.0.0.1"));
     let page = browser
         .follow(&location)
@@ -195,48 +71,6 @@ async fn browser_login_with(setup: &Setup, consent: Consent, extra: &[&str]) -> 
         .expect("login ran");
     out.stderr = rest_of_stderr.await.expect("stderr drained").into_bytes();
     (logon_url, out)
-}
-
-/// Reads stderr up to the LogOn URL (the line after the prompt); the rest of stderr keeps
-/// being drained (so the child never writes into a closed pipe) and is returned by the task.
-async fn read_logon_url(
-    child: &mut tokio::process::Child,
-) -> (Url, tokio::task::JoinHandle<String>) {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let read = async {
-        let mut seen = Vec::new();
-        let mut prompt = false;
-        while let Some(line) = lines.next_line().await.expect("stderr readable") {
-            if prompt {
-                return Url::parse(line.trim()).expect("the line after the prompt is the URL");
-            }
-            prompt = line.trim() == "Open this URL in your browser:";
-            seen.push(line);
-        }
-        panic!("no LogOn URL printed; stderr: {seen:?}");
-    };
-    let url = tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the LogOn URL is printed in time");
-    let rest = tokio::spawn(async move {
-        let mut rest = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        rest
-    });
-    (url, rest)
-}
-
-fn assert_no_secrets(text: &str, secrets: &[String]) {
-    for secret in secrets {
-        assert!(
-            !text.contains(secret.as_str()),
-            "a secret was printed: {text}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,28 +583,6 @@ fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
     db.flush().unwrap();
 }
 
-/// Saves a record through the sled store itself (the binary is not running meanwhile).
-async fn save_record(store: &str, profile: &str, record: &mailup_auth::ProfileRecord) {
-    use mailup_auth::TokenStore as _;
-    let path = store.to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let sled = tokio::task::spawn_blocking(move || loop {
-        match mailup_auth::SledTokenStore::open(&path) {
-            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => return result.expect("the store opens"),
-        }
-    })
-    .await
-    .unwrap();
-    let expected = sled.load(profile).await.unwrap().map(|v| v.version);
-    sled.save(profile, record, expected).await.unwrap();
-    tokio::task::spawn_blocking(move || drop(sled))
-        .await
-        .unwrap();
-}
-
 fn tokens_expiring_at(expires_at: mailup_auth::UnixTime) -> mailup_auth::TokenSet {
     mailup_auth::TokenSet {
         access_token: mailup_auth::AccessToken::new("stored-access-token"),
@@ -1050,48 +862,13 @@ async fn refresh_skew_is_an_option() {
     );
 }
 
-/// Loads a profile's record through the sled store itself (the binary is not running).
-async fn load_record(store: &str, profile: &str) -> mailup_auth::ProfileRecord {
-    use mailup_auth::TokenStore as _;
-    let path = store.to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let sled = tokio::task::spawn_blocking(move || loop {
-        match mailup_auth::SledTokenStore::open(&path) {
-            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => return result.expect("the store opens"),
-        }
-    })
-    .await
-    .unwrap();
-    let record = sled.load(profile).await.unwrap().expect("a record").value;
-    tokio::task::spawn_blocking(move || drop(sled))
-        .await
-        .unwrap();
-    record
-}
-
-/// Makes the stored access token look `left` away from its expiry (issued an hour before),
-/// without touching the tokens themselves (still live at the emulator).
-async fn make_token_expire_in(setup: &Setup, left: Duration) -> String {
-    let mut record = load_record(&setup.store(), "default").await;
-    let now = mailup_auth::UnixTime::from_system_time(std::time::SystemTime::now());
-    let tokens = record.tokens.as_mut().unwrap();
-    tokens.expires_at = now.saturating_add(left);
-    tokens.obtained_at = tokens.expires_at.saturating_sub(Duration::from_secs(3600));
-    let access = tokens.access_token.secret().to_owned();
-    save_record(&setup.store(), "default", &record).await;
-    access
-}
-
 /// Hardening item 15: parallel commands on a token that is due for refresh send exactly one
 /// refresh (a lock file per profile), and every one of them succeeds with the saved tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_calls_on_a_due_token_send_one_refresh() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    make_token_expire_in(&setup, Duration::ZERO).await;
+    make_token_expire_in(&setup.store(), Duration::ZERO).await;
     setup.emulator.set_token_latency(Duration::from_millis(300));
     setup.emulator.set_api_latency(Duration::from_millis(100));
     let before = setup.emulator.counters();
@@ -1124,7 +901,7 @@ async fn twenty_parallel_calls_on_a_due_token_send_one_refresh() {
 async fn a_still_valid_token_is_printed_with_a_warning_while_the_endpoint_fails() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    let access = make_token_expire_in(&setup, Duration::from_secs(57)).await;
+    let access = make_token_expire_in(&setup.store(), Duration::from_secs(57)).await;
     setup
         .emulator
         .fail_next_token_requests(100, mailup_auth_emulator::Fault::Status503);
@@ -1167,7 +944,7 @@ async fn a_one_off_404_page_from_the_token_endpoint_is_not_a_lockout() {
 async fn a_hanging_token_endpoint_gets_an_answer_within_35_seconds() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    make_token_expire_in(&setup, Duration::ZERO).await;
+    make_token_expire_in(&setup.store(), Duration::ZERO).await;
     setup.emulator.set_token_latency(Duration::from_secs(120));
     let started = std::time::Instant::now();
     let out = run(setup.bare().arg("token")).await;

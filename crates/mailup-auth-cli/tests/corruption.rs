@@ -6,12 +6,12 @@
 //! tests/recover.rs and docs/reliability.md). Seeded: `MAILUP_CORRUPT_TRIALS` (default 12) and
 //! `MAILUP_CORRUPT_SEED`.
 
-use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
+use mailup_auth_emulator::Emulator;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-mod damaged_store;
-use damaged_store::*;
+mod common;
+use common::damaged_store::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() {
@@ -22,37 +22,7 @@ async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() 
     let base = emulator.base_url().to_string();
     let home = tempfile::tempdir().unwrap();
     let pristine = home.path().join("pristine");
-    let mut originals = Vec::new();
-    for profile in PROFILES {
-        let out = run(
-            home.path(),
-            &pristine,
-            &base,
-            &[
-                "login",
-                "--password",
-                "--username",
-                DEFAULT_USERNAME,
-                "--profile",
-                profile,
-            ],
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = run(
-            home.path(),
-            &pristine,
-            &base,
-            &["token", "--profile", profile],
-        )
-        .await;
-        assert!(token.status.success());
-        originals.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
-    }
+    let originals = logged_in_store(home.path(), &pristine, &base).await;
 
     let trials = env_u64("MAILUP_CORRUPT_TRIALS", 12);
     let mut rng = StdRng::seed_from_u64(env_u64("MAILUP_CORRUPT_SEED", 3));
@@ -96,20 +66,7 @@ async fn a_damaged_store_gives_clear_errors_or_the_right_tokens_never_a_panic() 
                     println!("trial {trial} ({what}): {profile}: {}", stderr.trim());
                 }
                 // Logging in again recovers a damaged record when the store itself opens.
-                let login = run(
-                    home.path(),
-                    &store,
-                    &base,
-                    &[
-                        "login",
-                        "--password",
-                        "--username",
-                        DEFAULT_USERNAME,
-                        "--profile",
-                        profile,
-                    ],
-                )
-                .await;
+                let login = run(home.path(), &store, &base, &login_args(profile)).await;
                 assert_ne!(login.status.code(), Some(101), "trial {trial} ({what})");
                 if login.status.success() {
                     recovered += 1;

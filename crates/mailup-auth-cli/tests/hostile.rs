@@ -5,163 +5,21 @@
 //! Every child process runs with a temporary `--store`, a temporary `HOME`, no inherited
 //! `MAILUP_*` variables, and a bounded timeout; every server is on 127.0.0.1.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use mailup_auth::{ProfileRecord, StoredClient, TokenStore as _, UnixTime};
-use mailup_auth_emulator::{Consent, ScriptedBrowser};
+use mailup_auth::{ProfileRecord, StoredClient};
+use mailup_auth_emulator::Consent;
 use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio::process::Command;
-use url::Url;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const CLEARED_VARS: [&str; 19] = [
-    "MAILUP_REFRESH_SKEW",
-    "MAILUP_PROFILE",
-    "MAILUP_STORE",
-    "MAILUP_CLIENT_ID",
-    "MAILUP_CLIENT_SECRET",
-    "MAILUP_REDIRECT_URI",
-    "MAILUP_AUTH_BASE",
-    "MAILUP_LOGON_URL",
-    "MAILUP_TOKEN_URL",
-    "MAILUP_API_BASE",
-    "MAILUP_USERNAME",
-    "MAILUP_PASSWORD",
-    "RUST_LOG",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-];
-
-struct Setup {
-    emulator: Emulator,
-    home: TempDir,
-}
-
-impl Setup {
-    async fn start() -> Self {
-        Self {
-            emulator: Emulator::builder().start().await.expect("emulator starts"),
-            home: TempDir::new().expect("temp dir"),
-        }
-    }
-
-    fn store(&self) -> String {
-        self.home.path().join("store").display().to_string()
-    }
-
-    fn bare(&self) -> Command {
-        let mut command = Command::new(BIN);
-        for var in CLEARED_VARS {
-            command.env_remove(var);
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("NO_COLOR", "1")
-            .arg("--store")
-            .arg(self.store())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    fn with_client(&self) -> Command {
-        let mut command = self.bare();
-        command
-            .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
-            .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
-            .env("MAILUP_AUTH_BASE", self.emulator.base_url().as_str());
-        command
-    }
-
-    async fn password_login(&self) {
-        let out = run(self
-            .with_client()
-            .args(["login", "--password", "--username", DEFAULT_USERNAME])
-            .env("MAILUP_PASSWORD", DEFAULT_PASSWORD))
-        .await;
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-}
-
-async fn run(command: &mut Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn now() -> UnixTime {
-    UnixTime::from_system_time(SystemTime::now())
-}
-
-async fn open_sled(store: &str) -> mailup_auth::SledTokenStore {
-    let path = store.to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    tokio::task::spawn_blocking(move || loop {
-        match mailup_auth::SledTokenStore::open(&path) {
-            Err(mailup_auth::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => return result.expect("the store opens"),
-        }
-    })
-    .await
-    .unwrap()
-}
-
-async fn close_sled(sled: mailup_auth::SledTokenStore) {
-    tokio::task::spawn_blocking(move || drop(sled))
-        .await
-        .unwrap();
-}
-
-async fn load_record(store: &str, profile: &str) -> ProfileRecord {
-    let sled = open_sled(store).await;
-    let record = sled.load(profile).await.unwrap().expect("a record").value;
-    close_sled(sled).await;
-    record
-}
-
-async fn save_record(store: &str, profile: &str, record: &ProfileRecord) {
-    let sled = open_sled(store).await;
-    let expected = sled.load(profile).await.unwrap().map(|v| v.version);
-    sled.save(profile, record, expected).await.unwrap();
-    close_sled(sled).await;
-}
-
-/// Makes the stored access token look `left` away from its expiry (issued an hour before).
-async fn make_token_expire_in(store: &str, left: Duration) -> String {
-    let mut record = load_record(store, "default").await;
-    let tokens = record.tokens.as_mut().unwrap();
-    tokens.expires_at = now().saturating_add(left);
-    tokens.obtained_at = tokens.expires_at.saturating_sub(Duration::from_secs(3600));
-    let access = tokens.access_token.secret().to_owned();
-    save_record(store, "default", &record).await;
-    access
-}
+mod common;
+use common::*;
 
 // ---- a scripted token server ---------------------------------------------------------------
 
@@ -324,31 +182,8 @@ async fn the_browser_sees_logged_in_after_a_successful_cli_login() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("login starts");
-    let stderr_pipe = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr_pipe).lines();
-    let logon_url = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut prompt = false;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if prompt {
-                return Url::parse(line.trim()).unwrap();
-            }
-            prompt = line.trim() == "Open this URL in your browser:";
-        }
-        panic!("no LogOn URL printed");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(
-            &logon_url,
-            DEFAULT_USERNAME,
-            DEFAULT_PASSWORD,
-            Consent::Allow,
-        )
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (logon_url, _rest_of_stderr) = read_logon_url(&mut child).await;
+    let (browser, location) = authorize_in_browser(&logon_url, Consent::Allow).await;
     let page = browser.follow(&location).await;
     let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
         .await
@@ -366,9 +201,11 @@ async fn the_browser_sees_logged_in_after_a_successful_cli_login() {
 
 // ---- server text on the terminal -----------------------------------------------------------
 
-/// DESIGN §7 "Nothing from a server reaches a terminal unescaped": the warning printed when a
-/// still-valid token is served after a failed refresh carries the server's `error` and
-/// `error_description` as they came, control characters (ESC, BEL, CR/LF) included.
+/// Nothing from a server reaches the terminal unescaped (docs/security.md, "Failure modes and
+/// what the user sees": a server's text holding escape sequences or newlines is printed on one
+/// line without control characters). The warning printed when a still-valid token is served
+/// after a failed refresh quotes the server's `error` and `error_description`, which here hold
+/// ESC, BEL and CR/LF: stderr gets one warning line without them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresh_warning_does_not_put_server_control_characters_on_the_terminal() {
     let setup = Setup::start().await;
@@ -391,7 +228,8 @@ async fn the_refresh_warning_does_not_put_server_control_characters_on_the_termi
 }
 
 /// Same rule for `status`: the recorded rejection reason holds the server's
-/// `error_description`, and the text output prints it raw (the JSON output escapes it).
+/// `error_description` (ESC and a newline that would forge an `authorized:` line); the text
+/// output shows neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_does_not_put_server_control_characters_on_the_terminal() {
     let setup = Setup::start().await;
@@ -756,8 +594,9 @@ async fn a_stuck_refresh_lock_holder_does_not_turn_a_valid_token_into_exit_1() {
 
 // ---- the store -----------------------------------------------------------------------------
 
-/// Writes raw bytes as a profile's record (the binary is not running meanwhile).
-fn write_raw_record(store: &str, profile: &str, bytes: &[u8]) {
+/// Writes raw bytes as a profile's record in the 0.1.0 layout (one sled database at the
+/// directory's root, which the store adopts when it opens), while the binary is not running.
+fn write_raw_legacy_record(store: &str, profile: &str, bytes: &[u8]) {
     let db = sled::open(store).expect("the store opens");
     let tree = db.open_tree("profiles").unwrap();
     tree.insert(profile.as_bytes(), bytes).unwrap();
@@ -783,7 +622,7 @@ async fn logout_clears_a_record_at_version_u64_max() {
         endpoints.api_base
     );
     std::fs::create_dir_all(setup.store()).unwrap();
-    write_raw_record(&setup.store(), "default", raw.as_bytes());
+    write_raw_legacy_record(&setup.store(), "default", raw.as_bytes());
     let out = run(setup.bare().arg("logout")).await;
     assert!(
         out.status.success(),

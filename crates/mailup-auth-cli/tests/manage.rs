@@ -10,79 +10,20 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mailup_auth_emulator::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::Consent;
 use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 use serde_json::Value;
-use tempfile::TempDir;
-use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 use url::Url;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One emulator, one home and one store directory per test.
-struct Setup {
-    emulator: Emulator,
-    home: TempDir,
-}
+mod common;
+use common::*;
 
 impl Setup {
-    async fn start() -> Self {
-        let emulator = Emulator::builder().start().await.expect("emulator starts");
-        Self {
-            emulator,
-            home: TempDir::new().expect("temp dir"),
-        }
-    }
-
-    fn store(&self) -> String {
-        self.home.path().join("store").display().to_string()
-    }
-
-    /// The binary with a clean environment, its own HOME and `--store`; nothing else.
-    fn bare(&self) -> Command {
-        let mut command = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            let proxy = name.to_ascii_lowercase().ends_with("_proxy");
-            if name.starts_with("MAILUP_")
-                || proxy
-                || ["RUST_LOG", "BROWSER", "CLICOLOR_FORCE", "COLUMNS"].contains(&name.as_str())
-            {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("HOME", self.home.path())
-            .env("XDG_DATA_HOME", self.home.path().join("data"))
-            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
-            .env("NO_COLOR", "1")
-            .arg("--store")
-            .arg(self.store())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    /// The auth base, without the client secret (each test says where the secret comes from).
-    fn with_client_id(&self) -> Command {
-        let mut command = self.bare();
-        command
-            .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
-            .env("MAILUP_AUTH_BASE", self.emulator.base_url().to_string());
-        command
-    }
-
-    fn with_client(&self) -> Command {
-        let mut command = self.with_client_id();
-        command.env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET);
-        command
-    }
-
-    /// Logs `profile` in with the password grant.
+    /// Logs `profile` in with the password grant (the user and password from the
+    /// environment).
     async fn login(&self, profile: &str) {
         let out = run(self
             .with_client()
@@ -93,6 +34,7 @@ impl Setup {
         assert_success(&out);
     }
 
+    /// `token` on `profile`: its access token.
     async fn token(&self, profile: &str) -> String {
         let out = run(self.bare().args(["--profile", profile, "token"])).await;
         assert_success(&out);
@@ -100,71 +42,10 @@ impl Setup {
     }
 }
 
-async fn run(command: &mut Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-/// Runs `command` with `input` on its standard input.
-async fn run_with_stdin(command: &mut Command, input: &str) -> Output {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("the command starts");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin
-        .write_all(input.as_bytes())
-        .await
-        .expect("stdin written");
-    drop(stdin);
-    tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(out),
-        stderr(out)
-    );
-}
-
-fn assert_exit(out: &Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(out),
-        stderr(out)
-    );
-    stderr(out)
-}
-
+/// The command's stdout, parsed as JSON.
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is JSON ({e}): {}", stdout(out)))
-}
-
-fn assert_no_secrets(text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "a secret was printed: {text}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -648,16 +529,7 @@ async fn login_opens_the_browser_named_in_browser() {
     }
     let logon_url = url.expect("the browser named in BROWSER was started with the LogOn URL");
     assert_eq!(logon_url.path(), "/Authorization/OAuth/LogOn");
-    let browser = ScriptedBrowser::with_timeout(Duration::from_secs(10));
-    let location = browser
-        .authorize(
-            &logon_url,
-            DEFAULT_USERNAME,
-            DEFAULT_PASSWORD,
-            Consent::Allow,
-        )
-        .await
-        .expect("the scripted user gets through the LogOn pages");
+    let (browser, location) = authorize_in_browser(&logon_url, Consent::Allow).await;
     let page = browser
         .follow(&location)
         .await

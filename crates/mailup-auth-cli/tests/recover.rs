@@ -4,40 +4,15 @@
 //! recovers serves its own token against the emulator; never a changed or another profile's
 //! token. Seeded: `MAILUP_RECOVER_TRIALS` (default 8) and `MAILUP_RECOVER_SEED`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
-use mailup_auth_emulator::{Emulator, DEFAULT_USERNAME};
+use mailup_auth_emulator::Emulator;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-mod damaged_store;
-use damaged_store::*;
-
-/// Logs every profile in to a new store at `store`; returns their access tokens.
-async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for profile in PROFILES {
-        let login = [
-            "login",
-            "--password",
-            "--username",
-            DEFAULT_USERNAME,
-            "--profile",
-            profile,
-        ];
-        let out = run(home, store, base, &login).await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = run(home, store, base, &["token", "--profile", profile]).await;
-        assert!(token.status.success());
-        tokens.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
-    }
-    tokens
-}
+mod common;
+use common::damaged_store::*;
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
@@ -141,14 +116,7 @@ async fn recover_rebuilds_the_other_profiles_and_never_accepts_a_changed_token()
     }
     let out = run(home.path(), &store, &base, &["token", "--profile", "gamma"]).await;
     assert_eq!(out.status.code(), Some(3));
-    let login = [
-        "login",
-        "--password",
-        "--username",
-        DEFAULT_USERNAME,
-        "--profile",
-        "gamma",
-    ];
+    let login = login_args("gamma");
     assert!(run(home.path(), &store, &base, &login)
         .await
         .status

@@ -2,8 +2,7 @@
 //! a Redis URL share the profile and coordinate their refreshes through the Redis lease. A
 //! real `redis-server` is started by the test (skipped without it, failed under `CI`).
 
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
@@ -11,7 +10,8 @@ use mailup_auth_emulator::{
 use mailup_auth_store_redis::internal::RedisServer;
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+mod common;
+use common::{assert_success, run, BIN};
 
 /// The binary on its own "host": a fresh HOME, a clean environment, the store given by URL.
 fn command(home: &std::path::Path, store: &str) -> Command {
@@ -30,23 +30,6 @@ fn command(home: &std::path::Path, store: &str) -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
-}
-
-async fn run(command: &mut Command) -> Output {
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran")
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,21 @@ use http::StatusCode;
 use mailup_auth_core::StoreError;
 use mailup_auth_core::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
 use mailup_auth_core::{
-    is_header_safe_token, parse_token_response, AccessToken, ClientConfig, ClientSecret, CsrfState,
-    Endpoints, HttpResponse, Password, PendingAuthorization, RefreshToken, RequestId, Session,
-    TokenAccess, TokenError, TokenSet, TransportError, TransportErrorKind, UnixTime, Url,
+    is_header_safe_token, parse_token_response, AccessToken, CsrfState, Endpoints, HttpResponse,
+    Password, PendingAuthorization, RequestId, Session, TokenAccess, TokenError, TransportError,
+    TransportErrorKind, UnixTime, Url,
 };
 use mailup_auth_store_redis::internal as redis_fuzzing;
 use mailup_auth_store_sled::internal::envelope;
 
 use crate::input::Reader;
+
+// The core's test fixtures (`config`, `token_set`), shared with its test harness rather than
+// copied: a plain source file over the core's public API, so the core needs no test-support
+// feature or public module for it.
+#[path = "../../mailup-auth-core/tests/harness/fixtures.rs"]
+mod fixtures;
+use fixtures::{config, token_set};
 
 /// The header names a fuzzed response can carry (the ones the parsers read, and a few more).
 pub const HEADER_NAMES: [&str; 6] = [
@@ -57,24 +64,6 @@ fn transport_error(selector: u8) -> TransportError {
         _ => TransportErrorKind::Other,
     };
     TransportError::new(kind, "fuzzed")
-}
-
-fn config() -> ClientConfig {
-    ClientConfig::builder("fuzz-client", ClientSecret::new("fuzz-secret"))
-        .redirect_uri("http://127.0.0.1:8765/callback")
-        .build()
-        .expect("a valid configuration")
-}
-
-fn token_set(access: &str, refresh: Option<&str>, obtained: u64, expires: u64) -> TokenSet {
-    TokenSet {
-        access_token: AccessToken::new(access),
-        refresh_token: refresh.map(RefreshToken::new),
-        expires_at: UnixTime::from_secs(expires),
-        obtained_at: UnixTime::from_secs(obtained),
-        token_type: None,
-        scope: None,
-    }
 }
 
 /// **token_answer**: a token endpoint answer (status, headers, body) or a transport failure,
@@ -119,7 +108,12 @@ pub fn token_answer(data: &[u8]) {
     }
 
     let now = UnixTime::from_secs(10_000);
-    let previous = token_set("old-access", Some("old-refresh"), 5_000, 9_000);
+    let previous = token_set(
+        "old-access",
+        Some("old-refresh"),
+        UnixTime::from_secs(5_000),
+        UnixTime::from_secs(9_000),
+    );
     let mut session = Session::with_tokens(config(), previous.clone());
     assert_eq!(session.access_token_or_refresh(now), TokenAccess::Pending);
     let request = session
@@ -462,8 +456,8 @@ pub fn session_ops(data: &[u8]) {
                 let restored = token_set(
                     &format!("restored-a{serial}"),
                     Some(&format!("restored-r{serial}")),
-                    now.as_secs(),
-                    now.as_secs() + 3_600,
+                    now,
+                    UnixTime::from_secs(now.as_secs() + 3_600),
                 );
                 session.restore_tokens(restored);
                 live_refresh = None;

@@ -5,6 +5,14 @@
 // such item says why at its `allow`).
 #![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
+// The facade's tests (integration and unit) share one helper module, `tests/support`, which
+// names this crate `mailup_auth` as an integration test does.
+#[cfg(test)]
+extern crate self as mailup_auth;
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;
+
 mod accounts;
 mod client;
 mod clock;

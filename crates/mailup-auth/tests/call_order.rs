@@ -9,10 +9,14 @@ use async_trait::async_trait;
 use http::StatusCode;
 use mailup_auth::core::{ProfileRecord, StoreError, TokenStore, Transport, Versioned};
 use mailup_auth::{
-    AccessToken, ClientSecret, Error, HttpRequest, HttpResponse, MailUpClient, ManualClock,
-    RefreshToken, TokenSet, TransportError, UnixTime,
+    AccessToken, Error, HttpRequest, HttpResponse, MailUpClient, ManualClock, RefreshToken,
+    TokenSet, TransportError, UnixTime,
 };
 use mockall::{mock, predicate, Sequence};
+
+mod support;
+
+use support::{offline_builder, NOW};
 
 mock! {
     pub Store {}
@@ -33,8 +37,6 @@ mock! {
         async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
     }
 }
-
-const NOW: u64 = 1_800_000_000;
 
 fn expired_record() -> Versioned<ProfileRecord> {
     Versioned {
@@ -71,11 +73,8 @@ fn token_response() -> Result<HttpResponse, TransportError> {
 }
 
 async fn client(store: MockStore, net: MockNet) -> MailUpClient {
-    MailUpClient::builder("cid", ClientSecret::new("csecret"))
-        .auth_base("http://127.0.0.1:9")
-        .clock(Arc::new(ManualClock::new(UnixTime::from_secs(NOW))))
-        .store(Arc::new(store))
-        .transport(Arc::new(net))
+    let clock = Arc::new(ManualClock::new(UnixTime::from_secs(NOW)));
+    offline_builder(Arc::new(net), Arc::new(store), clock)
         .build()
         .await
         .unwrap()

@@ -12,11 +12,12 @@ use mailup_auth::core::{
     MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Transport, Versioned,
 };
 use mailup_auth::{
-    ClientSecret, Error, HttpRequest, HttpResponse, MailUpClient, ManualClock, Password,
-    TransportError, UnixTime,
+    Error, HttpRequest, HttpResponse, MailUpClient, ManualClock, Password, TransportError, UnixTime,
 };
 
-const NOW: u64 = 1_800_000_000;
+mod support;
+
+use support::{offline, offline_builder, NOW};
 
 /// A token server with rotation: a refresh token works once.
 #[derive(Default)]
@@ -139,11 +140,7 @@ async fn client(
     store: &Arc<Flaky>,
     clock: &Arc<ManualClock>,
 ) -> MailUpClient {
-    MailUpClient::builder("cid", ClientSecret::new("csecret"))
-        .auth_base("http://127.0.0.1:9")
-        .clock(clock.clone())
-        .store(store.clone())
-        .transport(server.clone())
+    offline_builder(server.clone(), store.clone(), clock.clone())
         .rejected_refresh_grace(Duration::ZERO)
         .build()
         .await
@@ -312,8 +309,7 @@ async fn store_path_spellings_of_one_directory_share_one_store() {
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let server = Arc::new(Server::default());
     let build = |path: std::path::PathBuf, profile: &'static str| {
-        MailUpClient::builder("cid", ClientSecret::new("csecret"))
-            .auth_base("http://127.0.0.1:9")
+        offline()
             .transport(server.clone())
             .profile(profile)
             .store_path(path)

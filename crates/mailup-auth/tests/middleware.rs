@@ -11,32 +11,23 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use mailup_auth::{
-    ClientSecret, MailUpAccounts, MailUpClient, MailUpLayer, MailUpMiddleware, MailUpServiceError,
-    Password,
+    MailUpAccounts, MailUpClient, MailUpLayer, MailUpMiddleware, MailUpServiceError, Password,
 };
-use mailup_auth_emulator::{
-    Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth_emulator::{Emulator, Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use reqwest_middleware::ClientWithMiddleware;
 use tower::ServiceBuilder;
 use tower_service::Service;
 
-const INFO: &str = "Console/Authentication/Info";
+mod support;
 
-fn builder(emulator: &Emulator) -> mailup_auth::MailUpClientBuilder {
-    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(emulator.base_url().as_str())
-        .memory_store()
-}
+use support::{emulator_builder as builder, log_in};
+
+const INFO: &str = "Console/Authentication/Info";
 
 /// The emulator and a client logged in to it.
 async fn logged_in() -> (Emulator, MailUpClient) {
     let emulator = Emulator::builder().start().await.unwrap();
-    let client = builder(&emulator).build().await.unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
+    let client = log_in(builder(&emulator)).await;
     (emulator, client)
 }
 

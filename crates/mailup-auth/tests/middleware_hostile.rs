@@ -12,10 +12,12 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
-use mailup_auth::{ClientSecret, MailUpClient, MailUpMiddleware, Password};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth::{MailUpClient, MailUpMiddleware};
+use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD};
+
+mod support;
+
+use support::{emulator_builder, log_in};
 
 const INFO: &str = "Console/Authentication/Info";
 
@@ -37,19 +39,11 @@ async fn recording_server() -> (SocketAddr, Arc<Mutex<Vec<Option<String>>>>) {
 }
 
 async fn logged_in(emulator: &Emulator, trusted: Option<&str>) -> MailUpClient {
-    let mut builder =
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .memory_store();
+    let mut builder = emulator_builder(emulator);
     if let Some(origin) = trusted {
         builder = builder.allow_insecure_http().trust_origin(origin);
     }
-    let client = builder.build().await.unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
-    client
+    log_in(builder).await
 }
 
 #[tokio::test]

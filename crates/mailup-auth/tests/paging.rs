@@ -9,26 +9,20 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use mailup_auth::{ClientSecret, Error, MailUpClient, Page, Password, Service};
-use mailup_auth_emulator::{
-    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
-};
+use mailup_auth::{Error, MailUpClient, Page, Service};
+use mailup_auth_emulator::Emulator;
 use serde_json::{json, Value};
 
+mod support;
+
+use support::{emulator_builder, log_in};
+
 async fn logged_in(emulator: &Emulator, api_base: Option<&str>) -> MailUpClient {
-    let mut builder =
-        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-            .auth_base(emulator.base_url().as_str())
-            .memory_store();
+    let mut builder = emulator_builder(emulator);
     if let Some(api_base) = api_base {
         builder = builder.api_base(api_base);
     }
-    let client = builder.build().await.unwrap();
-    client
-        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
-        .await
-        .unwrap();
-    client
+    log_in(builder).await
 }
 
 const SUBSCRIBED: &str = "Console/List/1/Recipients/Subscribed";

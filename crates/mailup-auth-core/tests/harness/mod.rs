@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use http::StatusCode;
 use mailup_auth_core::{
-    AccessToken, Backoff, ClientConfig, ClientSecret, CsrfState, Event, Grant, HttpResponse,
-    Password, ReauthReason, RefreshToken, RequestId, Session, SessionState, TokenAccess,
-    TokenRequest, TokenSet, TransportError, TransportErrorKind, UnixTime,
+    AccessToken, CsrfState, Event, Grant, HttpResponse, Password, ReauthReason, RequestId, Session,
+    SessionState, TokenAccess, TokenRequest, TokenSet, TransportError, TransportErrorKind,
+    UnixTime,
 };
 
-pub(crate) const SKEW: Duration = Duration::from_secs(60);
+mod fixtures;
+pub(crate) use fixtures::{config, token_set, SKEW};
+
 pub(crate) const STATE: &str = "the-right-state";
 
 #[derive(Clone, Debug)]
@@ -66,31 +68,9 @@ pub(crate) enum Action {
     Logout,
 }
 
-/// The configuration every harness session uses: loopback endpoints, a 60 s skew, backoff from
-/// 1 s up to 30 s.
-pub(crate) fn config() -> ClientConfig {
-    ClientConfig::builder("client", ClientSecret::new("client-secret"))
-        .redirect_uri("http://127.0.0.1:8400/callback")
-        .auth_base("http://127.0.0.1:1")
-        .refresh_skew(SKEW)
-        .backoff(Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        })
-        .build()
-        .unwrap()
-}
-
 /// A token set obtained at the epoch, with a refresh token.
 pub(crate) fn tokens(access: &str, refresh: &str, expires_at: UnixTime) -> TokenSet {
-    TokenSet {
-        access_token: AccessToken::new(access),
-        refresh_token: Some(RefreshToken::new(refresh)),
-        expires_at,
-        obtained_at: UnixTime::EPOCH,
-        token_type: None,
-        scope: None,
-    }
+    token_set(access, Some(refresh), UnixTime::EPOCH, expires_at)
 }
 
 /// A session holding `tokens`, with the harness [`config`].
@@ -488,14 +468,12 @@ impl Harness {
             Action::Restore => {
                 let access = self.fresh("restored-at");
                 let refresh = self.fresh("restored-rt");
-                self.session.restore_tokens(TokenSet {
-                    access_token: AccessToken::new(access.clone()),
-                    refresh_token: Some(RefreshToken::new(refresh.clone())),
-                    expires_at: now.saturating_add(Duration::from_secs(3600)),
-                    obtained_at: now,
-                    token_type: None,
-                    scope: None,
-                });
+                self.session.restore_tokens(token_set(
+                    &access,
+                    Some(&refresh),
+                    now,
+                    now.saturating_add(Duration::from_secs(3600)),
+                ));
                 self.old_access.push(access);
                 self.expected_refresh = Some(refresh);
                 self.refresh_dead = false;

@@ -61,7 +61,13 @@ impl MailUpClient {
 
     pub(super) fn check_origin(&self, url: &Url) -> Result<()> {
         let origin = url.origin();
-        let api_origin = self.shared().session.config().endpoints().api_base.origin();
+        let api_origin = self
+            .lock_state()
+            .session
+            .config()
+            .endpoints()
+            .api_base
+            .origin();
         if origin == api_origin || self.inner.settings.trusted_origins.contains(&origin) {
             Ok(())
         } else {
@@ -71,14 +77,14 @@ impl MailUpClient {
 
     pub(super) fn token_rejected(&self, token: &AccessToken) {
         let now = self.inner.settings.clock.now();
-        let mut shared = self.shared();
-        shared.session.handle_unauthorized(now, token);
-        // Under the session lock, so it cannot interleave with `obtain_locked` publishing.
+        let mut state = self.lock_state();
+        state.session.handle_unauthorized(now, token);
+        // Under the state lock, so it cannot interleave with a driver's `publish`.
         let current = self.inner.cache.load();
         if current.as_ref().is_some_and(|c| c.token == *token) {
             self.inner.cache.compare_and_swap(&*current, None);
         }
-        drop(shared);
+        drop(state);
     }
 
     /// [`send`](Self::send) for `http` crate types.
@@ -112,7 +118,13 @@ impl MailUpClient {
         path: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<HttpResponse> {
-        let api_base = self.shared().session.config().endpoints().api_base.clone();
+        let api_base = self
+            .lock_state()
+            .session
+            .config()
+            .endpoints()
+            .api_base
+            .clone();
         let url = api_url(&api_base, path)?;
         self.request_url(method, url, json_body).await
     }

@@ -74,67 +74,80 @@ impl MailUpClient {
         }
     }
 
-    /// When the background should next look at this client: the session's next due time
-    /// (`poll_timeout`: the refresh time, or the end of a backoff), minus a random jitter of up
-    /// to half the effective skew (capped at 30 s), never within a second of the tokens being
-    /// obtained. `None` when nothing is due (no tokens, or a login is needed). The one place
-    /// that decides it.
+    /// When the background should next look at this client: [`next_wakeup`] with a random
+    /// jitter. `None` when nothing is due (no tokens, or a login is needed).
     pub(crate) fn next_background_due(&self) -> Option<UnixTime> {
-        let (due, obtained_at) = {
-            let shared = self.shared();
-            (
-                shared.session.poll_timeout()?,
-                shared.session.tokens().map(|t| t.obtained_at),
-            )
-        };
-        let early = due.saturating_sub(self.inner.settings.entropy.jitter(self.jitter_max()));
-        let earliest = obtained_at
-            .unwrap_or(UnixTime::EPOCH)
-            .saturating_add(MIN_BACKGROUND_INTERVAL);
-        Some(early.max(earliest))
-    }
-
-    /// Half the effective skew of the current tokens, capped at 30 s.
-    pub(super) fn jitter_max(&self) -> Duration {
-        let skew = self
-            .shared()
-            .session
-            .tokens()
-            .map_or(self.inner.settings.skew, |tokens| {
-                tokens.effective_skew(self.inner.settings.skew)
-            });
-        (skew / 2).min(Duration::from_secs(30))
+        let wakeup = next_wakeup(&self.lock_state().session, self.inner.settings.skew())?;
+        // Drawn with the state lock released: the entropy source is the application's.
+        let jitter = self.inner.settings.entropy.jitter(wakeup.max_jitter);
+        Some(wakeup.at(jitter))
     }
 
     /// The background job: refresh if due (or about to be, within the jitter), else nothing.
     pub(crate) async fn refresh_ahead(&self) -> Result<()> {
-        self.locked(|client| async move {
-            let deadline = client.deadline();
-            client.sync_from_store().await?;
-            let now = client.inner.settings.clock.now();
-            let (due, obtained_at) = {
-                let shared = client.shared();
-                (
-                    shared.session.poll_timeout(),
-                    shared.session.tokens().map(|t| t.obtained_at),
-                )
-            };
-            let Some(due) = due else { return Ok(()) };
-            let too_early = now.saturating_add(client.jitter_max()) < due;
-            let just_refreshed =
-                obtained_at.is_some_and(|at| now < at.saturating_add(MIN_BACKGROUND_INTERVAL));
-            if too_early || just_refreshed {
-                return Ok(()); // the loop sleeps again
+        self.run_driver(|driver| async move {
+            let deadline = driver.deadline();
+            driver.sync_from_store().await?;
+            let now = driver.inner.settings.clock.now();
+            let wakeup = next_wakeup(&driver.lock_state().session, driver.inner.settings.skew());
+            let Some(wakeup) = wakeup else { return Ok(()) };
+            if now < wakeup.earliest() {
+                return Ok(()); // too early, or the tokens are too young: the loop sleeps again
             }
-            if now < due {
+            if now < wakeup.due {
                 // Ahead of time: force it; callers keep the current token meanwhile.
-                return client.force_refresh_locked(deadline).await.map(drop);
+                return driver.force_refresh(deadline).await.map(drop);
             }
-            client.shared().session.handle_timeout(now);
-            client.obtain_locked(deadline).await.map(drop)
+            driver.lock_state().session.handle_timeout(now);
+            driver.obtain(deadline).await.map(drop)
         })
         .await
     }
+}
+
+/// When the background refreshes a session ([`next_wakeup`]'s answer): at `due` minus a jitter
+/// of at most `max_jitter`, but not before `not_before`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wakeup {
+    /// When the session says a refresh is due (`poll_timeout`: the refresh time, or the end of
+    /// a backoff).
+    pub(crate) due: UnixTime,
+    /// The largest jitter to wake up earlier by: half the effective skew, capped at 30 s.
+    pub(crate) max_jitter: Duration,
+    /// A second after the tokens were obtained: never sooner.
+    pub(crate) not_before: UnixTime,
+}
+
+impl Wakeup {
+    /// The moment to wake up with this `jitter` (at most `max_jitter`). The scheduler sleeps
+    /// until it with a random jitter, spreading many clients' refreshes.
+    pub(crate) fn at(&self, jitter: Duration) -> UnixTime {
+        self.due.saturating_sub(jitter).max(self.not_before)
+    }
+
+    /// The earliest moment any jitter wakes up at: the job the scheduler wakes refreshes once
+    /// this has come, so it always acts when woken.
+    pub(crate) fn earliest(&self) -> UnixTime {
+        self.at(self.max_jitter)
+    }
+}
+
+/// The one rule for when the background refreshes a session: at the session's due time
+/// (`poll_timeout`), minus a jitter of at most half the effective skew of the current tokens
+/// (`skew` while none are held), capped at 30 s; but never within `MIN_BACKGROUND_INTERVAL`
+/// (1 s) of the tokens being obtained, so a server whose tokens live barely longer than the
+/// skew is not flooded. `None` when nothing is due (no tokens, or a login is needed).
+pub(crate) fn next_wakeup(session: &Session, skew: Duration) -> Option<Wakeup> {
+    let due = session.poll_timeout()?;
+    let tokens = session.tokens();
+    let effective_skew = tokens.map_or(skew, |tokens| tokens.effective_skew(skew));
+    Some(Wakeup {
+        due,
+        max_jitter: (effective_skew / 2).min(MAX_BACKGROUND_JITTER),
+        not_before: tokens
+            .map_or(UnixTime::EPOCH, |tokens| tokens.obtained_at)
+            .saturating_add(MIN_BACKGROUND_INTERVAL),
+    })
 }
 
 /// The handle of [`MailUpClient::spawn_background_refresh`]; the task runs while any handle
@@ -161,5 +174,115 @@ pub(super) struct RunningTask {
 impl Drop for RunningTask {
     fn drop(&mut self) {
         self.handle.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailup_auth_core::{RefreshToken, TransportErrorKind};
+
+    use super::*;
+    use crate::test_support::NOW;
+
+    const SKEW: Duration = Duration::from_secs(60);
+
+    fn session(lifetime: Duration) -> Session {
+        let config = ClientConfig::builder("cid", ClientSecret::new("csecret"))
+            .refresh_skew(SKEW)
+            .build()
+            .unwrap();
+        let obtained_at = UnixTime::from_secs(NOW);
+        Session::with_tokens(
+            config,
+            TokenSet {
+                access_token: AccessToken::new("access"),
+                refresh_token: Some(RefreshToken::new("refresh")),
+                expires_at: obtained_at.saturating_add(lifetime),
+                obtained_at,
+                token_type: None,
+                scope: None,
+            },
+        )
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::from_secs(NOW + secs)
+    }
+
+    #[test]
+    fn nothing_is_due_without_tokens() {
+        let config = ClientConfig::builder("cid", ClientSecret::new("csecret"))
+            .build()
+            .unwrap();
+        assert_eq!(next_wakeup(&Session::new(config), SKEW), None);
+    }
+
+    #[test]
+    fn the_wakeup_is_the_refresh_time_minus_the_jitter() {
+        let wakeup = next_wakeup(&session(Duration::from_secs(3600)), SKEW).unwrap();
+        assert_eq!(
+            wakeup,
+            Wakeup {
+                due: at(3540),
+                // Half the skew.
+                max_jitter: Duration::from_secs(30),
+                not_before: at(1),
+            }
+        );
+        assert_eq!(wakeup.at(Duration::from_secs(10)), at(3530));
+        assert_eq!(wakeup.earliest(), at(3510));
+    }
+
+    #[test]
+    fn the_jitter_is_at_most_half_the_effective_skew_and_never_above_30_s() {
+        let hour = session(Duration::from_secs(3600));
+        let wakeup = next_wakeup(&hour, Duration::from_secs(600)).unwrap();
+        assert_eq!(wakeup.max_jitter, Duration::from_secs(30));
+        // A 20 s token: the effective skew is 10 s (half its life), the jitter at most 5 s.
+        let short = next_wakeup(&session(Duration::from_secs(20)), SKEW).unwrap();
+        assert_eq!(short.max_jitter, Duration::from_secs(5));
+        assert_eq!(short.earliest(), at(5));
+    }
+
+    #[test]
+    fn never_within_a_second_of_the_tokens_being_obtained() {
+        // A 2 s token is due after 1 s; however large the jitter, not before that second.
+        let wakeup = next_wakeup(&session(Duration::from_secs(2)), SKEW).unwrap();
+        assert_eq!(wakeup.due, at(1));
+        assert_eq!(wakeup.at(Duration::from_secs(30)), at(1));
+        assert_eq!(wakeup.earliest(), at(1));
+    }
+
+    #[test]
+    fn any_jitter_wakes_the_job_no_earlier_than_it_refreshes() {
+        // The scheduler sleeps with a random jitter up to the largest; the job it wakes
+        // refreshes once `earliest` has come. So every wake-up finds the job ready to refresh.
+        for lifetime in [2, 20, 120, 3600] {
+            let wakeup = next_wakeup(&session(Duration::from_secs(lifetime)), SKEW).unwrap();
+            let max = wakeup.max_jitter.as_millis() as u64;
+            for millis in (0..=max).step_by(250) {
+                let woken = wakeup.at(Duration::from_millis(millis));
+                assert!(
+                    woken >= wakeup.earliest(),
+                    "lifetime {lifetime} s, {millis} ms"
+                );
+                assert!(woken <= wakeup.due.max(wakeup.not_before));
+            }
+        }
+    }
+
+    #[test]
+    fn a_backing_off_session_wakes_for_its_retry() {
+        let mut session = session(Duration::from_secs(3600));
+        let id = session.refresh_now().unwrap();
+        let request = session.poll_request().unwrap();
+        assert_eq!(request.id(), id);
+        let failure = TransportError::new(TransportErrorKind::Connect, "refused");
+        session.handle_token_response(at(10), id, Err(failure));
+        let retry_at = session.poll_timeout().unwrap();
+        assert!(retry_at > at(10));
+        let wakeup = next_wakeup(&session, SKEW).unwrap();
+        assert_eq!(wakeup.due, retry_at);
+        assert_eq!(wakeup.at(Duration::ZERO), retry_at);
     }
 }

@@ -1,8 +1,14 @@
 //! [`MailUpClientBuilder`]: the configuration, the building blocks and their defaults.
 
+use super::driver::Driver;
 use super::*;
 
 /// Builds a [`MailUpClient`]. Every default is replaceable.
+///
+/// The protocol settings (endpoints, redirect URI, skew, backoff, lifetimes) live in the
+/// core's [`ClientConfigBuilder`], which this builder holds: the setters below that name one of
+/// them only forward to it, and [`config`](Self::config) reaches all of them. The other
+/// setters are the facade's own (store, transport, lease, bounds of a token operation).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -38,9 +44,8 @@ pub struct MailUpClientBuilder {
     hooks: Vec<TokensHook>,
     remember_client: bool,
     max_refresh_attempts: u32,
-    rejected_reload_wait: Duration,
+    rejected_refresh_grace: Duration,
     rate_limit: Option<RateLimitRetry>,
-    skew: Duration,
     trusted_origins: Vec<String>,
     lease: LeaseChoice,
     token_timeout: Duration,
@@ -90,9 +95,8 @@ impl MailUpClientBuilder {
             hooks: Vec::new(),
             remember_client: false,
             max_refresh_attempts: 4,
-            rejected_reload_wait: Duration::from_millis(500),
+            rejected_refresh_grace: Duration::from_millis(500),
             rate_limit: None,
-            skew: mailup_auth_core::DEFAULT_REFRESH_SKEW,
             trusted_origins: Vec::new(),
             lease: LeaseChoice::Default,
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
@@ -108,37 +112,57 @@ impl MailUpClientBuilder {
         self
     }
 
-    /// The registered redirect URI (web-app flow).
+    /// Changes the protocol settings through the core's [`ClientConfigBuilder`], for any of its
+    /// setters (the ones below are shortcuts to the same builder):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mailup_auth::{ClientSecret, MailUpClient};
+    ///
+    /// let builder = MailUpClient::builder("my-client-id", ClientSecret::new("s"))
+    ///     .config(|config| config.default_expires_in(Duration::from_secs(900)));
+    /// # let _ = builder;
+    /// ```
+    pub fn config(
+        mut self,
+        configure: impl FnOnce(ClientConfigBuilder) -> ClientConfigBuilder,
+    ) -> Self {
+        self.config = configure(self.config);
+        self
+    }
+
+    /// The registered redirect URI (web-app flow): [`ClientConfigBuilder::redirect_uri`].
     pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
         self.config = self.config.redirect_uri(uri);
         self
     }
 
-    /// A server laid out like MailUp at another base URL (e.g. the emulator).
+    /// A server laid out like MailUp at another base URL (e.g. the emulator):
+    /// [`ClientConfigBuilder::auth_base`].
     pub fn auth_base(mut self, base: impl Into<String>) -> Self {
         self.config = self.config.auth_base(base);
         self
     }
 
-    /// Overrides the LogOn URL.
+    /// Overrides the LogOn URL: [`ClientConfigBuilder::logon_url`].
     pub fn logon_url(mut self, url: impl Into<String>) -> Self {
         self.config = self.config.logon_url(url);
         self
     }
 
-    /// Overrides the token URL.
+    /// Overrides the token URL: [`ClientConfigBuilder::token_url`].
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.config = self.config.token_url(url);
         self
     }
 
-    /// Overrides the API base.
+    /// Overrides the API base: [`ClientConfigBuilder::api_base`].
     pub fn api_base(mut self, url: impl Into<String>) -> Self {
         self.config = self.config.api_base(url);
         self
     }
 
-    /// Sets all endpoints.
+    /// Sets all endpoints: [`ClientConfigBuilder::endpoints`].
     pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
         self.config = self.config.endpoints(endpoints);
         self
@@ -146,20 +170,21 @@ impl MailUpClientBuilder {
 
     /// How long before expiry a refresh becomes due (default 60 s; at most half of each token's
     /// lifetime, so short-lived tokens work with any skew). The current token keeps being
-    /// served inside this margin while a refresh fails.
+    /// served inside this margin while a refresh fails: [`ClientConfigBuilder::refresh_skew`].
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.config = self.config.refresh_skew(skew);
-        self.skew = skew;
         self
     }
 
-    /// The lifetime assumed when `expires_in` is missing (default 3600 s).
+    /// The lifetime assumed when `expires_in` is missing (default 3600 s):
+    /// [`ClientConfigBuilder::default_expires_in`].
     pub fn default_expires_in(mut self, lifetime: Duration) -> Self {
         self.config = self.config.default_expires_in(lifetime);
         self
     }
 
-    /// The backoff after transient token-endpoint failures (default 1 s doubling to 60 s).
+    /// The backoff after transient token-endpoint failures (default 1 s doubling to 60 s):
+    /// [`ClientConfigBuilder::backoff`].
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config = self.config.backoff(backoff);
         self
@@ -175,7 +200,7 @@ impl MailUpClientBuilder {
     /// How long to watch the store for another instance's rotation after our refresh token was
     /// rejected, before reporting re-authorization (default 500 ms).
     pub fn rejected_refresh_grace(mut self, wait: Duration) -> Self {
-        self.rejected_reload_wait = wait;
+        self.rejected_refresh_grace = wait;
         self
     }
 
@@ -199,7 +224,8 @@ impl MailUpClientBuilder {
         self
     }
 
-    /// How long a started authorization may be completed in (default 10 minutes).
+    /// How long a started authorization may be completed in (default 10 minutes):
+    /// [`ClientConfigBuilder::authorization_timeout`].
     pub fn authorization_timeout(mut self, timeout: Duration) -> Self {
         self.config = self.config.authorization_timeout(timeout);
         self
@@ -210,6 +236,7 @@ impl MailUpClientBuilder {
     ///
     /// **Insecure**: the client secret, tokens, passwords and codes then travel unencrypted.
     /// Without it such a URL is [`Error::Config`] at [`build`](Self::build), before any I/O.
+    /// [`ClientConfigBuilder::allow_insecure_http`].
     pub fn allow_insecure_http(mut self) -> Self {
         self.config = self.config.allow_insecure_http();
         self
@@ -413,9 +440,8 @@ impl MailUpClientBuilder {
             hooks: self.hooks,
             remember_client: self.remember_client,
             max_refresh_attempts: self.max_refresh_attempts,
-            rejected_reload_wait: self.rejected_reload_wait,
+            rejected_refresh_grace: self.rejected_refresh_grace,
             rate_limit: self.rate_limit,
-            skew: self.skew,
             trusted_origins,
             token_timeout: self.token_timeout,
             max_response_bytes: self.max_response_bytes,
@@ -431,7 +457,7 @@ impl MailUpClient {
         let client = MailUpClient {
             inner: Arc::new(Inner {
                 profile,
-                shared: Mutex::new(Shared {
+                state: Mutex::new(ProfileState {
                     session: Session::new(settings.config.clone()),
                     version: None,
                     record: ProfileRecord::default(),
@@ -439,19 +465,22 @@ impl MailUpClient {
                 }),
                 settings,
                 cache: ArcSwapOption::empty(),
-                refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
+                refresh_flight: Arc::new(tokio::sync::Mutex::new(())),
                 scheduler: Mutex::new(Weak::new()),
                 standalone: Mutex::new(Weak::new()),
             }),
         };
-        client.sync_from_store().await?;
+        // Nobody else can hold the new client's flight: this takes it at once.
+        let driver = Driver::new(client.clone(), client.lock_refresh_flight().await);
+        driver.sync_from_store().await?;
+        drop(driver);
         let now = client.inner.settings.clock.now();
         {
-            let shared = client.shared();
-            if let Some(tokens) = shared.session.tokens() {
-                let usable = shared.session.reauthorization_reason().is_none();
-                if usable && tokens.is_fresh(now, client.inner.settings.skew) {
-                    client.publish_locked(&shared, &tokens.access_token.clone(), now);
+            let state = client.lock_state();
+            if let Some(tokens) = state.session.tokens() {
+                let usable = state.session.reauthorization_reason().is_none();
+                if usable && tokens.is_fresh(now, client.inner.settings.skew()) {
+                    client.publish(&state, &tokens.access_token, now);
                 }
             }
         }

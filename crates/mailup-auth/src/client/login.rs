@@ -1,5 +1,6 @@
 //! Logging in (web app, password grant, loopback) and out.
 
+use super::driver::Driver;
 use super::*;
 
 impl MailUpClient {
@@ -15,9 +16,12 @@ impl MailUpClient {
     ) -> Result<AuthorizationStart> {
         let state = self.inner.settings.entropy.csrf_state();
         let now = self.inner.settings.clock.now();
-        let shared = self.shared();
-        let (url, pending) =
-            PendingAuthorization::start(shared.session.config(), now, state, redirect_uri)?;
+        let (url, pending) = PendingAuthorization::start(
+            self.lock_state().session.config(),
+            now,
+            state,
+            redirect_uri,
+        )?;
         Ok(AuthorizationStart { url, pending })
     }
 
@@ -43,10 +47,13 @@ impl MailUpClient {
             return Err(CallbackError::AlreadyUsed.into());
         }
         let redirect_uri = pending.redirect_uri().clone();
-        self.locked(move |client| async move {
-            let deadline = client.deadline();
-            client.shared().session.exchange_code(code, &redirect_uri);
-            client.finish_login(deadline).await
+        self.run_driver(move |driver| async move {
+            let deadline = driver.deadline();
+            driver
+                .lock_state()
+                .session
+                .exchange_code(code, &redirect_uri);
+            driver.finish_login(deadline).await
         })
         .instrument(tracing::info_span!("mailup_auth.code_exchange"))
         .await
@@ -56,13 +63,13 @@ impl MailUpClient {
     pub async fn login_with_password(&self, username: &str, password: &Password) -> Result<()> {
         let username = username.to_owned();
         let password = password.clone();
-        self.locked(move |client| async move {
-            let deadline = client.deadline();
-            client
-                .shared()
+        self.run_driver(move |driver| async move {
+            let deadline = driver.deadline();
+            driver
+                .lock_state()
                 .session
                 .login_with_password(&username, &password);
-            client.finish_login(deadline).await
+            driver.finish_login(deadline).await
         })
         .instrument(tracing::info_span!("mailup_auth.password_grant"))
         .await
@@ -98,47 +105,50 @@ impl MailUpClient {
         result
     }
 
-    pub(super) async fn finish_login(&self, deadline: tokio::time::Instant) -> Result<()> {
-        let report = self.drive(deadline).await?;
-        if let Some(error) = report.login_error {
-            return Err(Error::Login(error));
-        }
-        let now = self.inner.settings.clock.now();
-        let shared = self.shared();
-        // A login whose token is already due (a zero expires_in) still stored its tokens; the
-        // next access_token() refreshes.
-        if let Some(tokens) = shared.session.tokens() {
-            self.publish_locked(&shared, &tokens.access_token.clone(), now);
-        }
-        Ok(())
-    }
-
     /// Forgets the profile's tokens, in the store first and then here (MailUp has no revocation
     /// endpoint). The remembered client registration, if any, is kept. If the store cannot be
     /// written, nothing is forgotten and the error is returned.
     pub async fn logout(&self) -> Result<()> {
-        self.locked(|client| async move {
-            let version = client.forget_stored_tokens().await?;
+        self.run_driver(|driver| async move {
+            let version = driver.forget_stored_tokens().await?;
             {
-                let mut shared = client.shared();
-                shared.session.logout();
-                shared.version = version;
-                shared.record.tokens = None;
-                shared.record.last_refreshed_at = None;
-                shared.record.reauthorization_required = None;
-                shared.unsaved = None;
+                let mut state = driver.lock_state();
+                state.session.logout();
+                state.version = version;
+                state.record.tokens = None;
+                state.record.last_refreshed_at = None;
+                state.record.reauthorization_required = None;
+                state.unsaved = None;
             }
-            client.clear_cache();
-            client.run_hooks(None, None, version);
+            driver.clear_cache();
+            driver.run_hooks(None, None, version);
             tracing::info!("logged out");
             Ok(())
         })
         .await
     }
+}
+
+impl Driver {
+    /// Sends the queued login (code exchange or password grant) and caches its token.
+    async fn finish_login(&self, deadline: tokio::time::Instant) -> Result<()> {
+        let report = self.pump(deadline).await?;
+        if let Some(error) = report.login_error {
+            return Err(Error::Login(error));
+        }
+        let now = self.inner.settings.clock.now();
+        let state = self.lock_state();
+        // A login whose token is already due (a zero expires_in) still stored its tokens; the
+        // next access_token() refreshes.
+        if let Some(tokens) = state.session.tokens() {
+            self.publish(&state, &tokens.access_token, now);
+        }
+        Ok(())
+    }
 
     /// Removes the tokens from the stored record (or the record, when it holds nothing else).
     /// Returns the record's new version.
-    pub(super) async fn forget_stored_tokens(&self) -> Result<Option<u64>> {
+    async fn forget_stored_tokens(&self) -> Result<Option<u64>> {
         let profile = &self.inner.profile;
         for _ in 0..MAX_SAVE_ATTEMPTS {
             let Some(stored) = self.inner.settings.store.load(profile).await? else {

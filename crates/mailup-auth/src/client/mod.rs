@@ -1,11 +1,12 @@
 //! [`MailUpClient`]: one object that keeps a MailUp session valid. It drives the core's
 //! [`Session`] with a [`Transport`], a [`TokenStore`], a [`Clock`] and an [`Entropy`] source.
 //!
-//! Concurrency design:
+//! Concurrency design (start reading at [`driver`]):
 //! - a fresh cached access token is read from an `ArcSwap` (no lock that serializes readers);
-//! - everything that talks to the token endpoint runs under one async mutex (`refresh_lock`):
-//!   callers that find the cache stale queue on it and re-check the cache once they hold it,
-//!   so any number of concurrent callers cause one refresh (single flight);
+//! - everything that talks to the token endpoint is done by one [`Driver`](driver::Driver),
+//!   which holds the client's refresh flight (an async mutex, see [`locks`]): callers that find
+//!   the cache stale queue on it and re-check the cache once they hold it, so any number of
+//!   concurrent callers cause one refresh (single flight);
 //! - new tokens are saved to the store (compare-and-swap, flushed) before the cache is updated
 //!   and before any caller receives them (persist before publish).
 
@@ -14,6 +15,9 @@ mod background;
 #[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
 pub(crate) mod bearer;
 mod builder;
+mod driver;
+mod lease;
+mod locks;
 mod login;
 mod services;
 mod store_sync;
@@ -26,7 +30,7 @@ pub use self::builder::MailUpClientBuilder;
 pub use self::services::{Page, Pages, Service, ServiceClient, DEFAULT_MAX_PAGES};
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -42,8 +46,10 @@ use mailup_auth_core::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::OwnedMutexGuard;
 use tracing::Instrument as _;
+
+use self::locks::{ProfileState, StateGuard};
+use self::store_sync::Synced;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::error::{Error, Result};
@@ -162,41 +168,12 @@ pub struct SessionStatus {
     pub refresh_error: Option<String>,
 }
 
-/// What happened while driving token requests.
-#[derive(Debug, Default)]
-struct DriveReport {
-    /// A code exchange or password grant failed.
-    login_error: Option<TokenError>,
-    /// A refresh failed transiently (tokens kept).
-    refresh_error: Option<TokenError>,
-    /// Token requests sent.
-    sent: u32,
-    /// New tokens arrived (and were persisted).
-    tokens_changed: bool,
-    /// Tokens another process saved were adopted instead of sending a refresh.
-    adopted: bool,
-    /// The refresh lease was lost between taking it and sending the refresh (see
-    /// [`LeaseGuard::still_held`]): the refresh was not sent, and the session has none in
-    /// flight; take the lease again, or adopt what its new holder saves.
-    lease_lost: bool,
-}
-
 #[derive(Debug)]
 struct CachedToken {
     token: AccessToken,
     /// Until when it may be handed out without asking the session (see
     /// [`Session::hand_out_until`]).
     until: UnixTime,
-}
-
-/// State guarded by the short-lived std mutex (never held across an await).
-#[derive(Debug)]
-struct Shared {
-    session: Session,
-    version: Option<u64>,
-    record: ProfileRecord,
-    /// Tokens obtained but not yet saved (a save failed): saved before anything is handed out.
-    unsaved: Option<Grant>,
 }
 
 /// What every client built from one builder (or one [`MailUpAccounts`](crate::MailUpAccounts))
@@ -212,24 +189,32 @@ pub(crate) struct ClientSettings {
     pub(crate) hooks: Vec<TokensHook>,
     pub(crate) remember_client: bool,
     pub(crate) max_refresh_attempts: u32,
-    pub(crate) rejected_reload_wait: Duration,
+    pub(crate) rejected_refresh_grace: Duration,
     pub(crate) rate_limit: Option<RateLimitRetry>,
-    pub(crate) skew: Duration,
     pub(crate) trusted_origins: Vec<url::Origin>,
     pub(crate) token_timeout: Duration,
     pub(crate) max_response_bytes: usize,
+}
+
+impl ClientSettings {
+    /// The configured refresh skew (the configuration is its one home).
+    pub(crate) fn skew(&self) -> Duration {
+        self.config.refresh_skew()
+    }
 }
 
 /// One profile's client: its session and what protects it.
 struct Inner {
     profile: String,
     settings: Arc<ClientSettings>,
-    /// The session, its store version and record. A std mutex, never held across an await.
-    shared: Mutex<Shared>,
+    /// The session, its store version and record ([`locks`]: the state lock, a std mutex,
+    /// never held across an await).
+    state: Mutex<ProfileState>,
     /// The handed-out token, read without a lock.
     cache: ArcSwapOption<CachedToken>,
-    /// Serializes every token operation of this client (single flight).
-    refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The refresh flight ([`locks`]): whoever holds it is this client's one
+    /// [`Driver`](driver::Driver) (single flight).
+    refresh_flight: Arc<tokio::sync::Mutex<()>>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
     /// The task of `spawn_background_refresh`, while any of its handles is alive.
@@ -294,6 +279,8 @@ impl std::fmt::Debug for MailUpClient {
 const MAX_STALE_TOKEN_SETS: u32 = 2;
 /// The background task never refreshes a token set younger than this.
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest jitter the background subtracts from a due time.
+const MAX_BACKGROUND_JITTER: Duration = Duration::from_secs(30);
 /// How many times a conflicting save is retried after reloading.
 const MAX_SAVE_ATTEMPTS: u32 = 4;
 /// How many times one token operation takes the refresh lease again after losing it before
@@ -327,31 +314,29 @@ impl MailUpClient {
 
     /// The configuration.
     pub fn config(&self) -> ClientConfig {
-        self.shared().session.config().clone()
+        self.lock_state().session.config().clone()
     }
 
     /// A snapshot of the session, without secrets.
     pub fn status(&self) -> SessionStatus {
         let now = self.inner.settings.clock.now();
-        let shared = self.shared();
-        let tokens = shared.session.tokens();
+        let state = self.lock_state();
+        let session = &state.session;
+        let tokens = session.tokens();
         SessionStatus {
             profile: self.inner.profile.clone(),
-            client_id: shared.session.config().client_id().to_owned(),
-            endpoints: shared.session.config().endpoints().clone(),
-            state: shared.session.state(),
-            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.settings.skew))
-                && shared.session.reauthorization_reason().is_none(),
+            client_id: session.config().client_id().to_owned(),
+            endpoints: session.config().endpoints().clone(),
+            state: session.state(),
+            has_fresh_token: tokens.is_some_and(|t| t.is_fresh(now, self.inner.settings.skew()))
+                && session.reauthorization_reason().is_none(),
             expires_at: tokens.map(|t| t.expires_at),
             obtained_at: tokens.map(|t| t.obtained_at),
-            last_refreshed_at: shared.record.last_refreshed_at,
+            last_refreshed_at: state.record.last_refreshed_at,
             has_refresh_token: tokens.is_some_and(|t| t.refresh_token.is_some()),
-            store_version: shared.version,
-            reauthorization_reason: shared
-                .session
-                .reauthorization_reason()
-                .map(|r| r.to_string()),
-            refresh_error: shared.session.last_refresh_error().map(|e| e.to_string()),
+            store_version: state.version,
+            reauthorization_reason: session.reauthorization_reason().map(|r| r.to_string()),
+            refresh_error: session.last_refresh_error().map(|e| e.to_string()),
         }
     }
 
@@ -367,15 +352,16 @@ impl MailUpClient {
         // Never late: `now_or_later` may run ahead of now, not behind it.
         (self.inner.settings.clock.now_or_later() < cached.until).then(|| cached.token.clone())
     }
+
     /// Caches `token` if it is the session's current access token, for as long as the session
-    /// would hand it out again. Called with the session lock held, right where the session
-    /// handed the token out.
-    fn publish_locked(&self, shared: &Shared, token: &AccessToken, now: UnixTime) {
-        let current = shared
+    /// would hand it out again. Takes the state lock's guard: called in the critical section
+    /// where the session handed the token out, so a concurrent 401 on it cannot slip between.
+    fn publish(&self, state: &StateGuard<'_>, token: &AccessToken, now: UnixTime) {
+        let current = state
             .session
             .tokens()
             .is_some_and(|tokens| tokens.access_token == *token);
-        if let (true, Some(until)) = (current, shared.session.hand_out_until(now)) {
+        if let (true, Some(until)) = (current, state.session.hand_out_until(now)) {
             self.inner.cache.store(Some(Arc::new(CachedToken {
                 token: token.clone(),
                 until,
@@ -397,15 +383,6 @@ impl MailUpClient {
         for hook in &self.inner.settings.hooks {
             hook(&change);
         }
-    }
-
-    fn shared(&self) -> MutexGuard<'_, Shared> {
-        // Every critical section is a few plain assignments on the session; a panic inside one
-        // cannot leave it half-updated, so a poisoned lock is still consistent.
-        self.inner
-            .shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -225,7 +225,13 @@ impl MailUpClient {
     /// `https://services.mailup.com/API/v1.1/Rest/MailStatisticsService.svc`). Same origin as
     /// the API base, so the token goes there.
     pub fn service_base(&self, service: Service) -> Url {
-        let api_base = self.shared().session.config().endpoints().api_base.clone();
+        let api_base = self
+            .lock_state()
+            .session
+            .config()
+            .endpoints()
+            .api_base
+            .clone();
         if service == Service::Console {
             return api_base;
         }

@@ -2,6 +2,7 @@
 //! telling a logout (a tombstone, or a record without tokens) from a store that lost the
 //! record (emptied, or restarted without persistence).
 
+use super::driver::Driver;
 use super::*;
 
 /// What one look at the store found.
@@ -17,7 +18,21 @@ pub(super) enum Synced {
     Lost,
 }
 
-impl MailUpClient {
+impl Driver {
+    /// Adopts what another instance saved before a refresh. A store that cannot be reached
+    /// right now is not an error here: the refresh then cannot take its lease either and is
+    /// not sent, and a still-valid token keeps being served.
+    pub(super) async fn sync_before_refresh(&self) -> Result<()> {
+        match self.sync_from_store().await {
+            Ok(_) => Ok(()),
+            Err(Error::Store(error)) if error.is_transient() => {
+                tracing::warn!(%error, "token store unreachable; using the tokens in memory");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Adopts the stored record when its version differs from ours. Returns whether it did.
     pub(super) async fn sync_from_store(&self) -> Result<bool> {
         Ok(self.sync_with_store().await? == Synced::Adopted)
@@ -38,59 +53,62 @@ impl MailUpClient {
             // `Deleted`, and whatever a later version may add: no record, as a logout.
             _ => (None, false),
         };
-        let changed = {
-            let mut shared = self.shared();
-            match loaded {
-                // Our rotated tokens are not saved yet and the store only says the old ones
-                // are dead: keep ours (the next save overwrites the mark).
-                Some(stored)
-                    if Some(stored.version) != shared.version
-                        && shared.unsaved.is_some()
-                        && stored.value.reauthorization_required.is_some() =>
-                {
-                    shared.version = Some(stored.version);
-                    shared.record.client = stored.value.client;
-                    false
-                }
-                Some(stored) if Some(stored.version) != shared.version => {
-                    shared.version = Some(stored.version);
-                    match &stored.value.tokens {
-                        Some(tokens) => shared.session.restore_tokens(tokens.clone()),
-                        None => shared.session.logout(),
+        let changed =
+            {
+                let mut state = self.lock_state();
+                match loaded {
+                    // Our rotated tokens are not saved yet and the store only says the old ones
+                    // are dead: keep ours (the next save overwrites the mark).
+                    Some(stored)
+                        if Some(stored.version) != state.version
+                            && state.unsaved.is_some()
+                            && stored.value.reauthorization_required.is_some() =>
+                    {
+                        state.version = Some(stored.version);
+                        state.record.client = stored.value.client;
+                        false
                     }
-                    if let Some(reason) = &stored.value.reauthorization_required {
-                        shared.session.mark_reauthorization_required(
-                            ReauthReason::RejectedEarlier(reason.clone()),
-                        );
+                    Some(stored) if Some(stored.version) != state.version => {
+                        state.version = Some(stored.version);
+                        match &stored.value.tokens {
+                            Some(tokens) => state.session.restore_tokens(tokens.clone()),
+                            None => state.session.logout(),
+                        }
+                        if let Some(reason) = &stored.value.reauthorization_required {
+                            state.session.mark_reauthorization_required(
+                                ReauthReason::RejectedEarlier(reason.clone()),
+                            );
+                        }
+                        state.record = stored.value;
+                        state.unsaved = None;
+                        true
                     }
-                    shared.record = stored.value;
-                    shared.unsaved = None;
-                    true
-                }
-                // Gone without a logout: the store was emptied. Not a reason to forget the
-                // session; the next save puts the record back.
-                None if lost && shared.version.is_some() => {
-                    drop(shared);
-                    tracing::warn!(
-                        "the token store lost this profile's record (emptied, or restarted \
+                    // Gone without a logout: the store was emptied. Not a reason to forget the
+                    // session; the next save puts the record back.
+                    None if lost && state.version.is_some() => {
+                        drop(state);
+                        tracing::warn!(
+                            "the token store lost this profile's record (emptied, or restarted \
                          without persistence); keeping the tokens in memory"
-                    );
-                    return Ok(Synced::Lost);
+                        );
+                        return Ok(Synced::Lost);
+                    }
+                    None if state.version.is_some() => {
+                        state.version = None;
+                        state.record = ProfileRecord::default();
+                        state.session.logout();
+                        state.unsaved = None;
+                        true
+                    }
+                    _ => false,
                 }
-                None if shared.version.is_some() => {
-                    shared.version = None;
-                    shared.record = ProfileRecord::default();
-                    shared.session.logout();
-                    shared.unsaved = None;
-                    true
-                }
-                _ => false,
-            }
-        };
+            };
         if changed {
             self.clear_cache();
-            let tokens = self.shared().session.tokens().cloned();
-            let version = self.shared().version;
+            let (tokens, version) = {
+                let state = self.lock_state();
+                (state.session.tokens().cloned(), state.version)
+            };
             self.run_hooks(tokens.as_ref(), None, version);
             return Ok(Synced::Adopted);
         }

@@ -1,5 +1,9 @@
-//! What the `MailUpAccounts` tests share: an in-process token server that enforces rotation,
-//! a counting memory store, a jitter-free entropy source and a setup on a manual clock.
+//! The facade's one test-helper module, shared by every test file in `tests/` (`mod support;`)
+//! and by the crate's unit tests (`src/lib.rs` includes it as `test_support`): the clock's
+//! start, client builders (offline with given ports, or for the emulator), a login against the
+//! emulator, and for the `MailUpAccounts` tests an in-process token server that enforces
+//! rotation, a counting memory store, a jitter-free entropy source and a setup on a manual
+//! clock.
 #![allow(dead_code)] // each test file uses a different part
 
 use std::collections::HashSet;
@@ -12,10 +16,46 @@ use http::StatusCode;
 use mailup_auth::core::{MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Versioned};
 use mailup_auth::{
     ClientSecret, CsrfState, Entropy, HttpRequest, HttpResponse, MailUpAccounts, MailUpClient,
-    ManualClock, Password, Transport, TransportError, UnixTime,
+    MailUpClientBuilder, ManualClock, Password, Transport, TransportError, UnixTime,
+};
+use mailup_auth_emulator::{
+    Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
 
+/// Where every manual clock of the facade's tests starts (seconds since the UNIX epoch).
 pub(crate) const NOW: u64 = 1_800_000_000;
+
+/// The tests' client registration, its endpoints on a closed loopback port: nothing leaves the
+/// process unless a transport is given.
+pub(crate) fn offline() -> MailUpClientBuilder {
+    MailUpClient::builder("cid", ClientSecret::new("csecret")).auth_base("http://127.0.0.1:9")
+}
+
+/// [`offline`] with these ports and clock: every request goes to `transport`.
+pub(crate) fn offline_builder(
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<ManualClock>,
+) -> MailUpClientBuilder {
+    offline().clock(clock).store(store).transport(transport)
+}
+
+/// The emulator's default registration against `emulator`, with a memory store.
+pub(crate) fn emulator_builder(emulator: &Emulator) -> MailUpClientBuilder {
+    MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+        .auth_base(emulator.base_url().as_str())
+        .memory_store()
+}
+
+/// Builds the client and logs in as the emulator's default user (password grant).
+pub(crate) async fn log_in(builder: MailUpClientBuilder) -> MailUpClient {
+    let client = builder.build().await.unwrap();
+    client
+        .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+        .await
+        .unwrap();
+    client
+}
 
 /// A token server with rotation that remembers the order refreshes arrived in and how many
 /// ran at once. The refresh token names its account (`r-<account>-<n>`).
@@ -160,12 +200,8 @@ impl Setup {
         }
     }
 
-    pub(crate) fn builder(&self) -> mailup_auth::MailUpClientBuilder {
-        MailUpClient::builder("client", ClientSecret::new("secret"))
-            .auth_base("http://127.0.0.1:9")
-            .transport(self.server.clone())
-            .store(self.store.clone())
-            .clock(self.clock.clone())
+    pub(crate) fn builder(&self) -> MailUpClientBuilder {
+        offline_builder(self.server.clone(), self.store.clone(), self.clock.clone())
             .entropy(Arc::new(NoJitter))
     }
 

@@ -1,20 +1,23 @@
-//! What the damaged-store tests (corruption.rs, recover.rs) share: running the `mailup-auth`
-//! binary against a store and the emulator, copying a store, listing the current generation's
-//! files, and damaging one of them (seeded bit flips or a truncation).
-#![allow(dead_code)] // each test file uses its own part
+//! What the damaged-store tests (corruption.rs, recover.rs) share besides the common harness:
+//! running the `mailup-auth` binary against a store and the emulator, logging every profile in
+//! to a new store, copying a store, listing the current generation's files, and damaging one of
+//! them (seeded bit flips or a truncation).
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
-use mailup_auth_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD};
+use mailup_auth_emulator::{
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
+};
 use rand::rngs::StdRng;
 use rand::Rng as _;
-use tokio::process::Command;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_mailup-auth");
+use super::clean_command;
+
+/// The profiles every damaged store holds.
 pub(crate) const PROFILES: [&str; 3] = ["alpha", "beta", "gamma"];
 
+/// The number in the environment variable `name`, or `default`.
 pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -22,10 +25,13 @@ pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Runs the binary with `args` on `store`, logged in to the emulator at `base`: the client
+/// registration and the password in the environment (see [`run_with`]).
 pub(crate) async fn run(home: &Path, store: &Path, base: &str, args: &[&str]) -> Output {
     run_with(home, store, base, args, &[]).await
 }
 
+/// [`run`] with `extra_env` added to the clean environment ([`clean_command`] with `home`).
 pub(crate) async fn run_with(
     home: &Path,
     store: &Path,
@@ -33,35 +39,50 @@ pub(crate) async fn run_with(
     args: &[&str],
     extra_env: &[(&str, &str)],
 ) -> Output {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MAILUP_") || key.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(key);
-        }
-    }
-    let output = command
-        .env("HOME", home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
+    let mut command = clean_command(home);
+    command
         .env("MAILUP_STORE", store)
         .env("MAILUP_CLIENT_ID", DEFAULT_CLIENT_ID)
         .env("MAILUP_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
         .env("MAILUP_AUTH_BASE", base)
         .env("MAILUP_PASSWORD", DEFAULT_PASSWORD)
         .envs(extra_env.iter().copied())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("the command is bounded")
-        .expect("the command runs")
+        .args(args);
+    super::run(&mut command).await
 }
 
+/// The arguments of a password login of `profile` as the emulator's default user (the
+/// password comes from the environment [`run`] sets).
+pub(crate) fn login_args(profile: &str) -> [&str; 6] {
+    [
+        "login",
+        "--password",
+        "--username",
+        DEFAULT_USERNAME,
+        "--profile",
+        profile,
+    ]
+}
+
+/// Logs every profile of [`PROFILES`] in to a new store at `store`; returns their access
+/// tokens.
+pub(crate) async fn logged_in_store(home: &Path, store: &Path, base: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for profile in PROFILES {
+        let out = run(home, store, base, &login_args(profile)).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = run(home, store, base, &["token", "--profile", profile]).await;
+        assert!(token.status.success());
+        tokens.push(String::from_utf8_lossy(&token.stdout).trim().to_owned());
+    }
+    tokens
+}
+
+/// Copies the directory `from` (recursively) to `to`.
 pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -95,6 +116,7 @@ pub(crate) fn current_files(store: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Damages `file` at random from `rng`: up to eight bit flips, or a truncation; says which.
 pub(crate) fn damage(rng: &mut StdRng, file: &Path) -> String {
     let mut bytes = std::fs::read(file).unwrap();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
