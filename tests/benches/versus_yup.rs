@@ -34,7 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
 use hyper_util::rt::TokioExecutor;
-use mailup_auth::{ClientSecret, MailUpClient, Password, SledTokenStore};
+use mailup_auth::core::api::bearer_header;
+use mailup_auth::http::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use mailup_auth::http::Method;
+use mailup_auth::{ClientSecret, HttpRequest, MailUpClient, Password, SledTokenStore, Transport};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -324,6 +327,9 @@ fn main() {
         Err(_) => 1,
     }
     .max(1);
+    // `VERSUS_ONLY=api,durable` runs only the named parts (cached, api, storms, durable).
+    let only = std::env::var("VERSUS_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -352,7 +358,7 @@ fn main() {
     .into_iter()
     .map(|name| (name, Row::default()))
     .collect();
-    for _ in 0..rounds {
+    for _ in 0..if part("cached") { rounds } else { 0 } {
         let floor_read = || {
             black_box(Arc::clone(&floor.load()));
         };
@@ -387,7 +393,14 @@ fn main() {
         .unwrap()
         .secret()
         .to_owned();
-    let raw_call = |token: String| {
+    // The floor: raw reqwest on a client with the settings of our default transport
+    // (timeouts, no redirects, its User-Agent), so the two differ only by what the library
+    // does around the call. `reqwest::Client::new()` (no timeouts) is shown beside it.
+    let floor_http = mailup_auth::ReqwestTransport::new()
+        .unwrap()
+        .client()
+        .clone();
+    let raw_call = |http: &reqwest::Client, token: String| {
         let http = http.clone();
         let url = api_url.clone();
         async move {
@@ -398,147 +411,175 @@ fn main() {
     };
     const CALLS: u32 = 200;
     const BATCHES: u32 = 10;
+    // Our transport alone (no facade): the request `get` builds, with the token's Bearer
+    // header, sent by `ReqwestTransport` and decoded. Tells the facade's share from the
+    // transport's.
+    let transport = mailup_auth::ReqwestTransport::new().unwrap();
+    let transport_call = || async {
+        let token = ours.access_token().await.unwrap();
+        let request = HttpRequest::new(Method::GET, api_url.clone())
+            .with_header(ACCEPT, HeaderValue::from_static("application/json"))
+            .with_header(AUTHORIZATION, bearer_header(&token));
+        let answer = transport.send(request).await.unwrap();
+        assert!(answer.status.is_success(), "{}", answer.status);
+        serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap()
+    };
+    const CONTENDERS: usize = 5;
     let mut api: Vec<(&str, Row)> = [
-        "raw reqwest, static Bearer (one at a time)",
+        "raw reqwest, static Bearer, the transport's client settings (floor; one at a time)",
         "mailup-auth `get` (one at a time)",
         "yup-oauth2 `token()` + raw reqwest (one at a time)",
-        "raw reqwest, 64 at once (per batch)",
+        "raw reqwest, static Bearer, `reqwest::Client::new()` (one at a time)",
+        "our transport alone: `ReqwestTransport::send` + decode, no facade (one at a time)",
+        "raw reqwest, the transport's client settings (floor; 64 at once, per batch)",
         "mailup-auth `get`, 64 at once (per batch)",
         "yup-oauth2 `token()` + raw reqwest, 64 at once (per batch)",
+        "raw reqwest, `reqwest::Client::new()`, 64 at once (per batch)",
+        "our transport alone, 64 at once (per batch)",
     ]
     .into_iter()
     .map(|name| (name, Row::default()))
     .collect();
     runtime.block_on(async {
-        let ours_call = || async {
-            black_box(ours.get::<serde_json::Value>(API_PATH).await.unwrap());
+        let call = |contender: usize| {
+            let raw_call = &raw_call;
+            let (floor_http, http, raw_token, ours, yup, transport_call) =
+                (&floor_http, &http, &raw_token, &ours, &yup, &transport_call);
+            async move {
+                match contender {
+                    0 => {
+                        black_box(raw_call(floor_http, raw_token.clone()).await);
+                    }
+                    1 => {
+                        black_box(ours.get::<serde_json::Value>(API_PATH).await.unwrap());
+                    }
+                    2 => {
+                        let token = yup.token(scopes).await.unwrap();
+                        black_box(raw_call(floor_http, token.token().unwrap().to_owned()).await);
+                    }
+                    3 => {
+                        black_box(raw_call(http, raw_token.clone()).await);
+                    }
+                    _ => {
+                        black_box(transport_call().await);
+                    }
+                }
+            }
         };
-        let yup_call = || async {
-            let token = yup.token(scopes).await.unwrap();
-            black_box(raw_call(token.token().unwrap().to_owned()).await);
-        };
-        for _ in 0..rounds {
-            let start = Instant::now();
-            for _ in 0..CALLS {
-                black_box(raw_call(raw_token.clone()).await);
+        // The order rotates from round to round: whoever runs first after a phase change
+        // (one at a time → 64 at once) pays for waking the pool's idle connections.
+        for round in 0..if part("api") { rounds } else { 0 } {
+            for contender in (0..CONTENDERS).map(|k| (k + round) % CONTENDERS) {
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    call(contender).await;
+                }
+                api[contender]
+                    .1
+                     .0
+                    .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
             }
-            api[0]
-                .1
-                 .0
-                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
-            let start = Instant::now();
-            for _ in 0..CALLS {
-                ours_call().await;
+            for contender in (0..CONTENDERS).map(|k| (k + round) % CONTENDERS) {
+                let start = Instant::now();
+                for _ in 0..BATCHES {
+                    futures_util::future::join_all((0..64).map(|_| call(contender))).await;
+                }
+                api[CONTENDERS + contender]
+                    .1
+                     .0
+                    .push(ms(start.elapsed()) / f64::from(BATCHES));
             }
-            api[1]
-                .1
-                 .0
-                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
-            let start = Instant::now();
-            for _ in 0..CALLS {
-                yup_call().await;
-            }
-            api[2]
-                .1
-                 .0
-                .push(start.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
-
-            let start = Instant::now();
-            for _ in 0..BATCHES {
-                futures_util::future::join_all((0..64).map(|_| raw_call(raw_token.clone()))).await;
-            }
-            api[3].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
-            let start = Instant::now();
-            for _ in 0..BATCHES {
-                futures_util::future::join_all((0..64).map(|_| ours_call())).await;
-            }
-            api[4].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
-            let start = Instant::now();
-            for _ in 0..BATCHES {
-                futures_util::future::join_all((0..64).map(|_| yup_call())).await;
-            }
-            api[5].1 .0.push(ms(start.elapsed()) / f64::from(BATCHES));
         }
     });
     runtime.block_on(emulator.shutdown());
 
     // ---- storms ------------------------------------------------------------------------
     let storm_rounds = rounds.min(5);
-    let small = runtime.block_on(storms(1_000, storm_rounds));
-    let large = runtime.block_on(storms(10_000, storm_rounds));
+    let storm_figures = part("storms").then(|| {
+        (
+            runtime.block_on(storms(1_000, storm_rounds)),
+            runtime.block_on(storms(10_000, storm_rounds)),
+        )
+    });
 
     // ---- report ------------------------------------------------------------------------
     println!();
     println!(
         "versus_yup: {rounds} rounds (storms: {storm_rounds}), medians; real clock throughout"
     );
-    println!();
-    println!("| cached read | ns per read | × floor |");
-    println!("|---|---|---|");
-    let floor_1 = cached[0].1.median();
-    let floor_2 = cached[1].1.median();
-    for (i, (name, row)) in cached.iter().enumerate() {
-        let base = if i % 2 == 0 { floor_1 } else { floor_2 };
+    if part("cached") {
+        println!();
+        println!("| cached read | ns per read | × floor |");
+        println!("|---|---|---|");
+        let floor_1 = cached[0].1.median();
+        let floor_2 = cached[1].1.median();
+        for (i, (name, row)) in cached.iter().enumerate() {
+            let base = if i % 2 == 0 { floor_1 } else { floor_2 };
+            println!(
+                "| {name} | {:.1} | {:.2}× |",
+                row.median(),
+                row.median() / base
+            );
+        }
+        let ours_1 = cached[2].1.median();
+        let ours_2 = cached[3].1.median();
+        let async_1 = cached[4].1.median();
+        let async_2 = cached[5].1.median();
         println!(
-            "| {name} | {:.1} | {:.2}× |",
-            row.median(),
-            row.median() / base
+            "\n2 threads / 1 thread, per read: floor {:.2}×, cached_access_token {:.2}×, access_token().await {:.2}×",
+            floor_2 / floor_1,
+            ours_2 / ours_1,
+            async_2 / async_1
         );
     }
-    let ours_1 = cached[2].1.median();
-    let ours_2 = cached[3].1.median();
-    let async_1 = cached[4].1.median();
-    let async_2 = cached[5].1.median();
-    println!(
-        "\n2 threads / 1 thread, per read: floor {:.2}×, cached_access_token {:.2}×, access_token().await {:.2}×",
-        floor_2 / floor_1,
-        ours_2 / ours_1,
-        async_2 / async_1
-    );
-    println!();
-    println!("| API call `GET {API_PATH}` | time | × raw reqwest |");
-    println!("|---|---|---|");
-    for (i, (name, row)) in api.iter().enumerate() {
-        let (base, unit) = if i < 3 {
-            (api[0].1.median(), "µs")
-        } else {
-            (api[3].1.median(), "ms")
-        };
-        println!(
-            "| {name} | {:.2} {unit} | {:.2}× |",
-            row.median(),
-            row.median() / base
-        );
+    if part("api") {
+        println!();
+        println!("| API call `GET {API_PATH}` | time | × raw reqwest |");
+        println!("|---|---|---|");
+        for (i, (name, row)) in api.iter().enumerate() {
+            let (base, unit) = if i < CONTENDERS {
+                (api[0].1.median(), "µs")
+            } else {
+                (api[CONTENDERS].1.median(), "ms")
+            };
+            println!(
+                "| {name} | {:.2} {unit} | {:.2}× |",
+                row.median(),
+                row.median() / base
+            );
+        }
     }
-    println!();
-    println!(
-        "| refresh storm on an expired token | time | × no-refresh floor | refresh requests | failed callers |"
-    );
-    println!("|---|---|---|---|---|");
-    for (tasks, figures) in [(1_000, &small), (10_000, &large)] {
+    if let Some((small, large)) = &storm_figures {
+        println!();
         println!(
-            "| {tasks} callers: mailup-auth (sled) | {:.2} ms | {:.2}× | 1 | 0 |",
-            figures.ours.median(),
-            figures.ours.median() / figures.ours_floor.median()
+            "| refresh storm on an expired token | time | × no-refresh floor | refresh requests | failed callers |"
         );
-        println!(
-            "| {tasks} callers: mailup-auth, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
-            figures.ours_floor.median()
-        );
-        println!(
-            "| {tasks} callers: yup-oauth2 (memory) | {:.2} ms | {:.2}× | {:.0} (range {:.0}–{:.0}) | {:.0} (range {:.0}–{:.0}) |",
-            figures.yup.median(),
-            figures.yup.median() / figures.yup_floor.median(),
-            figures.yup_refreshes.median(),
-            figures.yup_refreshes.0.iter().copied().fold(f64::MAX, f64::min),
-            figures.yup_refreshes.0.iter().copied().fold(0.0, f64::max),
-            figures.yup_failed.median(),
-            figures.yup_failed.0.iter().copied().fold(f64::MAX, f64::min),
-            figures.yup_failed.0.iter().copied().fold(0.0, f64::max),
-        );
-        println!(
-            "| {tasks} callers: yup-oauth2, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
-            figures.yup_floor.median()
-        );
+        println!("|---|---|---|---|---|");
+        for (tasks, figures) in [(1_000, small), (10_000, large)] {
+            println!(
+                "| {tasks} callers: mailup-auth (sled) | {:.2} ms | {:.2}× | 1 | 0 |",
+                figures.ours.median(),
+                figures.ours.median() / figures.ours_floor.median()
+            );
+            println!(
+                "| {tasks} callers: mailup-auth, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
+                figures.ours_floor.median()
+            );
+            println!(
+                "| {tasks} callers: yup-oauth2 (memory) | {:.2} ms | {:.2}× | {:.0} (range {:.0}–{:.0}) | {:.0} (range {:.0}–{:.0}) |",
+                figures.yup.median(),
+                figures.yup.median() / figures.yup_floor.median(),
+                figures.yup_refreshes.median(),
+                figures.yup_refreshes.0.iter().copied().fold(f64::MAX, f64::min),
+                figures.yup_refreshes.0.iter().copied().fold(0.0, f64::max),
+                figures.yup_failed.median(),
+                figures.yup_failed.0.iter().copied().fold(f64::MAX, f64::min),
+                figures.yup_failed.0.iter().copied().fold(0.0, f64::max),
+            );
+            println!(
+                "| {tasks} callers: yup-oauth2, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
+                figures.yup_floor.median()
+            );
+        }
     }
 }
