@@ -7,9 +7,15 @@
 //! - refresh storms: 1,000 and 10,000 tasks asking for a token on an expired one; the refresh
 //!   requests sent and the callers that failed are counted through the emulator's counters;
 //!   beside them the no-refresh floor (the same tasks on a fresh token);
-//! - the API call `GET Console/Authentication/Info`: raw reqwest with a static Bearer header,
-//!   our `get`, and yup-oauth2's `token()` followed by the same raw reqwest call; one at a
-//!   time and 64 at once.
+//! - the API call `GET Console/Authentication/Info`: raw reqwest with a static Bearer header
+//!   on a client with our default transport's settings (the floor; also on
+//!   `reqwest::Client::new()`), our `get`, our transport alone (no facade), and yup-oauth2's
+//!   `token()` followed by the floor's raw call; one at a time and 64 at once (P3);
+//! - refresh + durable save (P4): our forced `refresh()` on a sled store beside the floor (a
+//!   raw refresh POST and a bare sled insert + flush), the pieces (each alone; the store's
+//!   `save` and `load`; a spawned task), and a `refresh()` whose store and transport are
+//!   wrapped to time them, which says how much of a refresh is the store, the token request
+//!   and the facade itself.
 //!
 //! yup-oauth2 has no flow that starts from a refresh token the application already holds and
 //! a token URI of its choosing except through its storage: its authorized-user flow sends to a
@@ -23,7 +29,11 @@
 //! that sends more than one refresh request, a caller that fails) and reports yup-oauth2's
 //! behaviour as counted. Run with `cargo bench -p mailup-auth-tests --bench versus_yup` (also
 //! part of `cargo xtask bench`); `VERSUS_ROUNDS` (default 7) sets the rounds per figure, the
-//! figure is the median of the rounds, and the contenders alternate within each round.
+//! figure is the median of the rounds, and the contenders alternate within each round (the
+//! order rotating from round to round). Ratios are shown both as the ratio of the medians and
+//! as the median of the per-round ratios (steadier on a loaded machine: the figures of one
+//! round are taken milliseconds apart). `VERSUS_ONLY=api,durable` runs only the named parts
+//! (`cached`, `api`, `storms`, `durable`).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -336,7 +346,7 @@ struct Spent {
 }
 
 /// What a refresh spends in the store and the transport, as seen from the facade.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Ledger {
     loads: Spent,
     saves: Spent,
@@ -486,7 +496,20 @@ fn token_record(access: &str, refresh: &str) -> ProfileRecord {
 /// Refresh + durable save (P4): our forced `refresh()` on a sled store beside the floor (a raw
 /// refresh POST and a bare sled insert + flush, no library), and the pieces that tell the
 /// store's share of the difference from the facade's. Microseconds per operation, per round.
-async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, Ledger, u32) {
+/// Per refresh of the timed client: the time inside the store's loads, its saves, its other
+/// calls, the token requests, and the rest (the facade's own); and the calls per refresh.
+#[derive(Default)]
+struct RefreshLedger {
+    loads: Row,
+    saves: Row,
+    other_store: Row,
+    sends: Row,
+    own: Row,
+    calls: Ledger,
+    refreshes: u32,
+}
+
+async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, RefreshLedger) {
     const OPS: u32 = 20;
     let emulator = Emulator::builder().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -516,7 +539,7 @@ async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, Ledger, u3
         .await
         .unwrap();
     *ledger.lock().unwrap() = Ledger::default();
-    let mut timed_refreshes = 0;
+    let mut split = RefreshLedger::default();
     let mut version = store
         .save("bench", &token_record(&access, &chain), None)
         .await
@@ -570,8 +593,29 @@ async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, Ledger, u3
                         tokio::spawn(async { black_box(1) }).await.unwrap();
                     }
                     _ => {
+                        let before = *ledger.lock().unwrap();
+                        let start = Instant::now();
                         black_box(timed.refresh().await.unwrap());
-                        timed_refreshes += 1;
+                        let total = start.elapsed();
+                        let after = *ledger.lock().unwrap();
+                        let us = |pick: fn(&Ledger) -> Spent| {
+                            (pick(&after).time - pick(&before).time).as_secs_f64() * 1e6
+                        };
+                        let inside = [
+                            us(|l| l.loads),
+                            us(|l| l.saves),
+                            us(|l| l.other_store),
+                            us(|l| l.sends),
+                        ];
+                        split.loads.0.push(inside[0]);
+                        split.saves.0.push(inside[1]);
+                        split.other_store.0.push(inside[2]);
+                        split.sends.0.push(inside[3]);
+                        split
+                            .own
+                            .0
+                            .push(total.as_secs_f64() * 1e6 - inside.iter().sum::<f64>());
+                        split.refreshes += 1;
                     }
                 }
             }
@@ -581,8 +625,8 @@ async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, Ledger, u3
         }
     }
     emulator.shutdown().await;
-    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
-    (rows, ledger, timed_refreshes)
+    split.calls = *ledger.lock().unwrap();
+    (rows, split)
 }
 
 fn main() {
@@ -823,7 +867,7 @@ fn main() {
             );
         }
     }
-    if let Some((rows, ledger, refreshes)) = &durable_rows {
+    if let Some((rows, split)) = &durable_rows {
         println!();
         println!(
             "| refresh + durable save (P4) | µs per operation | × floor (medians) | × floor (median of per-round ratios) |"
@@ -837,25 +881,23 @@ fn main() {
                 row.paired_ratio(&rows[0])
             );
         }
-        let n = f64::from(*refreshes);
-        let per = |spent: Spent| {
-            (
-                f64::from(spent.calls) / n,
-                spent.time.as_secs_f64() * 1e6 / n,
-            )
-        };
-        let (loads, load_us) = per(ledger.loads);
-        let (saves, save_us) = per(ledger.saves);
-        let (others, other_us) = per(ledger.other_store);
-        let (sends, send_us) = per(ledger.sends);
-        let total = rows[7].median();
+        let n = f64::from(split.refreshes);
+        let calls = |spent: Spent| f64::from(spent.calls) / n;
         println!(
-            "\nPer `refresh()` of the timed client ({refreshes} refreshes; mean time inside each \
-             call as the facade awaits it): store loads {loads:.2} × = {load_us:.1} µs, saves \
-             {saves:.2} × = {save_us:.1} µs, other store calls {others:.2} × = {other_us:.1} µs, \
-             token requests {sends:.2} × = {send_us:.1} µs; the facade's own (spawned task, \
-             locks, session, publishing), the median refresh less these: {:.1} µs.",
-            total - load_us - save_us - other_us - send_us
+            "\nPer `refresh()` of the timed client, medians over {} refreshes (µs): store loads \
+             {:.1} ({:.2} calls), saves {:.1} ({:.2} calls), other store calls {:.1} ({:.2} \
+             calls), token requests {:.1} ({:.2} calls); the facade's own (the refresh less \
+             these: spawned task, locks, session, publishing) {:.1}.",
+            split.refreshes,
+            split.loads.median(),
+            calls(split.calls.loads),
+            split.saves.median(),
+            calls(split.calls.saves),
+            split.other_store.median(),
+            calls(split.calls.other_store),
+            split.sends.median(),
+            calls(split.calls.sends),
+            split.own.median(),
         );
     }
     if let Some((small, large)) = &storm_figures {
