@@ -1747,11 +1747,12 @@ mod tests {
         let mut all = Vec::new();
         for tokens in [None, Some(tokens(None)), Some(tokens(Some("rt")))] {
             for client in [None, Some(client(None)), Some(client(Some("cs")))] {
-                let mut record = ProfileRecord::default();
-                record.tokens = tokens.clone();
-                record.client = client;
-                record.last_refreshed_at = Some(UnixTime::from_secs(7));
-                all.push(record);
+                all.push(ProfileRecord {
+                    tokens: tokens.clone(),
+                    client,
+                    last_refreshed_at: Some(UnixTime::from_secs(7)),
+                    ..ProfileRecord::default()
+                });
             }
         }
         all
