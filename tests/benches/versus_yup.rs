@@ -447,8 +447,8 @@ const DURABLE_ROWS: [&str; 8] = [
     "mailup-auth `refresh()` (sled store: re-read, POST, CAS save + flush, publish)",
     "piece: raw refresh POST alone",
     "piece: bare sled insert + flush alone",
-    "piece: `SledTokenStore::save` (one blocking hop: read, compare, encode, CAS, flush)",
-    "piece: `SledTokenStore::load` (one blocking hop: read, decode; what the facade's re-read costs)",
+    "piece: `SledTokenStore::save` (read, compare, encode, CAS, flush)",
+    "piece: `SledTokenStore::load` (read, decode: what the facade's re-read costs)",
     "piece: spawning a task and awaiting it (what `refresh()` does around the operation)",
     "mailup-auth `refresh()` with its store and transport timed (the ledger below)",
 ];
