@@ -71,24 +71,23 @@ impl ReqwestTransport {
     }
 
     async fn send_request(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let method = request.method().clone();
-        let url = request.url().clone();
         let limit = request.response_limit();
-        let mut builder = self
-            .client
-            .request(method.clone(), url.clone())
-            .headers(request.headers().clone());
+        // The request's own headers and body go to reqwest (moved, not copied); the method and
+        // the URL are kept for error messages (a standard method is copied without allocating).
+        let (method, url, headers, body) = request.into_parts();
+        let mut outgoing = reqwest::Request::new(method.clone(), url.clone());
+        *outgoing.headers_mut() = headers;
         // No body at all (rather than an empty one) keeps `Content-Length: 0` off GETs.
-        if !request.body().is_empty() {
-            builder = builder.body(request_body(request.zeroizing_body().clone()));
+        if !body.is_empty() {
+            *outgoing.body_mut() = Some(request_body(body));
         }
-        drop(request);
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|error| classify(error, Phase::Send, &method, &url))?;
+        let mut response = match self.client.execute(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return Err(classify(error, Phase::Send, &method, &url)),
+        };
         let status = response.status();
-        let headers = response.headers().clone();
+        // Taken, not cloned: the body is read through the response, which needs no headers.
+        let headers = std::mem::take(response.headers_mut());
         let announced = response.content_length();
         if announced.is_some_and(|length| length > limit as u64) {
             // Dropping the response closes the connection: nothing of the body is read.
@@ -112,10 +111,11 @@ impl ReqwestTransport {
     }
 }
 
-/// The request body for reqwest: the bytes stay in the zeroizing buffer (no copy into a plain
-/// `Vec`), and that buffer is wiped when reqwest drops the last reference to the body.
-fn request_body(body: Zeroizing<Vec<u8>>) -> reqwest::Body {
-    reqwest::Body::from(bytes::Bytes::from_owner(body))
+/// The request body for reqwest: the request's shared bytes (no copy into a plain `Vec`); the
+/// zeroizing buffer behind them is wiped when the last reference (the request's clones,
+/// reqwest's body) is dropped.
+fn request_body(body: bytes::Bytes) -> reqwest::Body {
+    reqwest::Body::from(body)
 }
 
 /// A response body read chunk by chunk into a buffer that is wiped on drop, up to a limit.
@@ -377,9 +377,15 @@ mod tests {
 
     #[test]
     fn the_request_body_handed_to_reqwest_is_the_zeroizing_buffer_itself() {
-        let secret: Zeroizing<Vec<u8>> = Zeroizing::new(b"client_secret=s3cret".to_vec());
+        let secret = b"client_secret=s3cret".to_vec();
         let address = secret.as_ptr();
-        let body = request_body(secret);
+        let request = HttpRequest::new(
+            http::Method::POST,
+            Url::parse("https://example.com/t").unwrap(),
+        )
+        .with_body(secret);
+        let (_, _, _, shared) = request.into_parts();
+        let body = request_body(shared);
         let bytes = body.as_bytes().expect("a buffered body");
         assert_eq!(bytes, b"client_secret=s3cret");
         // Same allocation: reqwest reads the zeroizing buffer, no plain copy was made.
