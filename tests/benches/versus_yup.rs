@@ -104,15 +104,33 @@ impl TokenStorage for SharedToken {
 /// A password-grant login at the emulator, outside any client: the refresh token yup-oauth2
 /// starts from.
 async fn emulator_tokens(http: &reqwest::Client, emulator: &Emulator) -> (String, String) {
-    let answer: serde_json::Value = http
-        .post(emulator.token_url())
-        .form(&[
+    raw_grant(
+        http,
+        emulator,
+        &[
             ("grant_type", "password"),
             ("username", DEFAULT_USERNAME),
             ("password", DEFAULT_PASSWORD),
-            ("client_id", DEFAULT_CLIENT_ID),
-            ("client_secret", DEFAULT_CLIENT_SECRET),
-        ])
+        ],
+    )
+    .await
+}
+
+/// One token request to the emulator with reqwest, outside any client (the default client's
+/// credentials added to `form`): the access and refresh tokens of the answer.
+async fn raw_grant(
+    http: &reqwest::Client,
+    emulator: &Emulator,
+    form: &[(&str, &str)],
+) -> (String, String) {
+    let credentials = [
+        ("client_id", DEFAULT_CLIENT_ID),
+        ("client_secret", DEFAULT_CLIENT_SECRET),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().chain(&credentials).copied().collect();
+    let answer: serde_json::Value = http
+        .post(emulator.token_url())
+        .form(&form)
         .send()
         .await
         .unwrap()
@@ -451,24 +469,15 @@ async fn raw_refresh(
     emulator: &Emulator,
     refresh_token: &str,
 ) -> (String, String) {
-    let answer: serde_json::Value = http
-        .post(emulator.token_url())
-        .form(&[
+    raw_grant(
+        http,
+        emulator,
+        &[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
-            ("client_id", DEFAULT_CLIENT_ID),
-            ("client_secret", DEFAULT_CLIENT_SECRET),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        answer["access_token"].as_str().unwrap().to_owned(),
-        answer["refresh_token"].as_str().unwrap().to_owned(),
+        ],
     )
+    .await
 }
 
 /// A record like the one the facade saves after a refresh.
