@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mailup_auth_store_redis::RedisServer;
+use mailup_auth_store_redis::internal::RedisServer;
 use mailup_auth_tests::{client_builder, emulator_with_lifetime, logged_in, Worker};
 
 const LIFETIME: Duration = Duration::from_secs(2);

@@ -119,7 +119,8 @@ async fn a_key_that_does_not_fit_is_refused_even_when_the_store_is_open_in_this_
 /// sealed, a client without the key fails with a typed key error, one with it gets the tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_key_applies_to_a_redis_store_url_over_tls_with_a_private_ca() {
-    let Some((server, ca)) = mailup_auth_store_redis::RedisServer::start_tls_with_private_ca()
+    let Some((server, ca)) =
+        mailup_auth_store_redis::internal::RedisServer::start_tls_with_private_ca()
     else {
         return;
     };

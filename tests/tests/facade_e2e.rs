@@ -9,7 +9,7 @@ use mailup_auth::{
     Error, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore, StoreError,
     StoredProfile, TokenStore,
 };
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

@@ -8,7 +8,7 @@ use mailup_auth::core::{CallbackError, ConfigError};
 use mailup_auth::{
     ClientSecret, Error, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore,
 };
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in};
 

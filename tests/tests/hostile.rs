@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mailup_auth::core::{CallbackError, ConfigError};
 use mailup_auth::{ClientSecret, Error, MailUpClient, SledTokenStore, TokenStore};
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

@@ -21,7 +21,8 @@ use mailup_auth::{
     TokenStore, Transport, TransportError, UnixTime, Versioned,
 };
 use mailup_auth_emulator::Emulator;
-use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisRefreshLease;
 use mailup_auth_tests::{client_builder, log_in_to_redis, until};
 use tokio::sync::Semaphore;
 

@@ -12,7 +12,8 @@ use mailup_auth::{
     Backoff, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, RedisTokenStore,
     RefreshLease, ReqwestTransport, StoreError, Transport, TransportError,
 };
-use mailup_auth_store_redis::{RedisRefreshLease, RedisServer};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisRefreshLease;
 use mailup_auth_tests::{
     client_builder, emulator_with_lifetime, log_in_to_redis, password_login, until, Round, Worker,
 };

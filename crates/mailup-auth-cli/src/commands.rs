@@ -113,7 +113,7 @@ fn loopback_target(
     let Some(redirect_uri) = redirect_uri else {
         return Ok(LoopbackTarget {
             port: port.unwrap_or(0),
-            path: mailup_auth::loopback::DEFAULT_CALLBACK_PATH.to_owned(),
+            path: mailup_auth::DEFAULT_CALLBACK_PATH.to_owned(),
             redirect_uri: None,
         });
     };

@@ -8,7 +8,7 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use mailup_auth::core::ports::validate_profile_name;
+use mailup_auth::core::validate_profile_name;
 
 use crate::cli::{GlobalOptions, DEFAULT_PROFILE};
 use crate::failure::Failure;

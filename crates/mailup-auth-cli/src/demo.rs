@@ -14,7 +14,7 @@ use mailup_auth::{
     ClientSecret, LoopbackLogin, MailUpClient, ManualClock, ReqwestTransport, SledTokenStore,
     TokenStore, Url,
 };
-use mailup_auth_emulator::browser::{Consent, FollowedRedirect, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, FollowedRedirect, ScriptedBrowser};
 use mailup_auth_emulator::{
     Counters, Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD,
     DEFAULT_USERNAME,

@@ -160,7 +160,7 @@ pub(crate) fn exit_code(error: &Error) -> u8 {
         // Nobody came back through the browser in time, or the listener broke.
         Error::Loopback(_) => EXIT_UNAVAILABLE,
         Error::Store(_) => EXIT_LOCAL,
-        Error::Decode(_) => EXIT_API,
+        Error::Decode { .. } => EXIT_API,
         // A future variant: treat it as a local failure rather than guess.
         _ => EXIT_LOCAL,
     }
@@ -210,15 +210,11 @@ mod tests {
             exit_code(&Error::Login(oauth(OAuthErrorCode::ServerError))),
             5
         );
-        let not_found = MailUpError {
-            status: 404,
-            ..MailUpError::default()
-        };
+        let mut not_found = MailUpError::default();
+        not_found.status = 404;
         assert_eq!(exit_code(&Error::Api(ApiError::Client(not_found))), 4);
-        let unavailable = MailUpError {
-            status: 503,
-            ..MailUpError::default()
-        };
+        let mut unavailable = MailUpError::default();
+        unavailable.status = 503;
         assert_eq!(exit_code(&Error::Api(ApiError::Server(unavailable))), 5);
         let timeout =
             TransportError::new(mailup_auth::core::TransportErrorKind::Timeout, "timed out");

@@ -234,8 +234,7 @@ pub(crate) async fn use_profile(
         };
         return print_data(&format!("{} ({why})", one_line(&global.profile)));
     };
-    mailup_auth::core::ports::validate_profile_name(profile)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    mailup_auth::core::validate_profile_name(profile).map_err(|e| Failure::usage(e.to_string()))?;
     if profile != DEFAULT_PROFILE {
         let context = Context::open(global).await?;
         if !context

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailup_auth::core::config::parse_http_url;
-use mailup_auth::core::ports::KeyProblem;
+use mailup_auth::core::internal::parse_http_url;
+use mailup_auth::core::KeyProblem;
 use mailup_auth::core::{StoreError, StoredClient};
 use mailup_auth::{
     Backoff, ClientSecret, Endpoints, MailUpClient, MailUpClientBuilder, ProfileRecord,

@@ -47,7 +47,7 @@ pub(crate) async fn run(global: &GlobalOptions) -> Result<(), Failure> {
                 drop(store);
                 Ok(None)
             }
-            Err(StoreError::Damaged { .. } | StoreError::Io(_)) => {
+            Err(StoreError::Damaged { .. } | StoreError::Io { .. }) => {
                 SledTokenStore::salvage(&dir, key.as_ref()).map(Some)
             }
             Err(error) => Err(error),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mailup_auth::core::ports::{StoredProfile, Versioned};
+use mailup_auth::core::{StoredProfile, Versioned};
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore, UnixTime};
 use mailup_auth_store_sled::KeySource;
 
@@ -60,9 +60,7 @@ impl OnDemandSledStore {
         let store =
             tokio::task::spawn_blocking(move || open_waiting(&dir, key.as_ref(), lock_wait))
                 .await
-                .map_err(|e| {
-                    StoreError::Io(format!("opening the token store did not complete: {e}"))
-                })??;
+                .map_err(|e| StoreError::io("opening the token store did not complete", e))??;
         // The operation gets a clone; ours is dropped last, off the async workers (sled joins
         // its flusher when the last handle goes), before the turn is given up.
         let result = operation(store.clone()).await;

@@ -204,7 +204,7 @@ async fn facade_api_case(emulator: &Emulator, fault: Fault) -> String {
             );
             let typed = match error {
                 Error::Api(_) => expected.starts_with("API error"),
-                Error::Decode(_) => expected == "API answer not usable",
+                Error::Decode { .. } => expected == "API answer not usable",
                 Error::Transport(_) => expected == "transport error",
                 _ => false,
             };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailup_auth::{ProfileRecord, StoredClient};
-use mailup_auth_emulator::browser::Consent;
+use mailup_auth_emulator::Consent;
 use mailup_auth_emulator::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

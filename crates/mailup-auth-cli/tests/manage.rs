@@ -10,7 +10,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mailup_auth_emulator::browser::Consent;
+use mailup_auth_emulator::Consent;
 use mailup_auth_emulator::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

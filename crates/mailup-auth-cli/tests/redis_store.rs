@@ -7,7 +7,7 @@ use std::process::Stdio;
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_store_redis::RedisServer;
+use mailup_auth_store_redis::internal::RedisServer;
 use tokio::process::Command;
 
 mod common;

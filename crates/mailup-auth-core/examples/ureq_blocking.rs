@@ -16,7 +16,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
+use mailup_auth_core::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     ClientConfig, ClientSecret, CsrfState, Endpoints, Event, HttpRequest, HttpResponse, Session,
     TokenAccess, TransportError, TransportErrorKind, UnixTime,

@@ -15,6 +15,7 @@ use crate::time::UnixTime;
 use crate::token::{parse_json_object, truncate};
 
 /// MailUp's error fields, as found in an API error body (all optional: proxies send HTML).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct MailUpError {
     /// HTTP status.
@@ -165,6 +166,10 @@ fn retry_after_value(response: &HttpResponse) -> Option<&str> {
 ///
 /// Exhaustive on purpose: a driver must handle every step (a new one must break its `match`
 /// at compile time rather than fall into a wildcard that cannot know what to do).
+#[allow(
+    clippy::exhaustive_enums,
+    reason = "exhaustive on purpose: a driver's `match` must break at compile time when a step is added"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiStep {
     /// The call succeeded.
@@ -224,18 +229,21 @@ pub fn with_bearer(request: HttpRequest, token: &AccessToken) -> HttpRequest {
 /// The `Authorization` header value `Bearer <token>`, marked sensitive (so `http`'s `Debug`
 /// and well-behaved clients' logs hide it), for any HTTP client's request type.
 ///
-/// The clear-text `Bearer ...` string is built in a buffer sized up front and wiped on drop. A
-/// token that is not a valid header value (never stored: see
+/// Built once per token and shared by its clones: later calls count a reference to the same
+/// bytes (no formatting, no allocation). The bytes are a zeroizing buffer the header value
+/// owns (no plain copy is made), wiped when the token and every request that carried the
+/// value are gone. A token that is not a valid header value (never stored: see
 /// [`is_header_safe_token`](crate::is_header_safe_token)) gives `Bearer invalid`.
 pub fn bearer_header(token: &AccessToken) -> HeaderValue {
-    let secret = token.secret();
-    let mut bearer = Zeroizing::new(String::with_capacity("Bearer ".len() + secret.len()));
-    bearer.push_str("Bearer ");
-    bearer.push_str(secret);
-    let mut value = HeaderValue::from_str(&bearer)
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
-    value.set_sensitive(true);
-    value
+    token.bearer(|secret| {
+        let mut bearer = Zeroizing::new(Vec::with_capacity("Bearer ".len() + secret.len()));
+        bearer.extend_from_slice(b"Bearer ");
+        bearer.extend_from_slice(secret.as_bytes());
+        let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bearer))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+        value.set_sensitive(true);
+        value
+    })
 }
 
 /// A path that cannot be turned into an API URL; built only by [`api_url`]. The text says what
@@ -256,9 +264,37 @@ pub fn api_url(api_base: &Url, path: &str) -> Result<Url, ApiPathError> {
     if path.contains("://") {
         return Err(ApiPathError("only http and https URLs are allowed".into()));
     }
-    let base = api_base.as_str().trim_end_matches('/');
     let path = path.trim_start_matches('/');
+    if api_base.query().is_none() && api_base.fragment().is_none() {
+        return Ok(append_to_base(api_base, path));
+    }
+    let base = api_base.as_str().trim_end_matches('/');
     Url::parse(&format!("{base}/{path}")).map_err(|e| ApiPathError(e.to_string()))
+}
+
+/// `base` (a URL without query or fragment) with `relative` (`path[?query][#fragment]`)
+/// appended to its path: the URL that parsing `base/relative` gives, without parsing the
+/// scheme and host again (the host goes through IDNA, which dominates a parse). Every API
+/// call resolves its path, so this is on the hot path.
+fn append_to_base(base: &Url, relative: &str) -> Url {
+    let (rest, fragment) = match relative.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(fragment)),
+        None => (relative, None),
+    };
+    let (relative_path, query) = match rest.split_once('?') {
+        Some((relative_path, query)) => (relative_path, Some(query)),
+        None => (rest, None),
+    };
+    let base_path = base.path().trim_end_matches('/');
+    let mut path = String::with_capacity(base_path.len() + 1 + relative_path.len());
+    path.push_str(base_path);
+    path.push('/');
+    path.push_str(relative_path);
+    let mut url = base.clone();
+    url.set_path(&path);
+    url.set_query(query);
+    url.set_fragment(fragment);
+    url
 }
 
 #[cfg(test)]
@@ -434,6 +470,16 @@ mod tests {
         assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
         assert!(request.headers()[AUTHORIZATION].is_sensitive());
         assert!(!format!("{:?}", request.headers()).contains("tok"));
+        // Built once per token: a second request (or a clone of the token) shares the bytes.
+        let token = AccessToken::new("tok");
+        let first = bearer_header(&token);
+        let again = bearer_header(&token.clone());
+        assert_eq!(first.as_bytes().as_ptr(), again.as_bytes().as_ptr());
+        assert!(again.is_sensitive());
+        assert_eq!(
+            bearer_header(&AccessToken::new("bad\ntoken")),
+            "Bearer invalid"
+        );
         // An API call keeps the (large) API limit; only token requests use the small one.
         assert_eq!(
             request.response_limit(),
@@ -469,5 +515,57 @@ mod tests {
             "http://127.0.0.1:9/x"
         );
         assert!(api_url(&base, "ftp://x/y").is_err());
+    }
+
+    /// Appending to the base's path gives the URL that parsing the joined string gives (how
+    /// `api_url` resolved every path before), for odd paths too.
+    #[test]
+    fn appending_to_the_base_agrees_with_parsing_the_joined_string() {
+        let bases = [
+            "https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc",
+            "http://127.0.0.1:8080/API/v1.1/Rest/ConsoleService.svc/",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080",
+            "https://user:pw@xn--mller-kva.example:8443/a//b///",
+            "http://[::1]:9/api%20v1/",
+        ];
+        let paths = [
+            "Console/Authentication/Info",
+            "/Console/User/Lists?pageNumber=0&pageSize=20",
+            "//Console",
+            "",
+            "/",
+            "a b/c d?e f=g h#i j",
+            "x?y#z",
+            "x#y?z",
+            "?only=query",
+            "#only-fragment",
+            "../../../etc/passwd",
+            "a/./b/../c/%2e%2e/d",
+            "a\\b\\c",
+            "caf\u{e9}/\u{1f600}?q=\u{e9}#\u{e9}",
+            "%zz/%41?%zz#%zz",
+            "a?b?c#d#e",
+            "a\tb\nc",
+            "[::1]/x",
+            "a:b/c@d",
+            "'quote'/<angle>/\"dq\"/`tick`/{brace}/|pipe|/^caret^",
+        ];
+        for base in bases {
+            let base = Url::parse(base).unwrap();
+            for path in paths {
+                let joined = format!(
+                    "{}/{}",
+                    base.as_str().trim_end_matches('/'),
+                    path.trim().trim_start_matches('/')
+                );
+                let parsed = Url::parse(&joined).unwrap();
+                assert_eq!(
+                    api_url(&base, path).unwrap().as_str(),
+                    parsed.as_str(),
+                    "{path:?} against {base}"
+                );
+            }
+        }
     }
 }

@@ -17,11 +17,11 @@ pub const MAILUP_CONSOLE_API_BASE: &str =
 /// MailUp's production authorization server base (LogOn and Token paths hang off it).
 pub const MAILUP_AUTH_BASE: &str = "https://services.mailup.com";
 /// Path of the LogOn page below an authorization base URL.
-pub const LOGON_PATH: &str = "/Authorization/OAuth/LogOn";
+pub(crate) const LOGON_PATH: &str = "/Authorization/OAuth/LogOn";
 /// Path of the token endpoint below an authorization base URL.
-pub const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
+pub(crate) const TOKEN_PATH: &str = "/Authorization/OAuth/Token";
 /// Path of the Console API below a base URL.
-pub const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
+pub(crate) const CONSOLE_API_PATH: &str = "/API/v1.1/Rest/ConsoleService.svc";
 
 /// Default refresh skew: a token is treated as expired this long before its real expiry.
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(60);
@@ -39,12 +39,12 @@ pub enum ConfigError {
     #[error("the client id is empty")]
     EmptyClientId,
     /// A URL does not parse.
-    #[error("{field} is not a valid URL: {reason}")]
+    #[error("{field} is not a valid URL: {source}")]
     InvalidUrl {
         /// The builder setting at fault, as named in the message (e.g. `token url`).
         field: &'static str,
-        /// Why it does not parse.
-        reason: String,
+        /// Why it does not parse: the `url` crate's error, also `source()`.
+        source: url::ParseError,
     },
     /// A URL is not an absolute `http` or `https` URL with a host.
     #[error("{field} must be an absolute http(s) URL with a host")]
@@ -81,6 +81,7 @@ pub enum ConfigError {
 /// `Debug` shows each URL as its string (not `Url`'s internals). With the `serde` feature it
 /// serializes as `{"logon": "...", "token": "...", "api_base": "..."}`, for a status page: no
 /// URL here holds a secret.
+#[non_exhaustive]
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Endpoints {
@@ -128,6 +129,10 @@ impl Default for Endpoints {
 }
 
 /// Exponential backoff after transient token-endpoint failures.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a configuration value applications build with a literal; two durations is all it is"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// Delay after the first failure.
@@ -443,10 +448,8 @@ fn require_secure_transport(field: &'static str, url: &Url) -> Result<(), Config
 
 /// Parses an absolute `http`/`https` URL with a host, or says which setting is wrong.
 pub fn parse_http_url(field: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim()).map_err(|e| ConfigError::InvalidUrl {
-        field,
-        reason: e.to_string(),
-    })?;
+    let url =
+        Url::parse(value.trim()).map_err(|source| ConfigError::InvalidUrl { field, source })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::NotHttpUrl { field });
     }
@@ -522,6 +525,13 @@ mod tests {
             ConfigError::NotHttpUrl {
                 field: "redirect uri"
             }
+        );
+        let not_a_url = builder().token_url("not a url").build().unwrap_err();
+        assert_eq!(
+            std::error::Error::source(&not_a_url)
+                .and_then(|source| source.downcast_ref::<url::ParseError>()),
+            Some(&url::ParseError::RelativeUrlWithoutBase),
+            "the url crate's error is the source"
         );
         assert!(matches!(
             builder()

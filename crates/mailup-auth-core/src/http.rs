@@ -3,9 +3,12 @@
 //! The core never sends anything: it describes requests with these types (built on the `http`
 //! crate's method, header and status types) and the caller carries them with any HTTP client.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use url::Url;
 use zeroize::Zeroizing;
+
+use crate::error_source::ErrorSource;
 
 /// The most response body bytes a transport reads for a request by default (32 MiB): API
 /// answers. Change it per request with [`HttpRequest::with_response_limit`].
@@ -16,13 +19,17 @@ pub const DEFAULT_API_RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
 pub const TOKEN_RESPONSE_LIMIT: usize = 64 * 1024;
 
 /// An HTTP request to send. Its body and `Authorization` header may carry secrets, so `Debug`
-/// shows neither; the body is wiped when the request is dropped.
+/// shows neither; the body is wiped when the request and its clones are dropped.
+///
+/// Cloning is cheap where it matters for a retry: the body is shared (a clone counts a
+/// reference, however large the body), and so are the header values.
 #[derive(Clone)]
 pub struct HttpRequest {
     method: Method,
     url: Url,
     headers: HeaderMap,
-    body: Zeroizing<Vec<u8>>,
+    /// A zeroizing buffer behind a shared reference count (see [`HttpRequest::with_body`]).
+    body: Bytes,
     response_limit: usize,
 }
 
@@ -33,7 +40,7 @@ impl HttpRequest {
             method,
             url,
             headers: HeaderMap::new(),
-            body: Zeroizing::new(Vec::new()),
+            body: Bytes::new(),
             response_limit: DEFAULT_API_RESPONSE_LIMIT,
         }
     }
@@ -47,9 +54,10 @@ impl HttpRequest {
         self
     }
 
-    /// Sets the body.
+    /// Sets the body. The vector itself becomes the body (no copy); it is wiped when the
+    /// last clone of the request, or the last transport buffer sharing it, is dropped.
     pub fn with_body(mut self, body: Vec<u8>) -> Self {
-        self.body = Zeroizing::new(body);
+        self.body = Bytes::from_owner(Zeroizing::new(body));
         self
     }
 
@@ -85,10 +93,19 @@ impl HttpRequest {
         &self.body
     }
 
-    /// The body as it is owned: a buffer wiped on drop. Transports that need an owned body
-    /// (one that outlives the request) clone this rather than copying into a plain `Vec`.
-    pub fn zeroizing_body(&self) -> &Zeroizing<Vec<u8>> {
+    /// The body as it is shared: cloning the `Bytes` counts a reference to the same buffer
+    /// (no copy), and the buffer, a zeroizing one, is wiped when the last reference is
+    /// dropped. Transports that need an owned body (one that outlives the request) clone
+    /// this rather than copying into a plain `Vec`.
+    pub fn shared_body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// Takes the request apart without copying anything: method, URL, headers and the shared
+    /// body (see [`shared_body`](Self::shared_body)). For transports that hand owned parts to
+    /// their client.
+    pub fn into_parts(self) -> (Method, Url, HeaderMap, Bytes) {
+        (self.method, self.url, self.headers, self.body)
     }
 
     /// The most response body bytes a transport may read for this request
@@ -102,10 +119,10 @@ impl HttpRequest {
     /// the response limit is not carried: a caller sending it must bound the answer itself.
     pub fn into_http(self) -> http::Request<Vec<u8>> {
         let mut builder = http::Request::builder()
-            .method(self.method.clone())
+            .method(self.method)
             .uri(self.url.as_str());
         if let Some(headers) = builder.headers_mut() {
-            *headers = self.headers.clone();
+            *headers = self.headers;
         }
         builder
             .body(self.body.to_vec())
@@ -130,6 +147,10 @@ impl std::fmt::Debug for HttpRequest {
 
 /// An HTTP response as received. The body may hold tokens, so `Debug` shows only its length
 /// and the body is wiped when the response is dropped.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "transports build it with a literal; a status, headers and a body is all an HTTP response is"
+)]
 #[derive(Clone)]
 pub struct HttpResponse {
     /// The status code as received (redirects are not followed: a 3xx arrives as is).
@@ -206,15 +227,20 @@ impl std::fmt::Display for TransportErrorKind {
 /// A failure to get an HTTP response at all.
 ///
 /// `message` is for people; it must never hold a secret (transports build it from the error
-/// kind and the URL, and the core never puts secrets in URLs).
+/// kind and the URL, and the core never puts secrets in URLs). The HTTP client's own error,
+/// when the transport keeps it ([`TransportError::with_source`]), is `source()`; equality
+/// compares it by message (see [`ErrorSource`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
+#[non_exhaustive]
 pub struct TransportError {
     /// The kind of failure (timeout, connection, body, size, other), for logs and metrics; the
     /// session keeps the tokens and backs off after any of them.
     pub kind: TransportErrorKind,
     /// A human-readable description without secrets.
     pub message: String,
+    /// The HTTP client's error, kept as `source()`.
+    source: Option<ErrorSource>,
 }
 
 impl TransportError {
@@ -223,7 +249,17 @@ impl TransportError {
         Self {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// Keeps the HTTP client's error as `source()`. Its message must hold no secret: strip
+    /// the URL from it first if the client prints the URL with its query (reqwest's
+    /// `without_url`).
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(ErrorSource::new(source));
+        self
     }
 }
 
@@ -282,16 +318,49 @@ mod tests {
 
     #[test]
     fn request_and_response_bodies_are_wiped_on_drop() {
+        let body = b"client_secret=s".to_vec();
+        let address = body.as_ptr();
         let request = HttpRequest::new(Method::POST, Url::parse("https://example.com/t").unwrap())
-            .with_body(b"client_secret=s".to_vec());
-        let _: &Zeroizing<Vec<u8>> = request.zeroizing_body();
-        assert_eq!(request.zeroizing_body().as_slice(), request.body());
+            .with_body(body);
+        // The vector given is the body (no plain copy was made), and clones share it.
+        assert_eq!(request.body().as_ptr(), address);
+        assert_eq!(request.shared_body().as_ptr(), address);
+        assert_eq!(request.clone().body().as_ptr(), address);
+        let (_, _, _, parts_body) = request.clone().into_parts();
+        assert_eq!(parts_body.as_ptr(), address);
+        assert_eq!(request.body(), b"client_secret=s");
 
         let response = HttpResponse::new(StatusCode::OK, b"{\"access_token\":\"a\"}".to_vec());
         let _: &Zeroizing<Vec<u8>> = &response.body;
         let copy = response.clone();
         let _: &Zeroizing<Vec<u8>> = &copy.body;
         assert_eq!(copy.body.as_slice(), response.body.as_slice());
+    }
+
+    /// The owner behind a request body is a zeroizing buffer: what `with_body` wraps wipes
+    /// itself when dropped, and sharing it through `Bytes` drops it exactly once, after the
+    /// last reference.
+    #[test]
+    fn a_shared_body_drops_its_zeroizing_owner_after_the_last_reference() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Counted(Zeroizing<Vec<u8>>);
+        impl AsRef<[u8]> for Counted {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let shared = Bytes::from_owner(Counted(Zeroizing::new(b"secret".to_vec())));
+        let clone = shared.clone();
+        drop(shared);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 0);
+        drop(clone);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -308,5 +377,36 @@ mod tests {
             TransportErrorKind::ResponseTooLarge,
             TransportErrorKind::Body
         );
+    }
+
+    #[test]
+    fn the_clients_error_is_the_source_and_compares_by_message() {
+        use std::error::Error as _;
+
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+            .with_source(refused);
+        let source = error.source().expect("the client's error is kept");
+        assert_eq!(
+            source
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // Display is unchanged by the source; equality compares it by message.
+        assert_eq!(
+            error.to_string(),
+            "could not connect: GET http://127.0.0.1:9/"
+        );
+        let again = TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+            .with_source(std::io::Error::other("refused"));
+        assert_eq!(error, again);
+        assert_ne!(
+            error,
+            TransportError::new(TransportErrorKind::Connect, "GET http://127.0.0.1:9/")
+        );
+        assert!(TransportError::new(TransportErrorKind::Other, "x")
+            .source()
+            .is_none());
     }
 }

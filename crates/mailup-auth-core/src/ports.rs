@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::error_source::{colon_source, ErrorSource};
 use crate::http::{HttpRequest, HttpResponse, TransportError};
 use crate::secret::ClientSecret;
 use crate::time::UnixTime;
@@ -56,6 +57,10 @@ pub trait Transport: Send + Sync {
 
 /// The client registration and endpoints remembered with a profile, so later runs need only
 /// the profile name.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "stores and the CLI build it with a literal; a new field must break them at compile time so no store silently drops it"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
@@ -75,6 +80,10 @@ pub struct StoredClient {
 }
 
 /// Everything stored for one profile.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "stores and the CLI build it with a literal; a new field must break them at compile time so no store silently drops it"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default))]
@@ -101,6 +110,10 @@ impl ProfileRecord {
 }
 
 /// A stored record with the version that compare-and-swap checks.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "every store builds it with a literal: a version and a value is all it is"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned<T> {
     /// Starts at 1 with the first save and grows by one with every save.
@@ -155,9 +168,28 @@ pub enum StoreError {
     /// The profile name cannot be used.
     #[error("invalid profile name `{0}`")]
     InvalidProfile(String),
-    /// Reading or writing failed.
-    #[error("token store I/O error: {0}")]
-    Io(String),
+    /// Reading or writing failed. `source()` is the underlying error (an `std::io::Error`, the
+    /// storage engine's) when there is one; a check of the store's own files that failed has
+    /// none. Build it with [`StoreError::io`] or [`StoreError::io_context`].
+    #[error("token store I/O error: {context}{}", colon_source(source))]
+    Io {
+        /// What was being done, or on which file (never a record's content or a secret).
+        context: String,
+        /// The underlying error, kept as `source()` (see [`ErrorSource`] for how it compares).
+        source: Option<ErrorSource>,
+    },
+    /// The profile's record kept changing while this process tried to update it: every one of
+    /// `attempts` compare-and-swap rounds found a newer version. Nothing of this update was
+    /// written. Not counted as transient (it was reported as an `Io` error before it had its own
+    /// variant, and the facade's decisions stay as they were), though trying again later
+    /// usually succeeds.
+    #[error("profile `{profile}` kept changing concurrently; gave up after {attempts} attempts")]
+    Contended {
+        /// The profile whose record kept changing.
+        profile: String,
+        /// How many compare-and-swap rounds were tried.
+        attempts: u32,
+    },
     /// The record's version counter is at its maximum, so no save can give it a newer one (a
     /// tampered or damaged record: versions grow by one per save). Remove the profile (a
     /// delete clears it) and log in again.
@@ -230,6 +262,28 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// [`StoreError::Io`] that keeps `source` (what failed: an `std::io::Error`, the storage
+    /// engine's error) as its `source()`. `context` says what was being done or on which path.
+    /// Neither may hold a secret.
+    pub fn io(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: Some(ErrorSource::new(source)),
+        }
+    }
+
+    /// [`StoreError::Io`] without an underlying error: the store found its own files wrong
+    /// (a missing generation, a damaged marker).
+    pub fn io_context(context: impl Into<String>) -> Self {
+        Self::Io {
+            context: context.into(),
+            source: None,
+        }
+    }
+
     /// Whether trying again later may succeed without anyone changing anything: the store
     /// was unreachable or slow, or another process held (or took over) the refresh lease.
     pub fn is_transient(&self) -> bool {
@@ -871,6 +925,51 @@ mod tests {
     }
 
     #[test]
+    fn an_io_error_keeps_the_original_as_its_source() {
+        use std::error::Error as _;
+
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let error = StoreError::io("/store/CURRENT", denied);
+        let source = error.source().expect("the io::Error is kept");
+        assert_eq!(
+            source
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+        // The message reads as before the source was kept: context, then the error.
+        assert_eq!(
+            error.to_string(),
+            "token store I/O error: /store/CURRENT: denied"
+        );
+        // Clone and equality survive; the source compares by message.
+        assert_eq!(
+            error.clone(),
+            StoreError::io("/store/CURRENT", std::io::Error::other("denied"))
+        );
+        assert_ne!(error, StoreError::io_context("/store/CURRENT"));
+        let plain = StoreError::io_context("the store is damaged");
+        assert!(plain.source().is_none());
+        assert_eq!(
+            plain.to_string(),
+            "token store I/O error: the store is damaged"
+        );
+    }
+
+    #[test]
+    fn a_record_that_kept_changing_is_contended_not_io() {
+        let error = StoreError::Contended {
+            profile: "p".into(),
+            attempts: 4,
+        };
+        assert_eq!(
+            error.to_string(),
+            "profile `p` kept changing concurrently; gave up after 4 attempts"
+        );
+        assert!(!error.is_transient());
+    }
+
+    #[test]
     fn a_version_at_its_maximum_is_a_typed_error_not_a_wrap() {
         assert_eq!(next_version("p", 41).unwrap(), 42);
         assert_eq!(
@@ -1024,7 +1123,7 @@ mod tests {
         lost.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(!block_on(guard.still_held()).unwrap());
         let failing =
-            LeaseGuard::new(()).with_check(|| async { Err(StoreError::Io("unreachable".into())) });
+            LeaseGuard::new(()).with_check(|| async { Err(StoreError::io_context("unreachable")) });
         assert!(block_on(failing.still_held()).is_err());
         assert!(StoreError::LeaseLost {
             profile: "p".into()

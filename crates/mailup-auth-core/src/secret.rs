@@ -15,7 +15,7 @@
 //!
 //! ```
 //! # #[cfg(feature = "serde")] {
-//! use mailup_auth_core::secret::ExposeSecrets;
+//! use mailup_auth_core::ExposeSecrets;
 //! use mailup_auth_core::{AccessToken, ProfileRecord, TokenSet, UnixTime};
 //!
 //! let record = ProfileRecord::with_tokens(TokenSet {
@@ -37,13 +37,14 @@
 //! let _ = serde_json::to_string(&token);
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use http::HeaderValue;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The marker `Debug` prints in place of a secret value.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 macro_rules! secret_type {
     ($(#[$meta:meta])* $name:ident $(, $derive:ident)*) => {
@@ -113,13 +114,29 @@ secret_type!(
 /// facade hands out its cached token without allocating (every API call takes one). The buffer
 /// is zeroized when the last clone is dropped. Like the other secrets, its `Debug` is
 /// redacted, it has no `Display` and `==` takes constant time in the content.
+///
+/// The `Authorization: Bearer ...` header value is built once per token, the first time a
+/// request needs it, and shared by every clone (see
+/// [`bearer_header`](crate::api::bearer_header)): its bytes live in a buffer that is wiped
+/// when the token and the last request that carried the header are gone.
 #[derive(Clone)]
-pub struct AccessToken(Arc<Zeroizing<String>>);
+pub struct AccessToken(Arc<SharedToken>);
+
+/// What the clones of one [`AccessToken`] share.
+struct SharedToken {
+    value: Zeroizing<String>,
+    /// `Bearer <value>`, marked sensitive, built on first use; its bytes are a zeroizing
+    /// buffer (see [`AccessToken::bearer`]).
+    bearer: OnceLock<HeaderValue>,
+}
 
 impl AccessToken {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(Arc::new(Zeroizing::new(value.into())))
+        Self(Arc::new(SharedToken {
+            value: Zeroizing::new(value.into()),
+            bearer: OnceLock::new(),
+        }))
     }
 
     /// The raw secret.
@@ -127,21 +144,31 @@ impl AccessToken {
     /// Beware: whatever you do with the returned string is outside the redaction this type
     /// provides. Never log it, print it, or put it in an error or a browser URL.
     pub fn secret(&self) -> &str {
-        self.0.as_str()
+        self.0.value.as_str()
     }
 
     /// Whether the value is the empty string.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.value.is_empty()
+    }
+
+    /// The `Bearer <token>` header value, built by `build` the first time and then shared (a
+    /// clone of a `HeaderValue` counts a reference to the same bytes).
+    pub(crate) fn bearer(&self, build: impl FnOnce(&str) -> HeaderValue) -> HeaderValue {
+        self.0.bearer.get_or_init(|| build(self.secret())).clone()
     }
 }
 
 /// Wipes the value now if this is the only clone; otherwise this clone lets go of the shared
-/// buffer (and becomes empty), which is wiped when its last clone is dropped.
+/// buffer (and becomes empty), which is wiped when its last clone is dropped. The shared
+/// `Bearer` header is let go of too (its buffer is wiped when no request holds it any more).
 impl Zeroize for AccessToken {
     fn zeroize(&mut self) {
         match Arc::get_mut(&mut self.0) {
-            Some(value) => value.zeroize(),
+            Some(shared) => {
+                shared.value.zeroize();
+                shared.bearer = OnceLock::new();
+            }
             None => *self = Self::new(String::new()),
         }
     }
@@ -200,6 +227,10 @@ secret_type!(
 /// Implemented for [`ProfileRecord`](crate::ProfileRecord), [`TokenSet`](crate::TokenSet) and
 /// [`StoredClient`](crate::StoredClient); the JSON it writes is what the derive of earlier
 /// releases wrote, so stored records keep loading.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a one-field wrapper built as `ExposeSecrets(&record)` at the call site"
+)]
 #[cfg(feature = "serde")]
 #[derive(Clone, Copy, Debug)]
 pub struct ExposeSecrets<'a, T: ?Sized>(pub &'a T);

@@ -2,22 +2,6 @@
 //! `Connection`: `&self` getters; `handle_*` inputs, each taking `now`; commands from the
 //! application; `poll_*` outputs. The caller performs all I/O and calls the polls after every
 //! input.
-//!
-//! Guarantees, whatever the order of inputs:
-//! - at most one refresh request is in flight;
-//! - a refresh becomes due at [`TokenSet::refresh_at`] (`expires_at - min(skew, lifetime / 2)`);
-//!   until then the access token is handed out;
-//! - between `refresh_at` and [`TokenSet::usable_until`] (`expires_at` minus a few seconds of
-//!   safety) the current token is handed out only while a refresh is failing (backing off) or
-//!   impossible (no refresh token); otherwise the caller waits for the refresh;
-//! - no access token is handed out at or past `usable_until`, nor after the API rejected it;
-//! - a rotated refresh token replaces the old one, a response without one keeps the old one,
-//!   and a response to a request that is no longer current (stale) changes nothing;
-//! - a callback with the wrong `state` changes nothing; a code is exchanged at most once;
-//! - only a [rejection](TokenError::is_rejection) (`invalid_grant`, `invalid_client`,
-//!   `unauthorized_client`) leads to re-authorization, never to a loop;
-//! - every other failure (transient, or an odd answer such as a redirect or a proxy's page)
-//!   keeps the tokens and backs off exponentially (capped).
 
 use std::collections::VecDeque;
 
@@ -150,6 +134,10 @@ pub enum Event {
 /// Exhaustive: a status page that names each state must learn of a new one at compile time,
 /// not show it as "unknown". With the `serde` feature it serializes as its name
 /// (`"Authorized"`), for a status page.
+#[allow(
+    clippy::exhaustive_enums,
+    reason = "exhaustive on purpose: a status display (the CLI's JSON `state`) must name a new state deliberately"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum SessionState {
@@ -172,6 +160,10 @@ pub enum SessionState {
 ///
 /// Exhaustive on purpose: every driver matches it to decide whether to hand out a token, wait
 /// or fail, and a new answer must break that `match` at compile time.
+#[allow(
+    clippy::exhaustive_enums,
+    reason = "exhaustive on purpose: a driver's `match` must break at compile time when an answer is added"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenAccess {
     /// A token to use now: fresh, or still usable while its refresh is failing or impossible.
@@ -208,7 +200,23 @@ pub enum RefreshNotStarted {
     ReauthorizationRequired(ReauthReason),
 }
 
-/// The OAuth session state machine. See the [module docs](self) for its guarantees.
+/// The OAuth session state machine.
+///
+/// Guarantees, whatever the order of inputs:
+/// - at most one refresh request is in flight;
+/// - a refresh becomes due at [`TokenSet::refresh_at`] (`expires_at - min(skew, lifetime / 2)`);
+///   until then the access token is handed out;
+/// - between `refresh_at` and [`TokenSet::usable_until`] (`expires_at` minus a few seconds of
+///   safety) the current token is handed out only while a refresh is failing (backing off) or
+///   impossible (no refresh token); otherwise the caller waits for the refresh;
+/// - no access token is handed out at or past `usable_until`, nor after the API rejected it;
+/// - a rotated refresh token replaces the old one, a response without one keeps the old one,
+///   and a response to a request that is no longer current (stale) changes nothing;
+/// - a callback with the wrong `state` changes nothing; a code is exchanged at most once;
+/// - only a [rejection](TokenError::is_rejection) (`invalid_grant`, `invalid_client`,
+///   `unauthorized_client`) leads to re-authorization, never to a loop;
+/// - every other failure (transient, or an odd answer such as a redirect or a proxy's page)
+///   keeps the tokens and backs off exponentially (capped).
 ///
 /// ```
 /// use http::StatusCode;

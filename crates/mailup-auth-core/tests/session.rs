@@ -153,7 +153,7 @@ fn a_recorded_rejection_drops_a_queued_refresh() {
 
 #[test]
 fn a_too_large_token_answer_backs_off_and_keeps_the_tokens() {
-    use mailup_auth_core::http::{TransportErrorKind, TOKEN_RESPONSE_LIMIT};
+    use mailup_auth_core::{TransportErrorKind, TOKEN_RESPONSE_LIMIT};
 
     let now = UnixTime::from_secs(10_000);
     let mut session = session_with(tokens("a1", "r1", UnixTime::from_secs(100)));

@@ -6,7 +6,7 @@
 #[path = "../examples/ureq_blocking.rs"]
 mod example;
 
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+//! use mailup_auth_emulator::{Consent, ScriptedBrowser};
 //! use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 //!
 //! let emu = Emulator::builder().start().await?;
@@ -29,6 +29,7 @@ use std::time::Duration;
 use url::Url;
 
 /// The user's answer on the consent page.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Consent {
     /// Press Allow: the application gets a code.
@@ -136,6 +137,7 @@ pub enum BrowserError {
 }
 
 /// What the application's redirect URI answered when [`ScriptedBrowser::follow`] loaded it.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowedRedirect {
     /// The HTTP status.

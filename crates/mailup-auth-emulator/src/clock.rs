@@ -15,6 +15,10 @@ pub trait Clock: Send + Sync + Debug {
 }
 
 /// The operating system's wall clock. The default.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a unit struct, named as a value (`SystemClock`)"
+)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 

@@ -350,6 +350,10 @@ pub(crate) struct AccountInfo {
 }
 
 /// A per-access-token rate limit: at most `requests` API calls in each `window`.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "configuration tests and the emulator's binary build with a literal; two numbers is all it is"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Calls allowed per window.
@@ -394,6 +398,7 @@ pub struct RateLimit {
 /// Missing `clients` or `users` fall back to the demo client and user; a user without `lists`
 /// gets the demo lists (list "Newsletter" with groups, recipients in every state and messages,
 /// then "Customers" and "Test list").
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmulatorConfig {

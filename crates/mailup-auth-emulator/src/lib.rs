@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 #![forbid(unsafe_code)]
 
 mod admin;
 mod api;
 #[cfg(feature = "browser")]
-pub mod browser;
+mod browser;
 mod clock;
 mod config;
 mod console;
@@ -19,6 +22,8 @@ mod server;
 mod state;
 mod token;
 
+#[cfg(feature = "browser")]
+pub use browser::{BrowserError, Consent, FollowedRedirect, ScriptedBrowser, Step};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, EmulatorConfig, RateLimit, RegisteredClient, User};
 pub use console::SentEmail;

@@ -7,7 +7,7 @@ use axum::extract::RawQuery;
 use axum::routing::get;
 use axum::Router;
 use common::*;
-use mailup_auth_emulator::browser::{BrowserError, Consent, ScriptedBrowser, Step};
+use mailup_auth_emulator::{BrowserError, Consent, ScriptedBrowser, Step};
 use mailup_auth_emulator::{Emulator, DEFAULT_CLIENT_ID, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 
 /// A loopback "application" that echoes its callback query string.

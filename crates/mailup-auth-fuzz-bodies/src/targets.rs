@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use mailup_auth_core::api::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
 use mailup_auth_core::StoreError;
+use mailup_auth_core::{api_url, classify_api_response_at, retry_after_at, ApiCall, ApiStep};
 use mailup_auth_core::{
     is_header_safe_token, parse_token_response, AccessToken, CsrfState, Endpoints, HttpResponse,
     Password, PendingAuthorization, RequestId, Session, TokenAccess, TokenError, TransportError,
     TransportErrorKind, UnixTime, Url,
 };
-use mailup_auth_store_redis::fuzzing as redis_fuzzing;
-use mailup_auth_store_sled::envelope;
+use mailup_auth_store_redis::internal as redis_fuzzing;
+use mailup_auth_store_sled::internal::envelope;
 
 use crate::input::Reader;
 

@@ -109,7 +109,8 @@ fn decodable_corpus_records_round_trip_through_a_real_sled_store() {
         .into_iter()
         .enumerate()
     {
-        let Ok(Some(versioned)) = mailup_auth_store_sled::envelope::decode("p", &bytes) else {
+        let Ok(Some(versioned)) = mailup_auth_store_sled::internal::envelope::decode("p", &bytes)
+        else {
             continue;
         };
         let profile = format!("p{index}");

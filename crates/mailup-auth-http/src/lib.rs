@@ -9,13 +9,16 @@
 //! does not log: retries, backoff and the meaning of a status belong to the core and the facade.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::error::Error as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::http::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
-use mailup_auth_core::ports::Transport;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{HttpRequest, HttpResponse, TransportError, TransportErrorKind};
 use url::Url;
 use zeroize::Zeroizing;
 
@@ -68,24 +71,23 @@ impl ReqwestTransport {
     }
 
     async fn send_request(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let method = request.method().clone();
-        let url = request.url().clone();
         let limit = request.response_limit();
-        let mut builder = self
-            .client
-            .request(method.clone(), url.clone())
-            .headers(request.headers().clone());
+        // The request's own headers and body go to reqwest (moved, not copied); the method and
+        // the URL are kept for error messages (a standard method is copied without allocating).
+        let (method, url, headers, body) = request.into_parts();
+        let mut outgoing = reqwest::Request::new(method.clone(), url.clone());
+        *outgoing.headers_mut() = headers;
         // No body at all (rather than an empty one) keeps `Content-Length: 0` off GETs.
-        if !request.body().is_empty() {
-            builder = builder.body(request_body(request.zeroizing_body().clone()));
+        if !body.is_empty() {
+            *outgoing.body_mut() = Some(request_body(body));
         }
-        drop(request);
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|error| classify(&error, Phase::Send, &method, &url))?;
+        let mut response = match self.client.execute(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return Err(classify(error, Phase::Send, &method, &url)),
+        };
         let status = response.status();
-        let headers = response.headers().clone();
+        // Taken, not cloned: the body is read through the response, which needs no headers.
+        let headers = std::mem::take(response.headers_mut());
         let announced = response.content_length();
         if announced.is_some_and(|length| length > limit as u64) {
             // Dropping the response closes the connection: nothing of the body is read.
@@ -95,7 +97,7 @@ impl ReqwestTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| classify(&error, Phase::Body, &method, &url))?
+            .map_err(|error| classify(error, Phase::Body, &method, &url))?
         {
             if body.push(&chunk).is_err() {
                 return Err(too_large(limit, &method, &url));
@@ -109,10 +111,11 @@ impl ReqwestTransport {
     }
 }
 
-/// The request body for reqwest: the bytes stay in the zeroizing buffer (no copy into a plain
-/// `Vec`), and that buffer is wiped when reqwest drops the last reference to the body.
-fn request_body(body: Zeroizing<Vec<u8>>) -> reqwest::Body {
-    reqwest::Body::from(bytes::Bytes::from_owner(body))
+/// The request body for reqwest: the request's shared bytes (no copy into a plain `Vec`); the
+/// zeroizing buffer behind them is wiped when the last reference (the request's clones,
+/// reqwest's body) is dropped.
+fn request_body(body: bytes::Bytes) -> reqwest::Body {
+    reqwest::Body::from(body)
 }
 
 /// A response body read chunk by chunk into a buffer that is wiped on drop, up to a limit.
@@ -269,9 +272,10 @@ enum Phase {
 /// Maps a reqwest error to the core's transport error.
 ///
 /// The message is built from the method, the URL without its query, fragment or credentials,
-/// and the innermost cause. reqwest's own `Display` is never used: it prints the full URL.
+/// and the innermost cause. reqwest's own `Display` prints the full URL, so the error kept as
+/// `source()` is reqwest's with its URL removed (`without_url`).
 fn classify(
-    error: &reqwest::Error,
+    error: reqwest::Error,
     phase: Phase,
     method: &http::Method,
     url: &Url,
@@ -280,7 +284,7 @@ fn classify(
         TransportErrorKind::Timeout
     } else if error.is_connect() {
         TransportErrorKind::Connect
-    } else if connection_closed(error) {
+    } else if connection_closed(&error) {
         TransportErrorKind::ConnectionClosed
     } else if phase == Phase::Body || error.is_body() || error.is_decode() {
         TransportErrorKind::Body
@@ -288,12 +292,12 @@ fn classify(
         TransportErrorKind::Other
     };
     let mut message = format!("{method} {}", url_without_query(url));
-    if let Some(cause) = innermost_cause(error) {
+    if let Some(cause) = innermost_cause(&error) {
         message.push_str(" (");
         message.push_str(&cause);
         message.push(')');
     }
-    TransportError::new(kind, message)
+    TransportError::new(kind, message).with_source(error.without_url())
 }
 
 /// Whether the cause chain says the peer closed or reset the connection before the response
@@ -373,9 +377,15 @@ mod tests {
 
     #[test]
     fn the_request_body_handed_to_reqwest_is_the_zeroizing_buffer_itself() {
-        let secret: Zeroizing<Vec<u8>> = Zeroizing::new(b"client_secret=s3cret".to_vec());
+        let secret = b"client_secret=s3cret".to_vec();
         let address = secret.as_ptr();
-        let body = request_body(secret);
+        let request = HttpRequest::new(
+            http::Method::POST,
+            Url::parse("https://example.com/t").unwrap(),
+        )
+        .with_body(secret);
+        let (_, _, _, shared) = request.into_parts();
+        let body = request_body(shared);
         let bytes = body.as_bytes().expect("a buffered body");
         assert_eq!(bytes, b"client_secret=s3cret");
         // Same allocation: reqwest reads the zeroizing buffer, no plain copy was made.

@@ -2,9 +2,9 @@
 //! emulator's injected faults.
 
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use mailup_auth_core::http::{HttpRequest, TransportErrorKind};
-use mailup_auth_core::ports::Transport;
-use mailup_auth_core::token::parse_token_response;
+use mailup_auth_core::parse_token_response;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{HttpRequest, TransportErrorKind};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

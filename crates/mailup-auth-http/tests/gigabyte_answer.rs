@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use mailup_auth_core::http::{HttpRequest, TransportErrorKind, DEFAULT_API_RESPONSE_LIMIT};
-use mailup_auth_core::ports::Transport;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{HttpRequest, TransportErrorKind, DEFAULT_API_RESPONSE_LIMIT};
 use mailup_auth_http::ReqwestTransport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

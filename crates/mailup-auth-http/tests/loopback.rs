@@ -9,14 +9,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::Router;
-use mailup_auth_core::config::ClientConfig;
-use mailup_auth_core::http::{
+use mailup_auth_core::internal::refresh_request;
+use mailup_auth_core::ClientConfig;
+use mailup_auth_core::Transport;
+use mailup_auth_core::{ClientSecret, RefreshToken};
+use mailup_auth_core::{
     HttpRequest, TransportError, TransportErrorKind, DEFAULT_API_RESPONSE_LIMIT,
     TOKEN_RESPONSE_LIMIT,
 };
-use mailup_auth_core::ports::Transport;
-use mailup_auth_core::requests::refresh_request;
-use mailup_auth_core::secret::{ClientSecret, RefreshToken};
 use mailup_auth_http::{ReqwestTransport, DEFAULT_USER_AGENT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -484,6 +484,47 @@ async fn refused_connection_is_a_connect_error() {
     assert_eq!(error.kind, TransportErrorKind::Connect, "{error}");
     assert!(error.message.contains("/t"), "{error}");
     assert_no_secret(&error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_reqwest_error_is_the_source_and_names_no_secret_of_the_url() {
+    use std::error::Error as _;
+
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let error = fast_transport()
+        .send(HttpRequest::new(
+            Method::GET,
+            Url::parse(&format!("http://user:s3cret@{addr}/t?code=s3cret#s3cret")).unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, TransportErrorKind::Connect, "{error}");
+    let source = error.source().expect("reqwest's error is kept");
+    let reqwest_error = source
+        .downcast_ref::<reqwest::Error>()
+        .expect("the source is reqwest's own error");
+    assert!(reqwest_error.is_connect());
+    assert!(reqwest_error.url().is_none(), "the URL is stripped");
+    // Nothing in the whole chain, shown or debugged, quotes the URL's secrets.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut depth = 0;
+    while let Some(current) = cause {
+        let shown = format!("{current} {current:?}");
+        assert!(
+            !shown.contains("s3cret"),
+            "secret leaked at depth {depth}: {shown}"
+        );
+        cause = current.source();
+        depth += 1;
+        assert!(depth < 16, "a cause chain this long is a cycle");
+    }
+    assert!(
+        depth >= 2,
+        "the chain holds at least the transport error and reqwest's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

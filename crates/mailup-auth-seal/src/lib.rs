@@ -24,13 +24,16 @@
 //! so a record sealed by one opens in the other under the same key.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, Payload};
 use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305, XNonce};
-use mailup_auth_core::ports::KeyProblem;
+use mailup_auth_core::KeyProblem;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use mailup_auth_core::ports::{MemoryTokenStore, TokenStore};
+//! use mailup_auth_core::{MemoryTokenStore, TokenStore};
 //!
 //! mailup_auth_store_conformance::token_store_conformance!(memory, |_path| async {
 //!     Some((Arc::new(MemoryTokenStore::new()) as Arc<dyn TokenStore>, ()))
@@ -35,6 +35,9 @@
 //! lists them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -42,12 +45,12 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mailup_auth_core::ports::{
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{
     ProfileRecord, StoreError, StoredClient, StoredProfile, TokenStore, Versioned,
 };
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
 
 /// Token set number `n`: distinct tokens and times per `n`.
 pub fn tokens(n: u64) -> TokenSet {

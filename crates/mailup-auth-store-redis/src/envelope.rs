@@ -6,8 +6,8 @@
 //! sealing is `mailup-auth-seal`'s, as in the sled store), and `{"format": 1, "version": N,
 //! "deleted": true}` for a tombstone (written by the delete script itself).
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError};
-use mailup_auth_core::secret::ExposeSecrets;
+use mailup_auth_core::ExposeSecrets;
+use mailup_auth_core::{ProfileRecord, StoreError};
 use mailup_auth_seal::Sealer;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -61,7 +61,7 @@ pub(crate) fn encode_with(
 ) -> Result<Vec<u8>, StoreError> {
     // Cannot fail for these types (string keys only); the error text is dropped all the same,
     // since it could quote a value.
-    let serialize_error = |_| StoreError::Io("cannot serialize the record".into());
+    let serialize_error = |_| StoreError::io_context("cannot serialize the record");
     let envelope = match sealer {
         None => EnvelopeOut {
             format: CLEAR_FORMAT,
@@ -80,7 +80,7 @@ pub(crate) fn encode_with(
                 sealed: Some(
                     sealer
                         .seal_record(profile, version, &plaintext)
-                        .map_err(StoreError::Io)?,
+                        .map_err(StoreError::io_context)?,
                 ),
             }
         }
@@ -202,7 +202,7 @@ fn corrupt(profile: &str, part: &str, error: &serde_json::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailup_auth_core::secret::{AccessToken, RefreshToken};
+    use mailup_auth_core::{AccessToken, RefreshToken};
     use mailup_auth_core::{TokenSet, UnixTime};
 
     #[test]

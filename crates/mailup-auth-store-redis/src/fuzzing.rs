@@ -2,7 +2,7 @@
 //! record and the version kept beside it, and what `save` writes. For the fuzz targets and
 //! their stable loop (`crates/mailup-auth-fuzz-bodies`); not a stable API.
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError};
+use mailup_auth_core::{ProfileRecord, StoreError};
 
 /// Decodes a stored record as `load` does, given the version kept in Redis beside it:
 /// `Ok(None)` for a tombstone, a [`StoreError::Corrupt`] for anything it cannot read,

@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
-use mailup_auth_core::ports::{
-    validate_profile_name, LeaseAttempt, LeaseGuard, RefreshLease, StoreError,
-};
+use mailup_auth_core::{validate_profile_name, LeaseAttempt, LeaseGuard, RefreshLease, StoreError};
 use rand::RngCore as _;
 use redis::aio::ConnectionManager;
 use redis::Script;

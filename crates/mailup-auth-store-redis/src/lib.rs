@@ -64,31 +64,43 @@
 //! the records are sealed is put back by the first process whose key opens them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::ports::{
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{
     next_version, validate_profile_name, KeyProblem, ProfileRecord, StoreError, StoredProfile,
     TokenStore, Versioned,
 };
-use mailup_auth_core::UnixTime;
 use mailup_auth_seal::{EncryptionMarker, Sealer};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
 mod envelope;
-#[doc(hidden)]
-pub mod fuzzing;
+mod fuzzing;
 mod lease;
 #[cfg(feature = "test-server")]
 mod test_server;
 
 pub use crate::lease::{RedisRefreshLease, DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASE_HOLD};
-#[cfg(feature = "test-server")]
+
+/// Plumbing for this workspace's own tests and fuzz targets: the record codec without a server
+/// (`decode`, `encode`) and, with the `test-server` feature, a throwaway `redis-server` on a
+/// free loopback port (`RedisServer`, `PrivatePki`).
+///
+/// **Not covered by semantic versioning**: anything here may change or go away in a patch
+/// release.
 #[doc(hidden)]
-pub use crate::test_server::{PrivatePki, RedisServer};
+pub mod internal {
+    pub use crate::fuzzing::{decode, encode};
+    #[cfg(feature = "test-server")]
+    pub use crate::test_server::{PrivatePki, RedisServer};
+}
 /// Where an encrypted store's key is kept (from `mailup-auth-seal`, the same type as the sled
 /// store's).
 pub use mailup_auth_seal::KeySource;
@@ -110,7 +122,7 @@ const SAVE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// How many times a save retries a compare-and-swap that lost to a writer which left the
 /// version it expected in place (a delete between its read and its script).
-const MAX_SWAP_ATTEMPTS: usize = 16;
+const MAX_SWAP_ATTEMPTS: u32 = 16;
 
 /// Saves `ARGV[3..]` over `KEYS[1]` if its version and tombstone flag are still what the
 /// caller read (`ARGV[1]`, `''` for no key; `ARGV[2]`), keeps the profile set and notifies.
@@ -617,7 +629,7 @@ impl RedisTokenStore {
             None => Ok(None),
         })
         .await
-        .map_err(|_| StoreError::Io("the key loading task did not complete".into()))?
+        .map_err(|_| StoreError::io_context("the key loading task did not complete"))?
         .map_err(key_error)?
         .ok_or_else(|| {
             key_error(KeyProblem::NotFound {
@@ -643,8 +655,9 @@ impl RedisTokenStore {
                 let new = sealer
                     .marker(&source)
                     .map_err(|message| key_error(source.unusable(&message)))?;
-                let text = serde_json::to_string(&new)
-                    .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+                let text = serde_json::to_string(&new).map_err(|_| {
+                    StoreError::io_context("cannot serialize the encryption marker")
+                })?;
                 let set: Option<String> = self
                     .run(redis::cmd("SET").arg(&marker_key).arg(text).arg("NX"))
                     .await?;
@@ -657,7 +670,7 @@ impl RedisTokenStore {
                     new
                 } else {
                     self.marker(&marker_key).await?.ok_or_else(|| {
-                        StoreError::Io("the store's encryption marker kept changing".into())
+                        StoreError::io_context("the store's encryption marker kept changing")
                     })?
                 }
             }
@@ -665,8 +678,9 @@ impl RedisTokenStore {
                 let new = sealer
                     .marker(&source)
                     .map_err(|message| key_error(source.unusable(&message)))?;
-                let text = serde_json::to_string(&new)
-                    .map_err(|_| StoreError::Io("cannot serialize the encryption marker".into()))?;
+                let text = serde_json::to_string(&new).map_err(|_| {
+                    StoreError::io_context("cannot serialize the encryption marker")
+                })?;
                 let mut connection = self.inner.connection.clone();
                 let outcome: i64 = Script::new(MARK_ENCRYPTED_SCRIPT)
                     .key(&marker_key)
@@ -684,7 +698,7 @@ impl RedisTokenStore {
                     }
                     // Another process made it encrypted first: its key must be ours.
                     _ => self.marker(&marker_key).await?.ok_or_else(|| {
-                        StoreError::Io("the store's encryption marker kept changing".into())
+                        StoreError::io_context("the store's encryption marker kept changing")
                     })?,
                 }
             }
@@ -740,7 +754,7 @@ impl RedisTokenStore {
         let text: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(marker_key)).await?;
         text.map(|text| {
             serde_json::from_slice::<EncryptionMarker>(&text).map_err(|_| {
-                StoreError::Io(format!(
+                StoreError::io_context(format!(
                     "the encryption marker of the store at {} ({marker_key}) is damaged",
                     self.inner.location
                 ))
@@ -928,9 +942,10 @@ impl RedisTokenStore {
                 Ok(SaveTry::Lost) => {
                     swaps += 1;
                     if swaps >= MAX_SWAP_ATTEMPTS {
-                        return Err(StoreError::Io(format!(
-                            "profile `{profile}` kept changing concurrently"
-                        )));
+                        return Err(StoreError::Contended {
+                            profile: profile.to_owned(),
+                            attempts: MAX_SWAP_ATTEMPTS,
+                        });
                     }
                 }
                 Err(error) if error.is_transient() => {
@@ -947,7 +962,7 @@ impl RedisTokenStore {
 
     /// The profile set (`<prefix>profiles`) holds another type of value than a set.
     fn not_a_set(&self) -> StoreError {
-        StoreError::Io(format!(
+        StoreError::io_context(format!(
             "the token store at {} cannot be written: its key {} is not a set (another \
              program writes under its key prefix; give this store another one)",
             self.inner.location,
@@ -1106,7 +1121,7 @@ fn check_url(url: &str, location: &str, allow_insecure: bool) -> Result<bool, St
     match parsed.scheme() {
         "rediss" => Ok(true),
         "redis+unix" | "unix" => Ok(false),
-        "redis" if allow_insecure || mailup_auth_core::config::is_loopback_host(&parsed) => {
+        "redis" if allow_insecure || mailup_auth_core::internal::is_loopback_host(&parsed) => {
             Ok(false)
         }
         "redis" => Err(StoreError::Insecure {
@@ -1175,7 +1190,7 @@ pub(crate) fn map_error(
         };
     }
     if error.code() == Some("WRONGTYPE") {
-        return StoreError::Io(format!(
+        return StoreError::io_context(format!(
             "a key of the token store at {location} holds another type of value than the \
              store writes there (WRONGTYPE): another program writes under its key prefix"
         ));

@@ -180,6 +180,7 @@ const OUTPUT_FILE: &str = "redis-server.out";
 
 /// A private CA and a server certificate for `127.0.0.1` it signed, made now (PEM).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct PrivatePki {
     /// The CA's certificate.
     pub ca_certificate: String,

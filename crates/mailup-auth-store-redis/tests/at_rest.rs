@@ -4,11 +4,12 @@
 //! store, never a panic and never a store that silently writes in clear. Skipped without
 //! `redis-server`, failed under `CI`.
 
-use mailup_auth_core::ports::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
-use mailup_auth_store_redis::{KeySource, RedisServer, RedisTokenStore};
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::{KeySource, RedisTokenStore};
 
 const REFRESH: &str = "refresh-token-b41f0c";
 const ACCESS: &str = "access-token-6e2a99";

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use mailup_auth_core::ports::TokenStore;
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_core::TokenStore;
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisTokenStore;
 
 mailup_auth_store_conformance::token_store_conformance!(redis, |_path| async {
     let server = RedisServer::start()?;
@@ -30,7 +31,7 @@ mailup_auth_store_conformance::token_store_conformance!(redis_encrypted, |_path|
 /// Two stores on one server with different prefixes do not see each other.
 #[tokio::test]
 async fn key_prefixes_separate_namespaces() {
-    use mailup_auth_core::ports::ProfileRecord;
+    use mailup_auth_core::ProfileRecord;
     let Some(server) = RedisServer::start() else {
         return;
     };

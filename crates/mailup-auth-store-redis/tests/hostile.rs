@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::ports::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore, MAX_RECORD_BYTES};
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::{RedisTokenStore, MAX_RECORD_BYTES};
 
 const RECORD_KEY: &str = "mailup-auth:record:alice";
 const PROFILES_KEY: &str = "mailup-auth:profiles";
@@ -133,7 +134,9 @@ async fn a_profile_set_of_another_type_fails_saves_before_anything_is_written() 
     command(&mut redis, &["DEL", PROFILES_KEY]).await;
     command(&mut redis, &["SET", PROFILES_KEY, "not a set"]).await;
     let not_a_set = |result: Result<(), StoreError>| match result {
-        Err(StoreError::Io(message)) => {
+        Err(StoreError::Io {
+            context: message, ..
+        }) => {
             assert!(message.contains(PROFILES_KEY), "{message}");
         }
         other => panic!("expected an I/O error naming the set, got {other:?}"),
@@ -146,7 +149,9 @@ async fn a_profile_set_of_another_type_fails_saves_before_anything_is_written() 
     );
     not_a_set(store.delete("alice").await);
     match store.profiles().await {
-        Err(StoreError::Io(message)) => assert!(message.contains("WRONGTYPE"), "{message}"),
+        Err(StoreError::Io {
+            context: message, ..
+        }) => assert!(message.contains("WRONGTYPE"), "{message}"),
         other => panic!("expected an I/O error, got {other:?}"),
     }
     let stored = store.load("alice").await.unwrap().unwrap();
@@ -271,7 +276,7 @@ async fn a_database_number_out_of_range_is_named() {
 /// store's marker comes back with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_server_is_told_from_a_logout_and_the_record_can_be_restored() {
-    use mailup_auth_core::ports::StoredProfile;
+    use mailup_auth_core::StoredProfile;
     let Some(server) = RedisServer::start() else {
         return;
     };

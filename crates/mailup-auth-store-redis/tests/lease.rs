@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{LeaseAttempt, RefreshLease, StoreError};
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_core::{LeaseAttempt, RefreshLease, StoreError};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisTokenStore;
 
 async fn store(server: &RedisServer, ttl: Duration) -> RedisTokenStore {
     RedisTokenStore::builder(server.url())
@@ -171,7 +172,7 @@ async fn redis_gone_is_a_typed_error_at_once_and_it_recovers() {
         "{:?}",
         started.elapsed()
     );
-    let error = mailup_auth_core::ports::TokenStore::load(&store, "p")
+    let error = mailup_auth_core::TokenStore::load(&store, "p")
         .await
         .unwrap_err();
     assert!(error.is_transient(), "{error:?}");

@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::ports::{ProfileRecord, RefreshLease, StoreError, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
-use mailup_auth_store_redis::{PrivatePki, RedisServer, RedisTokenStore};
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, RefreshLease, StoreError, TokenStore};
+use mailup_auth_store_redis::internal::{PrivatePki, RedisServer};
+use mailup_auth_store_redis::RedisTokenStore;
 
 const PASSWORD: &str = "default-pw-5d1c9a";
 const ALICE_PASSWORD: &str = "alice-pw-93e0b7";
@@ -35,16 +36,24 @@ async fn round_trip(store: &RedisTokenStore) {
 }
 
 /// The error, checked to be the typed "unavailable" one, with nothing of `secrets` in its
-/// message or `Debug`.
+/// message or `Debug`, nor in those of any error in its `source()` chain (a wrapped client
+/// error must not bring the password back).
 fn unavailable(result: Result<RedisTokenStore, StoreError>, secrets: &[&str]) -> String {
     let error = match result {
         Err(error) => error,
         Ok(store) => panic!("expected an error, connected to {}", store.location()),
     };
     assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
-    let shown = format!("{error} {error:?}");
-    for secret in secrets {
-        assert!(!shown.contains(secret), "{shown}");
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut depth = 0;
+    while let Some(current) = cause {
+        let shown = format!("{current} {current:?}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "at depth {depth}: {shown}");
+        }
+        cause = current.source();
+        depth += 1;
+        assert!(depth < 16, "a cause chain this long is a cycle");
     }
     error.to_string()
 }

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{ProfileRecord, StoredClient, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, StoredClient, TokenStore};
 use mailup_auth_store_sled::SledTokenStore;
 
 const ROUNDS: u32 = 50;

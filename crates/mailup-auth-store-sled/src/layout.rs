@@ -24,7 +24,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use mailup_auth_core::ports::StoreError;
+use mailup_auth_core::StoreError;
 
 /// The pointer file.
 const POINTER: &str = "CURRENT";
@@ -56,14 +56,14 @@ pub(crate) fn lock_store(store: &Path) -> Result<File, StoreError> {
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(&path).map_err(|e| io_error(&path, &e))?;
+    let file = options.open(&path).map_err(|e| io_error(&path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
             path: store.display().to_string(),
             message: "held by another process".into(),
         }),
-        Err(TryLockError::Error(error)) => Err(io_error(&path, &error)),
+        Err(TryLockError::Error(error)) => Err(io_error(&path, error)),
     }
 }
 
@@ -74,10 +74,10 @@ pub(crate) fn read_pointer(store: &Path) -> Result<Option<u64>, StoreError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io_error(&path, &error)),
+        Err(error) => return Err(io_error(&path, error)),
     };
     parse_generation(text.trim()).map(Some).ok_or_else(|| {
-        StoreError::Io(format!(
+        StoreError::io_context(format!(
             "{} does not name a generation (`gen-<n>`): the store is damaged",
             path.display()
         ))
@@ -99,21 +99,21 @@ pub(crate) fn write_pointer(store: &Path, generation: u64) -> Result<(), StoreEr
     options.create(true).truncate(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(|e| io_error(&tmp, &e))?;
+    let mut file = options.open(&tmp).map_err(|e| io_error(&tmp, e))?;
     file.write_all(format!("{GENERATION_PREFIX}{generation}\n").as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(&tmp, &e))?;
+        .map_err(|e| io_error(&tmp, e))?;
     drop(file);
     let pointer = store.join(POINTER);
-    std::fs::rename(&tmp, &pointer).map_err(|e| io_error(&pointer, &e))?;
+    std::fs::rename(&tmp, &pointer).map_err(|e| io_error(&pointer, e))?;
     sync_dir(store)
 }
 
 /// The generation directories present in `store`, in order.
 pub(crate) fn generations(store: &Path) -> Result<Vec<u64>, StoreError> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(store).map_err(|e| io_error(store, &e))? {
-        let entry = entry.map_err(|e| io_error(store, &e))?;
+    for entry in std::fs::read_dir(store).map_err(|e| io_error(store, e))? {
+        let entry = entry.map_err(|e| io_error(store, e))?;
         if let Some(generation) = entry.file_name().to_str().and_then(parse_generation) {
             found.push(generation);
         }
@@ -134,8 +134,8 @@ pub(crate) fn remove_leftovers(
     current: Option<u64>,
     keep_legacy: bool,
 ) -> Result<(), StoreError> {
-    for entry in std::fs::read_dir(store).map_err(|e| io_error(store, &e))? {
-        let entry = entry.map_err(|e| io_error(store, &e))?;
+    for entry in std::fs::read_dir(store).map_err(|e| io_error(store, e))? {
+        let entry = entry.map_err(|e| io_error(store, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let leftover = match parse_generation(name) {
@@ -189,11 +189,11 @@ fn scrub_at(path: &Path, crash: bool) -> Result<(), StoreError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(io_error(path, &error)),
+        Err(error) => return Err(io_error(path, error)),
     };
     if meta.is_dir() {
-        for entry in std::fs::read_dir(path).map_err(|e| io_error(path, &e))? {
-            let entry = entry.map_err(|e| io_error(path, &e))?;
+        for entry in std::fs::read_dir(path).map_err(|e| io_error(path, e))? {
+            let entry = entry.map_err(|e| io_error(path, e))?;
             scrub_at(&entry.path(), crash)?;
         }
         if crash {
@@ -202,7 +202,7 @@ fn scrub_at(path: &Path, crash: bool) -> Result<(), StoreError> {
         return match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_error(path, &error)),
+            Err(error) => Err(io_error(path, error)),
         };
     }
     if meta.is_file() {
@@ -211,7 +211,7 @@ fn scrub_at(path: &Path, crash: bool) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(io_error(path, &error)),
+        Err(error) => Err(io_error(path, error)),
     }
 }
 
@@ -221,24 +221,23 @@ fn overwrite_with_zeros(path: &Path, len: u64) -> Result<(), StoreError> {
         Ok(file) => file,
         // Not ours to overwrite (read-only): removing it is all that can be done.
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
-        Err(error) => return Err(io_error(path, &error)),
+        Err(error) => return Err(io_error(path, error)),
     };
     let zeros = [0u8; CHUNK];
     let mut left = len;
     while left > 0 {
         let n = usize::try_from(left).map_or(CHUNK, |left| left.min(CHUNK));
-        file.write_all(&zeros[..n])
-            .map_err(|e| io_error(path, &e))?;
+        file.write_all(&zeros[..n]).map_err(|e| io_error(path, e))?;
         left -= n as u64;
     }
-    file.sync_all().map_err(|e| io_error(path, &e))
+    file.sync_all().map_err(|e| io_error(path, e))
 }
 
 #[cfg(unix)]
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| io_error(dir, &e))
+        .map_err(|e| io_error(dir, e))
 }
 
 #[cfg(not(unix))]
@@ -247,8 +246,8 @@ pub(crate) fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn io_error(path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::Io(format!("{}: {error}", path.display()))
+fn io_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::io(path.display().to_string(), error)
 }
 
 #[cfg(test)]
@@ -273,7 +272,10 @@ mod tests {
         assert_eq!(read_pointer(dir.path()).unwrap(), Some(7));
         assert!(!dir.path().join(POINTER_TMP).exists());
         std::fs::write(dir.path().join(POINTER), "gen-x\n").unwrap();
-        assert!(matches!(read_pointer(dir.path()), Err(StoreError::Io(_))));
+        assert!(matches!(
+            read_pointer(dir.path()),
+            Err(StoreError::Io { .. })
+        ));
     }
 
     #[test]

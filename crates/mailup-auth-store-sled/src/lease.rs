@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailup_auth_core::ports::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
+use mailup_auth_core::{validate_profile_name, LeaseGuard, RefreshLease, StoreError};
 
 /// The subdirectory of the store directory that holds the lock files.
 const LOCK_DIR: &str = "refresh-locks";
@@ -52,7 +52,7 @@ impl SledRefreshLease {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         options
             .open(&path)
-            .map_err(|error| StoreError::Io(format!("{}: {error}", path.display())))
+            .map_err(|error| StoreError::io(path.display().to_string(), error))
     }
 }
 
@@ -67,10 +67,10 @@ impl RefreshLease for SledRefreshLease {
                 Ok(()) => return Ok(LeaseGuard::new(file)),
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(error)) => {
-                    return Err(StoreError::Io(format!(
-                        "cannot lock {}: {error}",
-                        self.lock_path(profile).display()
-                    )))
+                    return Err(StoreError::io(
+                        format!("cannot lock {}", self.lock_path(profile).display()),
+                        error,
+                    ))
                 }
             }
             let waited = started.elapsed();
@@ -113,13 +113,12 @@ fn create_lock_dir(dir: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|error| StoreError::Io(format!("{}: {error}", dir.display())))
+        .map_err(|error| StoreError::io(dir.display().to_string(), error))
 }
 
 #[cfg(not(unix))]
 fn create_lock_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|error| StoreError::Io(format!("{}: {error}", dir.display())))
+    std::fs::create_dir_all(dir).map_err(|error| StoreError::io(dir.display().to_string(), error))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::StoreError;
+use mailup_auth_core::StoreError;
 
 use crate::layout;
 
@@ -88,14 +88,14 @@ fn guarded_files(dir: &Path) -> Result<(Vec<String>, u64), StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((names, 0)),
-        Err(error) => return Err(io_error(dir, &error)),
+        Err(error) => return Err(io_error(dir, error)),
     };
     for entry in entries {
-        let entry = entry.map_err(|error| io_error(dir, &error))?;
+        let entry = entry.map_err(|error| io_error(dir, error))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let meta = entry.metadata().map_err(|error| io_error(dir, &error))?;
+        let meta = entry.metadata().map_err(|error| io_error(dir, error))?;
         if guarded(&name) && meta.is_file() {
             total = total.saturating_add(meta.len());
             names.push(name);
@@ -135,7 +135,7 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
     copy.extend_from_slice(&u32::try_from(names.len()).unwrap_or(u32::MAX).to_le_bytes());
     for name in &names {
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, &error))?;
+        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, error))?;
         copy.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
         copy.extend_from_slice(name.as_bytes());
         copy.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -147,7 +147,7 @@ pub(crate) fn take(dir: &Path) -> Result<Option<Guard>, StoreError> {
     write_synced(&tmp, &copy)?;
     crate::crash_point("preopen-copied");
     let backup = dir.join(BACKUP);
-    std::fs::rename(&tmp, &backup).map_err(|error| io_error(&backup, &error))?;
+    std::fs::rename(&tmp, &backup).map_err(|error| io_error(&backup, error))?;
     layout::sync_dir(dir)?;
     Ok(Some(Guard {
         dir: dir.to_path_buf(),
@@ -168,7 +168,7 @@ impl Guard {
         wait_released(&self.dir.join("db"));
         let backup = self.dir.join(BACKUP);
         let files = read_copy(&backup)?.ok_or_else(|| {
-            StoreError::Io(format!(
+            StoreError::io_context(format!(
                 "{}: the copy of sled's files taken before opening them does not verify",
                 backup.display()
             ))
@@ -201,12 +201,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             file.write_all(bytes)?;
             file.sync_all()
         })
-        .map_err(|error| io_error(path, &error))
+        .map_err(|error| io_error(path, error))
 }
 
 /// The files in the copy at `path`, or `None` when it does not verify (its CRC32, its form).
 fn read_copy(path: &Path) -> Result<Option<Files>, StoreError> {
-    let bytes = std::fs::read(path).map_err(|error| io_error(path, &error))?;
+    let bytes = std::fs::read(path).map_err(|error| io_error(path, error))?;
     Ok(parse_copy(&bytes))
 }
 
@@ -243,10 +243,10 @@ fn restore(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
     for (name, bytes) in files {
         let staging = dir.join(format!("{RESTORING_PREFIX}{name}"));
         write_synced(&staging, bytes)?;
-        std::fs::rename(&staging, dir.join(name)).map_err(|error| io_error(&staging, &error))?;
+        std::fs::rename(&staging, dir.join(name)).map_err(|error| io_error(&staging, error))?;
     }
-    for entry in std::fs::read_dir(dir).map_err(|error| io_error(dir, &error))? {
-        let entry = entry.map_err(|error| io_error(dir, &error))?;
+    for entry in std::fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
+        let entry = entry.map_err(|error| io_error(dir, error))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -261,8 +261,8 @@ fn restore(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
     layout::sync_dir(dir)
 }
 
-fn io_error(path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::Io(format!("{}: {error}", path.display()))
+fn io_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::io(path.display().to_string(), error)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use mailup_auth_core::ports::{validate_profile_name, KeyProblem, ProfileRecord, StoreError};
+use mailup_auth_core::{validate_profile_name, KeyProblem, ProfileRecord, StoreError};
 
 use mailup_auth_seal::{EncryptionMarker, Sealer};
 
@@ -195,10 +195,10 @@ fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(io_error(dir, &error)),
+        Err(error) => return Err(io_error(dir, error)),
     };
     for (count, entry) in entries.enumerate() {
-        let entry = entry.map_err(|error| io_error(dir, &error))?;
+        let entry = entry.map_err(|error| io_error(dir, error))?;
         let path = entry.path();
         let len = entry.metadata().map_or(u64::MAX, |meta| meta.len());
         if count >= MAX_BLOBS || len > MAX_BLOB || scan.scanned + len > MAX_SCAN {
@@ -208,7 +208,7 @@ fn scan_blobs(dir: &Path, scan: &mut Scan) -> Result<(), StoreError> {
         if !path.is_file() {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, &error))?;
+        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, error))?;
         scan.scanned += len;
         // A blob: CRC32 of the rest (not inverted), the message kind, the body.
         if bytes.len() < 5 {
@@ -236,13 +236,13 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(io_error(path, &error)),
+        Err(error) => return Err(io_error(path, error)),
     };
     // What is left to read, as far as the file system knows: the buffer never grows past it
     // (a small log costs a small buffer), and a file that grows meanwhile is read to its end.
     let mut left = file
         .metadata()
-        .map_err(|error| io_error(path, &error))?
+        .map_err(|error| io_error(path, error))?
         .len();
     let mut buffer: Vec<u8> = Vec::new();
     let mut at = 0usize;
@@ -262,7 +262,7 @@ fn scan_file(path: &Path, scan: &mut Scan) -> Result<(), StoreError> {
                 let start = buffer.len();
                 buffer.resize(start + want, 0);
                 let read = read_full(&mut file, &mut buffer[start..])
-                    .map_err(|error| io_error(path, &error))?;
+                    .map_err(|error| io_error(path, error))?;
                 buffer.truncate(start + read);
                 scan.scanned += read as u64;
                 left = left.saturating_sub(read as u64);
@@ -662,8 +662,8 @@ impl Scan {
     }
 }
 
-fn io_error(path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::Io(format!("{}: {error}", path.display()))
+fn io_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::io(path.display().to_string(), error)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mailup_auth_core::ports::{MemoryTokenStore, TokenStore};
+use mailup_auth_core::{MemoryTokenStore, TokenStore};
 use mailup_auth_store_sled::SledTokenStore;
 
 mailup_auth_store_conformance::token_store_conformance!(memory, |_path| async {

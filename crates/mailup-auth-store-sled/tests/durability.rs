@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError, TokenStore};
-use mailup_auth_core::secret::{AccessToken, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, RefreshToken};
+use mailup_auth_core::{ProfileRecord, StoreError, TokenStore};
 use mailup_auth_store_sled::{SledTokenStore, FORMAT_VERSION};
 
 const CHILD_ENV: &str = "MAILUP_AUTH_STORE_SLED_TEST_CHILD";

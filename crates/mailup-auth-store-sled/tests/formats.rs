@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{ProfileRecord, StoreError, StoredClient, TokenStore};
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{ProfileRecord, StoreError, StoredClient, TokenStore};
 use mailup_auth_store_sled::SledTokenStore;
 
 const FORMAT_1: &str = include_str!("fixtures/format1-v0.1.0.tsv");

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
 use mailup_auth_store_sled::{KeySource, SledTokenStore};
 
 fn tokens(profile: &str, n: u32) -> TokenSet {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mailup_auth_core::ports::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
-use mailup_auth_core::secret::{AccessToken, ClientSecret, RefreshToken};
-use mailup_auth_core::time::UnixTime;
-use mailup_auth_core::token::TokenSet;
+use mailup_auth_core::TokenSet;
+use mailup_auth_core::UnixTime;
+use mailup_auth_core::{AccessToken, ClientSecret, RefreshToken};
+use mailup_auth_core::{KeyProblem, ProfileRecord, StoreError, StoredClient, TokenStore};
 use mailup_auth_store_sled::{KeySource, LostReason, SalvageReport, SledTokenStore};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -444,7 +444,7 @@ fn an_open_store_is_not_salvaged() {
     drop(store);
     assert!(matches!(
         SledTokenStore::salvage(dir.path().join("nothing"), None),
-        Err(StoreError::Io(_))
+        Err(StoreError::Io { .. })
     ));
 }
 

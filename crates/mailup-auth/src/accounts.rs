@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use mailup_auth_core::ports::validate_profile_name;
+use mailup_auth_core::validate_profile_name;
 use mailup_auth_core::{PendingAuthorization, ProfileRecord, UnixTime, Url};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;

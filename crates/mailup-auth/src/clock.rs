@@ -25,6 +25,10 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 }
 
 /// The system clock.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a unit struct, named as a value (`SystemClock`)"
+)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -133,6 +137,10 @@ pub trait Entropy: Send + Sync + std::fmt::Debug {
 }
 
 /// The operating system's random generator: 32 random bytes, URL-safe base64, per state.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "a unit struct, named as a value (`OsEntropy`)"
+)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsEntropy;
 

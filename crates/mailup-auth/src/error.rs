@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use mailup_auth_core::api::ApiPathError;
+use mailup_auth_core::ApiPathError;
 use mailup_auth_core::{
-    ApiError, AuthorizationError, CallbackError, ConfigError, ReauthReason, StoreError, TokenError,
-    TransportError,
+    ApiError, AuthorizationError, CallbackError, ConfigError, ErrorSource, ReauthReason,
+    StoreError, TokenError, TransportError,
 };
 
 #[cfg(feature = "loopback")]
@@ -93,9 +93,18 @@ pub enum Error {
     /// An API path or URL is invalid.
     #[error(transparent)]
     InvalidPath(#[from] ApiPathError),
-    /// A response body could not be decoded into the requested type.
-    #[error("cannot decode the API response: {0}")]
-    Decode(String),
+    /// A response body could not be decoded into the requested type (or a request body could
+    /// not be encoded). `source()` is the underlying error where it is kept: `serde_json`'s for
+    /// a request body, `http`'s for a response that cannot be rebuilt. `serde_json`'s error for
+    /// a response body is not kept, on purpose: its message can quote the body; `context` gives
+    /// its category, line and column instead.
+    #[error("cannot decode the API response: {context}{}", colon_source(source))]
+    Decode {
+        /// What failed, without the body's content.
+        context: String,
+        /// The underlying error, kept as `source()` (compared by message, see [`ErrorSource`]).
+        source: Option<ErrorSource>,
+    },
     /// A paginated collection did not page as MailUp does (another page than asked came
     /// back), or went on past [`Pages::max_pages`](crate::Pages::max_pages).
     #[error("pagination: {0}")]
@@ -138,3 +147,11 @@ impl Error {
 
 /// The facade's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `": {source}"`, or nothing: the tail of a message whose source may be absent.
+fn colon_source(source: &Option<ErrorSource>) -> String {
+    source
+        .as_ref()
+        .map(|source| format!(": {source}"))
+        .unwrap_or_default()
+}

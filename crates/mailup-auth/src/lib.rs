@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Public types stay open to new variants and fields unless one is exhaustive on purpose (each
+// such item says why at its `allow`).
+#![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 // The facade's tests (integration and unit) share one helper module, `tests/support`, which
 // names this crate `mailup_auth` as an integration test does.
@@ -12,10 +15,10 @@ mod test_support;
 
 mod accounts;
 mod client;
-pub mod clock;
+mod clock;
 mod error;
 #[cfg(feature = "loopback")]
-pub mod loopback;
+mod loopback;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod scheduler;
@@ -38,7 +41,9 @@ pub use crate::client::{
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
 pub use crate::error::{Error, Result};
 #[cfg(feature = "loopback")]
-pub use crate::loopback::{LoopbackCallback, LoopbackError, LoopbackRedirect};
+pub use crate::loopback::{
+    LoopbackCallback, LoopbackError, LoopbackRedirect, DEFAULT_CALLBACK_PATH,
+};
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::MailUpMiddleware;
 pub use crate::scheduler::SchedulerStats;
@@ -54,10 +59,10 @@ pub use mailup_auth_core as core;
 pub use async_trait::async_trait;
 /// The `http` crate this library's request and response types are built on (the same version).
 pub use http;
-pub use mailup_auth_core::api::ApiPathError;
+pub use mailup_auth_core::ApiPathError;
 pub use mailup_auth_core::{
     AccessToken, ApiError, AuthorizationCode, AuthorizationError, Backoff, CallbackError,
-    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, Grant, HttpRequest,
+    ClientConfig, ClientSecret, ConfigError, CsrfState, Endpoints, ErrorSource, Grant, HttpRequest,
     HttpResponse, KeyProblem, LeaseAttempt, LeaseGuard, MailUpError, MemoryTokenStore, Password,
     PendingAuthorization, ProfileRecord, ReauthReason, RefreshLease, RefreshToken, SessionState,
     StoreError, StoredClient, StoredProfile, TokenError, TokenSet, TokenStore, Transport,

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mailup_auth_core::CsrfState;
+use mailup_auth_core::{CsrfState, ErrorSource};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
@@ -26,12 +26,12 @@ pub const DEFAULT_CALLBACK_PATH: &str = "/callback";
 #[non_exhaustive]
 pub enum LoopbackError {
     /// The port could not be bound.
-    #[error("cannot listen on 127.0.0.1:{port}: {message}")]
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Bind {
         /// The port asked for.
         port: u16,
-        /// Why.
-        message: String,
+        /// Why: the operating system's error (`std::io::Error`), kept as `source()`.
+        source: ErrorSource,
     },
     /// No valid callback arrived in time.
     #[error("no authorization callback within {} s", .0.as_secs())]
@@ -39,9 +39,10 @@ pub enum LoopbackError {
     /// A redirect URI that is not `http://127.0.0.1:PORT/..` or `http://localhost:PORT/..`.
     #[error("not a loopback redirect URI with an explicit port: {0}")]
     NotLoopback(String),
-    /// Accepting connections failed.
+    /// Accepting connections failed; the error underneath (an `std::io::Error`, a URL that
+    /// cannot be built) is kept as `source()`.
     #[error("loopback listener I/O error: {0}")]
-    Io(String),
+    Io(#[source] ErrorSource),
 }
 
 /// How long the browser's request waits for the application to report the login's outcome.
@@ -141,14 +142,14 @@ impl LoopbackRedirect {
             .await
             .map_err(|e| LoopbackError::Bind {
                 port,
-                message: e.to_string(),
+                source: ErrorSource::new(e),
             })?;
         let addr = listener
             .local_addr()
-            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+            .map_err(|e| LoopbackError::Io(ErrorSource::new(e)))?;
         let path = format!("/{}", path.trim_start_matches('/'));
         let redirect_uri = Url::parse(&format!("http://127.0.0.1:{}{}", addr.port(), path))
-            .map_err(|e| LoopbackError::Io(e.to_string()))?;
+            .map_err(|e| LoopbackError::Io(ErrorSource::new(e)))?;
         Ok(Self {
             listener,
             ipv6: None,

@@ -154,7 +154,7 @@ async fn a_failed_save_hands_out_nothing_and_is_retried_without_a_second_refresh
         .expect_save()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _| Err(StoreError::Io("disk full".into())));
+        .returning(|_, _, _| Err(StoreError::io_context("disk full")));
     // Second call: store unchanged, the unsaved tokens are saved first, then handed out.
     store
         .expect_load()
@@ -174,7 +174,10 @@ async fn a_failed_save_hands_out_nothing_and_is_retried_without_a_second_refresh
 
     let client = client(store, net).await;
     let err = client.access_token().await.unwrap_err();
-    assert!(matches!(err, Error::Store(StoreError::Io(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Store(StoreError::Io { .. })),
+        "{err:?}"
+    );
     assert!(client.cached_access_token().is_none());
     assert_eq!(client.access_token().await.unwrap().secret(), "new-access");
 }
@@ -274,10 +277,13 @@ async fn logout_forgets_nothing_when_the_store_cannot_be_written() {
     store
         .expect_load()
         .times(1)
-        .returning(|_| Err(StoreError::Io("disk on fire".into())));
+        .returning(|_| Err(StoreError::io_context("disk on fire")));
     let client = client(store, net).await;
     let err = client.logout().await.unwrap_err();
-    assert!(matches!(err, Error::Store(StoreError::Io(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Store(StoreError::Io { .. })),
+        "{err:?}"
+    );
     // Still logged in, here as in the store.
     assert_eq!(client.access_token().await.unwrap().secret(), "old-access");
 }

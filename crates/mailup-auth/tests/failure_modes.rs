@@ -100,7 +100,7 @@ impl TokenStore for Flaky {
     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         if self.fail_loads.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("load fails".into()));
+            return Err(StoreError::io_context("load fails"));
         }
         self.inner.load(profile).await
     }
@@ -115,7 +115,7 @@ impl TokenStore for Flaky {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(StoreError::Io("disk full".into()));
+            return Err(StoreError::io_context("disk full"));
         }
         self.inner.save(profile, record, expected).await
     }

@@ -224,6 +224,26 @@ async fn a_busy_port_is_a_typed_error() {
 }
 
 #[tokio::test]
+async fn a_busy_port_keeps_the_os_error_as_the_source() {
+    use std::error::Error as _;
+
+    let first = LoopbackRedirect::bind(0).await.unwrap();
+    let port = first.local_addr().port();
+    let err = LoopbackRedirect::bind(port).await.unwrap_err();
+    let source = err.source().expect("the bind error is kept");
+    assert_eq!(
+        source
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::AddrInUse),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")));
+}
+
+#[tokio::test]
 async fn a_registered_loopback_uri_gives_the_port_and_path() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = probe.local_addr().unwrap().port();

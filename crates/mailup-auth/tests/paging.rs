@@ -349,6 +349,6 @@ async fn a_total_that_is_negative_or_too_large_is_a_decode_error() {
             .collect_items()
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::Decode(_)), "{path}: {error}");
+        assert!(matches!(error, Error::Decode { .. }), "{path}: {error}");
     }
 }

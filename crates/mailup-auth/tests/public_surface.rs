@@ -133,3 +133,46 @@ async fn the_status_serializes_without_secrets_and_debugs_short() {
     assert!(!debug.contains("host_start"), "{debug}");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unencodable_request_body_keeps_serde_jsons_error_as_the_source() {
+    use std::error::Error as _;
+
+    let client = MailUpClient::builder("id", ClientSecret::new("s"))
+        .transport(Arc::new(Canned))
+        .memory_store()
+        .build()
+        .await
+        .unwrap();
+    // JSON object keys must be strings: a map keyed by pairs cannot be encoded.
+    let body: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    let error = client
+        .post::<_, serde_json::Value>("Console/List", &body)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+    let source = error.source().expect("serde_json's error is kept");
+    let json = source
+        .downcast_ref::<serde_json::Error>()
+        .expect("the source is serde_json's error itself");
+    assert!(json.to_string().contains("key must be a string"), "{json}");
+    assert!(error.to_string().contains(&json.to_string()), "{error}");
+}
+
+#[test]
+fn a_loopback_io_error_keeps_the_original_as_the_source() {
+    use std::error::Error as _;
+
+    let error = mailup_auth::LoopbackError::Io(mailup_auth::ErrorSource::new(std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        "no address",
+    )));
+    let source = error.source().expect("the io::Error is kept");
+    assert_eq!(
+        source
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::AddrNotAvailable)
+    );
+    assert_eq!(error.to_string(), "loopback listener I/O error: no address");
+}

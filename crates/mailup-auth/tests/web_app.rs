@@ -10,7 +10,7 @@ mod web_app;
 use std::path::Path;
 use std::time::Duration;
 
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{Emulator, User, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 use reqwest::StatusCode;
 

@@ -16,7 +16,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::{ProfileRecord, SledTokenStore, StoreError, TokenStore as _, UnixTime};
-use mailup_auth_emulator::browser::{Consent, ScriptedBrowser};
+use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };

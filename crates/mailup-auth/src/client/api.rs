@@ -59,16 +59,15 @@ impl MailUpClient {
         }
     }
 
+    /// The origin rule of [`send`](Self::send). Called on every request: the API base is read
+    /// from the settings (the session's configuration is the same one, never changed), so no
+    /// lock is taken, and the common case (the API base's own origin) builds no `Origin`.
     pub(super) fn check_origin(&self, url: &Url) -> Result<()> {
+        if same_origin(url, &self.inner.settings.config.endpoints().api_base) {
+            return Ok(());
+        }
         let origin = url.origin();
-        let api_origin = self
-            .lock_state()
-            .session
-            .config()
-            .endpoints()
-            .api_base
-            .origin();
-        if origin == api_origin || self.inner.settings.trusted_origins.contains(&origin) {
+        if self.inner.settings.trusted_origins.contains(&origin) {
             Ok(())
         } else {
             Err(Error::UntrustedOrigin(origin.ascii_serialization()))
@@ -93,7 +92,8 @@ impl MailUpClient {
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>> {
         let (parts, body) = request.into_parts();
-        let url = mailup_auth_core::config::parse_http_url("request url", &parts.uri.to_string())?;
+        let url =
+            mailup_auth_core::internal::parse_http_url("request url", &parts.uri.to_string())?;
         let mut request = HttpRequest::new(parts.method, url).with_body(body);
         *request.headers_mut() = parts.headers;
         let response = self.send(request).await?;
@@ -103,7 +103,10 @@ impl MailUpClient {
         }
         builder
             .body(response.body.to_vec())
-            .map_err(|e| Error::Decode(e.to_string()))
+            .map_err(|e| Error::Decode {
+                context: "cannot rebuild it as an http::Response".into(),
+                source: Some(mailup_auth_core::ErrorSource::new(e)),
+            })
     }
 
     /// An API request for `path` (relative to the API base, or a full http(s) URL) with an
@@ -114,14 +117,7 @@ impl MailUpClient {
         path: &str,
         json_body: Option<Vec<u8>>,
     ) -> Result<HttpResponse> {
-        let api_base = self
-            .lock_state()
-            .session
-            .config()
-            .endpoints()
-            .api_base
-            .clone();
-        let url = api_url(&api_base, path)?;
+        let url = api_url(&self.inner.settings.config.endpoints().api_base, path)?;
         self.request_url(method, url, json_body).await
     }
 
@@ -176,9 +172,21 @@ impl MailUpClient {
     }
 }
 
+/// `url.origin() == base.origin()` without building either `Origin` (each one allocates its
+/// scheme and host): the same scheme, host and port, a missing port read as the scheme's
+/// default. `base` is an http(s) URL (validated when the client was built), so a URL whose
+/// scheme has no tuple origin (opaque: never equal to anything) cannot match it either.
+fn same_origin(url: &Url, base: &Url) -> bool {
+    url.scheme() == base.scheme()
+        && url.host() == base.host()
+        && url.port_or_known_default() == base.port_or_known_default()
+}
+
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
-    serde_json::to_vec(body)
-        .map_err(|e| Error::Decode(format!("cannot encode the request body: {e}")))
+    serde_json::to_vec(body).map_err(|e| Error::Decode {
+        context: "cannot encode the request body".into(),
+        source: Some(mailup_auth_core::ErrorSource::new(e)),
+    })
 }
 
 pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> {
@@ -188,12 +196,66 @@ pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> 
         &response.body
     };
     // serde_json's message can quote part of the body; report only where it failed.
-    serde_json::from_slice(body).map_err(|e| {
-        Error::Decode(format!(
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        context: format!(
             "{:?} error at line {}, column {}",
             e.classify(),
             e.line(),
             e.column()
-        ))
+        ),
+        source: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+    use url::Url;
+
+    /// The fast comparison answers exactly as `Origin` equality does, look-alikes included.
+    #[test]
+    fn same_origin_agrees_with_origin_equality() {
+        let bases = [
+            "https://services.mailup.com/API/v1.1/Rest/ConsoleService.svc",
+            "http://127.0.0.1:8080/API/v1.1/Rest/ConsoleService.svc/",
+            "http://[::1]:9/api",
+            "http://localhost/api",
+        ];
+        let urls = [
+            "https://services.mailup.com/anything?q=1",
+            "https://services.mailup.com:443/x",
+            "https://SERVICES.mailup.com/x",
+            "https://services.mailup.com./x",
+            "https://services.mailup.com:8443/x",
+            "http://services.mailup.com/x",
+            "https://services.mailup.com.evil.test/x",
+            "https://evil.test/services.mailup.com",
+            "https://user:pw@services.mailup.com/x",
+            "https://xn--servces-t2a.mailup.com/x",
+            "wss://services.mailup.com/x",
+            "ftp://services.mailup.com/x",
+            "file:///services.mailup.com/x",
+            "data:text/plain,services.mailup.com",
+            "http://127.0.0.1:8080/x",
+            "http://127.0.0.1:8081/x",
+            "http://127.1:8080/x",
+            "http://0x7f.0.0.1:8080/x",
+            "http://localhost:8080/x",
+            "http://[::1]:9/x",
+            "http://[0:0:0:0:0:0:0:1]:9/x",
+            "http://localhost:80/x",
+            "http://LOCALHOST/x",
+        ];
+        for base in bases {
+            let base = Url::parse(base).unwrap();
+            for url in urls {
+                let url = Url::parse(url).unwrap();
+                assert_eq!(
+                    same_origin(&url, &base),
+                    url.origin() == base.origin(),
+                    "{url} against {base}"
+                );
+            }
+        }
+    }
 }

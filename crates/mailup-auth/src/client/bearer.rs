@@ -49,7 +49,7 @@ impl BearerAttempts {
     /// single flight with every other caller of the client). Marked sensitive.
     pub(crate) async fn authorization(&mut self) -> Result<HeaderValue> {
         let token = self.client.access_token().await?;
-        let value = mailup_auth_core::api::bearer_header(&token);
+        let value = mailup_auth_core::bearer_header(&token);
         self.sent = Some(token);
         Ok(value)
     }

@@ -100,7 +100,7 @@ impl MailUpClientBuilder {
             trusted_origins: Vec::new(),
             lease: LeaseChoice::Default,
             token_timeout: DEFAULT_TOKEN_OPERATION_TIMEOUT,
-            max_response_bytes: mailup_auth_core::http::DEFAULT_API_RESPONSE_LIMIT,
+            max_response_bytes: mailup_auth_core::DEFAULT_API_RESPONSE_LIMIT,
             allow_insecure_redis: false,
             redis_root_certificate: None,
         }
@@ -400,7 +400,7 @@ impl MailUpClientBuilder {
             .iter()
             .map(|url| config.check_url("trusted origin", url).map(|u| u.origin()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        mailup_auth_core::ports::validate_profile_name(&self.profile)?;
+        mailup_auth_core::validate_profile_name(&self.profile)?;
         let transport = match self.transport {
             Some(transport) => transport,
             None => default_transport()?,
@@ -453,7 +453,7 @@ impl MailUpClientBuilder {
 impl MailUpClient {
     /// A client for `profile` over shared settings, with the profile's stored tokens loaded.
     pub(crate) async fn load(settings: Arc<ClientSettings>, profile: String) -> Result<Self> {
-        mailup_auth_core::ports::validate_profile_name(&profile)?;
+        mailup_auth_core::validate_profile_name(&profile)?;
         let client = MailUpClient {
             inner: Arc::new(Inner {
                 profile,
@@ -552,7 +552,7 @@ pub(super) fn open_sled(
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
     dir.create(&path)
-        .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StoreError::io(path.display().to_string(), e))?;
     let key = std::fs::canonicalize(&path).unwrap_or(path);
     let mut open = OPEN
         .get_or_init(Default::default)

@@ -418,9 +418,10 @@ impl Driver {
                 }
             }
         }
-        Err(Error::Store(StoreError::Io(
-            "the record kept changing concurrently".into(),
-        )))
+        Err(Error::Store(StoreError::Contended {
+            profile: self.inner.profile.clone(),
+            attempts: MAX_SAVE_ATTEMPTS,
+        }))
     }
 
     /// The transport error for a token request whose answer did not come in time.

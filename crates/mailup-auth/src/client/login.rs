@@ -150,7 +150,6 @@ impl Driver {
     /// Returns the record's new version.
     async fn forget_stored_tokens(&self) -> Result<Option<u64>> {
         let profile = &self.inner.profile;
-        let mut last_conflict = None;
         for _ in 0..MAX_SAVE_ATTEMPTS {
             let Some(stored) = self.inner.settings.store.load(profile).await? else {
                 return Ok(None);
@@ -171,7 +170,7 @@ impl Driver {
                 .await
             {
                 Ok(version) => return Ok(Some(version)),
-                Err(conflict @ StoreError::Conflict { .. }) => last_conflict = Some(conflict),
+                Err(StoreError::Conflict { .. }) => {}
                 // A damaged record whose version cannot grow: forgetting the tokens means
                 // removing it (its client registration with it); the next login starts anew.
                 Err(StoreError::VersionExhausted { .. }) => {
@@ -181,8 +180,10 @@ impl Driver {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(last_conflict
-            .unwrap_or_else(|| StoreError::Io("the record kept changing".into()))
-            .into())
+        Err(StoreError::Contended {
+            profile: profile.clone(),
+            attempts: MAX_SAVE_ATTEMPTS,
+        }
+        .into())
     }
 }

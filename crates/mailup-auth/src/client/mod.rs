@@ -36,7 +36,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::Method;
-use mailup_auth_core::api::{api_url, with_bearer, ApiCall, ApiStep};
+use mailup_auth_core::{api_url, with_bearer, ApiCall, ApiStep};
 use mailup_auth_core::{
     AccessToken, ApiError, Backoff, CallbackError, ClientConfig, ClientConfigBuilder, ClientSecret,
     Endpoints, Event, Grant, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, Password,
@@ -72,6 +72,10 @@ pub struct TokenChange<'a> {
 }
 
 /// Opt-in waiting on HTTP 429: retry after `Retry-After` while it is within bounds.
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "options applications build with a literal; two bounds is all it is"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitRetry {
     /// Most retries per call.
@@ -82,6 +86,7 @@ pub struct RateLimitRetry {
 
 /// A started web-app authorization: send the browser to `url`; keep `pending` (e.g. in the
 /// user's session) to complete it.
+#[non_exhaustive]
 #[derive(Debug)]
 pub struct AuthorizationStart {
     /// The LogOn URL for the browser (never holds the client secret).
@@ -91,6 +96,10 @@ pub struct AuthorizationStart {
 }
 
 /// Options of [`MailUpClient::login_with_loopback`].
+#[allow(
+    clippy::exhaustive_structs,
+    reason = "options applications build with a literal and `..Default::default()`"
+)]
 #[cfg(feature = "loopback")]
 #[derive(Clone, Debug)]
 pub struct LoopbackLogin {

@@ -152,7 +152,7 @@ impl TokenStore for Counting {
         expected: Option<u64>,
     ) -> Result<u64, StoreError> {
         if self.fail_saves.load(Ordering::SeqCst) {
-            return Err(StoreError::Io("disk full".into()));
+            return Err(StoreError::io_context("disk full"));
         }
         self.inner.save(profile, record, expected).await
     }
