@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mailup_auth::{
     Error, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore, StoreError,
@@ -13,7 +13,7 @@ use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in, password_login};
+use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in, password_login, until};
 
 const INFO: &str = "Console/Authentication/Info";
 
@@ -930,4 +930,58 @@ async fn two_clients_on_one_sled_store_adopt_each_others_rotation() {
     assert_eq!(emulator.counters().token_refresh_token, 6);
     let stored = stored_refresh_token(&store).await;
     assert!(emulator.is_refresh_token_live(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_on_an_operation_that_publishes_nothing_refresh_once_themselves() {
+    // Two-second tokens on the real clock: the token expires during the test.
+    let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
+    until("the token expired", || {
+        client.status().expires_at.expect("tokens").to_system_time() <= SystemTime::now()
+    })
+    .await;
+    // A forced refresh holds the refresh flight, then fails: it publishes nothing.
+    emulator.set_token_latency(Duration::from_millis(300));
+    emulator.fail_next_token_requests(1, Fault::Status503);
+    let requests = emulator.counters().token_requests;
+    let forced = tokio::spawn({
+        let client = client.clone();
+        async move { client.refresh().await }
+    });
+    until("the forced refresh is in flight", || {
+        emulator.counters().token_requests > requests
+    })
+    .await;
+    // These callers find the flight taken and wait for its end; finding nothing published,
+    // they queue on the flight, and the first of them refreshes (after the backoff) for all.
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.access_token().await })
+        })
+        .collect();
+    assert!(matches!(
+        forced.await.unwrap(),
+        Err(Error::TokenEndpointUnavailable { .. })
+    ));
+    emulator.set_token_latency(Duration::ZERO);
+    let mut tokens = Vec::new();
+    for caller in callers {
+        tokens.push(
+            caller
+                .await
+                .unwrap()
+                .expect("a token after the failed refresh"),
+        );
+    }
+    assert!(
+        tokens.iter().all(|token| *token == tokens[0]),
+        "one refresh for all"
+    );
+    assert!(emulator.is_access_token_live(tokens[0].secret()));
+    // The failed forced refresh (answered 503 before its grant was read), then one refresh
+    // for the fifty callers.
+    assert_eq!(emulator.counters().token_requests - requests, 2);
+    assert_eq!(emulator.counters().token_refresh_token, 1);
 }
