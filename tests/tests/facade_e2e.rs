@@ -985,3 +985,17 @@ async fn callers_waiting_on_an_operation_that_publishes_nothing_refresh_once_the
     assert_eq!(emulator.counters().token_requests - requests, 2);
     assert_eq!(emulator.counters().token_refresh_token, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_operation_dropped_before_it_started_sends_nothing() {
+    let emulator = emulator().await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
+    // Never polled: the operation never started, and dropping it starts nothing (only an
+    // operation whose caller gave up half-way goes on in a task of its own).
+    drop(client.refresh());
+    drop(client.access_token());
+    // Had either gone on in the background, it would have held the flight first and sent its
+    // refresh before this one could.
+    client.refresh().await.unwrap();
+    assert_eq!(emulator.counters().token_refresh_token, 1);
+}
