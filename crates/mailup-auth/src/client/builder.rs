@@ -208,9 +208,10 @@ impl MailUpClientBuilder {
     /// a password grant), however the token endpoint behaves: default 30 s. A refresh whose
     /// answer does not come in time counts as a failed attempt (the tokens are kept; a still
     /// valid access token is served). This bounds each token request too, on top of the
-    /// transport's own timeouts.
+    /// transport's own timeouts. Taken as at least 1 ms and at most a day: a longer one
+    /// (`Duration::MAX` for "no bound") is a day, which a deadline can still be computed from.
     pub fn token_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.token_timeout = timeout.max(Duration::from_millis(1));
+        self.token_timeout = timeout.clamp(Duration::from_millis(1), MAX_TOKEN_OPERATION_TIMEOUT);
         self
     }
 
