@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailup_auth::{Error, MailUpClient, ManualClock, Password, SledTokenStore, TokenStore};
+use mailup_auth::{
+    Error, MailUpAccounts, MailUpClient, ManualClock, Password, SledTokenStore, TokenStore,
+};
 use mailup_auth_emulator::{Emulator, Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
-use mailup_auth_tests::{builder, logged_in};
+use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in};
 
 const INFO: &str = "Console/Authentication/Info";
 /// The bound on any one call of these tests: a deadlock fails the test instead of hanging it.
@@ -332,5 +334,87 @@ async fn a_panicking_hook_releases_the_flight_and_the_next_caller_works() {
         )
         .await
         .unwrap();
+    }
+}
+
+/// `refresh()` called while the background task refreshes the same client ahead of expiry
+/// (3 s tokens: the background refreshes 1 to 1.5 s after each new token): the forced refreshes
+/// come 0.9 to 1.6 s apart, sweeping across the background's window, so some meet it. The two
+/// never run at once (one flight): every forced refresh succeeds, no refresh token is used
+/// twice, and the store ends on the emulator's live refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_refreshes_racing_the_background_refresh_never_lose_the_refresh_token() {
+    let emulator = emulator_with_lifetime(Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let client = logged_in(builder(&emulator).store(store.clone())).await;
+    let _background = client.spawn_background_refresh();
+    let before = emulator.counters();
+    let mut forced = 0;
+    for step in 0..8u64 {
+        tokio::time::sleep(Duration::from_millis(900 + 100 * step)).await;
+        let token = bounded("a forced refresh", client.refresh())
+            .await
+            .expect("a forced refresh");
+        assert!(emulator.is_access_token_live(token.secret()));
+        forced += 1;
+    }
+    let after = emulator.counters();
+    let refreshes = after.token_refresh_token - before.token_refresh_token;
+    assert!(refreshes >= forced, "{refreshes} refreshes, {forced} forced");
+    assert_eq!(
+        after.token_errors, before.token_errors,
+        "no refresh token was used twice"
+    );
+    let stored = stored_refresh_token(&store).await.unwrap();
+    assert!(emulator.is_refresh_token_live(&stored));
+}
+
+/// Twenty accounts of one `MailUpAccounts` with background refresh, on 3 s tokens: within four
+/// lifetimes every account is refreshed by the scheduler (none is never woken), none more often
+/// than its due times allow (none woken early: at most one refresh per second per account), no
+/// refresh token is used twice, and each stored one is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_account_is_refreshed_in_the_background_neither_never_nor_too_often() {
+    const ACCOUNTS: usize = 20;
+    let emulator = emulator_with_lifetime(Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let accounts = MailUpAccounts::builder(builder(&emulator).store(store.clone()))
+        .build()
+        .await
+        .unwrap();
+    let mut first_tokens = Vec::new();
+    for n in 0..ACCOUNTS {
+        let client = accounts.client(&format!("account-{n}")).await.unwrap();
+        client
+            .login_with_password(DEFAULT_USERNAME, &Password::new(DEFAULT_PASSWORD))
+            .await
+            .unwrap();
+        first_tokens.push(client.access_token().await.unwrap());
+    }
+    let before = emulator.counters();
+    // Four token lifetimes, real time.
+    let lifetimes = 4;
+    tokio::time::sleep(Duration::from_secs(3 * lifetimes)).await;
+    let refreshes = emulator.counters().token_refresh_token - before.token_refresh_token;
+    let stats = accounts.scheduler_stats();
+    assert_eq!(stats.failures, 0, "{stats:?}");
+    assert_eq!(emulator.counters().token_errors, before.token_errors);
+    // Each account refreshes every 1 to 1.5 s of a 3 s token: 8 to 12 times in 12 s.
+    let most = (ACCOUNTS as u64) * 3 * lifetimes;
+    assert!(refreshes <= most, "{refreshes} refreshes: woken too often");
+    for (n, first) in first_tokens.iter().enumerate() {
+        let profile = format!("account-{n}");
+        let record = store.load(&profile).await.unwrap().unwrap().value;
+        let tokens = record.tokens.unwrap();
+        assert_ne!(
+            tokens.access_token, *first,
+            "{profile} was never refreshed in the background"
+        );
+        assert!(
+            emulator.is_refresh_token_live(tokens.refresh_token.unwrap().secret()),
+            "{profile}"
+        );
     }
 }
