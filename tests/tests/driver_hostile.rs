@@ -361,7 +361,10 @@ async fn forced_refreshes_racing_the_background_refresh_never_lose_the_refresh_t
     }
     let after = emulator.counters();
     let refreshes = after.token_refresh_token - before.token_refresh_token;
-    assert!(refreshes >= forced, "{refreshes} refreshes, {forced} forced");
+    assert!(
+        refreshes >= forced,
+        "{refreshes} refreshes, {forced} forced"
+    );
     assert_eq!(
         after.token_errors, before.token_errors,
         "no refresh token was used twice"

@@ -34,9 +34,7 @@ struct Outcomes {
 async fn two_processes_one_killed_mid_refresh_never_save_an_older_token_over_a_newer_one() {
     let setup = Setup::start().await;
     setup.password_login().await;
-    setup
-        .emulator
-        .set_token_latency(Duration::from_millis(100));
+    setup.emulator.set_token_latency(Duration::from_millis(100));
     let mut rng = StdRng::seed_from_u64(17);
     let mut outcomes = Outcomes::default();
     for round in 0..24 {

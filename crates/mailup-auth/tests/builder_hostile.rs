@@ -23,7 +23,10 @@ async fn the_last_of_refresh_skew_and_config_refresh_skew_wins() {
         .build()
         .await
         .unwrap();
-    assert_eq!(forwarded_last.config().refresh_skew(), Duration::from_secs(10));
+    assert_eq!(
+        forwarded_last.config().refresh_skew(),
+        Duration::from_secs(10)
+    );
     let configured_last = setup
         .builder()
         .refresh_skew(Duration::from_secs(10))

@@ -155,7 +155,10 @@ impl Fixture {
             assert!(forced.is_ok(), "{what}: {forced:?}");
         }
         let stored = self.stored_refresh_token().await;
-        assert!(self.is_live(&stored), "{what}: the store holds a dead refresh token");
+        assert!(
+            self.is_live(&stored),
+            "{what}: the store holds a dead refresh token"
+        );
     }
 }
 
@@ -165,7 +168,10 @@ async fn a_transport_panic_in_any_token_operation_leaves_a_working_client() {
         let fixture = Fixture::logged_in().await;
         fixture.clock.advance(Duration::from_secs(7200));
         fixture.server.panic_next.store(true, Ordering::SeqCst);
-        assert!(fixture.panics(operation).await, "{operation}: the panic reaches the caller");
+        assert!(
+            fixture.panics(operation).await,
+            "{operation}: the panic reaches the caller"
+        );
         fixture.works(operation).await;
     }
 }
@@ -177,7 +183,10 @@ async fn a_store_panic_while_saving_rotated_tokens_loses_no_refresh_token() {
         fixture.clock.advance(Duration::from_secs(7200));
         let refreshes = fixture.server.server.refreshes.load(Ordering::SeqCst);
         fixture.store.panic_next_save.store(true, Ordering::SeqCst);
-        assert!(fixture.panics(operation).await, "{operation}: the panic reaches the caller");
+        assert!(
+            fixture.panics(operation).await,
+            "{operation}: the panic reaches the caller"
+        );
         // The server rotated; the new refresh token was not saved. The next caller saves it
         // before handing anything out, without another refresh.
         assert_eq!(
@@ -193,7 +202,10 @@ async fn a_store_panic_while_saving_rotated_tokens_loses_no_refresh_token() {
             "{operation}: the unsaved tokens were used, not refreshed again"
         );
         let stored = fixture.stored_refresh_token().await;
-        assert!(fixture.is_live(&stored), "{operation}: the rotated token was saved");
+        assert!(
+            fixture.is_live(&stored),
+            "{operation}: the rotated token was saved"
+        );
         fixture.works(operation).await;
     }
 }

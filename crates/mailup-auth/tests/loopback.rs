@@ -298,11 +298,8 @@ async fn an_unbounded_wait_does_not_overflow_its_deadline() {
     let listener = LoopbackRedirect::bind(0).await.unwrap();
     let port = listener.local_addr().port();
     let state = CsrfState::new("s3cret-state");
-    let waiting = tokio::spawn(async move {
-        listener
-            .wait_for_callback(&state, Duration::MAX)
-            .await
-    });
+    let waiting =
+        tokio::spawn(async move { listener.wait_for_callback(&state, Duration::MAX).await });
     let browser = tokio::spawn(get(port, "/callback?code=c0de&state=s3cret-state"));
     let callback = waiting
         .await

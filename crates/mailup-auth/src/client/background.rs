@@ -284,7 +284,11 @@ mod tests {
             let wakeup = next_wakeup(&session(Duration::from_secs(lifetime)), SKEW).unwrap();
             for jitter in [61, 3600, u64::MAX] {
                 let woken = wakeup.at(Duration::from_secs(jitter));
-                assert_eq!(woken, wakeup.earliest(), "lifetime {lifetime} s, {jitter} s");
+                assert_eq!(
+                    woken,
+                    wakeup.earliest(),
+                    "lifetime {lifetime} s, {jitter} s"
+                );
             }
         }
     }
