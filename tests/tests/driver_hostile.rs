@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailup_auth::{
-    Error, MailUpAccounts, MailUpClient, ManualClock, Password, SledTokenStore, TokenStore,
+    Error, MailUpAccounts, MailUpClient, ManualClock, Password, SledRefreshLease, SledTokenStore,
+    TokenStore,
 };
 use mailup_auth_emulator::{Emulator, Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
+use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
 use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in};
 
 const INFO: &str = "Console/Authentication/Info";
@@ -97,6 +99,59 @@ async fn callers_that_give_up_at_any_point_leave_a_working_client_and_the_live_r
     let dir = tempfile::tempdir().unwrap();
     let store = sled_store(&dir);
     let client = logged_in(builder(&emulator).clock(clock.clone()).store(store.clone())).await;
+    give_up_sweep(&emulator, &clock, &client, &store).await;
+}
+
+/// [`callers_that_give_up_at_any_point_leave_a_working_client_and_the_live_refresh_token`]
+/// with the sled directory's refresh lease (an OS file lock) taken and released around each
+/// refresh: a caller that gives up while the driver waits for the lease or holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_around_the_sled_lease_leave_a_working_client() {
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let lease = Arc::new(SledRefreshLease::new(dir.path().join("tokens")));
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .store(store.clone())
+            .refresh_lease(Some(lease)),
+    )
+    .await;
+    give_up_sweep(&emulator, &clock, &client, &store).await;
+}
+
+/// The same with a Redis store and its lease (`SET NX PX`, owner-checked release), on a
+/// `redis-server` the test starts (skipped without the binary, failing under `CI`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_give_up_around_the_redis_lease_leave_a_working_client() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let emulator = emulator().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = RedisTokenStore::connect(server.url()).await.unwrap();
+    let lease = Arc::new(store.refresh_lease());
+    let store: Arc<dyn TokenStore> = Arc::new(store);
+    let client = logged_in(
+        builder(&emulator)
+            .clock(clock.clone())
+            .store(store.clone())
+            .refresh_lease(Some(lease)),
+    )
+    .await;
+    give_up_sweep(&emulator, &clock, &client, &store).await;
+}
+
+/// Every operation given up at 0 to 5 ms under every answer (see the first sweep's docs),
+/// each followed by the checks.
+async fn give_up_sweep(
+    emulator: &Emulator,
+    clock: &Arc<ManualClock>,
+    client: &MailUpClient,
+    store: &Arc<dyn TokenStore>,
+) {
     // The manual clock also moves with real time, so that a backoff (measured on it) ends.
     let ticker = tokio::spawn({
         let clock = clock.clone();
@@ -123,15 +178,15 @@ async fn callers_that_give_up_at_any_point_leave_a_working_client_and_the_live_r
     for answer in answers {
         for operation in operations {
             for millis in 0..=5u64 {
-                answer.arm(&emulator);
+                answer.arm(emulator);
                 // Due for a refresh, so that access_token() too talks to the token endpoint.
                 clock.advance(Duration::from_secs(7200));
                 let give_up = Duration::from_millis(millis);
                 if millis % 2 == 0 {
-                    let _ = tokio::time::timeout(give_up, start(&client, operation)).await;
+                    let _ = tokio::time::timeout(give_up, start(client, operation)).await;
                 } else {
                     tokio::select! {
-                        () = start(&client, operation) => {}
+                        () = start(client, operation) => {}
                         () = tokio::time::sleep(give_up) => {}
                     }
                 }
