@@ -220,7 +220,7 @@ async fn give_up_sweep(
                     emulator.is_access_token_live(token.secret()),
                     "{answer:?}/{operation:?}/{millis} ms: a dead access token"
                 );
-                let stored = stored_refresh_token(&store)
+                let stored = stored_refresh_token(store)
                     .await
                     .expect("a stored refresh token");
                 assert!(

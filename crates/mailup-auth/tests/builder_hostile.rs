@@ -82,6 +82,36 @@ async fn the_last_of_token_url_and_config_token_url_wins() {
     );
 }
 
+/// The exception, as documented on `auth_base`: an explicit URL wins over the base URL
+/// whichever came last (a test that points a builder at the emulator with `auth_base` after
+/// `endpoints(Endpoints::mailup())` still talks to MailUp).
+#[tokio::test]
+async fn an_explicit_token_url_wins_over_auth_base_whatever_the_order() {
+    let setup = Setup::new();
+    for builder in [
+        setup
+            .builder()
+            .token_url("http://127.0.0.1:1/explicit")
+            .auth_base("http://127.0.0.1:2"),
+        setup
+            .builder()
+            .auth_base("http://127.0.0.1:2")
+            .config(|c| c.token_url("http://127.0.0.1:1/explicit")),
+    ] {
+        let client = builder.build().await.unwrap();
+        assert_eq!(
+            client.config().endpoints().token.as_str(),
+            "http://127.0.0.1:1/explicit"
+        );
+        assert!(client
+            .config()
+            .endpoints()
+            .logon
+            .as_str()
+            .starts_with("http://127.0.0.1:2/"));
+    }
+}
+
 #[tokio::test]
 async fn a_backoff_whose_maximum_is_below_its_start_is_a_typed_error_by_either_path() {
     let bad = Backoff {

@@ -138,7 +138,10 @@ impl MailUpClientBuilder {
     }
 
     /// A server laid out like MailUp at another base URL (e.g. the emulator):
-    /// [`ClientConfigBuilder::auth_base`].
+    /// [`ClientConfigBuilder::auth_base`]. The one exception to "the last call wins": a URL set
+    /// with [`logon_url`](Self::logon_url), [`token_url`](Self::token_url),
+    /// [`api_base`](Self::api_base) or [`endpoints`](Self::endpoints) wins over it whatever the
+    /// order, so `.endpoints(..).auth_base(..)` keeps the endpoints.
     pub fn auth_base(mut self, base: impl Into<String>) -> Self {
         self.config = self.config.auth_base(base);
         self
