@@ -12,7 +12,8 @@ use mailup_auth::{
     TokenStore,
 };
 use mailup_auth_emulator::{Emulator, Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
-use mailup_auth_store_redis::{RedisServer, RedisTokenStore};
+use mailup_auth_store_redis::internal::RedisServer;
+use mailup_auth_store_redis::RedisTokenStore;
 use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in};
 
 const INFO: &str = "Console/Authentication/Info";
