@@ -299,10 +299,13 @@ async fn request_and_get_never_take_the_token_off_the_base_origin() {
     }
 }
 
+/// What the application's stack was asked to send: the URI and its `Authorization`.
+type Sent = Vec<(http::Uri, Option<String>)>;
+
 /// The application's own stack under the tower layer: records what it was asked to send.
 #[derive(Clone, Default)]
 struct Stack {
-    seen: Arc<Mutex<Vec<(http::Uri, Option<String>)>>>,
+    seen: Arc<Mutex<Sent>>,
 }
 
 impl Service<http::Request<Vec<u8>>> for Stack {
