@@ -86,16 +86,15 @@
 //! ## Blocking
 //!
 //! sled's calls block (a `save` waits for an `fsync`), and never stall the other tasks of a
-//! tokio runtime. In a task on a multi-thread runtime's worker thread they run in
-//! `block_in_place`: on that thread, whose other tasks move to another worker meanwhile, so a
-//! call costs no hop to another thread and back (a `save` costs about what a bare sled
-//! insert + flush does); other futures of the *same* task (joined or selected with the call)
-//! wait for it. Everywhere else in a runtime (a current-thread runtime, a `LocalSet`, the
-//! future a `block_on` polls, a runtime whose threads were given another name) they run on the
-//! blocking thread pool (`spawn_blocking`), where `block_in_place` would panic or gain
-//! nothing; outside a runtime, on the calling thread. [`SledTokenStore::open`] is synchronous (it may also wait up
-//! to two seconds for sled to let go of a database this process just closed): call it at
-//! startup, or from `spawn_blocking`.
+//! tokio runtime: inside a runtime they run on its blocking thread pool (`spawn_blocking`),
+//! outside one on the calling thread. (Running them in `block_in_place` instead saves the hop
+//! to the pool and back, about 20 µs per call here, but tokio offers no way to tell the
+//! contexts where `block_in_place` panics or is unsupported — a `LocalSet`, a `spawn_local`
+//! task, a current-thread runtime under a multi-thread handle — from those where it is safe;
+//! correctness first: see docs/performance.md.)
+//!
+//! [`SledTokenStore::open`] is synchronous (it may also wait up to two seconds for sled to let
+//! go of a database this process just closed): call it at startup, or from `spawn_blocking`.
 //!
 //! Pending authorizations' used states live in a second tree (`consumed`) with their expiry, so
 //! a web-app authorization is completed once even by several processes sharing the store;
@@ -134,7 +133,6 @@ use mailup_auth_core::{
     TokenStore, Versioned,
 };
 use serde::{Deserialize, Serialize};
-use tokio::runtime::RuntimeFlavor;
 use zeroize::Zeroizing;
 
 mod layout;
@@ -970,19 +968,14 @@ impl SledTokenStore {
     }
 
     /// Runs a blocking sled operation without stalling a tokio runtime's other tasks (see
-    /// "Blocking" in the crate docs). In a task on a multi-thread runtime's worker,
-    /// `block_in_place` hands this worker's other tasks to another worker and runs the
-    /// operation here: a thread hop to the blocking pool and back measured 10 µs of a 70 µs
-    /// save, and most of a load. Anywhere else in a runtime, the blocking pool.
+    /// "Blocking" in the crate docs): on the runtime's blocking pool, or on this thread outside
+    /// a runtime.
     async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
     {
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) if block_in_place_is_safe(&handle) => {
-                tokio::task::block_in_place(|| operation(self))
-            }
             Ok(handle) => {
                 let store = self.clone();
                 handle
@@ -993,27 +986,6 @@ impl SledTokenStore {
             Err(_) => operation(self),
         }
     }
-}
-
-/// The name tokio gives the threads of a runtime built without `thread_name`.
-const TOKIO_THREAD_NAME: &str = "tokio-runtime-worker";
-
-/// Whether `block_in_place` may be called here: only in a task on a multi-thread runtime's
-/// worker thread. It panics ("can call blocking only when running on the multi-threaded
-/// runtime") wherever blocking is disallowed without a worker to hand off: a `LocalSet` (its
-/// `block_on`, `run_until` or `spawn_local` tasks, all polled on the thread that called the
-/// runtime's `block_on`), or a current-thread runtime with a multi-thread runtime's handle
-/// entered; `Handle::try_current()` names the multi-thread runtime in all of these. tokio has
-/// no public way to ask "am I on a worker", so this asks for a task (`try_id`: not the future
-/// a `block_on` polls) on a thread named as tokio names its threads: a `LocalSet` runs on the
-/// application's thread. Runtimes whose threads are named otherwise take the blocking pool
-/// (correct, a hop slower). The one case left is a `LocalSet` driven by `Handle::block_on`
-/// from the runtime's own blocking pool (same thread name) with the store called from a
-/// `spawn_local` task; tested cases are in `tests/blocking_contexts.rs`.
-fn block_in_place_is_safe(handle: &tokio::runtime::Handle) -> bool {
-    handle.runtime_flavor() == RuntimeFlavor::MultiThread
-        && tokio::task::try_id().is_some()
-        && std::thread::current().name() == Some(TOKIO_THREAD_NAME)
 }
 
 /// Opens the current generation, migrating a 0.1.0 store and creating a new one as needed,

@@ -1,5 +1,5 @@
-//! Hostile review of issue 13's `block_in_place`: the store's calls from every kind of tokio
-//! context an application can be in. Each scenario saves and loads through a real sled store
+//! Found by the hostile review of issue 13 (`block_in_place` panicked in a `LocalSet`): the
+//! store's calls from every kind of tokio context an application can be in. Each scenario saves and loads through a real sled store
 //! in a temp dir and must finish (no panic, no deadlock): each runs on its own thread, waited
 //! for with a generous bound (a hang fails the test instead of hanging it; nothing is timed).
 

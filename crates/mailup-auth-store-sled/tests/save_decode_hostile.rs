@@ -249,8 +249,7 @@ async fn garbage_is_refused_and_left_as_it_was() {
     assert_eq!(store.load("p").await.unwrap().unwrap().value, full(1));
 }
 
-/// Racing saves on one version, from tasks on every worker (the store's calls run in
-/// `block_in_place` there): exactly one wins, every other one is a conflict that names the
+/// Racing saves on one version, from tasks on every worker: exactly one wins, every other one is a conflict that names the
 /// winner's version, and the winner's record is what is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_saves_on_one_version_have_exactly_one_winner() {
