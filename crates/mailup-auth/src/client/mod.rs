@@ -292,6 +292,9 @@ const MAX_LOST_LEASES: u32 = 3;
 /// The default bound on one token operation (see
 /// [`MailUpClientBuilder::token_operation_timeout`]).
 pub const DEFAULT_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest bound a token operation takes: `Instant::now() + timeout` must not overflow (it
+/// panics), whatever was asked for.
+const MAX_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl MailUpClient {
     /// Starts a builder for the given client registration.
