@@ -52,7 +52,7 @@ use self::locks::{ProfileState, StateGuard};
 use self::store_sync::Synced;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A callback run whenever tokens change (after they are persisted).
 pub type TokensHook = Arc<dyn Fn(&TokenChange<'_>) + Send + Sync>;
@@ -275,7 +275,7 @@ impl std::fmt::Debug for MailUpClient {
 }
 
 /// How many token sets that are already stale on arrival (`expires_in` shorter than the skew)
-/// one call accepts before it gives up with [`Error::TokensNeverFresh`].
+/// one call accepts before it gives up with [`ErrorKind::TokensNeverFresh`].
 const MAX_STALE_TOKEN_SETS: u32 = 2;
 /// The background task never refreshes a token set younger than this.
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);

@@ -46,9 +46,9 @@ impl MailUpClient {
     }
 
     /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh. A
-    /// rejected refresh is [`Error::ReauthorizationRequired`] and a failed one
-    /// [`Error::TokenEndpointUnavailable`], even while the current access token is still valid
-    /// (it keeps being served until it expires).
+    /// rejected refresh is [`ErrorKind::ReauthorizationRequired`] and a failed one
+    /// [`ErrorKind::TokenEndpointUnavailable`], even while the current access token is still
+    /// valid (it keeps being served until it expires).
     pub async fn refresh(&self) -> Result<AccessToken> {
         self.run_driver(|driver| async move {
             let deadline = driver.deadline();
@@ -85,9 +85,10 @@ impl Driver {
         };
         if !started {
             let reason = self.lock_state().session.reauthorization_reason().cloned();
-            return Err(Error::ReauthorizationRequired(
+            return Err(ErrorKind::ReauthorizationRequired(
                 reason.unwrap_or(ReauthReason::NoRefreshToken),
-            ));
+            )
+            .into());
         }
         let report = self.pump(deadline).await?;
         if let Some(error) = report.not_sent {
@@ -96,17 +97,17 @@ impl Driver {
                 return self.obtain(deadline).await;
             }
             // Nothing was sent: the lease could not be taken, or was lost before sending.
-            return Err(Error::Store(error));
+            return Err(ErrorKind::Store(error).into());
         }
         if let Some(error) = report.refresh_error {
             // Not a rejection: the old tokens are kept and still served while valid.
-            return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
+            return Err(ErrorKind::TokenEndpointUnavailable { error, attempts: 1 }.into());
         }
         let rejected = self.lock_state().session.reauthorization_reason().cloned();
         if let Some(reason) = rejected {
             // Even if the current access token has not expired yet.
             if !self.settle_rejection(&reason, true).await? {
-                return Err(Error::ReauthorizationRequired(reason));
+                return Err(ErrorKind::ReauthorizationRequired(reason).into());
             }
         }
         self.obtain(deadline).await
@@ -151,7 +152,7 @@ impl Driver {
                         // tokens are served; otherwise the lease is waited for again).
                         leases_lost += 1;
                         if leases_lost >= MAX_LOST_LEASES && !report.adopted {
-                            return Err(Error::Store(refused.unwrap_or_else(|| {
+                            return Err(Error::from(refused.unwrap_or_else(|| {
                                 StoreError::LeaseLost {
                                     profile: self.inner.profile.clone(),
                                 }
@@ -163,14 +164,15 @@ impl Driver {
                     if report.sent == 0 && !report.adopted {
                         // Every token request is sent by the driver holding the flight, in a task
                         // that runs to completion; nothing else can be holding one.
-                        return Err(Error::Cancelled);
+                        return Err(ErrorKind::Cancelled.into());
                     }
                     if report.tokens_changed {
                         stale_token_sets += 1;
                         if stale_token_sets > MAX_STALE_TOKEN_SETS {
-                            return Err(Error::TokensNeverFresh {
+                            return Err(ErrorKind::TokensNeverFresh {
                                 skew: self.inner.settings.skew(),
-                            });
+                            }
+                            .into());
                         }
                     }
                 }
@@ -184,15 +186,15 @@ impl Driver {
                     if let Some(refused) = lease_error.take() {
                         // No refresh is sent without the lease: waiting for the backoff here
                         // would only hold the caller.
-                        return Err(Error::Store(refused));
+                        return Err(ErrorKind::Store(refused).into());
                     }
                     if attempts >= self.inner.settings.max_refresh_attempts || !error.is_transient()
                     {
-                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                        return Err(ErrorKind::TokenEndpointUnavailable { error, attempts }.into());
                     }
                     let wait = retry_at.duration_since(now);
                     if tokio::time::Instant::now() + wait > deadline {
-                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                        return Err(ErrorKind::TokenEndpointUnavailable { error, attempts }.into());
                     }
                     tracing::info!(
                         attempts,
@@ -207,7 +209,7 @@ impl Driver {
                     if self.settle_rejection(&reason, look_at_store).await? {
                         continue;
                     }
-                    return Err(Error::ReauthorizationRequired(reason));
+                    return Err(ErrorKind::ReauthorizationRequired(reason).into());
                 }
             }
         }
@@ -289,9 +291,10 @@ impl Driver {
 
     /// The error for a token operation that ran out of time before its request was answered.
     pub(super) fn out_of_time(&self, attempts: u32) -> Error {
-        Error::TokenEndpointUnavailable {
+        ErrorKind::TokenEndpointUnavailable {
             error: TokenError::Transport(self.no_answer()),
             attempts,
         }
+        .into()
     }
 }
