@@ -21,6 +21,7 @@ mod locks;
 mod login;
 mod services;
 mod store_sync;
+mod token_future;
 mod tokens;
 
 pub use self::background::BackgroundRefresh;
@@ -50,6 +51,7 @@ use tracing::Instrument as _;
 
 use self::locks::{ProfileState, StateGuard};
 use self::store_sync::Synced;
+use self::token_future::AccessTokenFuture;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::error::{Error, ErrorKind, Result};

@@ -15,17 +15,14 @@ impl MailUpClient {
     /// whole operation is bounded by
     /// [`token_operation_timeout`](MailUpClientBuilder::token_operation_timeout) (30 s by
     /// default), however the token endpoint behaves.
-    pub async fn access_token(&self) -> Result<AccessToken> {
-        if let Some(token) = self.cached_access_token() {
-            return Ok(token);
-        }
-        // Boxed: the slow path's state machine is large, and inline it would make every
-        // cached call build and move a future of that size.
-        Box::pin(self.access_token_uncached()).await
+    #[inline]
+    pub fn access_token(&self) -> impl Future<Output = Result<AccessToken>> + Send + '_ {
+        // Two words that move in registers; the cache is read on the first poll.
+        AccessTokenFuture::new(self)
     }
 
     /// [`access_token`](Self::access_token) when the cache had nothing to hand out.
-    async fn access_token_uncached(&self) -> Result<AccessToken> {
+    pub(super) async fn access_token_uncached(&self) -> Result<AccessToken> {
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
             let flight = self.lock_refresh_flight().await;
