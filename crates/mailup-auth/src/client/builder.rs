@@ -465,6 +465,7 @@ impl MailUpClient {
                 }),
                 settings,
                 cache: ArcSwapOption::empty(),
+                copies: ThreadCopies::new(),
                 refresh_flight: Arc::new(tokio::sync::Mutex::new(())),
                 scheduler: Mutex::new(Weak::new()),
                 standalone: Mutex::new(Weak::new()),
