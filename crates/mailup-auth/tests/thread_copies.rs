@@ -21,13 +21,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One thread's reads: before and after the change.
+type Reads = (Option<AccessToken>, Option<AccessToken>);
+
 /// Each of [`THREADS`] threads reads the cached token (making its copy); once they all hold
 /// one, `change` runs on this thread; then each reads again. Returns what `change` returned
 /// and every thread's two reads.
 fn read_around<T>(
     client: &MailUpClient,
     change: impl FnOnce() -> T,
-) -> (T, Vec<(Option<AccessToken>, Option<AccessToken>)>) {
+) -> (T, Vec<Reads>) {
     let barrier = Barrier::new(THREADS + 1);
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..THREADS)
