@@ -27,10 +27,7 @@ type Reads = (Option<AccessToken>, Option<AccessToken>);
 /// Each of [`THREADS`] threads reads the cached token (making its copy); once they all hold
 /// one, `change` runs on this thread; then each reads again. Returns what `change` returned
 /// and every thread's two reads.
-fn read_around<T>(
-    client: &MailUpClient,
-    change: impl FnOnce() -> T,
-) -> (T, Vec<Reads>) {
+fn read_around<T>(client: &MailUpClient, change: impl FnOnce() -> T) -> (T, Vec<Reads>) {
     let barrier = Barrier::new(THREADS + 1);
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..THREADS)
