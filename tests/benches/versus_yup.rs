@@ -458,7 +458,7 @@ const DURABLE_ROWS: [&str; 8] = [
     "piece: bare sled insert + flush alone",
     "piece: `SledTokenStore::save` (read, compare, encode, CAS, flush)",
     "piece: `SledTokenStore::load` (read, decode: what the facade's re-read costs)",
-    "piece: spawning a task and awaiting it (what `refresh()` does around the operation)",
+    "piece: spawning a task and awaiting it (what `refresh()` did around the operation until it ran in the caller's task)",
     "mailup-auth `refresh()` with its store and transport timed (the ledger below)",
 ];
 
@@ -887,7 +887,7 @@ fn main() {
             "\nPer `refresh()` of the timed client, medians over {} refreshes (µs): store loads \
              {:.1} ({:.2} calls), saves {:.1} ({:.2} calls), other store calls {:.1} ({:.2} \
              calls), token requests {:.1} ({:.2} calls); the facade's own (the refresh less \
-             these: spawned task, locks, session, publishing) {:.1}.",
+             these: locks, session, publishing) {:.1}.",
             split.refreshes,
             split.loads.median(),
             calls(split.calls.loads),

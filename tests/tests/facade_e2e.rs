@@ -1,18 +1,19 @@
 //! End-to-end tests of the facade: real HTTP over 127.0.0.1 against the emulator, a real sled
 //! database in a temp dir, and counters read from the emulator to prove what went over the wire.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mailup_auth::{
     Error, ErrorKind, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore,
-    TokenStore,
+    StoreError, StoredProfile, TokenStore,
 };
 use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
     Emulator, Fault, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
-use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in, password_login};
+use mailup_auth_tests::{builder, emulator_with_lifetime, logged_in, password_login, until};
 
 const INFO: &str = "Console/Authentication/Info";
 
@@ -798,4 +799,209 @@ async fn clients_for_several_profiles_share_one_store_directory() {
         .await
         .unwrap();
     assert!(again.cached_access_token().is_some());
+}
+
+/// A memory store that counts how it is read: full loads (`load_entry`, `load`, and a look
+/// that found a change) apart from the looks that ask whether anything changed
+/// (`load_entry_if_changed`, the memory store's own answer, which copies nothing when nothing
+/// changed).
+#[derive(Default)]
+struct CountedLooks {
+    inner: mailup_auth::core::MemoryTokenStore,
+    full_loads: std::sync::atomic::AtomicU32,
+    looks: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for CountedLooks {
+    async fn load(
+        &self,
+        profile: &str,
+    ) -> Result<Option<mailup_auth::core::Versioned<mailup_auth::ProfileRecord>>, StoreError> {
+        self.full_loads.fetch_add(1, SeqCst);
+        self.inner.load(profile).await
+    }
+    async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        self.full_loads.fetch_add(1, SeqCst);
+        self.inner.load_entry(profile).await
+    }
+    async fn load_entry_if_changed(
+        &self,
+        profile: &str,
+        known: u64,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        self.looks.fetch_add(1, SeqCst);
+        let changed = self.inner.load_entry_if_changed(profile, known).await?;
+        if changed.is_some() {
+            // The record came back in full.
+            self.full_loads.fetch_add(1, SeqCst);
+        }
+        Ok(changed)
+    }
+    async fn save(
+        &self,
+        profile: &str,
+        record: &mailup_auth::ProfileRecord,
+        expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.inner.save(profile, record, expected).await
+    }
+    async fn delete(&self, profile: &str) -> Result<(), StoreError> {
+        self.inner.delete(profile).await
+    }
+    async fn restore_lost(
+        &self,
+        profile: &str,
+        record: &mailup_auth::ProfileRecord,
+        lost_version: u64,
+    ) -> Result<u64, StoreError> {
+        self.inner.restore_lost(profile, record, lost_version).await
+    }
+    async fn profiles(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.profiles().await
+    }
+    async fn consume_once(
+        &self,
+        key: &str,
+        expires_at: mailup_auth::UnixTime,
+        now: mailup_auth::UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_once(key, expires_at, now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_look_before_a_refresh_loads_nothing_unchanged_and_still_adopts_a_rotation() {
+    let emulator = emulator().await;
+    let store = Arc::new(CountedLooks::default());
+    let first = logged_in(builder(&emulator).store(store.clone())).await;
+    // A second client of the same profile on the same store, as another instance would be.
+    let second = builder(&emulator)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let full_loads = || store.full_loads.load(SeqCst);
+
+    // Nothing changed since the first client saved: the look decodes no record.
+    let before = full_loads();
+    first.refresh().await.unwrap();
+    assert_eq!(
+        full_loads(),
+        before,
+        "an unchanged record was loaded in full"
+    );
+    assert!(
+        store.looks.load(SeqCst) >= 1,
+        "the refresh looked at the store"
+    );
+
+    // The first client rotated the refresh token the second one holds: the second one's look
+    // finds the change, adopts the new tokens and refreshes with them (its own, now dead,
+    // refresh token is never sent: no `invalid_grant`, no wait for a rotation).
+    let rotated = second.refresh().await.expect("the rotation was adopted");
+    assert!(full_loads() > before, "the changed record was loaded");
+    assert_eq!(emulator.counters().token_refresh_token, 2);
+    assert!(emulator.is_access_token_live(rotated.secret()));
+    // And back: the first client adopts the second one's rotation the same way.
+    let again = first.refresh().await.expect("the rotation was adopted");
+    assert_eq!(emulator.counters().token_refresh_token, 3);
+    assert!(emulator.is_access_token_live(again.secret()));
+    let stored = store.inner.load("default").await.unwrap().unwrap();
+    assert_eq!(first.status().store_version, Some(stored.version));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_sled_store_adopt_each_others_rotation() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir);
+    let first = logged_in(builder(&emulator).store(store.clone())).await;
+    let second = builder(&emulator)
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let (refreshing, other) = if round % 2 == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        refreshing.refresh().await.unwrap();
+        // The other one holds a dead refresh token now; its refresh adopts the stored one.
+        let token = other.refresh().await.expect("the rotation was adopted");
+        assert!(emulator.is_access_token_live(token.secret()));
+    }
+    assert_eq!(emulator.counters().token_refresh_token, 6);
+    let stored = stored_refresh_token(&store).await;
+    assert!(emulator.is_refresh_token_live(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_on_an_operation_that_publishes_nothing_refresh_once_themselves() {
+    // Two-second tokens on the real clock: the token expires during the test.
+    let emulator = emulator_with_lifetime(Duration::from_secs(2)).await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
+    until("the token expired", || {
+        client.status().expires_at.expect("tokens").to_system_time() <= SystemTime::now()
+    })
+    .await;
+    // A forced refresh holds the refresh flight, then fails: it publishes nothing.
+    emulator.set_token_latency(Duration::from_millis(300));
+    emulator.fail_next_token_requests(1, Fault::Status503);
+    let requests = emulator.counters().token_requests;
+    let forced = tokio::spawn({
+        let client = client.clone();
+        async move { client.refresh().await }
+    });
+    until("the forced refresh is in flight", || {
+        emulator.counters().token_requests > requests
+    })
+    .await;
+    // These callers find the flight taken and wait for its end; finding nothing published,
+    // they queue on the flight, and the first of them refreshes (after the backoff) for all.
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.access_token().await })
+        })
+        .collect();
+    assert!(matches!(
+        forced.await.unwrap().map_err(Error::into_kind),
+        Err(ErrorKind::TokenEndpointUnavailable { .. })
+    ));
+    emulator.set_token_latency(Duration::ZERO);
+    let mut tokens = Vec::new();
+    for caller in callers {
+        tokens.push(
+            caller
+                .await
+                .unwrap()
+                .expect("a token after the failed refresh"),
+        );
+    }
+    assert!(
+        tokens.iter().all(|token| *token == tokens[0]),
+        "one refresh for all"
+    );
+    assert!(emulator.is_access_token_live(tokens[0].secret()));
+    // The failed forced refresh (answered 503 before its grant was read), then one refresh
+    // for the fifty callers.
+    assert_eq!(emulator.counters().token_requests - requests, 2);
+    assert_eq!(emulator.counters().token_refresh_token, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_operation_dropped_before_it_started_sends_nothing() {
+    let emulator = emulator().await;
+    let client = logged_in(builder(&emulator).memory_store()).await;
+    // Never polled: the operation never started, and dropping it starts nothing (only an
+    // operation whose caller gave up half-way goes on in a task of its own).
+    drop(client.refresh());
+    drop(client.access_token());
+    // Had either gone on in the background, it would have held the flight first and sent its
+    // refresh before this one could.
+    client.refresh().await.unwrap();
+    assert_eq!(emulator.counters().token_refresh_token, 1);
 }

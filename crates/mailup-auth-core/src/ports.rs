@@ -454,6 +454,26 @@ pub trait TokenStore: Send + Sync {
         Ok(self.load(profile).await?.into())
     }
 
+    /// [`load_entry`](Self::load_entry) only when the profile changed since the caller saw it
+    /// at version `known`: `Ok(None)` when a live record is still stored at `known` (the same
+    /// record: versions never go back), otherwise what `load_entry` answers.
+    ///
+    /// The facade asks this before every refresh (another process may have rotated the
+    /// tokens), and almost always nothing changed: a store that can read or compare a record's
+    /// version without decoding the record (its secrets included) should override this. The
+    /// default loads the entry and compares, as costly as `load_entry`; a store wrapping
+    /// another one should forward it.
+    async fn load_entry_if_changed(
+        &self,
+        profile: &str,
+        known: u64,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        Ok(match self.load_entry(profile).await? {
+            StoredProfile::Record(stored) if stored.version == known => None,
+            entry => Some(entry),
+        })
+    }
+
     /// Saves `record` only if the profile is [`StoredProfile::Absent`] (no record and no
     /// tombstone: the store lost it), at version `lost_version + 1`, so that versions still
     /// only grow for every process that saw the lost record. Returns the new version. A
@@ -740,6 +760,25 @@ impl TokenStore for MemoryTokenStore {
                 }),
             },
         })
+    }
+
+    async fn load_entry_if_changed(
+        &self,
+        profile: &str,
+        known: u64,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        validate_profile_name(profile)?;
+        // Compared in place: no clone of an unchanged record.
+        if let Some(Versioned {
+            version,
+            value: Some(_),
+        }) = self.records().get(profile)
+        {
+            if *version == known {
+                return Ok(None);
+            }
+        }
+        self.load_entry(profile).await.map(Some)
     }
 
     async fn restore_lost(

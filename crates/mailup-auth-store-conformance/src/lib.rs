@@ -6,6 +6,7 @@
 //!
 //! It checks the semantics the facade relies on: versions that count saves and never restart
 //! (tombstones), a logout told from a record the store lost (`load_entry`, `restore_lost`),
+//! an entry loaded only when it changed since a known version (`load_entry_if_changed`),
 //! compare-and-swap that refuses a stale writer, independent and sorted profiles,
 //! profile-name validation, one-time keys consumed once even by concurrent callers, and a
 //! version sequence without gaps or duplicates under 50 concurrent writers. It does not test
@@ -350,6 +351,53 @@ pub async fn a_lost_record_is_told_from_a_logout_and_restored_only_when_lost(
     ));
 }
 
+/// `load_entry_if_changed` answers nothing for a live record still at the version the caller
+/// knows, and what `load_entry` answers for anything else: a newer record, a tombstone, no
+/// trace, a version the caller never saw.
+pub async fn an_entry_is_loaded_only_when_it_changed(store: &dyn TokenStore) {
+    let first = store
+        .save("p", &ProfileRecord::with_tokens(tokens(1)), None)
+        .await
+        .unwrap();
+    assert_eq!(store.load_entry_if_changed("p", first).await.unwrap(), None);
+    assert_eq!(
+        store.load_entry_if_changed("p", first + 1).await.unwrap(),
+        Some(store.load_entry("p").await.unwrap())
+    );
+
+    // Another writer saved: the new record, in full.
+    let second = store
+        .save("p", &ProfileRecord::with_tokens(tokens(2)), Some(first))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_entry_if_changed("p", first).await.unwrap(),
+        Some(StoredProfile::Record(Versioned {
+            version: second,
+            value: ProfileRecord::with_tokens(tokens(2)),
+        }))
+    );
+    assert_eq!(
+        store.load_entry_if_changed("p", second).await.unwrap(),
+        None
+    );
+
+    // A logout, and a profile never saved: told apart as `load_entry` tells them.
+    store.delete("p").await.unwrap();
+    assert_eq!(
+        store.load_entry_if_changed("p", second).await.unwrap(),
+        Some(store.load_entry("p").await.unwrap())
+    );
+    assert_eq!(
+        store.load_entry_if_changed("never", 1).await.unwrap(),
+        Some(StoredProfile::Absent)
+    );
+    assert!(matches!(
+        store.load_entry_if_changed("bad\nname", 1).await,
+        Err(StoreError::InvalidProfile(_))
+    ));
+}
+
 /// Empty, control-character and over-long (129 bytes) names are `InvalidProfile`; 128 bytes
 /// is fine.
 pub async fn invalid_profile_names_are_rejected(store: &dyn TokenStore) {
@@ -494,6 +542,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     by_ref!(profiles_are_independent_and_sorted),
     by_ref!(save_after_delete_starts_from_no_record),
     by_ref!(a_lost_record_is_told_from_a_logout_and_restored_only_when_lost),
+    by_ref!(an_entry_is_loaded_only_when_it_changed),
     by_ref!(invalid_profile_names_are_rejected),
     by_ref!(a_one_time_key_is_consumed_once),
     by_arc!(concurrent_consumers_of_one_key_have_one_winner),
@@ -549,6 +598,7 @@ macro_rules! token_store_conformance {
                 profiles_are_independent_and_sorted,
                 save_after_delete_starts_from_no_record,
                 a_lost_record_is_told_from_a_logout_and_restored_only_when_lost,
+                an_entry_is_loaded_only_when_it_changed,
                 invalid_profile_names_are_rejected,
                 a_one_time_key_is_consumed_once,
                 concurrent_consumers_of_one_key_have_one_winner,

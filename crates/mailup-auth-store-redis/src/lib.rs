@@ -182,11 +182,17 @@ return 1
 /// Reads a record: `{1, v, d, e}` (each `nil` when missing), `{0}`-like (`0` first) when there
 /// is none, `-1` and the key's type when it is not a hash, `-2` and the envelope's length when
 /// it is longer than `ARGV[1]` bytes (not sent: a record is a few kilobytes, and every
-/// process that reads a huge value would hold it in memory).
+/// process that reads a huge value would hold it in memory). With a known version in
+/// `ARGV[2]`, a live record still at that version is `{2, v}` and its envelope is not sent
+/// (`TokenStore::load_entry_if_changed`).
 const LOAD_SCRIPT: &str = r"
 local record_type = redis.call('TYPE', KEYS[1])['ok']
 if record_type == 'none' then return {0, false, false, false} end
 if record_type ~= 'hash' then return {-1, record_type, false, false} end
+if ARGV[2] then
+  local head = redis.call('HMGET', KEYS[1], 'v', 'd')
+  if head[1] == ARGV[2] and head[2] ~= '1' then return {2, head[1], false, false} end
+end
 local length = redis.call('HSTRLEN', KEYS[1], 'e')
 if length > tonumber(ARGV[1]) then return {-2, tostring(length), false, false} end
 local cur = redis.call('HMGET', KEYS[1], 'v', 'd', 'e')
@@ -872,19 +878,41 @@ impl RedisTokenStore {
 
     /// Reads a profile's key: a record, a tombstone, or nothing at all.
     async fn load_stored(&self, profile: &str) -> Result<StoredProfile, StoreError> {
+        match self.load_stored_unless(profile, None).await? {
+            Some(entry) => Ok(entry),
+            // "Unchanged" answers only a known version, and none was sent.
+            None => Err(StoreError::Io {
+                context: format!(
+                    "profile `{}`: the server answered \"unchanged\" to a plain load",
+                    profile.escape_default()
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// [`load_stored`](Self::load_stored), or `None` when a live record is still at version
+    /// `known`: then one round trip, and neither the envelope nor the version is decoded.
+    async fn load_stored_unless(
+        &self,
+        profile: &str,
+        known: Option<u64>,
+    ) -> Result<Option<StoredProfile>, StoreError> {
         validate_profile_name(profile)?;
         let key = self.inner.keys.record(profile);
         let mut connection = self.inner.connection.clone();
-        let (found, version, deleted, bytes): LoadReply = self
-            .inner
-            .load
-            .key(&key)
-            .arg(MAX_RECORD_BYTES)
+        let mut invocation = self.inner.load.key(&key);
+        invocation.arg(MAX_RECORD_BYTES);
+        if let Some(known) = known {
+            invocation.arg(known);
+        }
+        let (found, version, deleted, bytes): LoadReply = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(|error| self.error(&error))?;
         match found {
-            0 => return Ok(StoredProfile::Absent),
+            0 => return Ok(Some(StoredProfile::Absent)),
+            2 if known.is_some() => return Ok(None),
             -1 => return Err(not_a_hash(profile, version.as_deref())),
             -2 => {
                 return Err(envelope::corrupt_because(
@@ -905,18 +933,18 @@ impl RedisTokenStore {
             ));
         };
         if deleted.as_deref() == Some("1") {
-            return Ok(StoredProfile::Deleted);
+            return Ok(Some(StoredProfile::Deleted));
         }
         let version = parse_version(profile, &version)?;
         let bytes = bytes
             .ok_or_else(|| envelope::corrupt_because(profile, "the envelope is missing".into()))?;
         let sealer = self.sealer().await?;
-        Ok(
+        Ok(Some(
             envelope::decode_with(profile, version, &bytes, sealer.as_deref())?
                 .map_or(StoredProfile::Deleted, |value| {
                     StoredProfile::Record(Versioned { version, value })
                 }),
-        )
+        ))
     }
 
     /// A compare-and-swap save (see [`TokenStore::save`] and [`TokenStore::restore_lost`]),
@@ -1033,6 +1061,16 @@ impl TokenStore for RedisTokenStore {
 
     async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
         self.load_stored(profile).await
+    }
+
+    /// One round trip: the server compares the version, and sends the envelope only when the
+    /// record changed.
+    async fn load_entry_if_changed(
+        &self,
+        profile: &str,
+        known: u64,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        self.load_stored_unless(profile, Some(known)).await
     }
 
     /// Writes only where the profile's key is missing altogether (an emptied or restarted

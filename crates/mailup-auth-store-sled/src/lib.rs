@@ -86,14 +86,15 @@
 //! ## Blocking
 //!
 //! sled's calls block (a `save` waits for an `fsync`), and never stall the other tasks of a
-//! tokio runtime. On a multi-thread runtime they run in `block_in_place`: on the calling
-//! worker thread, whose other tasks move to another worker meanwhile, so a call costs no hop
-//! to another thread and back (a `save` costs about what a bare sled insert + flush does);
-//! other futures of the *same* task (joined or selected with the call) wait for it. On a
-//! current-thread runtime they run on the blocking thread pool (`spawn_blocking`); outside a
-//! runtime, on the calling thread. [`SledTokenStore::open`] is synchronous (it may also wait up
-//! to two seconds for sled to let go of a database this process just closed): call it at
-//! startup, or from `spawn_blocking`.
+//! tokio runtime: inside a runtime they run on its blocking thread pool (`spawn_blocking`),
+//! outside one on the calling thread. (Running them in `block_in_place` instead saves the hop
+//! to the pool and back, about 20 µs per call here, but tokio offers no way to tell the
+//! contexts where `block_in_place` panics or is unsupported — a `LocalSet`, a `spawn_local`
+//! task, a current-thread runtime under a multi-thread handle — from those where it is safe;
+//! correctness first: see docs/performance.md.)
+//!
+//! [`SledTokenStore::open`] is synchronous (it may also wait up to two seconds for sled to let
+//! go of a database this process just closed): call it at startup, or from `spawn_blocking`.
 //!
 //! Pending authorizations' used states live in a second tree (`consumed`) with their expiry, so
 //! a web-app authorization is completed once even by several processes sharing the store;
@@ -132,7 +133,6 @@ use mailup_auth_core::{
     TokenStore, Versioned,
 };
 use serde::{Deserialize, Serialize};
-use tokio::runtime::RuntimeFlavor;
 use zeroize::Zeroizing;
 
 mod layout;
@@ -968,20 +968,14 @@ impl SledTokenStore {
     }
 
     /// Runs a blocking sled operation without stalling a tokio runtime's other tasks (see
-    /// "Blocking" in the crate docs). On a multi-thread runtime `block_in_place` hands this
-    /// worker's other tasks to another worker and runs the operation here: a thread hop to the
-    /// blocking pool and back measured 10 µs of a 70 µs save, and most of a load.
+    /// "Blocking" in the crate docs): on the runtime's blocking pool, or on this thread outside
+    /// a runtime.
     async fn run<T, F>(&self, operation: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Self) -> Result<T, StoreError> + Send + 'static,
     {
         match tokio::runtime::Handle::try_current() {
-            // `block_in_place` panics on a current-thread runtime; the innermost runtime is the
-            // one `try_current` names.
-            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| operation(self))
-            }
             Ok(handle) => {
                 let store = self.clone();
                 handle

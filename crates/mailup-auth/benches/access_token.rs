@@ -6,7 +6,8 @@
 //!   `ManualClock` (labelled: no clock read at all);
 //! - `refresh/*`: against the emulator on 127.0.0.1 with a sled store in a temp dir, the time
 //!   until 1,000 concurrent callers on an expired token all hold the new token, next to the
-//!   time of one forced refresh.
+//!   time of one forced refresh and its floor (a raw refresh-token POST with reqwest, the JSON
+//!   answer parsed, then a bare `sled::Db` insert of the new tokens and a `flush`: no library).
 //!
 //! Run with `cargo bench -p mailup-auth`; figures are recorded in docs/performance.md.
 
@@ -150,12 +151,88 @@ fn cached(c: &mut Criterion) {
     fixture.runtime.block_on(fixture.emulator.shutdown());
 }
 
+/// A refresh-token grant sent with reqwest, outside any client: the new access and refresh
+/// tokens.
+async fn raw_refresh(
+    http: &reqwest::Client,
+    emulator: &Emulator,
+    refresh_token: &str,
+) -> (String, String) {
+    let answer: serde_json::Value = http
+        .post(emulator.token_url())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        answer["access_token"].as_str().unwrap().to_owned(),
+        answer["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A password-grant login sent with reqwest, outside any client: the first refresh token of
+/// the floor's chain.
+async fn raw_login(http: &reqwest::Client, emulator: &Emulator) -> String {
+    let answer: serde_json::Value = http
+        .post(emulator.token_url())
+        .form(&[
+            ("grant_type", "password"),
+            ("username", DEFAULT_USERNAME),
+            ("password", DEFAULT_PASSWORD),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["refresh_token"].as_str().unwrap().to_owned()
+}
+
 fn refresh(c: &mut Criterion) {
     let fixture = fixture();
     let mut group = c.benchmark_group("refresh");
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
+    // The floor of one refresh + durable save: the token request and a flushed write of its
+    // answer, with nothing around them.
+    let http = reqwest::Client::new();
+    let bare_dir = tempfile::tempdir().unwrap();
+    let bare = sled::open(bare_dir.path().join("bare")).unwrap();
+    let mut chain = fixture
+        .runtime
+        .block_on(raw_login(&http, &fixture.emulator));
+    group.bench_function("floor: raw refresh POST + bare sled insert + flush", |b| {
+        b.iter_custom(|iters| {
+            fixture.runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let (access, refresh) = raw_refresh(&http, &fixture.emulator, &chain).await;
+                    let bytes = serde_json::to_vec(&serde_json::json!({
+                        "access_token": access,
+                        "refresh_token": refresh,
+                        "expires_in": 3600,
+                    }))
+                    .unwrap();
+                    bare.insert("bench", bytes).unwrap();
+                    bare.flush().unwrap();
+                    chain = refresh;
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.bench_function("one forced refresh", |b| {
         b.iter_custom(|iters| {
             fixture.runtime.block_on(async {

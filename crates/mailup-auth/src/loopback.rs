@@ -209,7 +209,11 @@ impl LoopbackRedirect {
         state: &CsrfState,
         timeout: Duration,
     ) -> Result<LoopbackCallback, LoopbackError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `Duration::MAX` ("no bound") must not overflow the deadline (`+` panics): 30 years.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 60 * 60));
         let (tx, mut rx) = mpsc::channel::<LoopbackCallback>(1);
         loop {
             tokio::select! {

@@ -310,3 +310,22 @@ async fn a_registered_loopback_uri_gives_the_port_and_path() {
         );
     }
 }
+
+/// Hostile review of issue 17: `Duration::MAX` as "no bound" waits for the callback instead of
+/// panicking on the deadline's overflow.
+#[tokio::test]
+async fn an_unbounded_wait_does_not_overflow_its_deadline() {
+    let listener = LoopbackRedirect::bind(0).await.unwrap();
+    let port = listener.local_addr().port();
+    let state = CsrfState::new("s3cret-state");
+    let waiting =
+        tokio::spawn(async move { listener.wait_for_callback(&state, Duration::MAX).await });
+    let browser = tokio::spawn(get(port, "/callback?code=c0de&state=s3cret-state"));
+    let callback = waiting
+        .await
+        .expect("the wait does not panic")
+        .expect("the callback");
+    assert_eq!(callback.url().query(), Some("code=c0de&state=s3cret-state"));
+    callback.succeeded().await;
+    assert_eq!(browser.await.unwrap().0, 200);
+}

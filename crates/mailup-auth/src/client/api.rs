@@ -176,7 +176,10 @@ impl MailUpClient {
 /// `url.origin() == base.origin()` without building either `Origin` (each one allocates its
 /// scheme and host): the same scheme, host and port, a missing port read as the scheme's
 /// default. `base` is an http(s) URL (validated when the client was built), so a URL whose
-/// scheme has no tuple origin (opaque: never equal to anything) cannot match it either.
+/// scheme has no tuple origin (opaque: never equal to anything) cannot match it either. One
+/// answer differs, on the safe side: a `blob:` URL has its inner URL's origin, so
+/// `blob:https://host/x` was equal to the base's origin and is not the same origin here
+/// (no transport can send it anyway).
 fn same_origin(url: &Url, base: &Url) -> bool {
     url.scheme() == base.scheme()
         && url.host() == base.host()
@@ -263,6 +266,10 @@ mod tests {
                     "{url} against {base}"
                 );
             }
+            // The one difference: a blob URL's origin is its inner URL's.
+            let blob = Url::parse(&format!("blob:{base}")).unwrap();
+            assert_eq!(blob.origin(), base.origin());
+            assert!(!same_origin(&blob, &base), "{blob}");
         }
     }
 }

@@ -119,10 +119,14 @@ pub(crate) struct Wakeup {
 }
 
 impl Wakeup {
-    /// The moment to wake up with this `jitter` (at most `max_jitter`). The scheduler sleeps
-    /// until it with a random jitter, spreading many clients' refreshes.
+    /// The moment to wake up with this `jitter` (taken as at most `max_jitter`: an
+    /// [`Entropy`] that answers more would wake the job before it acts, and the scheduler
+    /// would wake it again at once, in a loop until `earliest`). The scheduler sleeps until it
+    /// with a random jitter, spreading many clients' refreshes.
     pub(crate) fn at(&self, jitter: Duration) -> UnixTime {
-        self.due.saturating_sub(jitter).max(self.not_before)
+        self.due
+            .saturating_sub(jitter.min(self.max_jitter))
+            .max(self.not_before)
     }
 
     /// The earliest moment any jitter wakes up at: the job the scheduler wakes refreshes once
@@ -272,6 +276,24 @@ mod tests {
     }
 
     #[test]
+    fn a_jitter_above_the_bound_is_the_bound() {
+        // Hostile review of issue 17: an `Entropy` that ignores `max` (a fixed jitter of a
+        // minute, an hour) must not wake the job before it acts; the scheduler would wake it
+        // again at once, and again, until `earliest`.
+        for lifetime in [2, 20, 120, 3600] {
+            let wakeup = next_wakeup(&session(Duration::from_secs(lifetime)), SKEW).unwrap();
+            for jitter in [61, 3600, u64::MAX] {
+                let woken = wakeup.at(Duration::from_secs(jitter));
+                assert_eq!(
+                    woken,
+                    wakeup.earliest(),
+                    "lifetime {lifetime} s, {jitter} s"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_backing_off_session_wakes_for_its_retry() {
         let mut session = session(Duration::from_secs(3600));
         let id = session.refresh_now().unwrap();
@@ -284,5 +306,74 @@ mod tests {
         let wakeup = next_wakeup(&session, SKEW).unwrap();
         assert_eq!(wakeup.due, retry_at);
         assert_eq!(wakeup.at(Duration::ZERO), retry_at);
+    }
+
+    /// The scheduler's due time and the job's "act now?" as they were before the one rule
+    /// (ec815ab: `next_background_due`, `jitter_max` and `refresh_ahead`), written out again.
+    fn old_due_and_acts(
+        session: &Session,
+        skew: Duration,
+        jitter: Duration,
+        now: UnixTime,
+    ) -> Option<(UnixTime, bool)> {
+        let due = session.poll_timeout()?;
+        let obtained_at = session.tokens().map(|t| t.obtained_at);
+        let jitter_max = (session
+            .tokens()
+            .map_or(skew, |tokens| tokens.effective_skew(skew))
+            / 2)
+        .min(Duration::from_secs(30));
+        let early = due.saturating_sub(jitter);
+        let earliest = obtained_at
+            .unwrap_or(UnixTime::EPOCH)
+            .saturating_add(MIN_BACKGROUND_INTERVAL);
+        let too_early = now.saturating_add(jitter_max) < due;
+        let just_refreshed =
+            obtained_at.is_some_and(|at| now < at.saturating_add(MIN_BACKGROUND_INTERVAL));
+        Some((early.max(earliest), !(too_early || just_refreshed)))
+    }
+
+    #[test]
+    fn the_one_rule_wakes_and_acts_exactly_as_the_old_code_did() {
+        // Hostile review of issue 17: the refactor must not move a wake-up or change whether
+        // the woken job refreshes, for fresh and backing-off sessions, any skew, any jitter
+        // within the bound, at any moment around the due time.
+        let mut compared = 0;
+        for lifetime in [1, 2, 3, 20, 61, 120, 3600] {
+            for skew in [0, 1, 7, 60, 600, 86_400] {
+                let skew = Duration::from_secs(skew);
+                let fresh = session(Duration::from_secs(lifetime));
+                let mut backing_off = session(Duration::from_secs(lifetime));
+                let id = backing_off.refresh_now().unwrap();
+                let _ = backing_off.poll_request();
+                let failure = TransportError::new(TransportErrorKind::Connect, "refused");
+                backing_off.handle_token_response(at(lifetime / 2), id, Err(failure));
+                for session in [&fresh, &backing_off] {
+                    let wakeup = next_wakeup(session, skew).unwrap();
+                    let due = wakeup.due;
+                    let max = wakeup.max_jitter.as_millis() as u64;
+                    for jitter in [0, 1.min(max), max / 3, max.saturating_sub(1), max] {
+                        let jitter = Duration::from_millis(jitter);
+                        for offset in [-40_000i64, -30_001, -30_000, -1_001, -1_000, -1, 0, 1] {
+                            let now = if offset < 0 {
+                                due.saturating_sub(Duration::from_millis(offset.unsigned_abs()))
+                            } else {
+                                due.saturating_add(Duration::from_millis(offset as u64))
+                            };
+                            let (old_at, old_acts) =
+                                old_due_and_acts(session, skew, jitter, now).unwrap();
+                            assert_eq!(wakeup.at(jitter), old_at, "{lifetime} s, {skew:?}");
+                            assert_eq!(
+                                now >= wakeup.earliest(),
+                                old_acts,
+                                "{lifetime} s, {skew:?}, now {offset} ms from due"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 7 * 6 * 2 * 5 * 8);
     }
 }

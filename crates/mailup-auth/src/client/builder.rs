@@ -138,7 +138,10 @@ impl MailUpClientBuilder {
     }
 
     /// A server laid out like MailUp at another base URL (e.g. the emulator):
-    /// [`ClientConfigBuilder::auth_base`].
+    /// [`ClientConfigBuilder::auth_base`]. The one exception to "the last call wins": a URL set
+    /// with [`logon_url`](Self::logon_url), [`token_url`](Self::token_url),
+    /// [`api_base`](Self::api_base) or [`endpoints`](Self::endpoints) wins over it whatever the
+    /// order, so `.endpoints(..).auth_base(..)` keeps the endpoints.
     pub fn auth_base(mut self, base: impl Into<String>) -> Self {
         self.config = self.config.auth_base(base);
         self
@@ -208,9 +211,10 @@ impl MailUpClientBuilder {
     /// a password grant), however the token endpoint behaves: default 30 s. A refresh whose
     /// answer does not come in time counts as a failed attempt (the tokens are kept; a still
     /// valid access token is served). This bounds each token request too, on top of the
-    /// transport's own timeouts.
+    /// transport's own timeouts. Taken as at least 1 ms and at most a day: a longer one
+    /// (`Duration::MAX` for "no bound") is a day, which a deadline can still be computed from.
     pub fn token_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.token_timeout = timeout.max(Duration::from_millis(1));
+        self.token_timeout = timeout.clamp(Duration::from_millis(1), MAX_TOKEN_OPERATION_TIMEOUT);
         self
     }
 
@@ -467,6 +471,7 @@ impl MailUpClient {
                 cache: ArcSwapOption::empty(),
                 copies: ThreadCopies::new(),
                 refresh_flight: Arc::new(tokio::sync::Mutex::new(())),
+                flight_ended: Arc::new(tokio::sync::Notify::new()),
                 scheduler: Mutex::new(Weak::new()),
                 standalone: Mutex::new(Weak::new()),
             }),

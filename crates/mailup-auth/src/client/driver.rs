@@ -10,8 +10,9 @@
 //!
 //! 1. **Take the refresh flight** ([`RefreshGuard`]): one driver per client at a time; callers
 //!    queue in arrival order and re-check the cache once they hold it (single flight). The
-//!    operation runs in a task of its own, so a caller that gives up cannot abandon a token
-//!    request half-way.
+//!    operation runs in the caller's task, and in a task of its own from the moment its caller
+//!    gives up ([`RunToCompletion`]), so a caller that gives up cannot abandon a token request
+//!    half-way.
 //! 2. **Forget lost requests**: holding the flight, no request of ours is in flight, so any
 //!    the session still counts as sent were lost (a panic, a runtime shut down mid-request):
 //!    `Session::forget_unanswered_requests`.
@@ -35,6 +36,8 @@
 //! what that queued.
 
 use std::ops::Deref;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use super::locks::RefreshGuard;
 use super::*;
@@ -96,10 +99,12 @@ impl Driver {
 }
 
 impl MailUpClient {
-    /// Runs `op` with this client's driver (steps 1, 2 and 6 of the [call order](driver)), in
-    /// a task of its own: a caller that gives up (a timeout, `select!`, a dropped future, an
-    /// aborted background task) cannot abandon a token request half-way, so a rotated refresh
-    /// token is still handled and saved.
+    /// Runs `op` with this client's driver (steps 1, 2 and 6 of the [call order](driver)),
+    /// polled in the caller's task (no task spawned, no hop to another worker on the way
+    /// back) until the caller gives up: a caller that gives up (a timeout, `select!`, a
+    /// dropped future, an aborted background task) hands the rest to a task of its own
+    /// ([`RunToCompletion`]), so it cannot abandon a token request half-way, and a rotated
+    /// refresh token is still handled and saved.
     pub(super) async fn run_driver<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnOnce(Driver) -> Fut + Send + 'static,
@@ -110,7 +115,8 @@ impl MailUpClient {
         self.run_driver_with(flight, op).await
     }
 
-    /// [`run_driver`](Self::run_driver) with the flight already held: the task takes it along.
+    /// [`run_driver`](Self::run_driver) with the flight already held: the operation takes it
+    /// along.
     pub(super) async fn run_driver_with<T, F, Fut>(&self, flight: RefreshGuard, op: F) -> Result<T>
     where
         F: FnOnce(Driver) -> Fut + Send + 'static,
@@ -118,7 +124,7 @@ impl MailUpClient {
         T: Send + 'static,
     {
         let driver = Driver::new(self.clone(), flight);
-        let task = tokio::spawn(
+        RunToCompletion::new(
             async move {
                 let client = driver.client.clone();
                 driver.lock_state().session.forget_unanswered_requests();
@@ -130,11 +136,78 @@ impl MailUpClient {
                 result
             }
             .in_current_span(),
-        );
-        match task.await {
-            Ok(result) => result,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => Err(ErrorKind::Cancelled.into()),
+        )
+        .await
+    }
+}
+
+/// A token operation polled in its caller's task that is never abandoned half-way: dropped
+/// after it started and before it ended (its caller gave up), it goes on in a task of its own
+/// on the runtime that started it, to its end; its result is then dropped.
+///
+/// Spawning every operation up front gave the same guarantee at the price of a task and a
+/// wake-up on another worker per operation (a large part of the facade's own time in a
+/// refresh); this spawns only for a caller that gives up. An operation dropped before it was
+/// first polled never started and is dropped as it is (its flight released). One that
+/// panicked is not resumed: the panic reaches the caller, as a panic in a spawned task
+/// reached it before.
+pub(super) struct RunToCompletion<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    /// `None` once it ended, or while it is being polled (so a panic leaves nothing to spawn).
+    operation: Option<Pin<Box<F>>>,
+    /// The runtime of its first poll: where the rest goes if the caller gives up.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<F: Future + Send + 'static> RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    pub(super) fn new(operation: F) -> Self {
+        Self {
+            operation: Some(Box::pin(operation)),
+            runtime: None,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // Every field is `Unpin` (the operation is boxed).
+        let this = self.get_mut();
+        let Some(mut operation) = this.operation.take() else {
+            panic!("a token operation polled after it ended");
+        };
+        if this.runtime.is_none() {
+            this.runtime = tokio::runtime::Handle::try_current().ok();
+        }
+        let polled = operation.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.operation = Some(operation);
+        }
+        polled
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for RunToCompletion<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        // Started (polled once, in a runtime) and not ended: its caller gave up.
+        if let (Some(operation), Some(runtime)) = (self.operation.take(), self.runtime.take()) {
+            tracing::debug!("caller gave up; the token operation goes on in a task of its own");
+            // A runtime shutting down drops the task instead of running it, as it dropped the
+            // spawned operation before: a refresh answer then lost is the loss window
+            // docs/security.md describes.
+            drop(runtime.spawn(operation));
         }
     }
 }

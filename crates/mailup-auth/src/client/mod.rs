@@ -224,6 +224,9 @@ struct Inner {
     /// The refresh flight ([`locks`]): whoever holds it is this client's one
     /// [`Driver`](driver::Driver) (single flight).
     refresh_flight: Arc<tokio::sync::Mutex<()>>,
+    /// Announces each release of the refresh flight to the callers waiting for it to end
+    /// ([`locks`]).
+    flight_ended: Arc<tokio::sync::Notify>,
     /// The background scheduler this client reports its next due time to, if any.
     scheduler: Mutex<Weak<crate::scheduler::Scheduler>>,
     /// The task of `spawn_background_refresh`, while any of its handles is alive.
@@ -298,6 +301,9 @@ const MAX_LOST_LEASES: u32 = 3;
 /// The default bound on one token operation (see
 /// [`MailUpClientBuilder::token_operation_timeout`]).
 pub const DEFAULT_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest bound a token operation takes: `Instant::now() + timeout` must not overflow (it
+/// panics), whatever was asked for.
+const MAX_TOKEN_OPERATION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl MailUpClient {
     /// Starts a builder for the given client registration.

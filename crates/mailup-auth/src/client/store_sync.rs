@@ -41,12 +41,20 @@ impl Driver {
     /// [`sync_from_store`](Self::sync_from_store), also saying whether the store lost the
     /// record.
     pub(super) async fn sync_with_store(&self) -> Result<Synced> {
-        let loaded = self
-            .inner
-            .settings
-            .store
-            .load_entry(&self.inner.profile)
-            .await?;
+        let store = &self.inner.settings.store;
+        let known = self.lock_state().version;
+        let loaded = match known {
+            // The usual case before a refresh: nothing changed, and a store that can tell
+            // without decoding the record says so cheaply.
+            Some(known) => match store
+                .load_entry_if_changed(&self.inner.profile, known)
+                .await?
+            {
+                Some(entry) => entry,
+                None => return Ok(Synced::Unchanged),
+            },
+            None => store.load_entry(&self.inner.profile).await?,
+        };
         let (loaded, lost) = match loaded {
             StoredProfile::Record(stored) => (Some(stored), false),
             StoredProfile::Absent => (None, true),

@@ -25,7 +25,17 @@ impl MailUpClient {
     pub(super) async fn access_token_uncached(&self) -> Result<AccessToken> {
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
-            let flight = self.lock_refresh_flight().await;
+            let flight = match self.wait_for_flight().await {
+                Some(flight) => flight,
+                None => {
+                    // Whoever held the flight may have published what we need (a storm's
+                    // waiters all end here, without taking the flight).
+                    if let Some(token) = self.cached_access_token() {
+                        return Ok(token);
+                    }
+                    self.lock_refresh_flight().await
+                }
+            };
             // Single flight: whoever held the flight before us may have refreshed already.
             if let Some(token) = self.cached_access_token() {
                 return Ok(token);
