@@ -2,7 +2,7 @@
 //! and for a Redis URL (there over `rediss://` with a private CA, `redis_root_certificate`).
 
 use mailup_auth::core::{KeyProblem, StoreError};
-use mailup_auth::{Error, KeySource};
+use mailup_auth::{ErrorKind, KeySource};
 use mailup_auth_emulator::Emulator;
 use mailup_auth_tests::{client_builder, password_login};
 
@@ -43,8 +43,8 @@ async fn an_encrypted_store_through_the_builder_holds_no_token_and_needs_its_key
     let error = builder().build().await.unwrap_err();
     assert!(
         matches!(
-            error,
-            Error::Store(StoreError::Key {
+            error.kind(),
+            ErrorKind::Store(StoreError::Key {
                 problem: KeyProblem::Missing { .. },
                 ..
             })
@@ -160,8 +160,8 @@ async fn store_key_applies_to_a_redis_store_url_over_tls_with_a_private_ca() {
     let error = builder().build().await.unwrap_err();
     assert!(
         matches!(
-            error,
-            Error::Store(StoreError::Key {
+            error.kind(),
+            ErrorKind::Store(StoreError::Key {
                 problem: KeyProblem::Missing { .. },
                 ..
             })

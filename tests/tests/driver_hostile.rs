@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailup_auth::{
-    Error, MailUpAccounts, MailUpClient, ManualClock, Password, SledRefreshLease, SledTokenStore,
-    TokenStore,
+    Error, ErrorKind, MailUpAccounts, MailUpClient, ManualClock, Password, SledRefreshLease,
+    SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::{Emulator, Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
 use mailup_auth_store_redis::internal::RedisServer;
@@ -197,9 +197,9 @@ async fn give_up_sweep(
                 // The next caller is not wedged: logged out, it logs in again; otherwise it
                 // gets a token (a refresh, or a new login if the refresh token was lost).
                 let token = bounded("the next access_token()", client.access_token()).await;
-                let token = match token {
+                let token = match token.map_err(Error::into_kind) {
                     Ok(token) => token,
-                    Err(Error::ReauthorizationRequired(reason)) => {
+                    Err(ErrorKind::ReauthorizationRequired(reason)) => {
                         assert!(
                             matches!(operation, Operation::Logout),
                             "{answer:?}/{operation:?}/{millis} ms: a re-login was needed ({reason})"
@@ -303,8 +303,8 @@ async fn a_logout_or_a_login_during_a_refresh_waits_for_it_and_wins() {
         .expect("the refresh before the logout");
     assert_eq!(stored_refresh_token(&store).await, None, "logged out");
     assert!(matches!(
-        client.access_token().await,
-        Err(Error::ReauthorizationRequired(_))
+        client.access_token().await.map_err(Error::into_kind),
+        Err(ErrorKind::ReauthorizationRequired(_))
     ));
 
     let logging_in = tokio::spawn({

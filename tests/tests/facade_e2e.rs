@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mailup_auth::{
-    Error, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore, StoreError,
-    StoredProfile, TokenStore,
+    Error, ErrorKind, LoopbackLogin, MailUpClient, ManualClock, ReauthReason, SledTokenStore,
+    StoreError, StoredProfile, TokenStore,
 };
 use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{
@@ -53,8 +53,8 @@ async fn full_three_legged_flow_through_the_loopback_helper() {
         .await
         .unwrap();
     assert!(matches!(
-        client.access_token().await,
-        Err(Error::ReauthorizationRequired(ReauthReason::NoTokens))
+        client.access_token().await.map_err(Error::into_kind),
+        Err(ErrorKind::ReauthorizationRequired(ReauthReason::NoTokens))
     ));
 
     let browser_done = Arc::new(Mutex::new(None));
@@ -140,8 +140,8 @@ async fn a_denied_consent_is_a_typed_error_and_stores_nothing() {
         .await;
     assert!(
         matches!(
-            result,
-            Err(Error::Callback(
+            result.as_ref().map_err(Error::kind),
+            Err(ErrorKind::Callback(
                 mailup_auth::core::CallbackError::Denied { .. }
             ))
         ),
@@ -293,8 +293,8 @@ async fn a_revoked_refresh_token_requires_reauthorization_without_looping() {
         let err = client.access_token().await.unwrap_err();
         assert!(
             matches!(
-                err,
-                Error::ReauthorizationRequired(ReauthReason::RefreshRejected(_))
+                err.kind(),
+                ErrorKind::ReauthorizationRequired(ReauthReason::RefreshRejected(_))
             ),
             "{err:?}"
         );
@@ -385,7 +385,10 @@ async fn a_token_endpoint_that_stays_down_gives_a_bounded_transient_error() {
     let err = client.access_token().await.unwrap_err();
     ticker.abort();
     assert!(
-        matches!(err, Error::TokenEndpointUnavailable { attempts: 3, .. }),
+        matches!(
+            err.kind(),
+            ErrorKind::TokenEndpointUnavailable { attempts: 3, .. }
+        ),
         "{err:?}"
     );
     assert!(err.is_transient());
@@ -507,8 +510,8 @@ async fn rate_limits_are_typed_errors_or_a_bounded_wait() {
     assert_eq!(err.retry_after(), Some(Duration::from_secs(1)), "{err:?}");
     assert!(err.is_transient());
     assert!(matches!(
-        err,
-        Error::Api(mailup_auth::ApiError::RateLimited { .. })
+        err.kind(),
+        ErrorKind::Api(mailup_auth::ApiError::RateLimited { .. })
     ));
 
     let patient = builder(&emulator)
@@ -559,7 +562,7 @@ async fn a_forced_refresh_that_is_rejected_or_fails_is_reported() {
     emulator.fail_next_token_requests(1, Fault::Status503);
     let err = client.refresh().await.unwrap_err();
     assert!(
-        matches!(err, Error::TokenEndpointUnavailable { .. }),
+        matches!(err.kind(), ErrorKind::TokenEndpointUnavailable { .. }),
         "{err:?}"
     );
     // The still-valid token keeps being served.
@@ -611,7 +614,10 @@ async fn tokens_that_are_stale_on_arrival_give_a_bounded_typed_error() {
     let emulator = emulator_with_lifetime(Duration::from_millis(1)).await;
     let client = logged_in(builder(&emulator).memory_store()).await;
     let err = client.access_token().await.unwrap_err();
-    assert!(matches!(err, Error::TokensNeverFresh { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::TokensNeverFresh { .. }),
+        "{err:?}"
+    );
     assert!(emulator.counters().token_refresh_token <= 3, "bounded");
 }
 
@@ -668,7 +674,7 @@ async fn the_access_token_only_goes_to_trusted_origins() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::UntrustedOrigin(ref o) if o == "http://127.0.0.1:1"),
+        matches!(err.kind(), ErrorKind::UntrustedOrigin(ref o) if o == "http://127.0.0.1:1"),
         "{err:?}"
     );
     // A full URL on the API's own origin is fine.
@@ -691,7 +697,7 @@ async fn the_access_token_only_goes_to_trusted_origins() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Transport(_)),
+        matches!(err.kind(), ErrorKind::Transport(_)),
         "trusted, so it was sent: {err:?}"
     );
 }
@@ -731,8 +737,8 @@ async fn a_rejection_is_recorded_so_the_next_process_knows_without_trying() {
     let err = second.access_token().await.unwrap_err();
     assert!(
         matches!(
-            err,
-            Error::ReauthorizationRequired(ReauthReason::RejectedEarlier(_))
+            err.kind(),
+            ErrorKind::ReauthorizationRequired(ReauthReason::RejectedEarlier(_))
         ),
         "{err:?}"
     );
@@ -962,8 +968,8 @@ async fn callers_waiting_on_an_operation_that_publishes_nothing_refresh_once_the
         })
         .collect();
     assert!(matches!(
-        forced.await.unwrap(),
-        Err(Error::TokenEndpointUnavailable { .. })
+        forced.await.unwrap().map_err(Error::into_kind),
+        Err(ErrorKind::TokenEndpointUnavailable { .. })
     ));
     emulator.set_token_latency(Duration::ZERO);
     let mut tokens = Vec::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mailup_auth::core::{CallbackError, ConfigError};
 use mailup_auth::{
-    ClientSecret, Error, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore,
+    ClientSecret, ErrorKind, LoopbackLogin, MailUpClient, ManualClock, SledTokenStore, TokenStore,
 };
 use mailup_auth_emulator::{Consent, ScriptedBrowser};
 use mailup_auth_emulator::{Fault, DEFAULT_PASSWORD, DEFAULT_USERNAME};
@@ -27,7 +27,10 @@ async fn plain_http_to_a_remote_host_is_refused_before_any_io() {
     ] {
         let error = builder.memory_store().build().await.unwrap_err();
         assert!(
-            matches!(error, Error::Config(ConfigError::InsecureHttp { .. })),
+            matches!(
+                error.kind(),
+                ErrorKind::Config(ConfigError::InsecureHttp { .. })
+            ),
             "{error:?}"
         );
         assert!(error.to_string().contains("use https"), "{error}");
@@ -56,7 +59,7 @@ async fn a_one_off_refusal_does_not_lock_the_profile_out() {
         emulator.fail_next_token_requests(1, fault);
         let error = client.refresh().await.unwrap_err();
         assert!(
-            matches!(error, Error::TokenEndpointUnavailable { .. }),
+            matches!(error.kind(), ErrorKind::TokenEndpointUnavailable { .. }),
             "{fault:?}: {error:?}"
         );
         assert!(!error.is_reauthorization_required());
@@ -120,7 +123,10 @@ async fn a_pending_authorization_is_single_use_and_expires() {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, Error::Callback(CallbackError::AlreadyUsed)),
+            matches!(
+                error.kind(),
+                ErrorKind::Callback(CallbackError::AlreadyUsed)
+            ),
             "{error:?}"
         );
     }
@@ -151,7 +157,7 @@ async fn a_pending_authorization_is_single_use_and_expires() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, Error::Callback(CallbackError::Expired)),
+        matches!(error.kind(), ErrorKind::Callback(CallbackError::Expired)),
         "{error:?}"
     );
 }
@@ -193,7 +199,7 @@ async fn a_still_valid_token_is_served_while_the_token_endpoint_is_down() {
     let error = client.access_token().await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
     assert!(
-        matches!(error, Error::TokenEndpointUnavailable { .. }),
+        matches!(error.kind(), ErrorKind::TokenEndpointUnavailable { .. }),
         "{error:?}"
     );
     // The endpoint comes back: the next call refreshes.
@@ -258,7 +264,7 @@ async fn the_loopback_page_reflects_the_code_exchange() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::Login(_)), "{error:?}");
+    assert!(matches!(error.kind(), ErrorKind::Login(_)), "{error:?}");
     let handle = page.lock().unwrap().take().unwrap();
     let shown = handle.await.unwrap();
     assert!(shown.body.contains("Login failed"), "{}", shown.body);
@@ -335,8 +341,8 @@ async fn api_answers_over_the_configured_limit_are_refused() {
         .get::<serde_json::Value>("Console/Authentication/Info")
         .await
         .unwrap_err();
-    match &error {
-        Error::Transport(e) => assert_eq!(
+    match error.kind() {
+        ErrorKind::Transport(e) => assert_eq!(
             e.kind,
             mailup_auth::core::TransportErrorKind::ResponseTooLarge,
             "{error:?}"

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailup_auth::{
-    Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, MailUpClient, ProfileRecord,
-    ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError, StoredProfile,
-    TokenStore, Transport, TransportError, UnixTime, Versioned,
+    Error, ErrorKind, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, MailUpClient,
+    ProfileRecord, ReauthReason, RedisTokenStore, RefreshLease, ReqwestTransport, StoreError,
+    StoredProfile, TokenStore, Transport, TransportError, UnixTime, Versioned,
 };
 use mailup_auth_emulator::Emulator;
 use mailup_auth_store_redis::internal::RedisServer;
@@ -178,8 +178,8 @@ async fn a_logout_while_refreshing_still_ends_logged_out() {
     let error = refresh.await.unwrap().unwrap_err();
     assert!(
         matches!(
-            error,
-            Error::ReauthorizationRequired(ReauthReason::LoggedOut)
+            error.kind(),
+            ErrorKind::ReauthorizationRequired(ReauthReason::LoggedOut)
         ),
         "{error:?}"
     );
@@ -372,7 +372,7 @@ async fn a_lease_lapsed_without_a_successor_sends_nothing_then_is_taken_again() 
 
     let error = paused.refresh().await.unwrap_err();
     assert!(
-        matches!(error, Error::Store(StoreError::LeaseLost { .. })),
+        matches!(error.kind(), ErrorKind::Store(StoreError::LeaseLost { .. })),
         "{error:?}"
     );
     assert!(error.is_transient());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mailup_auth::{
-    Backoff, Error, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, RedisTokenStore,
+    Backoff, ErrorKind, HttpRequest, HttpResponse, LeaseAttempt, LeaseGuard, RedisTokenStore,
     RefreshLease, ReqwestTransport, StoreError, Transport, TransportError,
 };
 use mailup_auth_store_redis::internal::RedisServer;
@@ -197,8 +197,8 @@ async fn redis_down_serves_valid_tokens_fails_typed_and_recovers() {
     let error = client.access_token().await.unwrap_err();
     assert!(
         matches!(
-            error,
-            Error::Store(StoreError::Unavailable { .. } | StoreError::Timeout { .. })
+            error.kind(),
+            ErrorKind::Store(StoreError::Unavailable { .. } | StoreError::Timeout { .. })
         ),
         "{error:?}"
     );

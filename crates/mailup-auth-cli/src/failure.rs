@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use mailup_auth::core::{ApiError, OAuthErrorCode, TokenError};
-use mailup_auth::{Error, LoopbackError, ReauthReason, StoreError};
+use mailup_auth::{Error, ErrorKind, LoopbackError, ReauthReason, StoreError};
 
 /// Exit code: a local failure (the token store).
 pub(crate) const EXIT_LOCAL: u8 = 1;
@@ -75,24 +75,24 @@ impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         let code = exit_code(&error);
         let mut message = error.to_string();
-        match &error {
+        match error.kind() {
             // The login itself was refused (wrong password, denied consent): running it again
             // as is will not help.
-            Error::Login(_) | Error::Callback(_) if code == EXIT_REAUTHORIZE => {
+            ErrorKind::Login(_) | ErrorKind::Callback(_) if code == EXIT_REAUTHORIZE => {
                 message.push_str(" (check the username, the password and the consent)");
             }
-            Error::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => {
+            ErrorKind::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => {
                 message.push_str(" (check --client-id / --client-secret)");
             }
-            Error::UntrustedOrigin(url) => {
+            ErrorKind::UntrustedOrigin(url) => {
                 message = format!(
                     "refusing to send the access token to {url}: it is outside the profile's \
                      API base (scheme, host and port); give `call` a path relative to the API \
                      base, or run `mailup-auth login --api-base URL` to use that host"
                 );
             }
-            Error::Store(store) => message = store_message(store),
-            Error::TokensNeverFresh { .. } => {
+            ErrorKind::Store(store) => message = store_message(store),
+            ErrorKind::TokensNeverFresh { .. } => {
                 message.push_str(" (with --refresh-skew / MAILUP_REFRESH_SKEW)");
             }
             _ if code == EXIT_REAUTHORIZE => message.push_str(" (run `mailup-auth login`)"),
@@ -135,32 +135,32 @@ pub(crate) fn shell_word(word: &str) -> String {
 /// The exit code for a facade error. The facade's `Display` never holds a secret: it carries
 /// at most OAuth `error` / `error_description` or MailUp's `ErrorCode` / `ErrorDescription`.
 pub(crate) fn exit_code(error: &Error) -> u8 {
-    match error {
+    match error.kind() {
         // Wrong client credentials: a configuration problem, not a stale login.
-        Error::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => EXIT_USAGE,
-        Error::ReauthorizationRequired(_) => EXIT_REAUTHORIZE,
-        Error::UntrustedOrigin(_) => EXIT_USAGE,
-        Error::TokenEndpointUnavailable { .. } | Error::Transport(_) => EXIT_UNAVAILABLE,
-        Error::Login(token_error) => login_exit_code(token_error),
+        ErrorKind::ReauthorizationRequired(ReauthReason::ClientRejected(_)) => EXIT_USAGE,
+        ErrorKind::ReauthorizationRequired(_) => EXIT_REAUTHORIZE,
+        ErrorKind::UntrustedOrigin(_) => EXIT_USAGE,
+        ErrorKind::TokenEndpointUnavailable { .. } | ErrorKind::Transport(_) => EXIT_UNAVAILABLE,
+        ErrorKind::Login(token_error) => login_exit_code(token_error),
         // The user denied access, or the callback did not belong to this login.
-        Error::Callback(_) => EXIT_REAUTHORIZE,
+        ErrorKind::Callback(_) => EXIT_REAUTHORIZE,
         // `Config` includes what the core refuses in the configuration, e.g. plain http to a
         // host that is not a loopback address.
-        Error::Authorization(_)
-        | Error::Config(_)
-        | Error::InvalidPath(_)
-        | Error::Missing(_)
-        | Error::TokensNeverFresh { .. } => EXIT_USAGE,
-        Error::Api(api) => match api {
+        ErrorKind::Authorization(_)
+        | ErrorKind::Config(_)
+        | ErrorKind::InvalidPath(_)
+        | ErrorKind::Missing(_)
+        | ErrorKind::TokensNeverFresh { .. } => EXIT_USAGE,
+        ErrorKind::Api(api) => match api {
             // A gateway or an overloaded server: "unavailable", retrying later may help.
             ApiError::Server(e) if matches!(e.status, 502..=504) => EXIT_UNAVAILABLE,
             _ => EXIT_API,
         },
-        Error::Loopback(LoopbackError::Bind { .. }) => EXIT_USAGE,
+        ErrorKind::Loopback(LoopbackError::Bind { .. }) => EXIT_USAGE,
         // Nobody came back through the browser in time, or the listener broke.
-        Error::Loopback(_) => EXIT_UNAVAILABLE,
-        Error::Store(_) => EXIT_LOCAL,
-        Error::Decode { .. } => EXIT_API,
+        ErrorKind::Loopback(_) => EXIT_UNAVAILABLE,
+        ErrorKind::Store(_) => EXIT_LOCAL,
+        ErrorKind::Decode { .. } => EXIT_API,
         // A future variant: treat it as a local failure rather than guess.
         _ => EXIT_LOCAL,
     }
@@ -195,59 +195,75 @@ mod tests {
     #[test]
     fn maps_errors_to_documented_codes() {
         assert_eq!(
-            exit_code(&Error::ReauthorizationRequired(ReauthReason::NoTokens)),
+            exit_code(&Error::from(ErrorKind::ReauthorizationRequired(
+                ReauthReason::NoTokens
+            ))),
             3
         );
         assert_eq!(
-            exit_code(&Error::Login(oauth(OAuthErrorCode::InvalidGrant))),
+            exit_code(&Error::from(ErrorKind::Login(oauth(
+                OAuthErrorCode::InvalidGrant
+            )))),
             3
         );
         assert_eq!(
-            exit_code(&Error::Login(oauth(OAuthErrorCode::InvalidClient))),
+            exit_code(&Error::from(ErrorKind::Login(oauth(
+                OAuthErrorCode::InvalidClient
+            )))),
             2
         );
         assert_eq!(
-            exit_code(&Error::Login(oauth(OAuthErrorCode::ServerError))),
+            exit_code(&Error::from(ErrorKind::Login(oauth(
+                OAuthErrorCode::ServerError
+            )))),
             5
         );
         let mut not_found = MailUpError::default();
         not_found.status = 404;
-        assert_eq!(exit_code(&Error::Api(ApiError::Client(not_found))), 4);
+        assert_eq!(
+            exit_code(&Error::from(ErrorKind::Api(ApiError::Client(not_found)))),
+            4
+        );
         let mut unavailable = MailUpError::default();
         unavailable.status = 503;
-        assert_eq!(exit_code(&Error::Api(ApiError::Server(unavailable))), 5);
-        let timeout =
-            TransportError::new(mailup_auth::core::TransportErrorKind::Timeout, "timed out");
-        assert_eq!(exit_code(&Error::Transport(timeout)), 5);
         assert_eq!(
-            exit_code(&Error::Loopback(LoopbackError::Timeout(
-                std::time::Duration::from_secs(1)
-            ))),
+            exit_code(&Error::from(ErrorKind::Api(ApiError::Server(unavailable)))),
             5
         );
-        let bad_client = Error::ReauthorizationRequired(ReauthReason::ClientRejected(oauth(
-            OAuthErrorCode::InvalidClient,
-        )));
+        let timeout =
+            TransportError::new(mailup_auth::core::TransportErrorKind::Timeout, "timed out");
+        assert_eq!(exit_code(&Error::from(ErrorKind::Transport(timeout))), 5);
+        assert_eq!(
+            exit_code(&Error::from(ErrorKind::Loopback(LoopbackError::Timeout(
+                std::time::Duration::from_secs(1)
+            )))),
+            5
+        );
+        let bad_client = Error::from(ErrorKind::ReauthorizationRequired(
+            ReauthReason::ClientRejected(oauth(OAuthErrorCode::InvalidClient)),
+        ));
         assert_eq!(exit_code(&bad_client), 2);
         assert!(Failure::from(bad_client)
             .message()
             .contains("--client-secret"));
-        let foreign = Error::UntrustedOrigin("http://127.0.0.1:1".into());
+        let foreign = Error::from(ErrorKind::UntrustedOrigin("http://127.0.0.1:1".into()));
         assert_eq!(exit_code(&foreign), 2);
         let foreign = Failure::from(foreign);
         assert!(foreign.message().contains("login --api-base"));
         assert!(foreign.message().contains("relative"));
         assert!(!foreign.message().contains("trust_origin"));
-        let wrong_password = Failure::from(Error::Login(oauth(OAuthErrorCode::InvalidGrant)));
+        let wrong_password = Failure::from(Error::from(ErrorKind::Login(oauth(
+            OAuthErrorCode::InvalidGrant,
+        ))));
         assert!(!wrong_password.message().contains("run `mailup-auth login`"));
     }
 
     #[test]
     fn a_corrupt_record_says_how_to_recover() {
-        let corrupt = Error::Store(StoreError::Corrupt {
+        let corrupt = Error::from(ErrorKind::Store(StoreError::Corrupt {
             profile: "my work".into(),
             message: "envelope".into(),
-        });
+        }));
         assert_eq!(exit_code(&corrupt), 1);
         let failure = Failure::from(corrupt);
         assert!(
@@ -261,10 +277,10 @@ mod tests {
 
     #[test]
     fn a_damaged_store_names_the_recover_command() {
-        let damaged = Error::Store(StoreError::Damaged {
+        let damaged = Error::from(ErrorKind::Store(StoreError::Damaged {
             path: "/s".into(),
             message: "sled cannot read its files".into(),
-        });
+        }));
         assert_eq!(exit_code(&damaged), 1);
         let failure = Failure::from(damaged);
         assert!(
@@ -276,21 +292,24 @@ mod tests {
 
     #[test]
     fn configuration_errors_exit_2_on_one_line() {
-        let error =
-            Error::Config(mailup_auth::core::ConfigError::NotHttpUrl { field: "token url" });
+        let error = Error::from(ErrorKind::Config(
+            mailup_auth::core::ConfigError::NotHttpUrl { field: "token url" },
+        ));
         let failure = Failure::from(error);
         assert_eq!(failure.code(), 2);
         assert!(!failure.message().contains('\n'), "{}", failure.message());
-        let stale = Error::TokensNeverFresh {
+        let stale = Error::from(ErrorKind::TokensNeverFresh {
             skew: std::time::Duration::from_secs(60),
-        };
+        });
         assert_eq!(exit_code(&stale), 2);
         assert!(Failure::from(stale).message().contains("--refresh-skew"));
     }
 
     #[test]
     fn reauthorization_tells_what_to_run() {
-        let failure = Failure::from(Error::ReauthorizationRequired(ReauthReason::NoTokens));
+        let failure = Failure::from(Error::from(ErrorKind::ReauthorizationRequired(
+            ReauthReason::NoTokens,
+        )));
         assert_eq!(failure.code(), 3);
         assert!(failure.message().contains("mailup-auth login"));
     }

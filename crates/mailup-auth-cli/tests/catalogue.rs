@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailup_auth::{
-    ClientSecret, Error, MailUpClient, MemoryTokenStore, Password, ReqwestTransport, TokenSet,
+    ClientSecret, ErrorKind, MailUpClient, MemoryTokenStore, Password, ReqwestTransport, TokenSet,
     TokenStore as _,
 };
 use mailup_auth_emulator::{
@@ -154,7 +154,7 @@ async fn facade_token_case(emulator: &Emulator, fault: Fault) -> String {
         }
         (Err(error), false) => {
             assert!(
-                !matches!(error, Error::ReauthorizationRequired(_)),
+                !matches!(error.kind(), ErrorKind::ReauthorizationRequired(_)),
                 "{fault:?}: only a rejection ends a session, got {error}"
             );
             assert_eq!(
@@ -202,10 +202,10 @@ async fn facade_api_case(emulator: &Emulator, fault: Fault) -> String {
                 after.access_token, before.access_token,
                 "{fault:?}: tokens kept"
             );
-            let typed = match error {
-                Error::Api(_) => expected.starts_with("API error"),
-                Error::Decode { .. } => expected == "API answer not usable",
-                Error::Transport(_) => expected == "transport error",
+            let typed = match error.kind() {
+                ErrorKind::Api(_) => expected.starts_with("API error"),
+                ErrorKind::Decode { .. } => expected == "API answer not usable",
+                ErrorKind::Transport(_) => expected == "transport error",
                 _ => false,
             };
             if !typed {

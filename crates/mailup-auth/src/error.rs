@@ -1,5 +1,12 @@
 //! The facade's one error type: what went wrong, typed, and never with a secret inside.
+//!
+//! [`Error`] is one pointer (its [`ErrorKind`] boxed): every fallible call returns a
+//! `Result<T, Error>`, and a large error would make each of those results as large, moved
+//! through the stack on every successful call too (the cached `access_token().await` spent
+//! most of its time copying a 96-byte result). Errors are rare; the allocation is paid only
+//! when one happens.
 
+use std::fmt;
 use std::time::Duration;
 
 use mailup_auth_core::ApiPathError;
@@ -11,37 +18,56 @@ use mailup_auth_core::{
 #[cfg(feature = "loopback")]
 use crate::loopback::LoopbackError;
 
-/// A failed facade operation.
+/// A failed facade operation: what went wrong is its [`kind`](Self::kind).
 ///
 /// Match the cases an application acts on and let the rest bubble up; the helpers
 /// [`is_reauthorization_required`](Self::is_reauthorization_required),
 /// [`is_transient`](Self::is_transient) and [`retry_after`](Self::retry_after) cover the
-/// common decisions. The enum is `#[non_exhaustive]`: keep a `_` arm.
+/// common decisions. [`ErrorKind`] is `#[non_exhaustive]`: keep a `_` arm.
 ///
 /// ```no_run
-/// use mailup_auth::{ApiError, Error, MailUpClient};
+/// use mailup_auth::{ApiError, ErrorKind, MailUpClient};
 ///
 /// # async fn run(client: MailUpClient) -> Result<(), Box<dyn std::error::Error>> {
 /// match client.get::<serde_json::Value>("Console/List/7").await {
 ///     Ok(list) => println!("{}", list["Name"]),
 ///     // The refresh token is gone or rejected: send the user through the login again.
 ///     Err(error) if error.is_reauthorization_required() => println!("please log in again"),
-///     // MailUp's own error JSON, typed: ErrorCode, ErrorName, ErrorDescription.
-///     Err(Error::Api(ApiError::Client(e))) if e.status == 404 => println!("no list 7"),
-///     Err(Error::Api(ApiError::Forbidden(e))) => println!("not allowed: {e}"),
-///     // Network trouble, 5xx, 429: worth retrying later.
-///     Err(error) if error.is_transient() => {
-///         let wait = error.retry_after().unwrap_or(std::time::Duration::from_secs(5));
-///         println!("retry in {} s: {error}", wait.as_secs());
-///     }
-///     Err(error) => return Err(error.into()),
+///     Err(error) => match error.kind() {
+///         // MailUp's own error JSON, typed: ErrorCode, ErrorName, ErrorDescription.
+///         ErrorKind::Api(ApiError::Client(e)) if e.status == 404 => println!("no list 7"),
+///         ErrorKind::Api(ApiError::Forbidden(e)) => println!("not allowed: {e}"),
+///         // Network trouble, 5xx, 429: worth retrying later.
+///         _ if error.is_transient() => {
+///             let wait = error.retry_after().unwrap_or(std::time::Duration::from_secs(5));
+///             println!("retry in {} s: {error}", wait.as_secs());
+///         }
+///         _ => return Err(error.into()),
+///     },
 /// }
 /// # Ok(())
 /// # }
 /// ```
+///
+/// `Display`, `Debug` and [`source`](std::error::Error::source) are the kind's: the message
+/// and the chain of sources read as the kind's do, with no level added by the box.
+pub struct Error(Box<ErrorKind>);
+
+// The point of the box: a `Result<AccessToken, Error>` (an `AccessToken` is one `Arc`) stays
+// two words. `tests/public_surface.rs` checks the same sizes from outside.
+const _: () = assert!(std::mem::size_of::<Error>() == std::mem::size_of::<usize>());
+const _: () = assert!(
+    std::mem::size_of::<Result<mailup_auth_core::AccessToken, Error>>()
+        <= 2 * std::mem::size_of::<usize>()
+);
+
+/// What went wrong: the cases of an [`Error`], read with [`Error::kind`] (or taken with
+/// [`Error::into_kind`]). Its `Display` is the error's message.
+///
+/// `#[non_exhaustive]`: keep a `_` arm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ErrorKind {
     /// The user must authorize again (run the login flow); the library never starts it itself.
     #[error("re-authorization required: {0}")]
     ReauthorizationRequired(ReauthReason),
@@ -119,29 +145,87 @@ pub enum Error {
 }
 
 impl Error {
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// What went wrong, owned (e.g. to keep a payload).
+    pub fn into_kind(self) -> ErrorKind {
+        *self.0
+    }
+
     /// Whether the user has to run the login flow again.
     pub fn is_reauthorization_required(&self) -> bool {
-        matches!(self, Self::ReauthorizationRequired(_))
+        matches!(self.kind(), ErrorKind::ReauthorizationRequired(_))
     }
 
     /// Whether retrying later may help (network or server side trouble).
     pub fn is_transient(&self) -> bool {
-        match self {
-            Self::TokenEndpointUnavailable { .. } | Self::Transport(_) => true,
-            Self::Api(ApiError::Server(_) | ApiError::RateLimited { .. }) => true,
-            Self::Login(e) => e.is_transient(),
+        match self.kind() {
+            ErrorKind::TokenEndpointUnavailable { .. } | ErrorKind::Transport(_) => true,
+            ErrorKind::Api(ApiError::Server(_) | ApiError::RateLimited { .. }) => true,
+            ErrorKind::Login(e) => e.is_transient(),
             // The store unreachable or slow, or another process holding the refresh lease.
-            Self::Store(e) => e.is_transient(),
+            ErrorKind::Store(e) => e.is_transient(),
             _ => false,
         }
     }
 
     /// The API's `Retry-After`, for a rate-limited call.
     pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Api(ApiError::RateLimited { retry_after, .. }) => *retry_after,
+        match self.kind() {
+            ErrorKind::Api(ApiError::RateLimited { retry_after, .. }) => *retry_after,
             _ => None,
         }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+}
+
+/// `?` turns each error a facade call can meet into an [`Error`], as it did into the kind.
+macro_rules! from_kind_payload {
+    ($($(#[$attr:meta])* $payload:ty),* $(,)?) => {$(
+        $(#[$attr])*
+        impl From<$payload> for Error {
+            fn from(error: $payload) -> Self {
+                Self::from(ErrorKind::from(error))
+            }
+        }
+    )*};
+}
+
+from_kind_payload!(
+    CallbackError,
+    AuthorizationError,
+    ApiError,
+    TransportError,
+    StoreError,
+    ConfigError,
+    ApiPathError,
+    #[cfg(feature = "loopback")]
+    LoopbackError,
+);
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.kind())
     }
 }
 

@@ -39,7 +39,7 @@ pub use crate::client::{
     DEFAULT_MAX_PAGES, DEFAULT_TOKEN_OPERATION_TIMEOUT,
 };
 pub use crate::clock::{Clock, Entropy, ManualClock, OsEntropy, SystemClock};
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, ErrorKind, Result};
 #[cfg(feature = "loopback")]
 pub use crate::loopback::{
     LoopbackCallback, LoopbackError, LoopbackRedirect, DEFAULT_CALLBACK_PATH,
@@ -52,7 +52,7 @@ pub use crate::tower::{MailUpLayer, MailUpService, MailUpServiceError, MailUpSer
 
 /// The sans-IO core, re-exported.
 pub use mailup_auth_core as core;
-// Every type that appears in the facade's public signatures or in `Error`'s variants, so an
+// Every type that appears in the facade's public signatures or in `ErrorKind`'s variants, so an
 // application names them from `mailup_auth` alone.
 /// The `async_trait` attribute, to implement [`Transport`] or [`TokenStore`] without adding
 /// the crate yourself.

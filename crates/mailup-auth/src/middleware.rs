@@ -29,8 +29,8 @@ use crate::{MailUpAccounts, MailUpClient};
 ///   returned to the caller as the response it is. A request whose body cannot be cloned (a
 ///   stream) is not sent again: its 401 is returned, and the next request refreshes.
 /// - Every other status is returned as a response, as `reqwest` does; only a failure to get a
-///   token (e.g. [`Error::ReauthorizationRequired`](crate::Error::ReauthorizationRequired)) is
-///   an error: [`reqwest_middleware::Error::Middleware`], holding the [`Error`](crate::Error).
+///   token (e.g. [`ErrorKind::ReauthorizationRequired`](crate::ErrorKind::ReauthorizationRequired))
+///   is an error: [`reqwest_middleware::Error::Middleware`], holding the [`Error`](crate::Error).
 /// - The header value is marked sensitive; nothing here logs a token.
 ///
 /// ```no_run

@@ -92,7 +92,7 @@ pub struct MailUpService<S> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MailUpServiceError<E> {
-    /// No access token (e.g. [`Error::ReauthorizationRequired`]); nothing was sent.
+    /// No access token (e.g. [`ErrorKind::ReauthorizationRequired`]); nothing was sent.
     #[error("MailUp authorization: {0}")]
     Auth(#[source] Error),
     /// The wrapped service failed.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailup_auth::core::ConfigError;
-use mailup_auth::{Backoff, Error, Password};
+use mailup_auth::{Backoff, ErrorKind, Password};
 
 use support::Setup;
 
@@ -135,8 +135,8 @@ async fn a_backoff_whose_maximum_is_below_its_start_is_a_typed_error_by_either_p
         ] {
             assert!(
                 matches!(
-                    error,
-                    Error::Config(ConfigError::OutOfRange {
+                    error.kind(),
+                    ErrorKind::Config(ConfigError::OutOfRange {
                         field: "backoff",
                         ..
                     })

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use mailup_auth::core::{ProfileRecord, StoreError, TokenStore, Transport, Versioned};
 use mailup_auth::{
-    AccessToken, Error, HttpRequest, HttpResponse, MailUpClient, ManualClock, RefreshToken,
+    AccessToken, ErrorKind, HttpRequest, HttpResponse, MailUpClient, ManualClock, RefreshToken,
     TokenSet, TransportError, UnixTime,
 };
 use mockall::{mock, predicate, Sequence};
@@ -175,7 +175,7 @@ async fn a_failed_save_hands_out_nothing_and_is_retried_without_a_second_refresh
     let client = client(store, net).await;
     let err = client.access_token().await.unwrap_err();
     assert!(
-        matches!(err, Error::Store(StoreError::Io { .. })),
+        matches!(err.kind(), ErrorKind::Store(StoreError::Io { .. })),
         "{err:?}"
     );
     assert!(client.cached_access_token().is_none());
@@ -261,7 +261,10 @@ async fn a_second_401_after_the_refresh_is_an_error_not_a_loop() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Api(mailup_auth::ApiError::Unauthorized(_))),
+        matches!(
+            err.kind(),
+            ErrorKind::Api(mailup_auth::ApiError::Unauthorized(_))
+        ),
         "{err:?}"
     );
 }
@@ -281,7 +284,7 @@ async fn logout_forgets_nothing_when_the_store_cannot_be_written() {
     let client = client(store, net).await;
     let err = client.logout().await.unwrap_err();
     assert!(
-        matches!(err, Error::Store(StoreError::Io { .. })),
+        matches!(err.kind(), ErrorKind::Store(StoreError::Io { .. })),
         "{err:?}"
     );
     // Still logged in, here as in the store.

@@ -12,7 +12,8 @@ use mailup_auth::core::{
     MemoryTokenStore, ProfileRecord, StoreError, TokenStore, Transport, Versioned,
 };
 use mailup_auth::{
-    Error, HttpRequest, HttpResponse, MailUpClient, ManualClock, Password, TransportError, UnixTime,
+    ErrorKind, HttpRequest, HttpResponse, MailUpClient, ManualClock, Password, TransportError,
+    UnixTime,
 };
 
 mod support;
@@ -163,7 +164,7 @@ async fn an_unsaved_rotation_survives_another_instances_rejection_mark() {
 
     store.fail_saves.store(1, Ordering::SeqCst);
     let err = c.access_token().await.unwrap_err();
-    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(matches!(err.kind(), ErrorKind::Store(_)), "{err:?}");
     assert!(server.is_valid("r1"), "C holds r1 unsaved");
 
     let err = a.access_token().await.unwrap_err();
@@ -183,7 +184,7 @@ async fn an_unsaved_rotation_survives_another_instances_rejection_mark() {
 }
 
 /// A panic inside the token request leaves `refresh_in_flight` set with nothing queued: every
-/// later call is `Error::Cancelled`, forever.
+/// later call is `ErrorKind::Cancelled`, forever.
 #[tokio::test]
 async fn a_panic_mid_refresh_does_not_wedge_the_client() {
     let server = Arc::new(Server::default());

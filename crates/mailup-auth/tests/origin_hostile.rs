@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use mailup_auth::{
-    ClientSecret, Error, HttpRequest, HttpResponse, MailUpClient, MailUpLayer, Password, Transport,
-    TransportError,
+    ClientSecret, Error, ErrorKind, HttpRequest, HttpResponse, MailUpClient, MailUpLayer, Password,
+    Transport, TransportError,
 };
 use mailup_auth_emulator::Emulator;
 use tower_service::Service;
@@ -153,7 +153,10 @@ async fn send_gives_the_token_exactly_where_the_old_rule_did() {
                     .send(HttpRequest::new(Method::GET, url.clone()))
                     .await;
                 let seen = recorder.take();
-                let refused = matches!(result, Err(Error::UntrustedOrigin(_)));
+                let refused = matches!(
+                    result.as_ref().map_err(Error::kind),
+                    Err(ErrorKind::UntrustedOrigin(_))
+                );
                 let before = old_rule(&url, &base, &trusted_origins);
                 // A blob: URL's origin is its inner URL's: the old rule let it through to the
                 // transport (which cannot send it); the new one refuses it. Stricter is fine.

@@ -1,5 +1,5 @@
 //! What an application names from `mailup_auth` alone: every type in the facade's public
-//! signatures and in `Error`'s variants, the `http` crate and `async_trait`; and the status
+//! signatures and in `ErrorKind`'s variants, the `http` crate and `async_trait`; and the status
 //! types an application serves as JSON (their shape, and no secret in them).
 
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 #[allow(unused_imports)]
 use mailup_auth::{
     async_trait, http, AccessToken, ApiError, ApiPathError, AuthorizationCode, AuthorizationError,
-    Backoff, CallbackError, ClientConfig, ClientSecret, ConfigError, Endpoints, Error, Grant,
-    HttpRequest, HttpResponse, LoopbackError, MailUpClient, MemoryTokenStore, Password,
+    Backoff, CallbackError, ClientConfig, ClientSecret, ConfigError, Endpoints, Error, ErrorKind,
+    Grant, HttpRequest, HttpResponse, LoopbackError, MailUpClient, MemoryTokenStore, Password,
     PendingAuthorization, ReauthReason, SessionState, SessionStatus, StoreError, TokenError,
     TokenStore, Transport, TransportError, TransportErrorKind, UnixTime, Url,
 };
@@ -41,9 +41,8 @@ fn every_error_variant_payload_is_nameable_from_the_facade() {
                 .unwrap_err(),
         ),
         Error::from(CallbackError::StateMismatch),
-        Error::Login(TokenError::Transport(TransportError::new(
-            TransportErrorKind::Connect,
-            "refused",
+        Error::from(ErrorKind::Login(TokenError::Transport(
+            TransportError::new(TransportErrorKind::Connect, "refused"),
         ))),
     ];
     for error in &errors {
@@ -57,6 +56,16 @@ fn every_error_variant_payload_is_nameable_from_the_facade() {
     let _: Option<AuthorizationCode> = Some(AuthorizationCode::new("c"));
     let _: Option<TransportErrorKind> = None;
     let _: Option<Grant> = Some(Grant::RefreshToken);
+}
+
+#[test]
+fn an_error_is_one_pointer_and_a_token_result_two_words() {
+    // Every call returns a `Result<_, Error>`: a large error makes every successful result as
+    // large, moved through the stack on the hot path (the cached `access_token().await`).
+    use std::mem::size_of;
+    assert_eq!(size_of::<Error>(), size_of::<usize>());
+    assert!(size_of::<Result<AccessToken, Error>>() <= 2 * size_of::<usize>());
+    assert!(size_of::<mailup_auth::Result<()>>() <= size_of::<usize>());
 }
 
 #[tokio::test]
@@ -150,7 +159,10 @@ async fn an_unencodable_request_body_keeps_serde_jsons_error_as_the_source() {
         .post::<_, serde_json::Value>("Console/List", &body)
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+    assert!(
+        matches!(error.kind(), ErrorKind::Decode { .. }),
+        "{error:?}"
+    );
     let source = error.source().expect("serde_json's error is kept");
     let json = source
         .downcast_ref::<serde_json::Error>()

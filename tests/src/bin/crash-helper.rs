@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 
-use mailup_auth::{ClientSecret, Error, MailUpClient, Password};
+use mailup_auth::{ClientSecret, MailUpClient, Password};
 use mailup_auth_emulator::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
 };
@@ -45,7 +45,7 @@ async fn main() {
         };
         match result {
             Ok(()) => {}
-            Err(Error::ReauthorizationRequired(_)) => client
+            Err(error) if error.is_reauthorization_required() => client
                 .login_with_password(DEFAULT_USERNAME, &password)
                 .await
                 .expect("the login works"),

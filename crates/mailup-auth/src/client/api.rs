@@ -9,7 +9,7 @@ impl MailUpClient {
     ///
     /// The access token goes only to the API base's origin (scheme, host and port) and to
     /// origins added with [`MailUpClientBuilder::trust_origin`]; any other URL is refused with
-    /// [`Error::UntrustedOrigin`] before anything is sent.
+    /// [`ErrorKind::UntrustedOrigin`] before anything is sent.
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse> {
         self.check_origin(request.url())?;
         let span = tracing::info_span!("mailup_auth.api", method = %request.method(), path = %request.url().path());
@@ -70,7 +70,7 @@ impl MailUpClient {
         if self.inner.settings.trusted_origins.contains(&origin) {
             Ok(())
         } else {
-            Err(Error::UntrustedOrigin(origin.ascii_serialization()))
+            Err(ErrorKind::UntrustedOrigin(origin.ascii_serialization()).into())
         }
     }
 
@@ -101,12 +101,13 @@ impl MailUpClient {
         if let Some(headers) = builder.headers_mut() {
             *headers = response.headers;
         }
-        builder
-            .body(response.body.to_vec())
-            .map_err(|e| Error::Decode {
+        builder.body(response.body.to_vec()).map_err(|e| {
+            ErrorKind::Decode {
                 context: "cannot rebuild it as an http::Response".into(),
                 source: Some(mailup_auth_core::ErrorSource::new(e)),
-            })
+            }
+            .into()
+        })
     }
 
     /// An API request for `path` (relative to the API base, or a full http(s) URL) with an
@@ -186,9 +187,12 @@ fn same_origin(url: &Url, base: &Url) -> bool {
 }
 
 fn encode<B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>> {
-    serde_json::to_vec(body).map_err(|e| Error::Decode {
-        context: "cannot encode the request body".into(),
-        source: Some(mailup_auth_core::ErrorSource::new(e)),
+    serde_json::to_vec(body).map_err(|e| {
+        ErrorKind::Decode {
+            context: "cannot encode the request body".into(),
+            source: Some(mailup_auth_core::ErrorSource::new(e)),
+        }
+        .into()
     })
 }
 
@@ -199,14 +203,17 @@ pub(super) fn decode<T: DeserializeOwned>(response: &HttpResponse) -> Result<T> 
         &response.body
     };
     // serde_json's message can quote part of the body; report only where it failed.
-    serde_json::from_slice(body).map_err(|e| Error::Decode {
-        context: format!(
-            "{:?} error at line {}, column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        ),
-        source: None,
+    serde_json::from_slice(body).map_err(|e| {
+        ErrorKind::Decode {
+            context: format!(
+                "{:?} error at line {}, column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+            source: None,
+        }
+        .into()
     })
 }
 

@@ -194,7 +194,7 @@ impl MailUpClientBuilder {
     }
 
     /// How many consecutive transient refresh failures one call tolerates before it returns
-    /// [`Error::TokenEndpointUnavailable`] (default 4).
+    /// [`ErrorKind::TokenEndpointUnavailable`] (default 4).
     pub fn max_refresh_attempts(mut self, attempts: u32) -> Self {
         self.max_refresh_attempts = attempts.max(1);
         self
@@ -239,7 +239,7 @@ impl MailUpClientBuilder {
     /// loopback addresses.
     ///
     /// **Insecure**: the client secret, tokens, passwords and codes then travel unencrypted.
-    /// Without it such a URL is [`Error::Config`] at [`build`](Self::build), before any I/O.
+    /// Without it such a URL is [`ErrorKind::Config`] at [`build`](Self::build), before any I/O.
     /// [`ClientConfigBuilder::allow_insecure_http`].
     pub fn allow_insecure_http(mut self) -> Self {
         self.config = self.config.allow_insecure_http();
@@ -469,6 +469,7 @@ impl MailUpClient {
                 }),
                 settings,
                 cache: ArcSwapOption::empty(),
+                copies: ThreadCopies::new(),
                 refresh_flight: Arc::new(tokio::sync::Mutex::new(())),
                 flight_ended: Arc::new(tokio::sync::Notify::new()),
                 scheduler: Mutex::new(Weak::new()),
@@ -496,15 +497,16 @@ impl MailUpClient {
 #[cfg(feature = "reqwest")]
 pub(super) fn default_transport() -> Result<Arc<dyn Transport>> {
     let transport = mailup_auth_http::ReqwestTransport::new()
-        .map_err(|_| Error::Missing("the HTTP client could not be initialised"))?;
+        .map_err(|_| ErrorKind::Missing("the HTTP client could not be initialised"))?;
     Ok(Arc::new(transport))
 }
 
 #[cfg(not(feature = "reqwest"))]
 pub(super) fn default_transport() -> Result<Arc<dyn Transport>> {
-    Err(Error::Missing(
-        "no transport: enable the `reqwest` feature or call `transport(..)`",
-    ))
+    Err(
+        ErrorKind::Missing("no transport: enable the `reqwest` feature or call `transport(..)`")
+            .into(),
+    )
 }
 
 /// The platform data directory the default store lives in
@@ -522,7 +524,7 @@ type StoreAndLease = (Arc<dyn TokenStore>, Option<Arc<dyn RefreshLease>>);
 pub(super) fn default_store(
     key: Option<&mailup_auth_store_sled::KeySource>,
 ) -> Result<StoreAndLease> {
-    let dir = default_store_dir().ok_or(Error::Missing(
+    let dir = default_store_dir().ok_or(ErrorKind::Missing(
         "no home directory for the default token store",
     ))?;
     open_sled(dir, key)
@@ -530,9 +532,10 @@ pub(super) fn default_store(
 
 #[cfg(not(feature = "sled"))]
 pub(super) fn default_store() -> Result<StoreAndLease> {
-    Err(Error::Missing(
+    Err(ErrorKind::Missing(
         "no token store: enable the `sled` feature or call `store(..)` / `memory_store()`",
-    ))
+    )
+    .into())
 }
 
 /// Opens the sled store at `path`, or shares the one this process already has open there:
@@ -578,7 +581,7 @@ pub(super) fn open_sled(
 
 #[cfg(not(feature = "sled"))]
 pub(super) fn open_sled(_path: std::path::PathBuf) -> Result<StoreAndLease> {
-    Err(Error::Missing("no sled store: enable the `sled` feature"))
+    Err(ErrorKind::Missing("no sled store: enable the `sled` feature").into())
 }
 
 /// Whether a store location names a Redis server rather than a sled directory (the same
@@ -613,7 +616,5 @@ pub(super) fn open_redis(
 
 #[cfg(not(feature = "redis"))]
 pub(super) fn open_redis() -> Result<StoreAndLease> {
-    Err(Error::Missing(
-        "a redis:// store needs the `redis` feature of mailup-auth",
-    ))
+    Err(ErrorKind::Missing("a redis:// store needs the `redis` feature of mailup-auth").into())
 }

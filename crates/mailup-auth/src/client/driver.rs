@@ -222,14 +222,18 @@ impl Driver {
         // Held until the refresh's answer is saved (the loop's end).
         // A lease we cannot have is, for us, a refresh that did not come back: the tokens are
         // kept (and served while valid), and nothing is sent.
-        let mut lease = match self.lease_for_refresh(deadline, &mut report).await {
+        let mut lease = match self
+            .lease_for_refresh(deadline, &mut report)
+            .await
+            .map_err(Error::into_kind)
+        {
             Ok(lease) => lease,
-            Err(Error::Store(error)) if error.is_transient() => {
+            Err(ErrorKind::Store(error)) if error.is_transient() => {
                 tracing::warn!(%error, "refresh lease not taken; no refresh sent");
                 report.not_sent = Some(error);
                 None
             }
-            Err(error) => return Err(error),
+            Err(kind) => return Err(kind.into()),
         };
         loop {
             let request = self.lock_state().session.poll_request();
@@ -418,7 +422,7 @@ impl Driver {
                 }
             }
         }
-        Err(Error::Store(StoreError::Contended {
+        Err(Error::from(StoreError::Contended {
             profile: self.inner.profile.clone(),
             attempts: MAX_SAVE_ATTEMPTS,
         }))

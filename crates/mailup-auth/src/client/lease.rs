@@ -56,7 +56,7 @@ impl Driver {
                         return Ok(None);
                     }
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(Error::Store(StoreError::LeaseTimeout {
+                        return Err(Error::from(StoreError::LeaseTimeout {
                             profile: self.inner.profile.clone(),
                             waited: started.elapsed(),
                         }));

@@ -134,7 +134,7 @@ impl Driver {
     async fn finish_login(&self, deadline: tokio::time::Instant) -> Result<()> {
         let report = self.pump(deadline).await?;
         if let Some(error) = report.login_error {
-            return Err(Error::Login(error));
+            return Err(ErrorKind::Login(error).into());
         }
         let now = self.inner.settings.clock.now();
         let state = self.lock_state();

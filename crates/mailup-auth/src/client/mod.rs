@@ -21,6 +21,8 @@ mod locks;
 mod login;
 mod services;
 mod store_sync;
+mod thread_copies;
+mod token_future;
 mod tokens;
 
 pub use self::background::BackgroundRefresh;
@@ -50,9 +52,11 @@ use tracing::Instrument as _;
 
 use self::locks::{ProfileState, StateGuard};
 use self::store_sync::Synced;
+use self::thread_copies::ThreadCopies;
+use self::token_future::AccessTokenFuture;
 
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A callback run whenever tokens change (after they are persisted).
 pub type TokensHook = Arc<dyn Fn(&TokenChange<'_>) + Send + Sync>;
@@ -174,6 +178,9 @@ struct CachedToken {
     /// Until when it may be handed out without asking the session (see
     /// [`Session::hand_out_until`]).
     until: UnixTime,
+    /// This publication's number, never reused: a thread's copy of the token is handed out
+    /// only while the cache holds the publication it was copied from ([`thread_copies`]).
+    publication: u64,
 }
 
 /// What every client built from one builder (or one [`MailUpAccounts`](crate::MailUpAccounts))
@@ -212,6 +219,8 @@ struct Inner {
     state: Mutex<ProfileState>,
     /// The handed-out token, read without a lock.
     cache: ArcSwapOption<CachedToken>,
+    /// Each reading thread's own copy of the cache's token ([`thread_copies`]).
+    copies: ThreadCopies,
     /// The refresh flight ([`locks`]): whoever holds it is this client's one
     /// [`Driver`](driver::Driver) (single flight).
     refresh_flight: Arc<tokio::sync::Mutex<()>>,
@@ -278,7 +287,7 @@ impl std::fmt::Debug for MailUpClient {
 }
 
 /// How many token sets that are already stale on arrival (`expires_in` shorter than the skew)
-/// one call accepts before it gives up with [`Error::TokensNeverFresh`].
+/// one call accepts before it gives up with [`ErrorKind::TokensNeverFresh`].
 const MAX_STALE_TOKEN_SETS: u32 = 2;
 /// The background task never refreshes a token set younger than this.
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
@@ -356,7 +365,11 @@ impl MailUpClient {
         let cache = self.inner.cache.load();
         let cached = cache.as_ref()?;
         // Never late: `now_or_later` may run ahead of now, not behind it.
-        (self.inner.settings.clock.now_or_later() < cached.until).then(|| cached.token.clone())
+        if self.inner.settings.clock.now_or_later() >= cached.until {
+            return None;
+        }
+        // The calling thread's own copy: no reference count written by other threads too.
+        Some(self.inner.copies.token(cached))
     }
 
     /// Caches `token` if it is the session's current access token, for as long as the session
@@ -371,6 +384,7 @@ impl MailUpClient {
             self.inner.cache.store(Some(Arc::new(CachedToken {
                 token: token.clone(),
                 until,
+                publication: self.inner.copies.next_publication(),
             })));
         }
     }

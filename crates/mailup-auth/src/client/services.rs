@@ -149,7 +149,7 @@ fn paged_url(mut url: Url, page_number: u64, page_size: u64) -> Url {
 /// Paging stops after the last page ([`Page::is_last`]: not paginated, empty, short, or
 /// reaching `TotalElementsCount`), so a collection of exactly N pages costs N requests. It is
 /// bounded whatever the server says: a page that answers another `PageNumber` than asked is
-/// [`Error::Pagination`], and so is a collection still going after
+/// [`ErrorKind::Pagination`], and so is a collection still going after
 /// [`max_pages`](Self::max_pages) pages (a server whose `TotalElementsCount` keeps growing
 /// cannot make it loop). An error ends the paging.
 #[derive(Debug)]
@@ -174,10 +174,10 @@ impl<T: DeserializeOwned> Pages<T> {
     pub async fn next_page(&mut self) -> Option<Result<Page<T>>> {
         let number = self.next.take()?;
         if number >= self.max_pages {
-            return Some(Err(Error::Pagination(format!(
+            return Some(Err(Error::from(ErrorKind::Pagination(format!(
                 "{} still has items after {} pages of {}; stopped (see Pages::max_pages)",
                 self.path, self.max_pages, self.page_size
-            ))));
+            )))));
         }
         let page = match self
             .service
@@ -188,10 +188,10 @@ impl<T: DeserializeOwned> Pages<T> {
             Err(error) => return Some(Err(error)),
         };
         if page.is_paginated && page.page_number != number {
-            return Some(Err(Error::Pagination(format!(
+            return Some(Err(Error::from(ErrorKind::Pagination(format!(
                 "asked {} for page {number}, got page {}",
                 self.path, page.page_number
-            ))));
+            )))));
         }
         if !page.is_last(self.page_size) {
             self.next = Some(number + 1);

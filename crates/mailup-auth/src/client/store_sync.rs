@@ -23,13 +23,13 @@ impl Driver {
     /// right now is not an error here: the refresh then cannot take its lease either and is
     /// not sent, and a still-valid token keeps being served.
     pub(super) async fn sync_before_refresh(&self) -> Result<()> {
-        match self.sync_from_store().await {
+        match self.sync_from_store().await.map_err(Error::into_kind) {
             Ok(_) => Ok(()),
-            Err(Error::Store(error)) if error.is_transient() => {
+            Err(ErrorKind::Store(error)) if error.is_transient() => {
                 tracing::warn!(%error, "token store unreachable; using the tokens in memory");
                 Ok(())
             }
-            Err(error) => Err(error),
+            Err(kind) => Err(kind.into()),
         }
     }
 

@@ -15,17 +15,14 @@ impl MailUpClient {
     /// whole operation is bounded by
     /// [`token_operation_timeout`](MailUpClientBuilder::token_operation_timeout) (30 s by
     /// default), however the token endpoint behaves.
-    pub async fn access_token(&self) -> Result<AccessToken> {
-        if let Some(token) = self.cached_access_token() {
-            return Ok(token);
-        }
-        // Boxed: the slow path's state machine is large, and inline it would make every
-        // cached call build and move a future of that size.
-        Box::pin(self.access_token_uncached()).await
+    #[inline]
+    pub fn access_token(&self) -> impl Future<Output = Result<AccessToken>> + Send + '_ {
+        // Two words that move in registers; the cache is read on the first poll.
+        AccessTokenFuture::new(self)
     }
 
     /// [`access_token`](Self::access_token) when the cache had nothing to hand out.
-    async fn access_token_uncached(&self) -> Result<AccessToken> {
+    pub(super) async fn access_token_uncached(&self) -> Result<AccessToken> {
         let span = tracing::debug_span!("mailup_auth.access_token", profile = %self.inner.profile);
         async {
             let flight = match self.wait_for_flight().await {
@@ -56,9 +53,9 @@ impl MailUpClient {
     }
 
     /// Forces a refresh now (e.g. the CLI's `refresh`), even if the access token is fresh. A
-    /// rejected refresh is [`Error::ReauthorizationRequired`] and a failed one
-    /// [`Error::TokenEndpointUnavailable`], even while the current access token is still valid
-    /// (it keeps being served until it expires).
+    /// rejected refresh is [`ErrorKind::ReauthorizationRequired`] and a failed one
+    /// [`ErrorKind::TokenEndpointUnavailable`], even while the current access token is still
+    /// valid (it keeps being served until it expires).
     pub async fn refresh(&self) -> Result<AccessToken> {
         self.run_driver(|driver| async move {
             let deadline = driver.deadline();
@@ -95,9 +92,10 @@ impl Driver {
         };
         if !started {
             let reason = self.lock_state().session.reauthorization_reason().cloned();
-            return Err(Error::ReauthorizationRequired(
+            return Err(ErrorKind::ReauthorizationRequired(
                 reason.unwrap_or(ReauthReason::NoRefreshToken),
-            ));
+            )
+            .into());
         }
         let report = self.pump(deadline).await?;
         if let Some(error) = report.not_sent {
@@ -106,17 +104,17 @@ impl Driver {
                 return self.obtain(deadline).await;
             }
             // Nothing was sent: the lease could not be taken, or was lost before sending.
-            return Err(Error::Store(error));
+            return Err(ErrorKind::Store(error).into());
         }
         if let Some(error) = report.refresh_error {
             // Not a rejection: the old tokens are kept and still served while valid.
-            return Err(Error::TokenEndpointUnavailable { error, attempts: 1 });
+            return Err(ErrorKind::TokenEndpointUnavailable { error, attempts: 1 }.into());
         }
         let rejected = self.lock_state().session.reauthorization_reason().cloned();
         if let Some(reason) = rejected {
             // Even if the current access token has not expired yet.
             if !self.settle_rejection(&reason, true).await? {
-                return Err(Error::ReauthorizationRequired(reason));
+                return Err(ErrorKind::ReauthorizationRequired(reason).into());
             }
         }
         self.obtain(deadline).await
@@ -161,7 +159,7 @@ impl Driver {
                         // tokens are served; otherwise the lease is waited for again).
                         leases_lost += 1;
                         if leases_lost >= MAX_LOST_LEASES && !report.adopted {
-                            return Err(Error::Store(refused.unwrap_or_else(|| {
+                            return Err(Error::from(refused.unwrap_or_else(|| {
                                 StoreError::LeaseLost {
                                     profile: self.inner.profile.clone(),
                                 }
@@ -173,14 +171,15 @@ impl Driver {
                     if report.sent == 0 && !report.adopted {
                         // Every token request is sent by the driver holding the flight, in a task
                         // that runs to completion; nothing else can be holding one.
-                        return Err(Error::Cancelled);
+                        return Err(ErrorKind::Cancelled.into());
                     }
                     if report.tokens_changed {
                         stale_token_sets += 1;
                         if stale_token_sets > MAX_STALE_TOKEN_SETS {
-                            return Err(Error::TokensNeverFresh {
+                            return Err(ErrorKind::TokensNeverFresh {
                                 skew: self.inner.settings.skew(),
-                            });
+                            }
+                            .into());
                         }
                     }
                 }
@@ -194,15 +193,15 @@ impl Driver {
                     if let Some(refused) = lease_error.take() {
                         // No refresh is sent without the lease: waiting for the backoff here
                         // would only hold the caller.
-                        return Err(Error::Store(refused));
+                        return Err(ErrorKind::Store(refused).into());
                     }
                     if attempts >= self.inner.settings.max_refresh_attempts || !error.is_transient()
                     {
-                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                        return Err(ErrorKind::TokenEndpointUnavailable { error, attempts }.into());
                     }
                     let wait = retry_at.duration_since(now);
                     if tokio::time::Instant::now() + wait > deadline {
-                        return Err(Error::TokenEndpointUnavailable { error, attempts });
+                        return Err(ErrorKind::TokenEndpointUnavailable { error, attempts }.into());
                     }
                     tracing::info!(
                         attempts,
@@ -217,7 +216,7 @@ impl Driver {
                     if self.settle_rejection(&reason, look_at_store).await? {
                         continue;
                     }
-                    return Err(Error::ReauthorizationRequired(reason));
+                    return Err(ErrorKind::ReauthorizationRequired(reason).into());
                 }
             }
         }
@@ -299,9 +298,10 @@ impl Driver {
 
     /// The error for a token operation that ran out of time before its request was answered.
     pub(super) fn out_of_time(&self, attempts: u32) -> Error {
-        Error::TokenEndpointUnavailable {
+        ErrorKind::TokenEndpointUnavailable {
             error: TokenError::Transport(self.no_answer()),
             attempts,
         }
+        .into()
     }
 }

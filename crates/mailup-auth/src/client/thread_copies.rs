@@ -1,0 +1,136 @@
+//! Each thread's own copy of the published access token, so that readers on different cores
+//! do not all write one shared reference count on every read.
+//!
+//! An [`AccessToken`]'s clones share one reference-counted buffer: handing out clones of the
+//! one published token from two cores at once makes both write the same cache line on every
+//! read (and on every drop of what they got), which kept two threads at 2–3× the one-thread
+//! time. Here each thread that reads holds a copy with a buffer of its own and hands out
+//! clones of that: a read writes only lines its own thread uses.
+//!
+//! What holds:
+//! - A copy is made only from the token published in the client's cache (after it was saved:
+//!   persist before publish is unchanged) and is handed out only while **that publication**
+//!   is still the cache's: every publication has a number of its own (never reused), every
+//!   read loads the cache and compares it with the copy's. A new token, a logout, a rejection
+//!   or the 401 path's compare-and-swap replaces or empties the cache, so every thread's copy
+//!   is unusable at once.
+//! - The expiry check is the caller's, on the publication's `until`, before a copy is used.
+//! - Copies are secrets: each is a zeroizing buffer, wiped when the last of its clones is
+//!   dropped. A thread's copy is replaced (and so wiped, once the clones it handed out are
+//!   gone) the next time that thread reads after a change, and every copy is dropped with
+//!   the client. At most one copy per thread that has read through the client exists; a
+//!   thread that never reads again keeps its (unusable) copy until the client is dropped
+//!   (docs/security.md).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mailup_auth_core::AccessToken;
+use thread_local::ThreadLocal;
+
+use super::CachedToken;
+
+/// Every thread's copy of the published token (see the module docs).
+pub(super) struct ThreadCopies {
+    slots: ThreadLocal<Box<Slot>>,
+    /// The last publication number handed out by [`next_publication`](Self::next_publication).
+    publications: AtomicU64,
+}
+
+/// One thread's copy, on cache lines of its own: its borrow flag is written on every read, and
+/// a neighbour's slot on the same line would bring the sharing back. Boxed, so that the
+/// `ThreadLocal`'s table stays small (one client per account, many accounts).
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot(RefCell<Option<ThreadCopy>>);
+
+struct ThreadCopy {
+    /// The publication copied ([`CachedToken::publication`]).
+    publication: u64,
+    /// This thread's own copy of its token (a buffer of its own).
+    token: AccessToken,
+}
+
+impl ThreadCopies {
+    pub(super) fn new() -> Self {
+        Self {
+            slots: ThreadLocal::new(),
+            publications: AtomicU64::new(0),
+        }
+    }
+
+    /// A number for a new publication of the cache, never handed out before.
+    pub(super) fn next_publication(&self) -> u64 {
+        // Only uniqueness matters: the cache itself orders what readers see.
+        self.publications.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A clone of the calling thread's copy of `published`'s token, made now (replacing the
+    /// thread's copy of an earlier publication) if the thread has none of this one.
+    pub(super) fn token(&self, published: &CachedToken) -> AccessToken {
+        let mut copy = self.slots.get_or(Box::default).0.borrow_mut();
+        match &*copy {
+            Some(copy) if copy.publication == published.publication => copy.token.clone(),
+            _ => {
+                let token = AccessToken::new(published.token.secret());
+                *copy = Some(ThreadCopy {
+                    publication: published.publication,
+                    token: token.clone(),
+                });
+                token
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailup_auth_core::UnixTime;
+
+    use super::*;
+
+    fn published(secret: &str, publication: u64) -> CachedToken {
+        CachedToken {
+            token: AccessToken::new(secret),
+            until: UnixTime::from_secs(u64::MAX / 1000),
+            publication,
+        }
+    }
+
+    /// Where a token's bytes are: clones of one token share them, copies do not.
+    fn buffer(token: &AccessToken) -> *const u8 {
+        token.secret().as_ptr()
+    }
+
+    #[test]
+    fn each_thread_hands_out_clones_of_a_copy_of_its_own() {
+        let copies = ThreadCopies::new();
+        let cached = published("at-1", 1);
+        let first = copies.token(&cached);
+        let again = copies.token(&cached);
+        assert_eq!(first, cached.token);
+        assert_ne!(buffer(&first), buffer(&cached.token), "a copy, not a clone");
+        assert_eq!(buffer(&again), buffer(&first), "the thread's copy, cloned");
+        let elsewhere =
+            std::thread::scope(|scope| scope.spawn(|| copies.token(&cached)).join().unwrap());
+        assert_eq!(elsewhere, cached.token);
+        assert_ne!(
+            buffer(&elsewhere),
+            buffer(&first),
+            "each thread has its own"
+        );
+        assert_ne!(buffer(&elsewhere), buffer(&cached.token));
+    }
+
+    #[test]
+    fn a_copy_of_an_earlier_publication_is_never_handed_out() {
+        let copies = ThreadCopies::new();
+        let held = copies.token(&published("at-1", 1));
+        // The same value published again (e.g. adopted back from the store) is copied again.
+        let again = copies.token(&published("at-1", 2));
+        assert_ne!(buffer(&again), buffer(&held));
+        assert_eq!(copies.token(&published("at-2", 3)).secret(), "at-2");
+        // What a caller already holds stays usable; it is wiped when the caller drops it.
+        assert_eq!(held.secret(), "at-1");
+    }
+}
