@@ -21,8 +21,14 @@
 //!   the client. At most one copy per thread that has read through the client exists; a
 //!   thread that never reads again keeps its (unusable) copy until the client is dropped
 //!   (docs/security.md).
+//! - A read made while the thread's locals are being destroyed (from another thread local's
+//!   `Drop`) is served a shared clone, without the thread's copy: `thread_local`'s own
+//!   per-thread id may already be gone then, and asking for it would panic, which in a thread
+//!   local's destructor aborts the process. [`EXIT_GUARD`] tells: it is registered right after
+//!   the thread's first copy (so after that id), and thread locals are destroyed in the
+//!   reverse order of their registration.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mailup_auth_core::AccessToken;
@@ -68,6 +74,21 @@ impl ThreadCopies {
     /// A clone of the calling thread's copy of `published`'s token, made now (replacing the
     /// thread's copy of an earlier publication) if the thread has none of this one.
     pub(super) fn token(&self, published: &CachedToken) -> AccessToken {
+        match THREAD_STATE.with(Cell::get) {
+            ThreadState::Reading => self.copy(published),
+            ThreadState::New => {
+                let token = self.copy(published);
+                // After the copy: `thread_local`'s id guard is registered by now, so this
+                // guard is destroyed before it.
+                EXIT_GUARD.with(|_| ());
+                THREAD_STATE.with(|state| state.set(ThreadState::Reading));
+                token
+            }
+            ThreadState::Exiting => published.token.clone(),
+        }
+    }
+
+    fn copy(&self, published: &CachedToken) -> AccessToken {
         let mut copy = self.slots.get_or(Box::default).0.borrow_mut();
         match &*copy {
             Some(copy) if copy.publication == published.publication => copy.token.clone(),
@@ -81,6 +102,32 @@ impl ThreadCopies {
             }
         }
     }
+}
+
+/// Where the calling thread stands (see the module docs' last point).
+#[derive(Clone, Copy)]
+enum ThreadState {
+    /// It has not read through any client yet.
+    New,
+    /// It has a copy, and its [`EXIT_GUARD`] is registered after `thread_local`'s id guard.
+    Reading,
+    /// Its thread locals are being destroyed: its copies are not touched any more.
+    Exiting,
+}
+
+/// Sets [`THREAD_STATE`] to [`ThreadState::Exiting`] when the thread's locals are destroyed.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        // `THREAD_STATE` has no destructor: it stays readable while the others are destroyed.
+        THREAD_STATE.with(|state| state.set(ThreadState::Exiting));
+    }
+}
+
+thread_local! {
+    static THREAD_STATE: Cell<ThreadState> = const { Cell::new(ThreadState::New) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
 }
 
 #[cfg(test)]
@@ -132,5 +179,25 @@ mod tests {
         assert_eq!(copies.token(&published("at-2", 3)).secret(), "at-2");
         // What a caller already holds stays usable; it is wiped when the caller drops it.
         assert_eq!(held.secret(), "at-1");
+    }
+
+    #[test]
+    fn ten_thousand_short_lived_threads_leave_few_copies() {
+        // A thread's slot outlives it, but `thread_local` hands its id to the next thread:
+        // copies are bounded by the threads alive at once, not by the threads ever started.
+        let mut copies = ThreadCopies::new();
+        let cached = published("at-1", 1);
+        for _ in 0..10_000 {
+            std::thread::scope(|scope| {
+                scope.spawn(|| assert_eq!(copies.token(&cached).secret(), "at-1"));
+            });
+        }
+        let slots = copies.slots.iter_mut().count();
+        // The test harness runs other tests' threads meanwhile: a loose bound, far below 10,000.
+        assert!(slots <= 64, "{slots} copies for 10,000 threads");
+        let later = published("at-2", 2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert_eq!(copies.token(&later).secret(), "at-2"));
+        });
     }
 }
