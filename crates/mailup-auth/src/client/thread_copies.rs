@@ -26,7 +26,10 @@
 //!   per-thread id may already be gone then, and asking for it would panic, which in a thread
 //!   local's destructor aborts the process. [`EXIT_GUARD`] tells: it is registered right after
 //!   the thread's first copy (so after that id), and thread locals are destroyed in the
-//!   reverse order of their registration.
+//!   reverse order of their registration. Not covered: a thread whose *first* read through
+//!   any client happens in such a destructor, after another library's `thread_local` on that
+//!   thread (tracing-subscriber's registry uses one) was destroyed: nothing tells that apart
+//!   from a first read in a running thread, and it still aborts.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
