@@ -360,7 +360,8 @@ impl MailUpClient {
     ///
     /// Cheap enough for every request: the check reads
     /// [`Clock::now_or_later`](crate::Clock::now_or_later) (a coarse clock, never behind the
-    /// precise one) and the token is handed out as a shared clone (no copy, no allocation).
+    /// precise one) and the token is handed out as a clone of the calling thread's own copy
+    /// (the copy is made, one allocation, at the thread's first read of each new token).
     pub fn cached_access_token(&self) -> Option<AccessToken> {
         let cache = self.inner.cache.load();
         let cached = cache.as_ref()?;
