@@ -397,3 +397,35 @@ fn a_read_from_a_thread_local_destructor_is_served() {
     assert_eq!(answers.recv().unwrap().as_ref(), Some(&own));
     runtime.block_on(emulator.shutdown());
 }
+
+/// The case the guard above cannot see: the thread's *first* read through any client happens
+/// in a thread local's destructor after `thread_local`'s id guard on that thread is gone
+/// (another `ThreadLocal`, here a stand-in for tracing-subscriber's registry, registered it
+/// after the reader's thread local, so it is destroyed first). Asking for the id panics
+/// there; uncaught in a destructor, that aborted the whole test process. Now the read is
+/// served a shared clone.
+#[test]
+fn a_first_read_after_the_thread_id_guard_is_gone_is_served() {
+    let runtime = runtime();
+    let emulator = runtime.block_on(Emulator::builder().start()).unwrap();
+    let client = runtime.block_on(log_in(emulator_builder(&emulator)));
+    let own = client.cached_access_token().unwrap();
+    let (answer, answers) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            AT_EXIT.with(|at_exit| {
+                *at_exit.borrow_mut() = Some(ReadAtThreadExit {
+                    client: client.clone(),
+                    answer: answer.clone(),
+                });
+            });
+            // Registers `thread_local`'s id guard after `AT_EXIT`: destroyed before it.
+            let other_library = thread_local::ThreadLocal::<u8>::new();
+            assert_eq!(*other_library.get_or(|| 7), 7);
+            // No read through the client on this thread before its exit.
+        });
+    });
+    drop(answer);
+    assert_eq!(answers.recv().unwrap().as_ref(), Some(&own));
+    runtime.block_on(emulator.shutdown());
+}

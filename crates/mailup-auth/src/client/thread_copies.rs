@@ -26,10 +26,12 @@
 //!   per-thread id may already be gone then, and asking for it would panic, which in a thread
 //!   local's destructor aborts the process. [`EXIT_GUARD`] tells: it is registered right after
 //!   the thread's first copy (so after that id), and thread locals are destroyed in the
-//!   reverse order of their registration. Not covered: a thread whose *first* read through
-//!   any client happens in such a destructor, after another library's `thread_local` on that
-//!   thread (tracing-subscriber's registry uses one) was destroyed: nothing tells that apart
-//!   from a first read in a running thread, and it still aborts.
+//!   reverse order of their registration. A thread whose *first* read through any client
+//!   happens in such a destructor, after `thread_local`'s id guard on that thread was
+//!   destroyed (another library's `ThreadLocal` registered it after the reader's own thread
+//!   local; tracing-subscriber's registry uses one), cannot be told from a first read in a
+//!   running thread: that read's panic is caught (the panic hook still prints it once) and
+//!   the read is served a shared clone. Built with `panic = "abort"`, that case still aborts.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +82,16 @@ impl ThreadCopies {
         match THREAD_STATE.with(Cell::get) {
             ThreadState::Reading => self.copy(published),
             ThreadState::New => {
-                let token = self.copy(published);
+                // A first read from a thread local's destructor, after `thread_local`'s id
+                // guard on this thread was destroyed, panics asking for the id; in a
+                // destructor that panic would abort the process. Caught here (the only place
+                // a thread can meet that state unannounced), it is a shared clone instead.
+                let copied =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.copy(published)));
+                let Ok(token) = copied else {
+                    THREAD_STATE.with(|state| state.set(ThreadState::Exiting));
+                    return published.token.clone();
+                };
                 // After the copy: `thread_local`'s id guard is registered by now, so this
                 // guard is destroyed before it.
                 EXIT_GUARD.with(|_| ());
