@@ -374,8 +374,10 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-#[test]
-fn a_read_from_a_thread_local_destructor_is_served() {
+/// The token a thread reads through `client` while its thread locals are destroyed, `then`
+/// having run on that thread after the read at exit was armed (its `AT_EXIT` is registered
+/// first, so it is destroyed after whatever `then` registers); checked against the cached one.
+fn read_at_thread_exit(then: impl Fn(&MailUpClient, &AccessToken) + Sync) {
     let runtime = runtime();
     let emulator = runtime.block_on(Emulator::builder().start()).unwrap();
     let client = runtime.block_on(log_in(emulator_builder(&emulator)));
@@ -383,19 +385,25 @@ fn a_read_from_a_thread_local_destructor_is_served() {
     let (answer, answers) = mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            // Registered first, so destroyed after what the thread's later reads register.
             AT_EXIT.with(|at_exit| {
                 *at_exit.borrow_mut() = Some(ReadAtThreadExit {
                     client: client.clone(),
                     answer: answer.clone(),
                 });
             });
-            assert_eq!(client.cached_access_token().as_ref(), Some(&own));
+            then(&client, &own);
         });
     });
     drop(answer);
     assert_eq!(answers.recv().unwrap().as_ref(), Some(&own));
     runtime.block_on(emulator.shutdown());
+}
+
+#[test]
+fn a_read_from_a_thread_local_destructor_is_served() {
+    read_at_thread_exit(|client, own| {
+        assert_eq!(client.cached_access_token().as_ref(), Some(own));
+    });
 }
 
 /// The case the guard above cannot see: the thread's *first* read through any client happens
@@ -406,26 +414,10 @@ fn a_read_from_a_thread_local_destructor_is_served() {
 /// served a shared clone.
 #[test]
 fn a_first_read_after_the_thread_id_guard_is_gone_is_served() {
-    let runtime = runtime();
-    let emulator = runtime.block_on(Emulator::builder().start()).unwrap();
-    let client = runtime.block_on(log_in(emulator_builder(&emulator)));
-    let own = client.cached_access_token().unwrap();
-    let (answer, answers) = mpsc::channel();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            AT_EXIT.with(|at_exit| {
-                *at_exit.borrow_mut() = Some(ReadAtThreadExit {
-                    client: client.clone(),
-                    answer: answer.clone(),
-                });
-            });
-            // Registers `thread_local`'s id guard after `AT_EXIT`: destroyed before it.
-            let other_library = thread_local::ThreadLocal::<u8>::new();
-            assert_eq!(*other_library.get_or(|| 7), 7);
-            // No read through the client on this thread before its exit.
-        });
+    read_at_thread_exit(|_, _| {
+        // Registers `thread_local`'s id guard after `AT_EXIT`: destroyed before it.
+        let other_library = thread_local::ThreadLocal::<u8>::new();
+        assert_eq!(*other_library.get_or(|| 7), 7);
+        // No read through the client on this thread before its exit.
     });
-    drop(answer);
-    assert_eq!(answers.recv().unwrap().as_ref(), Some(&own));
-    runtime.block_on(emulator.shutdown());
 }
