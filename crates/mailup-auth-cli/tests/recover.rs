@@ -88,31 +88,7 @@ async fn recover_rebuilds_the_other_profiles_and_never_accepts_a_changed_token()
 
     // The recovered profiles work, with their own tokens; gamma must log in again, and can.
     for (profile, original) in PROFILES.iter().zip(&originals).take(2) {
-        let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
-        let call = run(
-            home.path(),
-            &store,
-            &base,
-            &[
-                "call",
-                "GET",
-                "Console/Authentication/Info",
-                "--profile",
-                profile,
-            ],
-        )
-        .await;
-        assert!(
-            call.status.success(),
-            "{}",
-            String::from_utf8_lossy(&call.stderr)
-        );
+        serves_its_own_token(home.path(), &store, &base, profile, original).await;
     }
     let out = run(home.path(), &store, &base, &["token", "--profile", "gamma"]).await;
     assert_eq!(out.status.code(), Some(3));
@@ -339,32 +315,44 @@ async fn a_bit_flip_before_any_record_leaves_the_store_untouched_and_recover_bri
                 stdout.contains(&format!("recovered: {profile}")),
                 "{stdout}"
             );
-            let out = run(home.path(), &store, &base, &["token", "--profile", profile]).await;
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
-            let call = run(
-                home.path(),
-                &store,
-                &base,
-                &[
-                    "call",
-                    "GET",
-                    "Console/Authentication/Info",
-                    "--profile",
-                    profile,
-                ],
-            )
-            .await;
-            assert!(
-                call.status.success(),
-                "{}",
-                String::from_utf8_lossy(&call.stderr)
-            );
+            serves_its_own_token(home.path(), &store, &base, profile, original).await;
         }
     }
     emulator.shutdown().await;
+}
+
+/// `mailup-auth token --profile P` prints `original` (the profile's own token, from before
+/// the damage) and an API call through that profile succeeds.
+async fn serves_its_own_token(
+    home: &std::path::Path,
+    store: &std::path::Path,
+    base: &str,
+    profile: &str,
+    original: &str,
+) {
+    let out = run(home, store, base, &["token", "--profile", profile]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
+    let call = run(
+        home,
+        store,
+        base,
+        &[
+            "call",
+            "GET",
+            "Console/Authentication/Info",
+            "--profile",
+            profile,
+        ],
+    )
+    .await;
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
 }
