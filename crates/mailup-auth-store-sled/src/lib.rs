@@ -85,13 +85,21 @@
 //!
 //! ## Blocking
 //!
-//! sled's calls block (a `save` waits for an `fsync`), and never stall the other tasks of a
-//! tokio runtime: inside a runtime they run on its blocking thread pool (`spawn_blocking`),
-//! outside one on the calling thread. (Running them in `block_in_place` instead saves the hop
-//! to the pool and back, about 20 µs per call here, but tokio offers no way to tell the
-//! contexts where `block_in_place` panics or is unsupported — a `LocalSet`, a `spawn_local`
-//! task, a current-thread runtime under a multi-thread handle — from those where it is safe;
-//! correctness first: see docs/performance.md.)
+//! A write waits for an `fsync` (a `save` is flushed before it returns), so writes never stall
+//! the other tasks of a tokio runtime: inside a runtime they run on its blocking thread pool
+//! (`spawn_blocking`), outside one on the calling thread. (Running them in `block_in_place`
+//! instead saves the hop to the pool and back, about 20 µs per call here, but tokio offers no
+//! way to tell the contexts where `block_in_place` panics or is unsupported — a `LocalSet`, a
+//! `spawn_local` task, a current-thread runtime under a multi-thread handle — from those where
+//! it is safe; correctness first: see docs/performance.md.)
+//!
+//! A read of one profile (`load`, `load_entry`, `load_entry_if_changed`, which the facade asks
+//! before every refresh) runs in place, on the calling thread, in every context: sled answers
+//! it from memory (about a microsecond; the first read of a page after the store opened may
+//! read it from the file), and an unchanged record is compared by its version without being
+//! decoded or decrypted. Only while a [`compact`](SledTokenStore::compact) holds the database
+//! does a read wait, and then it waits on the blocking pool like a write. Listing the profiles
+//! (`profiles`, a scan of every record) stays on the blocking pool.
 //!
 //! [`SledTokenStore::open`] is synchronous (it may also wait up to two seconds for sled to let
 //! go of a database this process just closed): call it at startup, or from `spawn_blocking`.
@@ -652,31 +660,67 @@ impl SledTokenStore {
         self.compact_blocking()
     }
 
-    fn load_blocking(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
-        Ok(match self.load_entry_blocking(profile)? {
-            StoredProfile::Record(record) => Some(record),
-            _ => None,
-        })
-    }
-
-    fn load_entry_blocking(&self, profile: &str) -> Result<StoredProfile, StoreError> {
-        let Some(bytes) = self
-            .read()
+    /// Reads `profile`'s entry from `database`. Only the head (version, tombstone) is decoded
+    /// when `known` is the stored live version: then the answer is `None` ("unchanged", see
+    /// [`TokenStore::load_entry_if_changed`]); with `known: None` the entry is always decoded.
+    fn read_entry(
+        &self,
+        database: &Database,
+        profile: &str,
+        known: Option<u64>,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        let Some(bytes) = database
             .profiles
             .get(profile.as_bytes())
             .map_err(|error| io_error("read", error))?
         else {
-            return Ok(StoredProfile::Absent);
+            return Ok(Some(StoredProfile::Absent));
         };
         let head = decode_head(profile, &bytes)?;
         if head.deleted {
-            return Ok(StoredProfile::Deleted);
+            return Ok(Some(StoredProfile::Deleted));
+        }
+        if known == Some(head.version) {
+            return Ok(None);
         }
         let record = self.decode_record(profile, &head, &bytes)?;
-        Ok(StoredProfile::Record(Versioned {
+        Ok(Some(StoredProfile::Record(Versioned {
             version: head.version,
             value: record,
-        }))
+        })))
+    }
+
+    /// A read of one profile, done in place when it can be (see "Blocking" in the crate docs):
+    /// sled answers a read from memory, so it runs on the calling thread unless a compaction
+    /// holds the database (then the read waits for it on the blocking pool, as writes do).
+    async fn read_profile(
+        &self,
+        profile: &str,
+        known: Option<u64>,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        validate_profile_name(profile)?;
+        if let Some(answer) = self.read_in_place(profile, known) {
+            return answer;
+        }
+        let profile = profile.to_owned();
+        self.run(move |store| store.read_entry(&store.read(), &profile, known))
+            .await
+    }
+
+    /// [`read_entry`](Self::read_entry) on this thread, or `None` when the database is held
+    /// for a compaction (a synchronous function: the guard never lives across an `await`).
+    fn read_in_place(
+        &self,
+        profile: &str,
+        known: Option<u64>,
+    ) -> Option<Result<Option<StoredProfile>, StoreError>> {
+        let database = match self.inner.database.try_read() {
+            Ok(database) => database,
+            // As in `read`: a poisoned lock still guards a consistent database.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.read_entry(&database, profile, known))
     }
 
     /// Writes `record` at `lost_version + 1` if the profile has neither a record nor a
@@ -1303,9 +1347,10 @@ fn crash_point(_point: &str) {
 #[async_trait]
 impl TokenStore for SledTokenStore {
     async fn load(&self, profile: &str) -> Result<Option<Versioned<ProfileRecord>>, StoreError> {
-        validate_profile_name(profile)?;
-        let profile = profile.to_owned();
-        self.run(move |store| store.load_blocking(&profile)).await
+        Ok(match self.load_entry(profile).await? {
+            StoredProfile::Record(record) => Some(record),
+            _ => None,
+        })
     }
 
     async fn save(
@@ -1334,10 +1379,18 @@ impl TokenStore for SledTokenStore {
     }
 
     async fn load_entry(&self, profile: &str) -> Result<StoredProfile, StoreError> {
-        validate_profile_name(profile)?;
-        let profile = profile.to_owned();
-        self.run(move |store| store.load_entry_blocking(&profile))
-            .await
+        let entry = self.read_profile(profile, None).await?;
+        Ok(entry.expect("an entry is always decoded when no version is known"))
+    }
+
+    /// Compares the stored version without decoding (or decrypting) an unchanged record, in
+    /// place like every read of one profile.
+    async fn load_entry_if_changed(
+        &self,
+        profile: &str,
+        known: u64,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        self.read_profile(profile, Some(known)).await
     }
 
     async fn restore_lost(
@@ -1756,6 +1809,62 @@ mod tests {
             }
         }
         all
+    }
+
+    /// A read of one profile runs in place, except while a compaction holds the database:
+    /// then it waits on the blocking pool for the compaction to let go (it never blocks the
+    /// calling thread on that lock) and answers what is stored afterwards.
+    #[test]
+    fn a_read_waits_off_the_calling_thread_while_a_compaction_holds_the_database() {
+        use std::future::Future;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledTokenStore::open(dir.path()).unwrap();
+        let record = records().pop().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let version = runtime.block_on(store.save("p", &record, None)).unwrap();
+        // In place: answered on the first poll.
+        let mut look = std::pin::pin!(store.load_entry_if_changed("p", version));
+        let waker = std::task::Waker::noop();
+        let polled = look
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
+        assert!(
+            matches!(polled, std::task::Poll::Ready(Ok(None))),
+            "{polled:?}"
+        );
+
+        let held = store.inner.database.write().unwrap();
+        let (sent, answered) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                // This thread's runtime stays responsive while the read waits.
+                let read = tokio::spawn(async move { reader.load_entry("p").await });
+                tokio::task::yield_now().await;
+                sent.send("responsive").unwrap();
+                sent.send(match read.await.unwrap() {
+                    Ok(StoredProfile::Record(stored)) if stored.version == version => "read",
+                    _ => "wrong answer",
+                })
+                .unwrap();
+            });
+        });
+        assert_eq!(
+            answered.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok("responsive"),
+            "the read blocked its runtime's thread on the held database"
+        );
+        assert!(answered
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        drop(held);
+        assert_eq!(answered.recv().unwrap(), "read");
+        thread.join().unwrap();
     }
 
     /// The envelope put together around the serialized record is the one serde writes.

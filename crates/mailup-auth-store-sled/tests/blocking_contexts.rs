@@ -1,5 +1,6 @@
 //! Found by the hostile review of issue 13 (`block_in_place` panicked in a `LocalSet`): the
-//! store's calls from every kind of tokio context an application can be in. Each scenario saves and loads through a real sled store
+//! store's calls from every kind of tokio context an application can be in. Each scenario saves, loads and looks
+//! (`load_entry_if_changed`, which reads in place) through a real sled store
 //! in a temp dir and must finish (no panic, no deadlock): each runs on its own thread, waited
 //! for with a generous bound (a hang fails the test instead of hanging it; nothing is timed).
 
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use mailup_auth_core::{AccessToken, ProfileRecord, RefreshToken, TokenSet, TokenStore, UnixTime};
+use mailup_auth_core::{
+    AccessToken, ProfileRecord, RefreshToken, StoredProfile, TokenSet, TokenStore, UnixTime,
+};
 use mailup_auth_store_sled::SledTokenStore;
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::LocalSet;
@@ -35,10 +38,23 @@ async fn round_trip(store: &SledTokenStore, profile: &str) {
     let loaded = store.load(profile).await.unwrap().unwrap();
     assert_eq!(loaded.version, version);
     assert_eq!(loaded.value, record(1));
-    store
+    // The look a refresh takes first (a read in place): unchanged, then changed.
+    assert!(store
+        .load_entry_if_changed(profile, version)
+        .await
+        .unwrap()
+        .is_none());
+    let newer = store
         .save(profile, &record(2), Some(version))
         .await
         .unwrap();
+    match store.load_entry_if_changed(profile, version).await.unwrap() {
+        Some(StoredProfile::Record(stored)) => {
+            assert_eq!(stored.version, newer);
+            assert_eq!(stored.value, record(2));
+        }
+        other => panic!("the newer record was not answered: {other:?}"),
+    }
 }
 
 fn multi_thread(workers: usize) -> Runtime {
