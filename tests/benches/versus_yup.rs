@@ -3,7 +3,9 @@
 //!
 //! - cached read: the floor (`ArcSwap<Arc<String>>` load + `Arc` clone), our
 //!   `cached_access_token()` and `access_token().await` on one thread and on two at once, and
-//!   yup-oauth2's `Authenticator::token()`;
+//!   yup-oauth2's `Authenticator::token()`; the two-thread figures say whether the threads
+//!   really had a core each (their CPU time over wall time), since two threads taking turns
+//!   on one core double the time per read whatever the code does;
 //! - refresh storms: 1,000 and 10,000 tasks asking for a token on an expired one; the refresh
 //!   requests sent and the callers that failed are counted through the emulator's counters;
 //!   beside them the no-refresh floor (the same tasks on a fresh token);
@@ -33,7 +35,8 @@
 //! order rotating from round to round). Ratios are shown both as the ratio of the medians and
 //! as the median of the per-round ratios (steadier on a loaded machine: the figures of one
 //! round are taken milliseconds apart). `VERSUS_ONLY=api,durable` runs only the named parts
-//! (`cached`, `api`, `storms`, `durable`).
+//! (`cached`, `api`, `storms`, `durable`); the storms take `VERSUS_STORM_ROUNDS` rounds (at
+//! most 5 by default: each waits for a 2 s token to expire).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -197,19 +200,45 @@ fn poll_once<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Nanoseconds per call of `read`, `n` calls on each of `threads` threads at once.
-fn per_read(threads: usize, n: u32, read: impl Fn() + Sync) -> f64 {
+/// The cost of one call, `n` calls on each of `threads` threads at once.
+struct PerRead {
+    /// Nanoseconds of wall time per call (each thread's share of the elapsed time).
+    wall: f64,
+    /// The threads' CPU time (`CLOCK_THREAD_CPUTIME_ID`, summed) over the elapsed wall time:
+    /// about `threads` when every thread had a core throughout, about 1 when they took turns
+    /// on one core (another process held the other). Only a ratio of two such figures is
+    /// read: on this VM the thread clock runs a little faster than the wall clock.
+    busy: f64,
+}
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+fn per_read(threads: usize, n: u32, read: impl Fn() + Sync) -> PerRead {
     let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                for _ in 0..n {
-                    read();
-                }
-            });
-        }
+    let cpu: Duration = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let cpu_start = thread_cpu_time();
+                    for _ in 0..n {
+                        read();
+                    }
+                    thread_cpu_time() - cpu_start
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
-    start.elapsed().as_nanos() as f64 / f64::from(n)
+    let elapsed = start.elapsed();
+    PerRead {
+        wall: elapsed.as_nanos() as f64 / f64::from(n),
+        busy: cpu.as_secs_f64() / elapsed.as_secs_f64(),
+    }
 }
 
 /// The figures of one row, one per round.
@@ -670,6 +699,8 @@ fn main() {
     .into_iter()
     .map(|name| (name, Row::default()))
     .collect();
+    // How busy the threads of each figure kept the cores (see `PerRead::busy`).
+    let mut cached_busy: Vec<Row> = (0..cached.len()).map(|_| Row::default()).collect();
     for _ in 0..if part("cached") { rounds } else { 0 } {
         let floor_read = || {
             black_box(Arc::clone(&floor.load()));
@@ -683,14 +714,20 @@ fn main() {
         let yup_read = || {
             black_box(poll_once(yup.token(scopes)).unwrap());
         };
-        cached[0].1 .0.push(per_read(1, READS, floor_read));
-        cached[1].1 .0.push(per_read(2, READS, floor_read));
-        cached[2].1 .0.push(per_read(1, READS, ours_cached));
-        cached[3].1 .0.push(per_read(2, READS, ours_cached));
-        cached[4].1 .0.push(per_read(1, READS, ours_async));
-        cached[5].1 .0.push(per_read(2, READS, ours_async));
-        cached[6].1 .0.push(per_read(1, READS / 4, yup_read));
-        cached[7].1 .0.push(per_read(2, READS / 4, yup_read));
+        let reads = [
+            per_read(1, READS, floor_read),
+            per_read(2, READS, floor_read),
+            per_read(1, READS, ours_cached),
+            per_read(2, READS, ours_cached),
+            per_read(1, READS, ours_async),
+            per_read(2, READS, ours_async),
+            per_read(1, READS / 4, yup_read),
+            per_read(2, READS / 4, yup_read),
+        ];
+        for (i, read) in reads.into_iter().enumerate() {
+            cached[i].1 .0.push(read.wall);
+            cached_busy[i].0.push(read.busy);
+        }
     }
 
     // ---- API call ------------------------------------------------------------------------
@@ -806,7 +843,14 @@ fn main() {
     runtime.block_on(emulator.shutdown());
 
     // ---- storms ------------------------------------------------------------------------
-    let storm_rounds = rounds.min(5);
+    // 5 by default (each round waits for a 2 s token to expire); `VERSUS_STORM_ROUNDS` for more.
+    let storm_rounds = match std::env::var("VERSUS_STORM_ROUNDS") {
+        Ok(n) => n
+            .parse::<usize>()
+            .expect("VERSUS_STORM_ROUNDS is a number")
+            .max(1),
+        Err(_) => rounds.min(5),
+    };
     let storm_figures = part("storms").then(|| {
         (
             runtime.block_on(storms(1_000, storm_rounds)),
@@ -845,6 +889,19 @@ fn main() {
             floor_2 / floor_1,
             ours_2 / ours_1,
             async_2 / async_1
+        );
+        // Whether the two threads really ran at once: the two-thread figures' CPU time over
+        // wall time, as a share of the one-thread figures' (the floor's and ours, pooled).
+        let busy = |i: usize| cached_busy[i].median();
+        let at_once = (busy(1) + busy(3) + busy(5)) / (busy(0) + busy(2) + busy(4));
+        println!(
+            "the two threads had a core each for {:.2} of 2 (their CPU time over wall time, against one thread's){}",
+            at_once,
+            if at_once < 1.8 {
+                ": they took turns on one core (another process held the other), so the 2-thread figures above mean nothing; run again on a quiet machine"
+            } else {
+                ""
+            }
         );
     }
     if part("api") {
