@@ -210,6 +210,7 @@ struct PerRead {
     /// read: on this VM the thread clock runs a little faster than the wall clock.
     busy: f64,
 }
+
 fn thread_cpu_time() -> Duration {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(
@@ -239,6 +240,13 @@ fn per_read(threads: usize, n: u32, read: impl Fn() + Sync) -> PerRead {
         wall: elapsed.as_nanos() as f64 / f64::from(n),
         busy: cpu.as_secs_f64() / elapsed.as_secs_f64(),
     }
+}
+
+/// A round count set in the environment variable `name` (at least 1), if it is set.
+fn rounds_from_env(name: &str) -> Option<usize> {
+    let set = std::env::var(name).ok()?;
+    let rounds: usize = set.parse().unwrap_or_else(|_| panic!("{name} is a number"));
+    Some(rounds.max(1))
 }
 
 /// The figures of one row, one per round.
@@ -662,12 +670,7 @@ fn main() {
     // `cargo bench` passes `--bench`; run otherwise (`cargo test --benches`), one round checks
     // the behaviour without measuring anything worth reading.
     let benching = std::env::args().any(|arg| arg == "--bench");
-    let rounds: usize = match std::env::var("VERSUS_ROUNDS") {
-        Ok(n) => n.parse().expect("VERSUS_ROUNDS is a number"),
-        Err(_) if benching => 7,
-        Err(_) => 1,
-    }
-    .max(1);
+    let rounds = rounds_from_env("VERSUS_ROUNDS").unwrap_or(if benching { 7 } else { 1 });
     // `VERSUS_ONLY=api,durable` runs only the named parts (cached, api, storms, durable).
     let only = std::env::var("VERSUS_ONLY").unwrap_or_default();
     let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
@@ -844,13 +847,7 @@ fn main() {
 
     // ---- storms ------------------------------------------------------------------------
     // 5 by default (each round waits for a 2 s token to expire); `VERSUS_STORM_ROUNDS` for more.
-    let storm_rounds = match std::env::var("VERSUS_STORM_ROUNDS") {
-        Ok(n) => n
-            .parse::<usize>()
-            .expect("VERSUS_STORM_ROUNDS is a number")
-            .max(1),
-        Err(_) => rounds.min(5),
-    };
+    let storm_rounds = rounds_from_env("VERSUS_STORM_ROUNDS").unwrap_or(rounds.min(5));
     let storm_figures = part("storms").then(|| {
         (
             runtime.block_on(storms(1_000, storm_rounds)),
