@@ -8,13 +8,16 @@
 //!   on one core double the time per read whatever the code does;
 //! - refresh storms: 1,000 and 10,000 tasks asking for a token on an expired one; the refresh
 //!   requests sent and the callers that failed are counted through the emulator's counters;
-//!   beside them the no-refresh floor (the same tasks on a fresh token);
+//!   beside them the no-refresh floor (the same tasks on a fresh token); ours twice, on a sled
+//!   store with its default (saves on the blocking pool) and with its saves on the calling
+//!   thread (`WriteThread::CallingThread`, the opt-in);
 //! - the API call `GET Console/Authentication/Info`: raw reqwest with a static Bearer header
 //!   on a client with our default transport's settings (the floor; also on
 //!   `reqwest::Client::new()`), our `get`, our transport alone (no facade), and yup-oauth2's
 //!   `token()` followed by the floor's raw call; one at a time and 64 at once (P3);
-//! - refresh + durable save (P4): our forced `refresh()` on a sled store beside the floor (a
-//!   raw refresh POST and a bare sled insert + flush), the pieces (each alone; the store's
+//! - refresh + durable save (P4): our forced `refresh()` on a sled store (the default, and with
+//!   its saves on the calling thread) beside the floor (a raw refresh POST and a bare sled
+//!   insert + flush), the pieces (each alone; the store's
 //!   `save` and `load`; a spawned task), and a `refresh()` whose store and transport are
 //!   wrapped to time them, which says how much of a refresh is the store, the token request
 //!   and the facade itself.
@@ -53,7 +56,7 @@ use mailup_auth::http::Method;
 use mailup_auth::{
     AccessToken, ClientSecret, HttpRequest, HttpResponse, MailUpClient, Password, ProfileRecord,
     RefreshToken, SledTokenStore, StoreError, StoredProfile, TokenSet, TokenStore, Transport,
-    TransportError, UnixTime, Versioned,
+    TransportError, UnixTime, Versioned, WriteThread,
 };
 use mailup_auth_emulator::{
     Emulator, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME,
@@ -179,7 +182,20 @@ async fn yup_for(emulator: &Emulator, http: &reqwest::Client) -> (Yup, Arc<OneTo
 }
 
 async fn ours_for(emulator: &Emulator, dir: &std::path::Path) -> MailUpClient {
-    let store = Arc::new(SledTokenStore::open(dir).unwrap());
+    ours_writing_on(emulator, dir, WriteThread::BlockingPool).await
+}
+
+/// Our client on a sled store whose saves wait for the disk on `write_thread`.
+async fn ours_writing_on(
+    emulator: &Emulator,
+    dir: &std::path::Path,
+    write_thread: WriteThread,
+) -> MailUpClient {
+    let store = Arc::new(
+        SledTokenStore::open(dir)
+            .unwrap()
+            .with_write_thread(write_thread),
+    );
     logged_in(
         client_builder(emulator)
             .api_base(emulator.console_api_base().as_str())
@@ -287,6 +303,9 @@ async fn until_expired(client: &MailUpClient) {
 struct StormFigures {
     ours: Row,
     ours_floor: Row,
+    /// Ours with the sled store's saves on the calling thread (`WriteThread::CallingThread`).
+    in_place: Row,
+    in_place_floor: Row,
     yup: Row,
     yup_floor: Row,
     yup_refreshes: Row,
@@ -302,49 +321,69 @@ async fn storms(tasks: usize, rounds: usize) -> StormFigures {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let ours = ours_for(&emulator, &dir.path().join("tokens")).await;
+    let in_place = ours_writing_on(
+        &emulator,
+        &dir.path().join("in-place"),
+        WriteThread::CallingThread,
+    )
+    .await;
     let (yup, yup_storage) = yup_for(&yup_emulator, &http).await;
     let yup = Arc::new(yup);
     let mut figures = StormFigures {
         ours: Row::default(),
         ours_floor: Row::default(),
+        in_place: Row::default(),
+        in_place_floor: Row::default(),
         yup: Row::default(),
         yup_floor: Row::default(),
         yup_refreshes: Row::default(),
         yup_failed: Row::default(),
     };
-    for _ in 0..rounds {
-        // Ours: the storm on an expired token, then the same tasks on the fresh one.
-        until_expired(&ours).await;
-        let before = emulator.counters();
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|_| {
-                let client = ours.clone();
-                tokio::spawn(async move { client.access_token().await.is_ok() })
-            })
-            .collect();
-        let mut failed = 0;
-        for handle in handles {
-            failed += usize::from(!handle.await.unwrap());
+    for round in 0..rounds {
+        // Ours, on each store: the storm on an expired token, then the same tasks on the fresh
+        // one. The two clients take turns going first from round to round.
+        for which in [round % 2, (round + 1) % 2] {
+            let (client, storm, floor) = if which == 0 {
+                (&ours, &mut figures.ours, &mut figures.ours_floor)
+            } else {
+                (
+                    &in_place,
+                    &mut figures.in_place,
+                    &mut figures.in_place_floor,
+                )
+            };
+            until_expired(client).await;
+            let before = emulator.counters();
+            let start = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move { client.access_token().await.is_ok() })
+                })
+                .collect();
+            let mut failed = 0;
+            for handle in handles {
+                failed += usize::from(!handle.await.unwrap());
+            }
+            storm.0.push(ms(start.elapsed()));
+            let refreshes = emulator.counters().token_refresh_token - before.token_refresh_token;
+            assert_eq!(
+                refreshes, 1,
+                "this project sent {refreshes} refresh requests"
+            );
+            assert_eq!(failed, 0, "{failed} of our callers failed");
+            let start = Instant::now();
+            let handles: Vec<_> = (0..tasks)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move { client.access_token().await.is_ok() })
+                })
+                .collect();
+            for handle in handles {
+                assert!(handle.await.unwrap());
+            }
+            floor.0.push(ms(start.elapsed()));
         }
-        figures.ours.0.push(ms(start.elapsed()));
-        let refreshes = emulator.counters().token_refresh_token - before.token_refresh_token;
-        assert_eq!(
-            refreshes, 1,
-            "this project sent {refreshes} refresh requests"
-        );
-        assert_eq!(failed, 0, "{failed} of our callers failed");
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|_| {
-                let client = ours.clone();
-                tokio::spawn(async move { client.access_token().await.is_ok() })
-            })
-            .collect();
-        for handle in handles {
-            assert!(handle.await.unwrap());
-        }
-        figures.ours_floor.0.push(ms(start.elapsed()));
 
         // yup-oauth2: the same storm, its stored token expired by the bench.
         yup_storage.expire();
@@ -488,9 +527,10 @@ impl Transport for TimedTransport {
 }
 
 /// The rows of the durable-refresh table (P4), in the order they are measured.
-const DURABLE_ROWS: [&str; 8] = [
+const DURABLE_ROWS: [&str; 9] = [
     "floor: raw refresh POST (reqwest, JSON answer) + bare sled insert + flush",
     "mailup-auth `refresh()` (sled store: re-read, POST, CAS save + flush, publish)",
+    "mailup-auth `refresh()`, sled saves on the calling thread (`WriteThread::CallingThread`, opt-in)",
     "piece: raw refresh POST alone",
     "piece: bare sled insert + flush alone",
     "piece: `SledTokenStore::save` (read, compare, encode, CAS, flush)",
@@ -551,6 +591,12 @@ async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, RefreshLed
     let emulator = Emulator::builder().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ours = ours_for(&emulator, &dir.path().join("tokens")).await;
+    let in_place = ours_writing_on(
+        &emulator,
+        &dir.path().join("in-place"),
+        WriteThread::CallingThread,
+    )
+    .await;
     let (_, mut chain) = emulator_tokens(http, &emulator).await;
     let bare = sled::open(dir.path().join("bare")).unwrap();
     let store = SledTokenStore::open(dir.path().join("pieces")).unwrap();
@@ -607,26 +653,29 @@ async fn durable(rounds: usize, http: &reqwest::Client) -> (Vec<Row>, RefreshLed
                         black_box(ours.refresh().await.unwrap());
                     }
                     2 => {
+                        black_box(in_place.refresh().await.unwrap());
+                    }
+                    3 => {
                         let (access, refresh) = raw_refresh(http, &emulator, &chain).await;
                         black_box(access);
                         chain = refresh;
                     }
                     // A new value each time, as after a refresh (sled skips the disk
                     // for a flush with nothing new to write).
-                    3 => {
+                    4 => {
                         serial += 1;
                         bare_save(&format!("access-{serial}"), &chain);
                     }
-                    4 => {
+                    5 => {
                         version = store
                             .save("bench", &token_record(&chain, &chain), Some(version))
                             .await
                             .unwrap();
                     }
-                    5 => {
+                    6 => {
                         black_box(store.load("bench").await.unwrap());
                     }
-                    6 => {
+                    7 => {
                         tokio::spawn(async { black_box(1) }).await.unwrap();
                     }
                     _ => {
@@ -969,6 +1018,15 @@ fn main() {
             println!(
                 "| {tasks} callers: mailup-auth, no-refresh floor (fresh token) | {:.2} ms | — | 0 | 0 |",
                 figures.ours_floor.median()
+            );
+            println!(
+                "| {tasks} callers: mailup-auth (sled, saves on the calling thread, opt-in) | {:.2} ms | {:.2}× | 1 | 0 |",
+                figures.in_place.median(),
+                figures.in_place.median() / figures.in_place_floor.median()
+            );
+            println!(
+                "| {tasks} callers: mailup-auth (saves on the calling thread), no-refresh floor | {:.2} ms | — | 0 | 0 |",
+                figures.in_place_floor.median()
             );
             println!(
                 "| {tasks} callers: yup-oauth2 (memory) | {:.2} ms | {:.2}× | {:.0} (range {:.0}–{:.0}) | {:.0} (range {:.0}–{:.0}) |",

@@ -75,4 +75,4 @@ pub use mailup_auth_store_redis::KeySource;
 #[cfg(feature = "redis")]
 pub use mailup_auth_store_redis::{RedisRefreshLease, RedisTokenStore};
 #[cfg(feature = "sled")]
-pub use mailup_auth_store_sled::{KeySource, SledRefreshLease, SledTokenStore};
+pub use mailup_auth_store_sled::{KeySource, SledRefreshLease, SledTokenStore, WriteThread};

@@ -281,7 +281,32 @@ impl MailUpClientBuilder {
         self
     }
 
-    /// Uses this token store.
+    /// Uses this token store. No refresh lease comes with it: pass the store's own with
+    /// [`refresh_lease`](Self::refresh_lease) when other processes share the store.
+    ///
+    /// A sled store opened yourself, here to have its saves wait for the disk on the calling
+    /// thread (a command-line tool or single-purpose worker on a local disk; see
+    /// [`WriteThread`](mailup_auth_store_sled::WriteThread)), keeps the cross-process lease
+    /// that [`store_path`](Self::store_path) would give it:
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sled")]
+    /// # async fn run() -> mailup_auth::Result<()> {
+    /// use std::sync::Arc;
+    /// use mailup_auth::{ClientSecret, MailUpClient, SledTokenStore, WriteThread};
+    ///
+    /// let dir = "/var/lib/my-tool/mailup";
+    /// // `open` is synchronous: at startup, or in `spawn_blocking`.
+    /// let store = SledTokenStore::open(dir)?.with_write_thread(WriteThread::CallingThread);
+    /// let client = MailUpClient::builder("my-client-id", ClientSecret::new("from-a-vault"))
+    ///     .refresh_lease(Some(Arc::new(store.refresh_lease())))
+    ///     .store(Arc::new(store))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
         self.store = StoreChoice::Custom(store);
         self
