@@ -225,7 +225,9 @@ pub enum WriteThread {
     /// network or overloaded disk). For programs whose runtime does little else while a
     /// token is refreshed: a command-line tool, a single-purpose worker, a store on a local
     /// disk. While a compaction holds the database, a save still waits on the blocking pool,
-    /// and a save that removes secrets hands the compaction that wipes them to the pool.
+    /// and a save that removes secrets hands the compaction that wipes them to the pool (or
+    /// runs it in place when the pool cannot, as while the runtime shuts down): either way
+    /// the secrets are wiped before the save returns.
     CallingThread,
 }
 
@@ -1459,13 +1461,20 @@ impl TokenStore for SledTokenStore {
             if let Some(saved) = self.save_in_place(&profile, &record, expected) {
                 let (version, removed_secrets) = saved?;
                 if removed_secrets {
-                    // A compaction is no flush: it goes to the pool (see `save_blocking`).
-                    let _ = self
+                    // A compaction is no flush: it goes to the pool (see `save_blocking`;
+                    // its own failure does not fail the save). A pool that cannot run it
+                    // (the runtime is shutting down) cancels it before it starts: then it
+                    // runs here, so the save never returns with the removed secrets still
+                    // in the files.
+                    let wiped = self
                         .run(|store| {
                             let _ = store.scrub_removed();
                             Ok(())
                         })
                         .await;
+                    if wiped.is_err() {
+                        let _ = self.scrub_removed();
+                    }
                 }
                 return Ok(version);
             }

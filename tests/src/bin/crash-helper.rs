@@ -19,12 +19,22 @@ async fn main() {
         eprintln!("usage: crash-helper <store dir> <emulator base URL>");
         std::process::exit(2);
     };
-    let client = MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
-        .auth_base(base)
-        .store_path(store)
-        .build()
-        .await
-        .expect("the client builds");
+    let builder =
+        MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
+            .auth_base(base);
+    // Optional (tests/tests/write_thread_hostile.rs): `CRASH_HELPER_WRITE_THREAD=calling` opens
+    // the sled store itself with its saves on the calling thread, with the store's own lease.
+    let builder = if std::env::var_os("CRASH_HELPER_WRITE_THREAD").is_some_and(|v| v == "calling") {
+        let store = mailup_auth::SledTokenStore::open(&store)
+            .expect("the store opens")
+            .with_write_thread(mailup_auth::WriteThread::CallingThread);
+        builder
+            .refresh_lease(Some(std::sync::Arc::new(store.refresh_lease())))
+            .store(std::sync::Arc::new(store))
+    } else {
+        builder.store_path(store)
+    };
+    let client = builder.build().await.expect("the client builds");
     let password = Password::new(DEFAULT_PASSWORD);
     if client.cached_access_token().is_none() && client.refresh().await.is_err() {
         client
