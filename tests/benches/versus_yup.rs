@@ -312,6 +312,21 @@ struct StormFigures {
     yup_failed: Row,
 }
 
+/// `tasks` tasks spawned at once, each asking `client` for an access token; how many failed.
+async fn ask_at_once(client: &MailUpClient, tasks: usize) -> usize {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.access_token().await.is_ok() })
+        })
+        .collect();
+    let mut failed = 0;
+    for handle in handles {
+        failed += usize::from(!handle.await.unwrap());
+    }
+    failed
+}
+
 async fn storms(tasks: usize, rounds: usize) -> StormFigures {
     // 2 s tokens for us: our client's token expires between rounds on the real clock. Hour-long
     // ones for yup-oauth2, which takes any token within a minute of its expiry for expired
@@ -355,16 +370,7 @@ async fn storms(tasks: usize, rounds: usize) -> StormFigures {
             until_expired(client).await;
             let before = emulator.counters();
             let start = Instant::now();
-            let handles: Vec<_> = (0..tasks)
-                .map(|_| {
-                    let client = client.clone();
-                    tokio::spawn(async move { client.access_token().await.is_ok() })
-                })
-                .collect();
-            let mut failed = 0;
-            for handle in handles {
-                failed += usize::from(!handle.await.unwrap());
-            }
+            let failed = ask_at_once(client, tasks).await;
             storm.0.push(ms(start.elapsed()));
             let refreshes = emulator.counters().token_refresh_token - before.token_refresh_token;
             assert_eq!(
@@ -373,15 +379,7 @@ async fn storms(tasks: usize, rounds: usize) -> StormFigures {
             );
             assert_eq!(failed, 0, "{failed} of our callers failed");
             let start = Instant::now();
-            let handles: Vec<_> = (0..tasks)
-                .map(|_| {
-                    let client = client.clone();
-                    tokio::spawn(async move { client.access_token().await.is_ok() })
-                })
-                .collect();
-            for handle in handles {
-                assert!(handle.await.unwrap());
-            }
+            assert_eq!(ask_at_once(client, tasks).await, 0);
             floor.0.push(ms(start.elapsed()));
         }
 
@@ -1010,26 +1008,25 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|");
         for (tasks, figures) in [(1_000, small), (10_000, large)] {
-            println!(
-                "| {tasks} callers: mailup-auth (sled) | {:.2} ms | {:.2}× | {:.2}× | 1 | 0 |",
-                figures.ours.median(),
-                figures.ours.median() / figures.ours_floor.median(),
-                figures.ours.paired_ratio(&figures.ours_floor)
-            );
-            println!(
-                "| {tasks} callers: mailup-auth, no-refresh floor (fresh token) | {:.2} ms | — | — | 0 | 0 |",
-                figures.ours_floor.median()
-            );
-            println!(
-                "| {tasks} callers: mailup-auth (sled, saves on the calling thread, opt-in) | {:.2} ms | {:.2}× | {:.2}× | 1 | 0 |",
-                figures.in_place.median(),
-                figures.in_place.median() / figures.in_place_floor.median(),
-                figures.in_place.paired_ratio(&figures.in_place_floor)
-            );
-            println!(
-                "| {tasks} callers: mailup-auth (saves on the calling thread), no-refresh floor | {:.2} ms | — | — | 0 | 0 |",
-                figures.in_place_floor.median()
-            );
+            for (store, storm, floor) in [
+                ("sled", &figures.ours, &figures.ours_floor),
+                (
+                    "sled, saves on the calling thread, opt-in",
+                    &figures.in_place,
+                    &figures.in_place_floor,
+                ),
+            ] {
+                println!(
+                    "| {tasks} callers: mailup-auth ({store}) | {:.2} ms | {:.2}× | {:.2}× | 1 | 0 |",
+                    storm.median(),
+                    storm.median() / floor.median(),
+                    storm.paired_ratio(floor)
+                );
+                println!(
+                    "| {tasks} callers: mailup-auth ({store}), no-refresh floor (fresh token) | {:.2} ms | — | — | 0 | 0 |",
+                    floor.median()
+                );
+            }
             println!(
                 "| {tasks} callers: yup-oauth2 (memory) | {:.2} ms | {:.2}× | {:.2}× | {:.0} (range {:.0}–{:.0}) | {:.0} (range {:.0}–{:.0}) |",
                 figures.yup.median(),

@@ -4,21 +4,21 @@
 //! in a temp dir and must finish (no panic, no deadlock): each runs on its own thread, waited
 //! for with a generous bound (a hang fails the test instead of hanging it; nothing is timed).
 
-use std::future::Future;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use mailup_auth_core::{
     AccessToken, ProfileRecord, RefreshToken, StoredProfile, TokenSet, TokenStore, UnixTime,
 };
 use mailup_auth_store_sled::SledTokenStore;
-use tokio::runtime::{Builder, Runtime};
 use tokio::task::LocalSet;
 
 /// How long a scenario may take before it counts as hung (each does a few flushed saves).
 const HUNG: Duration = Duration::from_secs(60);
+
+mod support;
+use support::{block_on, current_thread, multi_thread};
 
 fn record(n: u32) -> ProfileRecord {
     ProfileRecord::with_tokens(TokenSet {
@@ -57,18 +57,6 @@ async fn round_trip(store: &SledTokenStore, profile: &str) {
     }
 }
 
-fn multi_thread(workers: usize) -> Runtime {
-    Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> Runtime {
-    Builder::new_current_thread().enable_all().build().unwrap()
-}
-
 /// Runs `scenario` with a fresh store on its own thread; fails if it panics or hangs.
 fn scenario(name: &str, scenario: impl FnOnce(SledTokenStore) + Send + 'static) {
     let dir = tempfile::tempdir().unwrap();
@@ -93,26 +81,6 @@ fn scenario(name: &str, scenario: impl FnOnce(SledTokenStore) + Send + 'static) 
         Ok(Ok(())) => thread.join().unwrap(),
         Ok(Err(panic)) => panic!("{name}: the store's call panicked: {panic}"),
         Err(_) => panic!("{name}: the store's call did not finish (deadlock?)"),
-    }
-}
-
-/// A minimal executor that polls on the calling thread (what `futures::executor::block_on`
-/// does), to call the store from synchronous code inside a task.
-fn poll_to_completion<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 
@@ -215,7 +183,7 @@ fn a_current_thread_runtime_with_a_multi_thread_handle_entered() {
 fn a_synchronous_executor_inside_a_worker_task() {
     scenario("block_on of another executor inside a worker", |store| {
         multi_thread(2).block_on(async move {
-            tokio::spawn(async move { poll_to_completion(round_trip(&store, "p")) })
+            tokio::spawn(async move { block_on(round_trip(&store, "p")) })
                 .await
                 .unwrap();
         });

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use mailup_auth_core::{
@@ -20,10 +20,18 @@ use mailup_auth_core::{
     UnixTime,
 };
 use mailup_auth_store_sled::{KeySource, SledTokenStore, WriteThread};
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::Builder;
 use tokio::task::LocalSet;
 
 const HANG: Duration = Duration::from_secs(240);
+
+mod support;
+use support::{block_on, current_thread, multi_thread};
+
+/// [`support::bounded`] with this file's bound.
+fn bounded(name: &str, scenario: impl FnOnce() + Send + 'static) {
+    support::bounded(name, HANG, scenario);
+}
 
 fn tokens(access: String, refresh: Option<String>) -> TokenSet {
     TokenSet {
@@ -52,59 +60,6 @@ fn without_refresh(n: u64) -> ProfileRecord {
 
 fn in_place(store: SledTokenStore) -> SledTokenStore {
     store.with_write_thread(WriteThread::CallingThread)
-}
-
-/// Runs `scenario` on its own thread; a hang past `HANG` fails the test, a panic fails it with
-/// the panic's message.
-fn bounded(name: &str, scenario: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            scenario();
-            let _ = done.send(());
-        })
-        .unwrap();
-    match finished.recv_timeout(HANG) {
-        Ok(()) => thread.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().unwrap_err())
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{name} hung (deadlock?)"),
-    }
-}
-
-fn multi_thread(workers: usize) -> Runtime {
-    Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn current_thread() -> Runtime {
-    Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// A minimal executor on the calling thread (no tokio runtime of its own).
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 /// Polls `future` once with a waker that does nothing: `Some(output)` if it finished.

@@ -22,7 +22,7 @@ async fn main() {
     let builder =
         MailUpClient::builder(DEFAULT_CLIENT_ID, ClientSecret::new(DEFAULT_CLIENT_SECRET))
             .auth_base(base);
-    // Optional (tests/tests/write_thread_hostile.rs): `CRASH_HELPER_WRITE_THREAD=calling` opens
+    // Optional (tests/tests/saves_in_place.rs): `CRASH_HELPER_WRITE_THREAD=calling` opens
     // the sled store itself with its saves on the calling thread, with the store's own lease.
     let builder = if std::env::var_os("CRASH_HELPER_WRITE_THREAD").is_some_and(|v| v == "calling") {
         let store = mailup_auth::SledTokenStore::open(&store)
