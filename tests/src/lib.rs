@@ -70,6 +70,61 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Starts the crash helper (`helper`: its path, `env!("CARGO_BIN_EXE_crash-helper")` in a test)
+/// on the store at `store` against `emulator`, with `envs` set, and waits (at most 60 s, a
+/// bound against a hang) until it prints `ready`, holding tokens. Killed if dropped.
+pub async fn start_crash_helper(
+    helper: &str,
+    store: &Path,
+    emulator: &Emulator,
+    envs: &[(&str, &str)],
+    trial: u64,
+) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(helper)
+        .arg(store)
+        .arg(emulator.base_url().as_str())
+        .envs(envs.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the helper starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the helper gets ready in time")
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"), "trial {trial}");
+    child
+}
+
+/// What a killed process left as its refresh token, `refresh`: live at `emulator` (`true`), or
+/// rotated by the emulator in the window between the request and the save, the loss window no
+/// client can close (`false`: a newer token issued after it is live). Panics otherwise: the
+/// store would hold silently wrong data.
+pub fn live_or_rotated_in_window(emulator: &Emulator, refresh: &str, trial: u64) -> bool {
+    if emulator.is_refresh_token_live(refresh) {
+        return true;
+    }
+    let issued = emulator.issued_refresh_tokens();
+    let at = issued
+        .iter()
+        .position(|t| *t == refresh)
+        .unwrap_or_else(|| panic!("trial {trial}: the stored refresh token was issued"));
+    let newer_live = issued[at + 1..]
+        .iter()
+        .any(|t| emulator.is_refresh_token_live(t));
+    assert!(
+        newer_live,
+        "trial {trial}: the stored refresh token is dead and nothing newer is live: \
+         silently wrong data"
+    );
+    false
+}
+
 /// Logs the default profile in through the emulator's password grant, saving the tokens to the
 /// Redis store at `redis`; returns the access token obtained.
 pub async fn log_in_to_redis(redis: &str, emulator: &Emulator) -> String {
