@@ -1950,36 +1950,59 @@ mod tests {
             "{polled:?}"
         );
 
+        let read = while_a_compaction_holds(&store, "the read", |reader| async move {
+            reader.load_entry("p").await
+        });
+        assert!(
+            matches!(&read, Ok(StoredProfile::Record(stored)) if stored.version == version),
+            "{read:?}"
+        );
+    }
+
+    /// Runs `call` on a clone of `store`, in a task of a current-thread runtime on another
+    /// thread, while this thread holds the database as a compaction does, and answers what it
+    /// answered. `what` (the call) must wait off its thread: that runtime keeps running other
+    /// tasks (bounded at 10 s, not a timed assertion), and `what` does not answer while the
+    /// database is held (100 ms), only once it is let go.
+    fn while_a_compaction_holds<T, F>(
+        store: &SledTokenStore,
+        what: &str,
+        call: impl FnOnce(SledTokenStore) -> F + Send + 'static,
+    ) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
         let held = store.inner.database.write().unwrap();
+        let (responsive, running) = std::sync::mpsc::channel();
         let (sent, answered) = std::sync::mpsc::channel();
-        let reader = store.clone();
+        let caller = store.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                // This thread's runtime stays responsive while the read waits.
-                let read = tokio::spawn(async move { reader.load_entry("p").await });
+                let call = tokio::spawn(call(caller));
                 tokio::task::yield_now().await;
-                sent.send("responsive").unwrap();
-                sent.send(match read.await.unwrap() {
-                    Ok(StoredProfile::Record(stored)) if stored.version == version => "read",
-                    _ => "wrong answer",
-                })
-                .unwrap();
+                responsive.send(()).unwrap();
+                sent.send(call.await.unwrap()).unwrap();
             });
         });
         assert_eq!(
-            answered.recv_timeout(std::time::Duration::from_secs(10)),
-            Ok("responsive"),
-            "the read blocked its runtime's thread on the held database"
+            running.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(()),
+            "{what} blocked its runtime's thread on the held database"
         );
-        assert!(answered
-            .recv_timeout(std::time::Duration::from_millis(100))
-            .is_err());
+        assert!(
+            answered
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .is_err(),
+            "{what} answered while the database was held"
+        );
         drop(held);
-        assert_eq!(answered.recv().unwrap(), "read");
+        let answer = answered.recv().unwrap();
         thread.join().unwrap();
+        answer
     }
 
     /// Runs `future` to its end on `runtime`, and says whether its first poll was ready.
@@ -2050,36 +2073,11 @@ mod tests {
             .unwrap()
             .with_write_thread(WriteThread::CallingThread);
         let record = records().pop().unwrap();
-        let held = store.inner.database.write().unwrap();
-        let (sent, answered) = std::sync::mpsc::channel();
-        let writer = store.clone();
         let saved = record.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let save = tokio::spawn(async move { writer.save("p", &saved, None).await });
-                tokio::task::yield_now().await;
-                sent.send("responsive").unwrap();
-                sent.send(match save.await.unwrap() {
-                    Ok(1) => "saved",
-                    _ => "wrong answer",
-                })
-                .unwrap();
-            });
+        let version = while_a_compaction_holds(&store, "the save", |writer| async move {
+            writer.save("p", &saved, None).await
         });
-        assert_eq!(
-            answered.recv_timeout(std::time::Duration::from_secs(10)),
-            Ok("responsive"),
-            "the save blocked its runtime's thread on the held database"
-        );
-        assert!(answered
-            .recv_timeout(std::time::Duration::from_millis(100))
-            .is_err());
-        drop(held);
-        assert_eq!(answered.recv().unwrap(), "saved");
-        thread.join().unwrap();
+        assert!(matches!(version, Ok(1)), "{version:?}");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
